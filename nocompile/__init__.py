@@ -1,0 +1,24 @@
+"""nocompile: compile once with torch.compile, drop Dynamo's guards, call the bytecode directly.
+
+Public API::
+
+    from nocompile import compile_once, NoCompileError, GuardMismatchError
+
+See the README and docs/ for the guide; ``python -m nocompile bench`` for the comparison table.
+"""
+
+from ._decorator import BoundCompiledMethod, CompiledFunction, compile_once
+from ._errors import GuardMismatchError, NoCompileError
+from ._state import CompileStats
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "BoundCompiledMethod",
+    "CompileStats",
+    "CompiledFunction",
+    "GuardMismatchError",
+    "NoCompileError",
+    "__version__",
+    "compile_once",
+]

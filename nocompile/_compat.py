@@ -1,0 +1,105 @@
+"""The one place that touches private torch names.
+
+Everything else in nocompile uses public torch API. When a torch release moves one of the
+names below, this module is the only file that changes. Each helper says which torch
+versions it was checked on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+#: Oldest torch release nocompile runs on. Older releases cannot filter the GLOBAL_STATE and
+#: TORCH_FUNCTION_MODE_STACK guards through ``guard_filter_fn`` (added in 2.10) and lack the
+#: bytecode-hook handle API this package relies on.
+MIN_TORCH = (2, 10)
+
+BytecodeHook = Callable[[types.CodeType, types.CodeType], "types.CodeType | None"]
+
+
+def torch_version() -> tuple[int, int]:
+    """``(major, minor)`` of the running torch, ignoring local and pre-release suffixes."""
+    match = re.match(r"(\d+)\.(\d+)", torch.__version__)
+    if match is None:  # pragma: no cover - torch always has a version
+        return (0, 0)
+    return (int(match.group(1)), int(match.group(2)))
+
+
+def check_torch_supported() -> None:
+    """Raise a clear ``RuntimeError`` on a torch too old for nocompile's mechanics."""
+    if torch_version() < MIN_TORCH:
+        need = ".".join(map(str, MIN_TORCH))
+        raise RuntimeError(
+            f"nocompile needs torch>={need}; this process runs torch {torch.__version__}. "
+            f"Upgrade torch (pip install 'torch>={need}')."
+        )
+
+
+def register_bytecode_hook(hook: BytecodeHook) -> Any:
+    """Register ``hook(old_code, new_code)`` for every frame Dynamo transforms.
+
+    Returns a handle with ``remove()``. Checked on torch 2.11 and 2.13.
+    """
+    from torch._dynamo.convert_frame import register_bytecode_hook as register
+
+    return register(hook)
+
+
+@contextlib.contextmanager
+def compilation_limits(limit: int = 1 << 20) -> Iterator[None]:
+    """Raise Dynamo's recompile limits for the duration of one nocompile compilation.
+
+    Each nocompile specialization compiles a fresh code object, so the per-code limit is never
+    the issue; the process-wide accumulated limit is, in a long-running process with many
+    decorated functions. ``config.patch`` restores the previous values on exit, also when
+    compilation raises. Checked on torch 2.11 and 2.13.
+    """
+    import torch._dynamo.config as dynamo_config
+
+    with dynamo_config.patch(recompile_limit=limit, accumulated_recompile_limit=limit):
+        yield
+
+
+def inductor_mode_options(mode: str) -> dict[str, Any]:
+    """The inductor options a ``torch.compile`` mode stands for.
+
+    ``torch.compile`` refuses ``mode`` and ``options`` together, but dropping guards needs
+    ``options={"guard_filter_fn": ...}``; so nocompile expands the mode into its options.
+    """
+    from torch._inductor import list_mode_options
+
+    return dict(list_mode_options(mode))
+
+
+def inductor_modes() -> tuple[str, ...]:
+    """The ``mode`` strings ``torch.compile`` accepts for the inductor backend."""
+    from torch._inductor import list_mode_options
+
+    modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+    return tuple(m for m in modes if _mode_known(list_mode_options, m))
+
+
+def _mode_known(list_mode_options: Callable[[str], Any], mode: str) -> bool:
+    try:
+        list_mode_options(mode)
+    except Exception:  # an unknown mode raises; any failure means "not offered here"
+        return False
+    return True
+
+
+def registered_backends() -> list[str]:
+    """Names ``torch.compile(backend=...)`` accepts in this process."""
+    return list(torch._dynamo.list_backends(exclude_tags=()))
+
+
+def is_dynamo_error(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from Dynamo failing to trace (graph break, unsupported, ...)."""
+    from torch._dynamo import exc as dynamo_exc
+
+    return isinstance(exc, (dynamo_exc.Unsupported, dynamo_exc.TorchDynamoException))

@@ -1,0 +1,215 @@
+"""``compile_once``: the decorator, and the descriptor that makes it work on methods.
+
+``compile_once(fn)`` returns a ``CompiledFunction``. Called directly, it is the compiled state
+of a plain function. Looked up through an instance (``model.forward``), it is a non-data
+descriptor that returns a bound method on that instance's own state:
+
+* ``per_instance=True`` (default): each instance gets a ``CompileState`` of its own, kept in the
+  instance's ``__dict__`` under a key private to this descriptor. The state holds no reference
+  to the instance, so it never keeps it alive; ``copy``/``deepcopy``/``pickle`` of the instance
+  give the copy no state (it compiles its own on first use).
+* ``per_instance=False``: every instance shares the ``CompiledFunction``'s own state. The
+  captured bytecode reads ``self``'s submodules and parameters by name on each call, so one
+  compile serves every instance of the same structure (N identical transformer blocks).
+
+Nothing is ever assigned to the class or to a shared code object.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import types
+import weakref
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
+
+from typing_extensions import Concatenate, ParamSpec, Self
+
+from ._compat import check_torch_supported
+from ._options import CompileOptions, Dispatch, GuardPolicy, validate_options
+from ._state import CompileState, CompileStats
+
+P = ParamSpec("P")
+P2 = ParamSpec("P2")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+T = TypeVar("T")
+
+
+class BoundCompiledMethod(Protocol[P, R_co]):
+    """What ``instance.method`` is for a ``compile_once`` method, as a type checker sees it."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+    @property
+    def stats(self) -> CompileStats: ...
+
+    def reset(self) -> None: ...
+
+
+class CompiledFunction(CompileState, Generic[P, R]):
+    """A function decorated with ``compile_once``.
+
+    Call it like the original. ``stats`` and ``reset()`` cover this function; for a method with
+    ``per_instance=True`` they cover every live instance (``instance.method.stats`` covers one).
+    ``__wrapped__`` is the original function.
+    """
+
+    __wrapped__: Callable[P, R]
+
+    def __init__(self, fn: Callable[P, R], options: CompileOptions) -> None:
+        if not isinstance(fn, types.FunctionType):
+            raise TypeError(
+                f"compile_once decorates a Python function (def or lambda); got {fn!r} of type "
+                f"{type(fn).__name__}. For a module, decorate its class's forward."
+            )
+        super().__init__(fn, options)
+        functools.update_wrapper(self, fn)
+        self._instance_attr = f"_nocompile_state_{fn.__name__}_{id(self):x}"
+        self._instance_states: weakref.WeakSet[CompileState] = weakref.WeakSet()
+        self._instance_lock = threading.Lock()
+
+    if TYPE_CHECKING:
+
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> Self: ...
+
+    @overload
+    def __get__(
+        self: CompiledFunction[Concatenate[T, P2], R], instance: T, owner: type | None = None
+    ) -> BoundCompiledMethod[P2, R]: ...
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        if not self._options.per_instance:
+            return types.MethodType(self, instance)
+        try:
+            namespace = instance.__dict__
+        except AttributeError:
+            raise TypeError(
+                f"compile_once(per_instance=True) on {self.__qualname__} keeps one state per "
+                f"instance in the instance's __dict__, and {type(instance).__name__} has none "
+                "(__slots__?). Use compile_once(per_instance=False), or give the class a __dict__."
+            ) from None
+        state = namespace.get(self._instance_attr)
+        if state is None:
+            state = self._new_instance_state(namespace)
+        return types.MethodType(state, instance)
+
+    def _new_instance_state(self, namespace: dict[str, Any]) -> CompileState:
+        with self._instance_lock:
+            # Re-check under the lock: two threads may reach an instance's first call at once.
+            # A copied or unpickled instance holds None under the key (see CompileState.__reduce__).
+            state = namespace.get(self._instance_attr)
+            if state is None:
+                state = CompileState(self._fn, self._options)
+                namespace[self._instance_attr] = state
+                self._instance_states.add(state)
+            return state  # type: ignore[no-any-return]
+
+    @property
+    def stats(self) -> CompileStats:
+        """Counters summed over this function's state and every live instance's state."""
+        total: CompileStats = CompileState.stats.fget(self)  # type: ignore[attr-defined]
+        with self._instance_lock:
+            instance_states = list(self._instance_states)
+        for state in instance_states:
+            total = total + state.stats
+        return total
+
+    def reset(self) -> None:
+        """Forget every compiled state of this function (all instances' too)."""
+        CompileState.reset(self)
+        with self._instance_lock:
+            instance_states = list(self._instance_states)
+        for state in instance_states:
+            state.reset()
+
+    def __reduce__(self) -> str:  # type: ignore[override]
+        # Pickled by reference, like a plain function: by its module and qualified name.
+        return self.__qualname__
+
+    def __repr__(self) -> str:
+        return (
+            f"<compile_once function {self.__module__}.{self.__qualname__}: "
+            f"{self._options.describe()}; {self._status()}>"
+        )
+
+
+@overload
+def compile_once(fn: Callable[P, R], /) -> CompiledFunction[P, R]: ...
+
+
+@overload
+def compile_once(
+    fn: None = None,
+    /,
+    *,
+    backend: str | Callable[..., Any] = "inductor",
+    options: Mapping[str, Any] | None = None,
+    mode: str | None = None,
+    guards: GuardPolicy = "inputs",
+    per_instance: bool = True,
+    dispatch: Dispatch = "bytecode",
+) -> Callable[[Callable[P, R]], CompiledFunction[P, R]]: ...
+
+
+def compile_once(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    backend: str | Callable[..., Any] = "inductor",
+    options: Mapping[str, Any] | None = None,
+    mode: str | None = None,
+    guards: GuardPolicy = "inputs",
+    per_instance: bool = True,
+    dispatch: Dispatch = "bytecode",
+) -> CompiledFunction[P, R] | Callable[[Callable[P, R]], CompiledFunction[P, R]]:
+    """Compile a function once with ``torch.compile`` and call Dynamo's bytecode directly after.
+
+    Use it bare (``@compile_once``) or with keywords (``@compile_once(backend="eager")``), on a
+    plain function or on ``nn.Module.forward``. The first call compiles with
+    ``torch.compile(fullgraph=True, dynamic=False)``; later calls run the transformed bytecode
+    through a function object of this state's own, skipping Dynamo's frame hook and guards.
+
+    Args:
+        backend: a ``torch.compile`` backend name or callable.
+        options: passed to ``torch.compile(options=...)``.
+        mode: a ``torch.compile`` mode; cannot be combined with ``options``.
+        guards: ``"none"`` drops every Dynamo guard and checks nothing per call (a call with
+            other shapes, dtypes, scalars, grad mode or ``training`` may return a wrong result
+            silently). ``"inputs"`` (default) will check the call's signature cheaply; until
+            that check lands it behaves as ``"none"``. ``"dynamo"`` keeps Dynamo's guards and
+            calls through ``torch.compile``'s own entry point.
+        per_instance: for methods, one compiled state per instance (default) or one shared by
+            all instances.
+        dispatch: ``"bytecode"`` (default) calls the captured bytecode; ``"dynamo"`` calls through
+            ``torch.compile``'s callable (guards still dropped unless ``guards="dynamo"``).
+
+    Every option is validated here, when the decorator is applied.
+    """
+    check_torch_supported()
+    opts = validate_options(
+        backend=backend,
+        options=options,
+        mode=mode,
+        guards=guards,
+        per_instance=per_instance,
+        dispatch=dispatch,
+    )
+
+    def decorate(f: Callable[P, R]) -> CompiledFunction[P, R]:
+        return CompiledFunction(f, opts)
+
+    if fn is None:
+        return decorate
+    if not callable(fn):
+        raise TypeError(
+            f"compile_once takes a function, or keyword options only; got {fn!r} as its "
+            "positional argument. Write @compile_once or @compile_once(backend=...)."
+        )
+    return decorate(fn)

@@ -1,0 +1,155 @@
+"""Options of ``compile_once``: validated once, when the decorator is applied, into a frozen record.
+
+A bad option is a ``TypeError`` (wrong kind of value) or ``ValueError`` (right kind, not allowed)
+whose message names the option, the value given and what is allowed — at decoration time, never
+on the first call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, get_args
+
+from . import _compat
+
+GuardPolicy = Literal["none", "inputs", "dynamo"]
+Dispatch = Literal["bytecode", "dynamo"]
+
+GUARD_POLICIES: tuple[str, ...] = get_args(GuardPolicy)
+DISPATCHES: tuple[str, ...] = get_args(Dispatch)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileOptions:
+    """The validated options of one ``compile_once`` decoration."""
+
+    backend: str | Callable[..., Any] = "inductor"
+    options: Mapping[str, Any] | None = None
+    mode: str | None = None
+    guards: GuardPolicy = "inputs"
+    per_instance: bool = True
+    dispatch: Dispatch = "bytecode"
+
+    @property
+    def drops_guards(self) -> bool:
+        """Whether Dynamo's guards are filtered out at compile time."""
+        return self.guards != "dynamo"
+
+    @property
+    def calls_bytecode(self) -> bool:
+        """Whether later calls run the captured bytecode rather than Dynamo's entry point.
+
+        ``guards="dynamo"`` needs Dynamo's entry point to evaluate the guards it keeps, so it
+        always dispatches through Dynamo whatever ``dispatch`` says.
+        """
+        return self.dispatch == "bytecode" and self.guards != "dynamo"
+
+    def backend_name(self) -> str:
+        if isinstance(self.backend, str):
+            return self.backend
+        return getattr(self.backend, "__name__", type(self.backend).__name__)
+
+    def describe(self) -> str:
+        """``key=value`` text of the options, for ``repr`` and reports."""
+        parts = [f"backend={self.backend_name()!r}", f"guards={self.guards!r}"]
+        if self.mode is not None:
+            parts.append(f"mode={self.mode!r}")
+        if self.options:
+            parts.append(f"options={dict(self.options)!r}")
+        if self.dispatch != "bytecode":
+            parts.append(f"dispatch={self.dispatch!r}")
+        if not self.per_instance:
+            parts.append("per_instance=False")
+        return ", ".join(parts)
+
+
+def _choice(option: str, value: object, allowed: tuple[str, ...]) -> None:
+    if not isinstance(value, str):
+        raise TypeError(
+            f"compile_once({option}=...) takes one of {_quoted(allowed)}; "
+            f"got {value!r} of type {type(value).__name__}."
+        )
+    if value not in allowed:
+        raise ValueError(
+            f"compile_once({option}={value!r}) is not allowed; choose one of {_quoted(allowed)}."
+        )
+
+
+def _quoted(values: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(repr(v) for v in values)
+
+
+def validate_options(
+    *,
+    backend: object,
+    options: object,
+    mode: object,
+    guards: object,
+    per_instance: object,
+    dispatch: object,
+) -> CompileOptions:
+    """Check every option and return the frozen record, or raise ``TypeError``/``ValueError``."""
+    _choice("guards", guards, GUARD_POLICIES)
+    _choice("dispatch", dispatch, DISPATCHES)
+    if not isinstance(per_instance, bool):
+        raise TypeError(
+            f"compile_once(per_instance=...) takes True or False; got {per_instance!r}."
+        )
+
+    if isinstance(backend, str):
+        known = _compat.registered_backends()
+        if backend not in known:
+            raise ValueError(
+                f"compile_once(backend={backend!r}) is not a torch.compile backend registered in "
+                f"this process; choose one of {_quoted(sorted(known))}, or pass a backend callable."
+            )
+    elif not callable(backend):
+        raise TypeError(
+            "compile_once(backend=...) takes a backend name (str) or a callable "
+            f"(gm, example_inputs) -> callable; got {backend!r} of type {type(backend).__name__}."
+        )
+
+    if options is not None:
+        if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
+            raise TypeError(
+                "compile_once(options=...) takes a dict with str keys, as torch.compile(options=...) "
+                f"does; got {options!r}."
+            )
+        if "guard_filter_fn" in options:
+            raise ValueError(
+                "compile_once(options=...) must not contain 'guard_filter_fn': nocompile sets it "
+                "from guards=. Use guards='none' | 'inputs' | 'dynamo' instead."
+            )
+        options = dict(options)  # a private copy: later edits to the caller's dict change nothing
+
+    if mode is not None:
+        if not isinstance(mode, str):
+            raise TypeError(f"compile_once(mode=...) takes a str or None; got {mode!r}.")
+        if options:
+            raise ValueError(
+                f"compile_once(mode={mode!r}, options=...) gives both; torch.compile takes one or "
+                "the other. Put the mode's settings into options, or drop options."
+            )
+        if backend == "inductor":
+            modes = _compat.inductor_modes()
+            if mode not in modes:
+                raise ValueError(
+                    f"compile_once(mode={mode!r}) is not an inductor mode; choose one of "
+                    f"{_quoted(modes)}."
+                )
+        elif guards != "dynamo":
+            raise ValueError(
+                f"compile_once(mode={mode!r}) with backend={backend!r}: nocompile can only drop "
+                "guards together with a mode for backend='inductor'. Pass options to your backend "
+                "instead, or use guards='dynamo'."
+            )
+
+    return CompileOptions(
+        backend=backend,  # type: ignore[arg-type]  # checked above
+        options=options,  # type: ignore[arg-type]
+        mode=mode,  # type: ignore[arg-type]
+        guards=guards,  # type: ignore[arg-type]
+        per_instance=per_instance,
+        dispatch=dispatch,  # type: ignore[arg-type]
+    )
