@@ -65,9 +65,10 @@ ROUTER = _BytecodeRouter()
 def compilation_context() -> Iterator[None]:
     """Everything a nocompile compilation temporarily changes in torch, restored on exit.
 
-    Today that is Dynamo's recompile limits (see ``_compat.compilation_limits``). The guards on
+    Today that is Dynamo's recompile limits and its runtime-overhead bookkeeping (see
+    ``_compat.compilation_config``). The guards on
     global state and the torch-function-mode stack are dropped through ``guard_filter_fn``,
     which every supported torch (>= 2.10) honours for them, so no patching is needed.
     """
-    with _compat.compilation_limits():
+    with _compat.compilation_config():
         yield

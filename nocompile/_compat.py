@@ -52,17 +52,27 @@ def register_bytecode_hook(hook: BytecodeHook) -> Any:
 
 
 @contextlib.contextmanager
-def compilation_limits(limit: int = 1 << 20) -> Iterator[None]:
-    """Raise Dynamo's recompile limits for the duration of one nocompile compilation.
+def compilation_config(limit: int = 1 << 20) -> Iterator[None]:
+    """Dynamo settings for the duration of one nocompile compilation, restored on exit.
 
-    Each nocompile specialization compiles a fresh code object, so the per-code limit is never
-    the issue; the process-wide accumulated limit is, in a long-running process with many
-    decorated functions. ``config.patch`` restores the previous values on exit, also when
-    compilation raises. Checked on torch 2.11 and 2.13.
+    * Recompile limits raised: each nocompile specialization compiles a fresh code object, so
+      the per-code limit is never the issue; the process-wide accumulated limit is, in a
+      long-running process with many decorated functions.
+    * ``record_runtime_overhead`` off (where the torch version has it): otherwise the
+      transformed bytecode brackets its weight-fetching prologue with profiler bookkeeping
+      calls (``record_pregraph_bytecode_enter/exit``, the latter wrapped in a Dynamo-disable
+      shim) that cost about a microsecond per call and only feed the profiler's
+      "Pregraph bytecode" event.
+
+    ``config.patch`` restores the previous values also when compilation raises. Checked on
+    torch 2.11 and 2.13.
     """
     import torch._dynamo.config as dynamo_config
 
-    with dynamo_config.patch(recompile_limit=limit, accumulated_recompile_limit=limit):
+    changes: dict[str, Any] = {"recompile_limit": limit, "accumulated_recompile_limit": limit}
+    if hasattr(dynamo_config, "record_runtime_overhead"):
+        changes["record_runtime_overhead"] = False
+    with dynamo_config.patch(**changes):
         yield
 
 

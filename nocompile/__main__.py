@@ -1,0 +1,64 @@
+"""Command line: ``python -m nocompile bench [--layers N] [--width N] [--json]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m nocompile", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    bench = commands.add_parser(
+        "bench",
+        help="time every way of calling the reference model, side by side, in one process",
+        description="Time eager, torch.compile, and compile_once under each guard policy on the "
+        "reference MLP, against the compiled graph called directly (the floor).",
+    )
+    bench.add_argument("--layers", type=_positive, default=4, help="residual blocks (default 4)")
+    bench.add_argument("--width", type=_positive, default=16, help="features per layer (default 16)")
+    bench.add_argument("--batch", type=_positive, default=1, help="batch size (default 1)")
+    bench.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    bench.add_argument("--backend", default="inductor", help="torch.compile backend (default inductor)")
+    bench.add_argument("--rounds", type=_positive, default=7, help="interleaved timing rounds (default 7)")
+    bench.add_argument(
+        "--round-seconds", type=float, default=0.05, help="seconds each row runs per round (default 0.05)"
+    )
+    bench.add_argument("--threads", type=_positive, default=1, help="torch CPU threads (default 1)")
+    bench.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "bench":
+        import torch
+
+        from ._bench import BenchConfig
+        from ._bench import main as bench_main
+
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        cfg = BenchConfig(
+            layers=args.layers,
+            width=args.width,
+            batch=args.batch,
+            device=device,
+            backend=args.backend,
+            rounds=args.rounds,
+            round_seconds=args.round_seconds,
+            threads=args.threads,
+        )
+        return bench_main(cfg, args.json)
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""``python -m nocompile bench``: every way of calling the reference model, side by side.
+
+All rows run in one process on the same weights and the same input, interleaved round by round
+so that a noisy neighbour slows every row alike. Each row's figure is the median over rounds of
+the mean microseconds per call within a round; the ratio is to the floor row, the compiled graph
+callable called directly with the flat inputs the transformed bytecode would pass it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ._decorator import compile_once
+from ._reference import ReferenceMLP
+from ._state import CompileState
+
+Call = Callable[[], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    layers: int = 4
+    width: int = 16
+    batch: int = 1
+    device: str = "cpu"
+    backend: str = "inductor"
+    rounds: int = 7
+    round_seconds: float = 0.05
+    threads: int = 1
+
+
+@dataclasses.dataclass
+class Row:
+    name: str
+    call: Call
+    note: str = ""
+    samples: list[float] = dataclasses.field(default_factory=list)
+
+    @property
+    def median_us(self) -> float:
+        return statistics.median(self.samples)
+
+
+def _decorated_model(base: ReferenceMLP, label: str, **options: Any) -> ReferenceMLP:
+    """A ReferenceMLP whose class has ``compile_once(**options)`` on ``forward``, same weights."""
+    cls = type(
+        f"ReferenceMLP_{label}",
+        (ReferenceMLP,),
+        {"forward": compile_once(**options)(ReferenceMLP.forward)},
+    )
+    width = base.norm.normalized_shape[0]
+    model = cls(width=width, layers=len(base.layers))
+    model.load_state_dict(base.state_dict())
+    return model.to(next(base.parameters()).device).eval()
+
+
+def graph_floor(model: ReferenceMLP, x: torch.Tensor) -> Call:
+    """A call of the compiled graph alone, with the exact flat inputs the bytecode passes it.
+
+    Runs the model's captured bytecode once with the ``__compiled_fn_*`` global it loads
+    swapped for a recorder, then calls the real graph callable with what was recorded.
+    """
+    state = model.forward.__func__  # type: ignore[attr-defined]
+    if not isinstance(state, CompileState) or state._spec is None or state._spec.transformed_code is None:
+        raise RuntimeError("graph_floor needs a compiled compile_once model")
+    code = state._spec.transformed_code
+    names = [n for n in code.co_names if n.startswith("__compiled_fn")]
+    if len(names) != 1:
+        raise RuntimeError(f"expected one compiled graph in the transformed code, found {names}")
+    namespace = state._fn.__globals__
+    graph = namespace[names[0]]
+    recorded: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def recorder(*args: Any, **kwargs: Any) -> Any:
+        recorded.append((args, kwargs))
+        return graph(*args, **kwargs)
+
+    namespace[names[0]] = recorder
+    try:
+        state._spec.call(model, x)
+    finally:
+        namespace[names[0]] = graph
+    args, kwargs = recorded[0]
+    return lambda: graph(*args, **kwargs)
+
+
+def build_rows(cfg: BenchConfig) -> tuple[list[Row], Row]:
+    """The rows to time and the floor row. Compiles everything once before returning."""
+    torch.manual_seed(0)
+    device = torch.device(cfg.device)
+    base = ReferenceMLP(cfg.width, cfg.layers).to(device).eval()
+    x = torch.randn(cfg.batch, cfg.width, device=device)
+
+    def copy_of_base() -> ReferenceMLP:
+        model = ReferenceMLP(cfg.width, cfg.layers).to(device).eval()
+        model.load_state_dict(base.state_dict())
+        return model
+
+    stock = torch.compile(copy_of_base(), backend=cfg.backend)
+    unguarded = torch.compile(
+        copy_of_base(),
+        backend=cfg.backend,
+        options={"guard_filter_fn": torch.compiler.skip_all_guards_unsafe},
+    )
+    once = {
+        policy: _decorated_model(base, policy, backend=cfg.backend, guards=policy)
+        for policy in ("none", "inputs", "dynamo")
+    }
+    via_dynamo = _decorated_model(base, "none_dynamo", backend=cfg.backend, guards="none", dispatch="dynamo")
+
+    rows = [
+        Row("eager module", lambda: base(x)),
+        Row("torch.compile (guards on)", lambda: stock(x)),
+        Row("torch.compile, every guard filtered", lambda: unguarded(x)),
+        Row('compile_once(guards="dynamo")', lambda: once["dynamo"](x), "Dynamo's entry and guards"),
+        Row('compile_once(guards="none", dispatch="dynamo")', lambda: via_dynamo(x), "Dynamo's entry, no guards"),
+        Row('compile_once(guards="inputs")', lambda: once["inputs"](x), "default policy"),
+        Row('compile_once(guards="none")', lambda: once["none"](x), "captured bytecode"),
+    ]
+    with torch.no_grad():
+        for row in rows:  # compile and warm up every row before anything is timed
+            for _ in range(3):
+                row.call()
+        floor = Row("compiled graph called directly (floor)", graph_floor(once["none"], x))
+    return rows, floor
+
+
+def _loops_for(call: Call, seconds: float, sync: Callable[[], None]) -> int:
+    """How many calls fill about ``seconds``."""
+    n = 1
+    while True:
+        started = time.perf_counter()
+        for _ in range(n):
+            call()
+        sync()
+        elapsed = time.perf_counter() - started
+        if elapsed >= seconds / 4 or n >= 1 << 20:
+            return max(1, int(n * seconds / max(elapsed, 1e-9)))
+        n *= 4
+
+
+def measure(rows: list[Row], cfg: BenchConfig) -> None:
+    """Fill each row's ``samples`` with per-call microseconds, one sample per round."""
+    sync: Callable[[], None] = torch.cuda.synchronize if cfg.device.startswith("cuda") else (lambda: None)
+    with torch.no_grad():
+        loops = [_loops_for(row.call, cfg.round_seconds, sync) for row in rows]
+        for _ in range(cfg.rounds):
+            for row, n in zip(rows, loops):
+                call = row.call
+                sync()
+                started = time.perf_counter()
+                for _ in range(n):
+                    call()
+                sync()
+                row.samples.append((time.perf_counter() - started) / n * 1e6)
+
+
+def environment(cfg: BenchConfig) -> dict[str, Any]:
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "device": cfg.device if not cfg.device.startswith("cuda") else torch.cuda.get_device_name(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def run(cfg: BenchConfig) -> dict[str, Any]:
+    torch.set_num_threads(cfg.threads)
+    rows, floor = build_rows(cfg)
+    measure([*rows, floor], cfg)
+    return {
+        "config": dataclasses.asdict(cfg),
+        "environment": environment(cfg),
+        "rows": [
+            {
+                "name": row.name,
+                "us_per_call": row.median_us,
+                "x_floor": row.median_us / floor.median_us,
+                "samples_us": row.samples,
+                "note": row.note,
+            }
+            for row in [*rows, floor]
+        ],
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    cfg, env = result["config"], result["environment"]
+    lines = [
+        f"nocompile bench: reference MLP, {cfg['layers']} layers, width {cfg['width']}, "
+        f"batch {cfg['batch']}, backend {cfg['backend']!r}, torch.no_grad()",
+        f"torch {env['torch']}, Python {env['python']}, {env['device']}, {env['threads']} thread(s); "
+        f"median of {cfg['rounds']} interleaved rounds",
+        "",
+    ]
+    name_width = max(len(r["name"]) for r in result["rows"])
+    lines.append(f"{'way of calling':<{name_width}}  {'us/call':>9}  {'x floor':>8}  note")
+    lines.append(f"{'-' * name_width}  {'-' * 9}  {'-' * 8}  ----")
+    for r in result["rows"]:
+        lines.append(f"{r['name']:<{name_width}}  {r['us_per_call']:>9.2f}  {r['x_floor']:>8.2f}  {r['note']}")
+    return "\n".join(lines)
+
+
+def main(cfg: BenchConfig, as_json: bool) -> int:
+    result = run(cfg)
+    if as_json:
+        json.dump(result, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(format_table(result))
+    return 0

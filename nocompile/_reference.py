@@ -1,0 +1,24 @@
+"""The reference model of the measurements in DESIGN.md and ``python -m nocompile bench``.
+
+A residual MLP: ``layers`` blocks of ``x + gelu(linear(x))``, then a LayerNorm. Small enough
+that per-call overhead dominates at batch 1, which is exactly what nocompile is about.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ReferenceMLP(nn.Module):
+    """``layers`` residual Linear+GELU blocks of ``width`` features, then LayerNorm."""
+
+    def __init__(self, width: int = 16, layers: int = 4) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(width, width) for _ in range(layers))
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = x + nn.functional.gelu(layer(x))
+        return self.norm(x)
