@@ -17,13 +17,13 @@ Nothing is ever assigned to the class or to a shared code object.
 
 from __future__ import annotations
 
-import functools
 import threading
 import types
 import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 
+import torch
 from typing_extensions import Concatenate, ParamSpec, Self
 
 from ._compat import check_torch_supported
@@ -65,7 +65,6 @@ class CompiledFunction(CompileState, Generic[P, R]):
                 f"{type(fn).__name__}. For a module, decorate its class's forward."
             )
         super().__init__(fn, options)
-        functools.update_wrapper(self, fn)
         self._instance_attr = f"_nocompile_state_{fn.__name__}_{id(self):x}"
         self._instance_states: weakref.WeakSet[CompileState] = weakref.WeakSet()
         self._instance_lock = threading.Lock()
@@ -97,6 +96,10 @@ class CompiledFunction(CompileState, Generic[P, R]):
             ) from None
         state = namespace.get(self._instance_attr)
         if state is None:
+            if torch.compiler.is_compiling():
+                # An outer torch.compile is tracing: hand it the original to inline, and create
+                # no state inside the trace (Dynamo cannot trace the lock that guards creation).
+                return types.MethodType(self._fn, instance)
             state = self._new_instance_state(namespace)
         return types.MethodType(state, instance)
 

@@ -15,6 +15,7 @@ attribute is atomic, so concurrent callers always see either the old or the new 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import threading
@@ -121,6 +122,9 @@ class CompileState:
     def __init__(self, fn: types.FunctionType, options: CompileOptions) -> None:
         self._fn = fn
         self._options = options
+        # __name__, __qualname__, __doc__, __module__, __wrapped__: so that the state, and the
+        # bound method ``instance.forward`` made on it, look like the original function.
+        functools.update_wrapper(self, fn)
         self._lock = threading.Lock()
         self._compiling_thread: int | None = None
         self._clear()
