@@ -23,12 +23,11 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 
-import torch
 from typing_extensions import Concatenate, ParamSpec, Self
 
 from ._compat import check_torch_supported
 from ._options import CompileOptions, Dispatch, GuardPolicy, validate_options
-from ._state import CompileState, CompileStats
+from ._state import CompileState, CompileStats, _is_compiling
 
 P = ParamSpec("P")
 P2 = ParamSpec("P2")
@@ -84,6 +83,10 @@ class CompiledFunction(CompileState, Generic[P, R]):
     def __get__(self, instance: object, owner: type | None = None) -> Any:
         if instance is None:
             return self
+        if _is_compiling():
+            # An outer torch.compile is tracing: hand it the original to inline. Dynamo can
+            # neither build a MethodType on our state nor trace the lock that guards creation.
+            return self._fn.__get__(instance, owner)
         if not self._options.per_instance:
             return types.MethodType(self, instance)
         try:
@@ -96,10 +99,6 @@ class CompiledFunction(CompileState, Generic[P, R]):
             ) from None
         state = namespace.get(self._instance_attr)
         if state is None:
-            if torch.compiler.is_compiling():
-                # An outer torch.compile is tracing: hand it the original to inline, and create
-                # no state inside the trace (Dynamo cannot trace the lock that guards creation).
-                return types.MethodType(self._fn, instance)
             state = self._new_instance_state(namespace)
         return types.MethodType(state, instance)
 
