@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from models import Block, SharedBlock, eager_block
-from nocompile import CompileStats, compile_once
+from nocompile import CompileStats, NoCompileError, compile_once
 
 
 def test_two_instances_compile_separately_and_match_eager() -> None:
@@ -199,20 +199,20 @@ def test_module_inside_outer_torch_compile_is_inlined() -> None:
     assert block.forward.stats.compiles == 0
 
 
-def test_subclass_override_calling_super_forward() -> None:
-    class Base(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.linear = nn.Linear(4, 4)
+class _Base(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+def test_override_calling_super_forward_compiles_with_class_cell() -> None:
+    class Child(_Base):
         @compile_once(backend="eager", guards="none")
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.linear(x)
-
-    class Child(Base):
-        @compile_once(backend="eager", guards="none")
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return super().forward(x) * 2
+            return super().forward(x) * 2  # zero-arg super(): a __class__ closure cell
 
     child = Child()
     x = torch.randn(1, 4)
@@ -220,3 +220,23 @@ def test_subclass_override_calling_super_forward() -> None:
     torch.testing.assert_close(child(x), expected)
     torch.testing.assert_close(child(x), expected)
     assert Child.forward.stats.compiles == 1
+
+
+def test_super_call_into_a_decorated_base_is_a_clear_compile_error() -> None:
+    """Sharp edge: Dynamo cannot trace super().forward when the base's forward is a compile_once
+    descriptor. Decorate the outermost forward only."""
+
+    class DecoratedBase(_Base):
+        @compile_once(backend="eager", guards="none")
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(x)
+
+    class Child(DecoratedBase):
+        @compile_once(backend="eager", guards="none")
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x) * 2
+
+    child = Child()
+    with pytest.raises(NoCompileError, match=r"Child\.forward.*super\(\)"):
+        child(torch.randn(1, 4))
+    assert child.forward.stats.compiles == 0
