@@ -1,0 +1,46 @@
+"""python -m nocompile bench: runs end to end (eager backend, tiny timing budget) and prints ratios."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from nocompile.__main__ import main
+
+
+def test_bench_json_has_every_row_and_ratios_to_the_floor(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "--backend", "eager", "--rounds", "2", "--round-seconds", "0.002", "--json", "--device", "cpu"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    names = [row["name"] for row in result["rows"]]
+    assert names[0] == "eager module"
+    assert names[-1] == "compiled graph called directly (floor)"
+    for policy in ("none", "inputs", "dynamo"):
+        assert f'compile_once(guards="{policy}")' in names
+    floor = result["rows"][-1]
+    assert floor["x_floor"] == pytest.approx(1.0)
+    for row in result["rows"]:
+        assert len(row["samples_us"]) == 2
+        assert row["us_per_call"] > 0
+        assert row["x_floor"] == pytest.approx(row["us_per_call"] / floor["us_per_call"])
+    assert result["config"]["layers"] == 4 and result["config"]["width"] == 16
+
+
+def test_bench_table_in_a_subprocess() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "nocompile", "bench", "--backend", "eager", "--layers", "2", "--width", "8",
+         "--rounds", "1", "--round-seconds", "0.002", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    assert "2 layers, width 8" in out
+    assert "x floor" in out
+    assert 'compile_once(guards="none")' in out
+
+
+def test_bad_arguments_exit_with_usage() -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "--layers", "0"])
+    assert info.value.code == 2
