@@ -70,9 +70,12 @@ def graph_floor(model: ReferenceMLP, x: torch.Tensor) -> Call:
     swapped for a recorder, then calls the real graph callable with what was recorded.
     """
     state = model.forward.__func__  # type: ignore[attr-defined]
-    if not isinstance(state, CompileState) or state._spec is None or state._spec.transformed_code is None:
+    if not isinstance(state, CompileState) or not state.specializations:
         raise RuntimeError("graph_floor needs a compiled compile_once model")
-    code = state._spec.transformed_code
+    spec = state.specializations[0]
+    code = spec.transformed_code
+    if code is None:
+        raise RuntimeError("graph_floor needs the captured bytecode")
     names = [n for n in code.co_names if n.startswith("__compiled_fn")]
     if len(names) != 1:
         raise RuntimeError(f"expected one compiled graph in the transformed code, found {names}")
@@ -86,7 +89,7 @@ def graph_floor(model: ReferenceMLP, x: torch.Tensor) -> Call:
 
     namespace[names[0]] = recorder
     try:
-        state._spec.call(model, x)
+        spec.call(model, x)
     finally:
         namespace[names[0]] = graph
     args, kwargs = recorded[0]
@@ -134,6 +137,35 @@ def build_rows(cfg: BenchConfig) -> tuple[list[Row], Row]:
     return rows, floor
 
 
+def _first_plus_one(*tensors: torch.Tensor) -> torch.Tensor:
+    return tensors[0] + 1
+
+
+def check_cost_rows(cfg: BenchConfig, counts: tuple[int, ...] = (1, 4, 16)) -> list[tuple[int, Row, Row]]:
+    """For n tensor arguments: the same tiny function under guards="none" and guards="inputs".
+
+    The difference between the two is what the input check costs per call.
+    """
+    device = torch.device(cfg.device)
+    pairs = []
+    for n in counts:
+        tensors = [torch.randn(2, 4, device=device) for _ in range(n)]
+        unchecked = compile_once(backend="eager", guards="none")(_first_plus_one)
+        checked = compile_once(backend="eager", guards="inputs")(_first_plus_one)
+        with torch.no_grad():
+            for f in (unchecked, checked):
+                f(*tensors)
+                f(*tensors)
+        pairs.append(
+            (
+                n,
+                Row(f'{n} tensor(s), guards="none"', lambda f=unchecked, t=tensors: f(*t)),
+                Row(f'{n} tensor(s), guards="inputs"', lambda f=checked, t=tensors: f(*t)),
+            )
+        )
+    return pairs
+
+
 def _loops_for(call: Call, seconds: float, sync: Callable[[], None]) -> int:
     """How many calls fill about ``seconds``."""
     n = 1
@@ -177,8 +209,18 @@ def environment(cfg: BenchConfig) -> dict[str, Any]:
 def run(cfg: BenchConfig) -> dict[str, Any]:
     torch.set_num_threads(cfg.threads)
     rows, floor = build_rows(cfg)
-    measure([*rows, floor], cfg)
+    checks = check_cost_rows(cfg)
+    measure([*rows, floor, *(r for _, a, b in checks for r in (a, b))], cfg)
     return {
+        "check_cost": [
+            {
+                "tensors": n,
+                "none_us": unchecked.median_us,
+                "inputs_us": checked.median_us,
+                "check_us": checked.median_us - unchecked.median_us,
+            }
+            for n, unchecked, checked in checks
+        ],
         "config": dataclasses.asdict(cfg),
         "environment": environment(cfg),
         "rows": [
@@ -208,6 +250,13 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append(f"{'-' * name_width}  {'-' * 9}  {'-' * 8}  ----")
     for r in result["rows"]:
         lines.append(f"{r['name']:<{name_width}}  {r['us_per_call']:>9.2f}  {r['x_floor']:>8.2f}  {r['note']}")
+    lines += [
+        "",
+        'cost of the guards="inputs" check: f(*tensors) -> tensors[0] + 1, backend "eager"',
+        f"{'tensor args':>11}  {'none us':>9}  {'inputs us':>9}  {'check us':>9}",
+    ]
+    for c in result["check_cost"]:
+        lines.append(f"{c['tensors']:>11}  {c['none_us']:>9.2f}  {c['inputs_us']:>9.2f}  {c['check_us']:>9.2f}")
     return "\n".join(lines)
 
 

@@ -76,6 +76,29 @@ def compilation_config(limit: int = 1 << 20) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def marked_dynamic(marks: list[tuple[torch.Tensor, tuple[int, ...]]]) -> Iterator[None]:
+    """Mark dims dynamic for one compile, then leave the caller's tensors as they were.
+
+    ``torch._dynamo.mark_dynamic`` records the dims on the tensor object itself
+    (``_dynamo_dynamic_indices``); left there, they would change how any later
+    ``torch.compile`` treats the user's tensor. Checked on torch 2.11 and 2.13.
+    """
+    attribute = "_dynamo_dynamic_indices"
+    saved = [(t, getattr(t, attribute, None)) for t, _ in marks]
+    try:
+        for tensor, dims in marks:
+            torch._dynamo.mark_dynamic(tensor, list(dims))
+        yield
+    finally:
+        for tensor, before in saved:
+            if before is None:
+                if hasattr(tensor, attribute):
+                    delattr(tensor, attribute)
+            else:
+                setattr(tensor, attribute, before)
+
+
 def inductor_mode_options(mode: str) -> dict[str, Any]:
     """The inductor options a ``torch.compile`` mode stands for.
 

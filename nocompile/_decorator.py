@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 from typing_extensions import Concatenate, ParamSpec, Self
 
 from ._compat import check_torch_supported
-from ._options import CompileOptions, Dispatch, GuardPolicy, validate_options
+from ._options import CompileOptions, Dispatch, DynamicSpec, GuardPolicy, OnMismatch, validate_options
+from ._signature import parameter_names
 from ._state import CompileState, CompileStats, _is_compiling
 
 P = ParamSpec("P")
@@ -62,6 +63,12 @@ class CompiledFunction(CompileState, Generic[P, R]):
             raise TypeError(
                 f"compile_once decorates a Python function (def or lambda); got {fn!r} of type "
                 f"{type(fn).__name__}. For a module, decorate its class's forward."
+            )
+        unknown = sorted(set(options.dynamic) - set(parameter_names(fn)))
+        if unknown:
+            raise ValueError(
+                f"compile_once(dynamic=...) names {unknown}, which {fn.__qualname__} has no parameter "
+                f"for; its parameters are {parameter_names(fn)}."
             )
         super().__init__(fn, options)
         self._instance_attr = f"_nocompile_state_{fn.__name__}_{id(self):x}"
@@ -155,6 +162,9 @@ def compile_once(
     options: Mapping[str, Any] | None = None,
     mode: str | None = None,
     guards: GuardPolicy = "inputs",
+    on_mismatch: OnMismatch = "raise",
+    max_compiles: int = 8,
+    dynamic: DynamicSpec | None = None,
     per_instance: bool = True,
     dispatch: Dispatch = "bytecode",
 ) -> Callable[[Callable[P, R]], CompiledFunction[P, R]]: ...
@@ -168,6 +178,9 @@ def compile_once(
     options: Mapping[str, Any] | None = None,
     mode: str | None = None,
     guards: GuardPolicy = "inputs",
+    on_mismatch: OnMismatch = "raise",
+    max_compiles: int = 8,
+    dynamic: DynamicSpec | None = None,
     per_instance: bool = True,
     dispatch: Dispatch = "bytecode",
 ) -> CompiledFunction[P, R] | Callable[[Callable[P, R]], CompiledFunction[P, R]]:
@@ -184,9 +197,19 @@ def compile_once(
         mode: a ``torch.compile`` mode; cannot be combined with ``options``.
         guards: ``"none"`` drops every Dynamo guard and checks nothing per call (a call with
             other shapes, dtypes, scalars, grad mode or ``training`` may return a wrong result
-            silently). ``"inputs"`` (default) will check the call's signature cheaply; until
-            that check lands it behaves as ``"none"``. ``"dynamo"`` keeps Dynamo's guards and
-            calls through ``torch.compile``'s own entry point.
+            silently). ``"inputs"`` (default) drops Dynamo's guards but checks each call's
+            signature cheaply: every tensor's class, shape (dynamic dims excepted), dtype,
+            device, requires_grad and strides; every int/float/bool/str/None/enum value; the
+            structure of lists, tuples and dicts; ``training`` of module arguments (``self``);
+            grad mode; and Dynamo's shape guards on dynamic dims. ``"dynamo"`` keeps Dynamo's
+            guards and calls through ``torch.compile``'s own entry point.
+        on_mismatch: under ``guards="inputs"``, a call that fails the check raises
+            ``GuardMismatchError`` (``"raise"``) or compiles a new specialization
+            (``"recompile"``), at most ``max_compiles`` of them.
+        max_compiles: bound on specializations with ``on_mismatch="recompile"``.
+        dynamic: ``{"x": 0}`` or ``{"x": (0, 1)}``: dims of tensor arguments compiled as dynamic
+            sizes, so one compile serves every size there (needs ``guards="inputs"`` or
+            ``"dynamo"``). Sizes 0 and 1 get a static specialization of their own.
         per_instance: for methods, one compiled state per instance (default) or one shared by
             all instances.
         dispatch: ``"bytecode"`` (default) calls the captured bytecode; ``"dynamo"`` calls through
@@ -202,6 +225,9 @@ def compile_once(
         guards=guards,
         per_instance=per_instance,
         dispatch=dispatch,
+        on_mismatch=on_mismatch,
+        max_compiles=max_compiles,
+        dynamic=dynamic,
     )
 
     def decorate(f: Callable[P, R]) -> CompiledFunction[P, R]:

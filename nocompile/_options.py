@@ -8,15 +8,18 @@ on the first call.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, get_args
 
 from . import _compat
 
 GuardPolicy = Literal["none", "inputs", "dynamo"]
 Dispatch = Literal["bytecode", "dynamo"]
+OnMismatch = Literal["raise", "recompile"]
+DynamicSpec = Mapping[str, "int | Sequence[int]"]
 
 GUARD_POLICIES: tuple[str, ...] = get_args(GuardPolicy)
+ON_MISMATCH: tuple[str, ...] = get_args(OnMismatch)
 DISPATCHES: tuple[str, ...] = get_args(Dispatch)
 
 
@@ -30,6 +33,9 @@ class CompileOptions:
     guards: GuardPolicy = "inputs"
     per_instance: bool = True
     dispatch: Dispatch = "bytecode"
+    on_mismatch: OnMismatch = "raise"
+    max_compiles: int = 8
+    dynamic: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def drops_guards(self) -> bool:
@@ -61,6 +67,10 @@ class CompileOptions:
             parts.append(f"dispatch={self.dispatch!r}")
         if not self.per_instance:
             parts.append("per_instance=False")
+        if self.guards == "inputs" and self.on_mismatch != "raise":
+            parts.append(f"on_mismatch={self.on_mismatch!r}, max_compiles={self.max_compiles}")
+        if self.dynamic:
+            parts.append(f"dynamic={dict(self.dynamic)!r}")
         return ", ".join(parts)
 
 
@@ -88,10 +98,25 @@ def validate_options(
     guards: object,
     per_instance: object,
     dispatch: object,
+    on_mismatch: object = "raise",
+    max_compiles: object = 8,
+    dynamic: object = None,
 ) -> CompileOptions:
     """Check every option and return the frozen record, or raise ``TypeError``/``ValueError``."""
     _choice("guards", guards, GUARD_POLICIES)
     _choice("dispatch", dispatch, DISPATCHES)
+    _choice("on_mismatch", on_mismatch, ON_MISMATCH)
+    if isinstance(max_compiles, bool) or not isinstance(max_compiles, int):
+        raise TypeError(f"compile_once(max_compiles=...) takes an int >= 1; got {max_compiles!r}.")
+    if max_compiles < 1:
+        raise ValueError(f"compile_once(max_compiles={max_compiles}) must be at least 1.")
+    dynamic_dims = _dynamic_dims(dynamic)
+    if dynamic_dims and guards == "none":
+        raise ValueError(
+            f"compile_once(dynamic={dynamic!r}, guards='none'): with every guard dropped and no "
+            "check, the shape guards a dynamic dim needs would be lost silently. Use "
+            "guards='inputs' (default), which keeps them, or guards='dynamo'."
+        )
     if not isinstance(per_instance, bool):
         raise TypeError(
             f"compile_once(per_instance=...) takes True or False; got {per_instance!r}."
@@ -152,4 +177,38 @@ def validate_options(
         guards=guards,  # type: ignore[arg-type]
         per_instance=per_instance,
         dispatch=dispatch,  # type: ignore[arg-type]
+        on_mismatch=on_mismatch,  # type: ignore[arg-type]
+        max_compiles=max_compiles,
+        dynamic=dynamic_dims,
     )
+
+
+def _dynamic_dims(dynamic: object) -> dict[str, tuple[int, ...]]:
+    """``{"x": 0}`` or ``{"x": (0, 1)}`` into ``{"x": (0,)}`` / ``{"x": (0, 1)}``."""
+    if dynamic is None:
+        return {}
+    example = 'dynamic={"x": 0} or dynamic={"x": (0, 1)}'
+    if not isinstance(dynamic, Mapping):
+        raise TypeError(f"compile_once(dynamic=...) takes a dict of argument name to dim(s), e.g. {example}; got {dynamic!r}.")
+    dims: dict[str, tuple[int, ...]] = {}
+    for name, value in dynamic.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise TypeError(f"compile_once(dynamic=...): keys are argument names, e.g. {example}; got {name!r}.")
+        values = (value,) if isinstance(value, int) else value
+        if (
+            isinstance(value, bool)
+            or not isinstance(values, (tuple, list))
+            or not values
+            or not all(isinstance(d, int) and not isinstance(d, bool) for d in values)
+        ):
+            raise TypeError(
+                f"compile_once(dynamic={{{name!r}: {value!r}}}): a dim is an int or a non-empty tuple of "
+                f"ints, e.g. {example}."
+            )
+        if any(d < 0 for d in values):
+            raise ValueError(
+                f"compile_once(dynamic={{{name!r}: {value!r}}}): give dims as non-negative indices "
+                "(count from the first dim)."
+            )
+        dims[name] = tuple(sorted(set(values)))
+    return dims

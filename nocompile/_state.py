@@ -27,9 +27,18 @@ from typing import Any
 
 import torch
 
-from . import _capture
-from ._errors import NoCompileError
+from . import _capture, _compat
+from ._errors import GuardMismatchError, NoCompileError
 from ._options import CompileOptions
+from ._signature import (
+    KeyFunction,
+    ShapeCheck,
+    build_key_function,
+    build_shape_check,
+    describe_difference,
+    describe_key,
+    dynamic_marks,
+)
 
 log = logging.getLogger("nocompile")
 
@@ -86,6 +95,44 @@ class Specialization:
     compile_seconds: float
     dropped_guards: tuple[tuple[str, str], ...]
     """``(guard_type, name)`` of each guard Dynamo wanted and nocompile dropped."""
+    key: tuple[Any, ...] | None = None
+    """Under ``guards="inputs"``: the signature key this specialization was compiled for."""
+    key_function: KeyFunction | None = None
+    shape_check: ShapeCheck | None = None
+    """Under ``guards="inputs"`` with dynamic dims: Dynamo's shape guards, kept and checked."""
+
+    def signature(self) -> str:
+        """The compiled-for signature as text (``guards="inputs"`` only)."""
+        if self.key is None or self.key_function is None:
+            return "(not recorded: no input check under this guard policy)"
+        text = describe_key(self.key_function, self.key)
+        if self.shape_check is not None:
+            text += "; shape guards: " + " and ".join(self.shape_check.expressions)
+        return text
+
+
+@dataclasses.dataclass
+class KeyTable:
+    """The specializations reachable through one key function (one argument structure).
+
+    ``targets`` is what the per-call path reads: key -> the callable to run, which is the
+    specialization's own function when there is exactly one and no shape guard to check.
+    """
+
+    key_function: KeyFunction
+    specs: dict[tuple[Any, ...], list[Specialization]] = dataclasses.field(default_factory=dict)
+    targets: dict[tuple[Any, ...], Callable[..., Any]] = dataclasses.field(default_factory=dict)
+
+    def find(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Specialization | None:
+        try:
+            key = self.key_function.fn(*args, **kwargs)
+            candidates = self.specs.get(key, ())
+        except Exception:  # the call does not have this table's structure
+            return None
+        for spec in candidates:
+            if spec.shape_check is None or spec.shape_check(*args, **kwargs):
+                return spec
+        return None
 
 
 def function_on_code(code: types.CodeType, like: types.FunctionType) -> types.FunctionType:
@@ -116,6 +163,7 @@ def _none() -> None:
     return None
 
 
+
 class CompileState:
     """Compiled state of one function (or of one instance's method)."""
 
@@ -135,47 +183,91 @@ class CompileState:
         if _is_compiling():
             return self._fn(*args, **kwargs)
         self._calls += 1
-        return self._dispatch(*args, **kwargs)
+        key_fn = self._key_fn
+        if key_fn is None:  # guards "none"/"dynamo", or nothing compiled yet
+            return self._dispatch(*args, **kwargs)
+        try:
+            target = self._targets.get(key_fn(*args, **kwargs))
+        except Exception:  # another structure, a missing argument, an unhashable value...
+            target = None
+        if target is None:
+            return self._slow_call(args, kwargs)
+        return target(*args, **kwargs)
 
     # -- compiling --------------------------------------------------------------------------
 
     def _clear(self) -> None:
         self._dispatch: Callable[..., Any] = self._first_call
-        self._spec: Specialization | None = None
+        self._key_fn: Callable[..., tuple[Any, ...]] | None = None
+        self._targets: dict[tuple[Any, ...], Callable[..., Any]] = {}
+        self._tables: list[KeyTable] = []
+        self._specs: list[Specialization] = []
         self._disabled = False
         self._calls = 0
         self._compiles = 0
         self._compile_seconds = 0.0
 
     def _first_call(self, *args: Any, **kwargs: Any) -> Any:
+        return self._slow_call(args, kwargs)
+
+    def _slow_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Everything that is not the fast path: first compile, lookups, mismatches, recompiles."""
         if self._compiling_thread == threading.get_ident():
             # Re-entered from our own compilation (e.g. Dynamo fell back to running Python):
             # run the original rather than deadlock on our own lock.
             return self._fn(*args, **kwargs)
         with self._lock:
-            if self._dispatch != self._first_call:  # another thread compiled while we waited
-                return self._dispatch(*args, **kwargs)
+            target = self._ready_target(args, kwargs)
+            if target is None:
+                self._compiling_thread = threading.get_ident()
+                try:
+                    return self._compile_and_call(args, kwargs)
+                finally:
+                    self._compiling_thread = None
+        return target(*args, **kwargs)
+
+    def _ready_target(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[..., Any] | None:
+        """Under the lock: what to run for this call, or None when it must compile."""
+        if self._disabled:
+            return self._fn
+        if not self._specs:
             if disabled_by_env():
                 log.info("%s set: %s runs eagerly", DISABLE_ENV, self._fn.__qualname__)
                 self._disabled = True
                 self._dispatch = self._fn
-                return self._fn(*args, **kwargs)
-            self._compiling_thread = threading.get_ident()
-            try:
-                return self._compile_and_call(args, kwargs)
-            finally:
-                self._compiling_thread = None
+                return self._fn
+            return None
+        if self._options.guards != "inputs":
+            return self._specs[0].call  # another thread compiled while we waited
+        for table in self._tables:
+            spec = table.find(args, kwargs)
+            if spec is not None:
+                return spec.call
+        if self._options.on_mismatch == "raise":
+            raise self._mismatch_error(args, kwargs)
+        if len(self._specs) >= self._options.max_compiles:
+            raise self._limit_error(args, kwargs)
+        log.warning("%s: new signature, compiling specialization #%d", self._fn.__qualname__, len(self._specs) + 1)
+        return None
 
     def _compile_and_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         opts = self._options
         fn = self._fn
-        # A private code object: Dynamo caches per code object, so this state never sees (or
-        # disturbs) another state's cache entries, and the bytecode hook matches on identity.
+        key_function: KeyFunction | None = None
+        key: tuple[Any, ...] | None = None
+        if opts.guards == "inputs":
+            key_function = self._key_function_for(args, kwargs)
+            key = key_function.fn(*args, **kwargs)
+        # A private code object: Dynamo caches per code object, so this specialization never
+        # sees (or disturbs) another's cache entries, and the bytecode hook matches on identity.
         source = fn.__code__.replace()
         fn_copy = function_on_code(source, fn)
         dropped: list[tuple[str, str]] = []
+        shape_exprs: list[str] = []
         captured: list[types.CodeType] = []
-        compiled = torch.compile(fn_copy, fullgraph=True, dynamic=False, **self._torch_compile_kwargs(dropped))
+        compiled = torch.compile(
+            fn_copy, fullgraph=True, dynamic=False, **self._torch_compile_kwargs(dropped, shape_exprs)
+        )
 
         keep_watching = opts.guards == "dynamo"
         state_ref = weakref.ref(self)
@@ -187,18 +279,19 @@ class CompileState:
                 state._compiles += 1  # a Dynamo recompile after a guard failure
                 log.warning("%s: Dynamo recompiled (guards='dynamo'), compile #%d", fn.__qualname__, state._compiles)
 
+        marks = dynamic_marks(fn, args, kwargs, opts.dynamic)  # ValueError on a bad name or dim
         _capture.ROUTER.watch(source, on_bytecode)
         log.info("compiling %s (%s)", fn.__qualname__, opts.describe())
         started = time.perf_counter()
         try:
-            with _capture.compilation_context():
+            with _capture.compilation_context(), _compat.marked_dynamic(marks):
                 result = compiled(*args, **kwargs)
         except BaseException as exc:
             if not captured:
                 _capture.ROUTER.unwatch(source)
                 raise self._compile_error(exc) from exc
             # Compiled fine, then the first run raised: keep the compiled state, re-raise as is.
-            self._install(source, compiled, captured, dropped, time.perf_counter() - started)
+            self._install(source, compiled, captured, dropped, time.perf_counter() - started, key_function, key, shape_exprs, args, kwargs)
             raise
         finally:
             if not keep_watching:
@@ -211,11 +304,18 @@ class CompileState:
                 "torch._dynamo.config.disable, or a file Dynamo never traces). "
                 "Remove what disables Dynamo, or set NOCOMPILE_DISABLE=1 to run eagerly on purpose."
             )
-        self._install(source, compiled, captured, dropped, seconds)
+        self._install(source, compiled, captured, dropped, seconds, key_function, key, shape_exprs, args, kwargs)
         log.info("compiled %s in %.3f s", fn.__qualname__, seconds)
         return result
 
-    def _torch_compile_kwargs(self, dropped: list[tuple[str, str]]) -> dict[str, Any]:
+    def _key_function_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> KeyFunction:
+        key_function, _unchecked = build_key_function(self._fn, args, kwargs, self._options.dynamic)
+        for table in self._tables:  # the same structure as an existing table: share its function
+            if table.key_function.source == key_function.source:
+                return table.key_function
+        return key_function
+
+    def _torch_compile_kwargs(self, dropped: list[tuple[str, str]], shape_exprs: list[str]) -> dict[str, Any]:
         opts = self._options
         kwargs: dict[str, Any] = {"backend": opts.backend}
         if not opts.drops_guards:
@@ -227,10 +327,11 @@ class CompileState:
 
         def drop_all_guards(entries: Iterable[Any]) -> list[bool]:
             entries = list(entries)
-            dropped.extend((str(e.guard_type), str(e.name)) for e in entries)
+            for e in entries:
+                dropped.append((str(e.guard_type), str(e.name)))
+                if e.guard_type == "SHAPE_ENV":
+                    shape_exprs.extend(getattr(e.orig_guard, "code_list", None) or ())
             return [False] * len(entries)
-
-        from . import _compat
 
         inductor_options = _compat.inductor_mode_options(opts.mode) if opts.mode else {}
         kwargs["options"] = {**inductor_options, **dict(opts.options or {}), "guard_filter_fn": drop_all_guards}
@@ -243,6 +344,11 @@ class CompileState:
         captured: list[types.CodeType],
         dropped: list[tuple[str, str]],
         seconds: float,
+        key_function: KeyFunction | None,
+        key: tuple[Any, ...] | None,
+        shape_exprs: list[str],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> None:
         transformed = captured[0]
         call: Callable[..., Any] = compiled
@@ -257,17 +363,69 @@ class CompileState:
                     "calling through torch.compile instead of the captured bytecode",
                     self._fn.__qualname__, transformed.co_freevars, self._fn.__code__.co_freevars,
                 )
-        self._spec = Specialization(
+        shape_check = None
+        if self._options.guards == "inputs" and shape_exprs:
+            shape_check = self._shape_check(shape_exprs, args, kwargs)
+        spec = Specialization(
             source_code=source,
             compiled=compiled,
             transformed_code=transformed,
             call=call,
             compile_seconds=seconds,
             dropped_guards=tuple(dropped),
+            key=key,
+            key_function=key_function,
+            shape_check=shape_check,
         )
+        self._specs.append(spec)
         self._compiles += 1
         self._compile_seconds += seconds
-        self._dispatch = call
+        if key_function is not None and key is not None:
+            self._add_to_table(spec, key_function, key)
+        else:
+            self._dispatch = call
+
+    def _shape_check(self, exprs: list[str], args: tuple[Any, ...], kwargs: dict[str, Any]) -> ShapeCheck:
+        unique = list(dict.fromkeys(exprs))
+        try:
+            check = build_shape_check(self._fn, unique)
+            holds = check is not None and check(*args, **kwargs)
+        except Exception as exc:
+            raise NoCompileError(
+                f"{describe_function(self._fn)}: Dynamo left shape guards {unique} that nocompile "
+                f"cannot evaluate ({type(exc).__name__}: {exc}). Use guards='dynamo' for this function."
+            ) from exc
+        if not holds or check is None:  # pragma: no cover - Dynamo's guards hold for its own inputs
+            raise NoCompileError(f"{describe_function(self._fn)}: Dynamo's shape guards {unique} fail on the compiling call.")
+        return check
+
+    def _add_to_table(self, spec: Specialization, key_function: KeyFunction, key: tuple[Any, ...]) -> None:
+        table = next((t for t in self._tables if t.key_function is key_function), None)
+        if table is None:
+            table = KeyTable(key_function)
+            self._tables.append(table)
+        specs = table.specs.setdefault(key, [])
+        specs.append(spec)
+        if len(specs) == 1 and spec.shape_check is None:
+            table.targets[key] = spec.call
+        else:
+            table.targets[key] = self._router(tuple(specs))
+        primary = self._tables[0]
+        self._targets = primary.targets
+        self._key_fn = primary.key_function.fn
+
+    def _router(self, specs: tuple[Specialization, ...]) -> Callable[..., Any]:
+        """For one key with shape guards or several specializations: the first whose guards hold."""
+
+        def route(*args: Any, **kwargs: Any) -> Any:
+            for spec in specs:
+                if spec.shape_check is None or spec.shape_check(*args, **kwargs):
+                    return spec.call(*args, **kwargs)
+            return self._slow_call(args, kwargs)
+
+        return route
+
+    # -- errors -----------------------------------------------------------------------------
 
     def _compile_error(self, exc: BaseException) -> NoCompileError:
         fn = self._fn
@@ -280,6 +438,47 @@ class CompileState:
             "next call tries again."
         )
 
+    def _differences(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
+        spec = self._specs[-1]
+        if spec.key_function is None or spec.key is None:  # pragma: no cover - "inputs" always records both
+            return ["no signature was recorded for the compiled specialization"]
+        try:
+            given_function, _ = build_key_function(self._fn, args, kwargs, self._options.dynamic)
+        except TypeError as exc:  # the call does not bind to the function's parameters
+            return [f"the call does not bind to the parameters: {exc}"]
+        given = given_function.fn(*args, **kwargs)
+        lines = describe_difference(spec.key_function, spec.key, given_function, given)
+        if not lines and spec.shape_check is not None:
+            lines = ["Dynamo's shape guards do not hold: " + " and ".join(spec.shape_check.expressions)]
+        return lines or ["the signature differs in a way nocompile could not pin down"]
+
+    def _mismatch_error(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> GuardMismatchError:
+        lines = self._differences(args, kwargs)
+        hints = []
+        shape_paths = [line.split(":", 1)[0] for line in lines if ": shape" in line]
+        if shape_paths:
+            hints.append(f"mark the varying dim dynamic, e.g. compile_once(dynamic={{{shape_paths[0]!r}: <dim>}})")
+        hints.append(
+            "compile one specialization per signature with "
+            f"on_mismatch=\"recompile\" (max_compiles={self._options.max_compiles})"
+        )
+        return GuardMismatchError(
+            f"{describe_function(self._fn)} was compiled for another signature (guards=\"inputs\"); "
+            "running it on this call could return a wrong result, so nocompile refuses.\n"
+            + "".join(f"  {line}\n" for line in lines)
+            + "Fix: " + "; or ".join(hints) + "."
+        )
+
+    def _limit_error(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> GuardMismatchError:
+        seen = "".join(f"  #{i + 1}: {spec.signature()}\n" for i, spec in enumerate(self._specs))
+        return GuardMismatchError(
+            f"{describe_function(self._fn)} already has max_compiles={self._options.max_compiles} "
+            f"specializations and this call matches none of them:\n"
+            + "".join(f"  {line}\n" for line in self._differences(args, kwargs))
+            + f"Signatures compiled:\n{seen}"
+            + "Fix: mark varying dims dynamic (dynamic={...}), raise max_compiles, or make the calls agree."
+        )
+
     # -- public surface ---------------------------------------------------------------------
 
     @property
@@ -289,21 +488,20 @@ class CompileState:
             calls=self._calls,
             compiles=self._compiles,
             compile_seconds=self._compile_seconds,
-            specializations=0 if self._spec is None else 1,
+            specializations=len(self._specs),
         )
+
+    @property
+    def specializations(self) -> tuple[Specialization, ...]:
+        """The compiled specializations, oldest first."""
+        return tuple(self._specs)
 
     def reset(self) -> None:
         """Forget the compiled state and zero the counters; the next call compiles again."""
         with self._lock:
-            spec = self._spec
-            if spec is not None:
+            for spec in self._specs:
                 _capture.ROUTER.unwatch(spec.source_code)
             self._clear()
-
-    @property
-    def compiled(self) -> bool:
-        """Whether a compiled specialization is installed."""
-        return self._spec is not None
 
     def __reduce__(self) -> tuple[Callable[[], None], tuple[()]]:
         # Copies and unpickled objects start uncompiled: a compiled state holds code objects
@@ -313,7 +511,7 @@ class CompileState:
     def _status(self) -> str:
         if self._disabled:
             return f"disabled by {DISABLE_ENV}"
-        if self._spec is None:
+        if not self._specs:
             return "not compiled yet"
         return f"compiled, {self._compiles} compile(s), {self._calls} call(s)"
 

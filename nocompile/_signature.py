@@ -1,0 +1,291 @@
+"""The input check of ``guards="inputs"``: what a specialization was compiled for, checked cheaply.
+
+At compile time nocompile walks the compiling call's arguments and writes a small Python
+function, the *key function*, with exactly the decorated function's parameters (so Python binds
+a call to it exactly as it binds the real call: positional or keyword, defaults, missing or extra
+arguments). It returns one tuple, the *key*, of everything the compiled graph was specialized on:
+
+* for each tensor (also inside lists, tuples and dicts): its class, shape (a dynamic dim
+  contributes only whether it is 0, 1 or larger: Dynamo specializes 0 and 1), dtype, device,
+  ``requires_grad`` and strides (the compiled code may assume them; a dynamic-dims tensor
+  contributes ``is_contiguous()`` instead);
+* each int, float, bool, str, None, enum, ``torch.dtype``/``torch.device`` value and its class
+  (``1``, ``1.0`` and ``True`` hash alike, Dynamo does not treat them alike);
+* the length of each list and tuple, and the keys of each dict, on the way down;
+* ``training`` of each ``nn.Module`` argument (``self`` for a method);
+* ``torch.is_grad_enabled()``.
+
+A call is fast when its key is in the table of compiled specializations. Generated code, rather
+than a generic tree walk, because it is the per-call path: one tensor costs a handful of
+attribute reads and a tuple. ``key_source`` keeps the text for ``explain``-style reports.
+
+Dynamic dims leave *shape guards* — Python expressions over the call's locals such as
+``4 <= L['x'].size()[0]`` — that dropping Dynamo's guards would throw away. ``ShapeCheck``
+compiles them into a function with the same parameters, evaluated after the key matched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import inspect
+import re
+import types
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+KeyFn = Callable[..., tuple[Any, ...]]
+
+_SCALARS = (int, float, bool, str, type(None), enum.Enum, torch.dtype, torch.device)
+_GRAD_ENABLED = "_grad_enabled"
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One element of the key: which argument (``path``), which property, how to compute it."""
+
+    path: str
+    prop: str
+    expr: str
+
+
+@dataclasses.dataclass
+class KeyFunction:
+    """A generated key function for one argument structure, with its labels and source."""
+
+    fn: KeyFn
+    entries: tuple[Entry, ...]
+    source: str
+
+    def describe(self, key: tuple[Any, ...]) -> list[tuple[str, str, Any]]:
+        """``(path, property, value)`` for each element of ``key``."""
+        return [(e.path, e.prop, v) for e, v in zip(self.entries, key)]
+
+
+def parameter_names(fn: types.FunctionType) -> list[str]:
+    return list(inspect.signature(fn).parameters)
+
+
+def _parameter_list(fn: types.FunctionType) -> str:
+    """The parameter list of ``fn`` as source text, defaults by reference to ``__defaults__``."""
+    code = fn.__code__
+    names = code.co_varnames
+    pos_only = code.co_posonlyargcount
+    n_pos = code.co_argcount
+    n_kwonly = code.co_kwonlyargcount
+    parts: list[str] = []
+    for i in range(n_pos):
+        parts.append(names[i])
+        if pos_only and i == pos_only - 1:
+            parts.append("/")
+    index = n_pos
+    if code.co_flags & inspect.CO_VARARGS:
+        parts.append("*" + names[n_pos + n_kwonly])
+    elif n_kwonly:
+        parts.append("*")
+    parts.extend(names[index : index + n_kwonly])
+    if code.co_flags & inspect.CO_VARKEYWORDS:
+        extra = 1 if code.co_flags & inspect.CO_VARARGS else 0
+        parts.append("**" + names[n_pos + n_kwonly + extra])
+    return ", ".join(parts)
+
+
+def bound_arguments(fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The call's arguments by parameter name, defaults applied (the slow, exact binding)."""
+    bound = inspect.signature(fn).bind(*args, **kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+class _Builder:
+    def __init__(self, dynamic: Mapping[str, tuple[int, ...]]) -> None:
+        self.dynamic = dynamic
+        self.entries: list[Entry] = []
+        self.unchecked: list[str] = []
+
+    def add(self, path: str, prop: str, expr: str) -> None:
+        self.entries.append(Entry(path, prop, expr))
+
+    def visit(self, value: Any, expr: str, path: str, top_name: str | None) -> None:
+        if isinstance(value, torch.Tensor):
+            self.tensor(value, expr, path, top_name)
+        elif isinstance(value, torch.nn.Module):
+            self.add(path, "training", f"{expr}.training")
+        elif isinstance(value, _SCALARS):
+            self.add(path, "type", f"{expr}.__class__")
+            self.add(path, "value", expr)
+        elif isinstance(value, (list, tuple)):
+            self.add(path, "type", f"{expr}.__class__")
+            self.add(path, "length", f"len({expr})")
+            for i, item in enumerate(value):
+                self.visit(item, f"{expr}[{i}]", f"{path}[{i}]", None)
+        elif isinstance(value, dict) and all(isinstance(k, (str, int)) for k in value):
+            self.add(path, "keys", f"tuple({expr})")
+            for k, item in value.items():
+                self.visit(item, f"{expr}[{k!r}]", f"{path}[{k!r}]", None)
+        else:
+            self.unchecked.append(f"{path} ({type(value).__name__})")
+
+    def tensor(self, t: torch.Tensor, expr: str, path: str, top_name: str | None) -> None:
+        dims = self.dynamic.get(top_name, ()) if top_name is not None else ()
+        self.add(path, "type", f"{expr}.__class__")
+        if dims:
+            self.add(path, "rank", f"{expr}.ndim")
+            shape = ", ".join(
+                f"min({expr}.shape[{d}], 2)" if d in dims else f"{expr}.shape[{d}]" for d in range(t.ndim)
+            )
+            self.add(path, "shape (dynamic dims as min(size, 2))", f"({shape},)")
+        else:
+            self.add(path, "shape", f"{expr}.shape")
+        self.add(path, "dtype", f"{expr}.dtype")
+        self.add(path, "device", f"{expr}.device")
+        self.add(path, "requires_grad", f"{expr}.requires_grad")
+        if dims:
+            self.add(path, "contiguous", f"{expr}.is_contiguous()")
+        else:
+            self.add(path, "stride", f"{expr}.stride()")
+
+
+def build_key_function(
+    fn: types.FunctionType,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    dynamic: Mapping[str, tuple[int, ...]],
+) -> tuple[KeyFunction, list[str]]:
+    """Generate the key function for the structure of this call; also the unchecked arguments."""
+    builder = _Builder(dynamic)
+    code = fn.__code__
+    varkw = (
+        code.co_varnames[code.co_argcount + code.co_kwonlyargcount + (1 if code.co_flags & inspect.CO_VARARGS else 0)]
+        if code.co_flags & inspect.CO_VARKEYWORDS
+        else None
+    )
+    for name, value in bound_arguments(fn, args, kwargs).items():
+        if name == varkw:
+            builder.add(name, "keys", f"tuple(sorted({name}))")
+            for k in sorted(value):
+                builder.visit(value[k], f"{name}[{k!r}]", f"{name}[{k!r}]", None)
+        else:
+            builder.visit(value, name, name, name)
+    builder.add("torch", "grad_enabled", f"{_GRAD_ENABLED}()")
+    body = ",\n        ".join(e.expr for e in builder.entries)
+    source = f"def key({_parameter_list(fn)}):\n    return (\n        {body},\n    )\n"
+    namespace: dict[str, Any] = {_GRAD_ENABLED: torch.is_grad_enabled}
+    exec(compile(source, f"<nocompile key of {fn.__qualname__}>", "exec"), namespace)  # noqa: S102
+    generated: types.FunctionType = namespace["key"]
+    key_fn = types.FunctionType(generated.__code__, namespace, "key", fn.__defaults__)
+    key_fn.__kwdefaults__ = fn.__kwdefaults__
+    return KeyFunction(key_fn, tuple(builder.entries), source), builder.unchecked
+
+
+_LOCAL = re.compile(r"L\['([A-Za-z_][A-Za-z0-9_]*)'\]")
+
+
+@dataclasses.dataclass
+class ShapeCheck:
+    """Dynamo's symbolic shape guards for one specialization, as one Python function."""
+
+    expressions: tuple[str, ...]
+    fn: Callable[..., bool]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> bool:
+        return self.fn(*args, **kwargs)
+
+
+def build_shape_check(fn: types.FunctionType, expressions: Sequence[str]) -> ShapeCheck | None:
+    """A function of the decorated function's parameters that is True when every guard holds."""
+    if not expressions:
+        return None
+    rewritten = [_LOCAL.sub(r"\1", e) for e in expressions]
+    body = " and ".join(f"({e})" for e in rewritten)
+    source = f"def shape_ok({_parameter_list(fn)}):\n    return bool({body})\n"
+    namespace: dict[str, Any] = {"torch": torch, "math": __import__("math")}
+    exec(compile(source, f"<nocompile shape guards of {fn.__qualname__}>", "exec"), namespace)  # noqa: S102
+    generated: types.FunctionType = namespace["shape_ok"]
+    check = types.FunctionType(generated.__code__, namespace, "shape_ok", fn.__defaults__)
+    check.__kwdefaults__ = fn.__kwdefaults__
+    return ShapeCheck(tuple(expressions), check)
+
+
+def format_value(prop: str, value: Any) -> str:
+    if prop == "shape":
+        return str(tuple(value))
+    if prop == "type" and isinstance(value, type):
+        return value.__name__
+    return repr(value)
+
+
+def describe_key(key_fn: KeyFunction, key: tuple[Any, ...]) -> str:
+    """The key as ``path: prop=value, ...`` text, one group per argument."""
+    groups: dict[str, list[str]] = {}
+    for path, prop, value in key_fn.describe(key):
+        if prop == "stride":
+            continue  # noise in a summary; differences still name it
+        groups.setdefault(path, []).append(f"{prop}={format_value(prop, value)}")
+    return "; ".join(f"{path}: {', '.join(props)}" for path, props in groups.items())
+
+
+def describe_difference(
+    compiled_fn: KeyFunction, compiled: tuple[Any, ...], given_fn: KeyFunction, given: tuple[Any, ...]
+) -> list[str]:
+    """One line per property that differs between a compiled key and a call's key.
+
+    The two keys may come from different structures (a list where a tensor was): properties
+    are matched by argument path and name, and a path present on one side only is reported.
+    """
+    old = {(path, prop): value for path, prop, value in compiled_fn.describe(compiled)}
+    new = {(path, prop): value for path, prop, value in given_fn.describe(given)}
+    lines = []
+    for (path, prop), value in old.items():
+        if (path, prop) not in new:
+            if not any(p == path for p, _ in new):
+                lines.append(f"{path}: missing from this call")
+            continue
+        if new[(path, prop)] != value:
+            lines.append(
+                f"{path}: {prop} compiled for {format_value(prop, value)}, "
+                f"got {format_value(prop, new[(path, prop)])}"
+            )
+    for path, prop in new:
+        if not any(p == path for p, _ in old):
+            lines.append(f"{path}: not in the compiled signature (new argument or element)")
+            break
+    return list(dict.fromkeys(lines))
+
+
+def dynamic_marks(
+    fn: types.FunctionType,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    dynamic: Mapping[str, tuple[int, ...]],
+) -> list[tuple[torch.Tensor, tuple[int, ...]]]:
+    """Which dims of which tensors to mark dynamic for this compile; ValueError on a bad spec.
+
+    Dims of size 0 or 1 are left static: Dynamo specializes those sizes anyway (marking them
+    raises a constraint violation), and the key buckets sizes as 0, 1 and "2 or more", so such
+    a call gets a static specialization of its own.
+    """
+    if not dynamic:
+        return []
+    bound = bound_arguments(fn, args, kwargs)
+    marks = []
+    for name, dims in dynamic.items():
+        value = bound.get(name)
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(
+                f"compile_once(dynamic={{{name!r}: ...}}) on {fn.__qualname__}: argument {name!r} is "
+                f"{type(value).__name__}, not a tensor; only a tensor argument's dims can be dynamic."
+            )
+        bad = [d for d in dims if d >= value.ndim]
+        if bad:
+            raise ValueError(
+                f"compile_once(dynamic={{{name!r}: {dims if len(dims) > 1 else dims[0]!r}}}) on "
+                f"{fn.__qualname__}: {name!r} has {value.ndim} dim(s) (shape {tuple(value.shape)}), so "
+                f"dim {bad[0]} does not exist. Use dims 0..{value.ndim - 1}."
+            )
+        sized = tuple(d for d in dims if value.shape[d] >= 2)
+        if sized:
+            marks.append((value, sized))
+    return marks
