@@ -131,8 +131,13 @@ def registered_backends() -> list[str]:
     return list(torch._dynamo.list_backends(exclude_tags=()))
 
 
-def is_dynamo_error(exc: BaseException) -> bool:
-    """Whether ``exc`` comes from Dynamo failing to trace (graph break, unsupported, ...)."""
-    from torch._dynamo import exc as dynamo_exc
+def has_compiled_entry(code: types.CodeType) -> bool:
+    """Whether Dynamo finished compiling ``code``: a cache entry (guards and all) exists.
 
-    return isinstance(exc, (dynamo_exc.Unsupported, dynamo_exc.TorchDynamoException))
+    The bytecode hook fires before Dynamo builds guards, and guard building can still fail
+    (a dynamic dim the code specialized raises a constraint violation there); only the cache
+    entry says the compilation really completed. Checked on torch 2.11 and 2.13.
+    """
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    return bool(_debug_get_cache_entry_list(code))

@@ -287,7 +287,7 @@ class CompileState:
             with _capture.compilation_context(), _compat.marked_dynamic(marks):
                 result = compiled(*args, **kwargs)
         except BaseException as exc:
-            if not captured:
+            if not captured or not _compat.has_compiled_entry(source):
                 _capture.ROUTER.unwatch(source)
                 raise self._compile_error(exc) from exc
             # Compiled fine, then the first run raised: keep the compiled state, re-raise as is.

@@ -1,0 +1,273 @@
+"""guards="inputs": every call either matches eager or raises GuardMismatchError, never a wrong value."""
+
+from __future__ import annotations
+
+import enum
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from nocompile import GuardMismatchError, compile_once
+
+
+def scaled(x: torch.Tensor, y: torch.Tensor, k: float = 2.0) -> torch.Tensor:
+    return x * k + y
+
+
+def test_same_signature_passed_differently_does_not_mismatch() -> None:
+    f = compile_once(backend="eager")(scaled)
+    x, y = torch.randn(2, 3), torch.randn(2, 3)
+    for out in (f(x, y), f(x, y=y), f(y=y, x=x, k=2.0), f(x, y, 2.0)):
+        torch.testing.assert_close(out, x * 2 + y)
+    assert f.stats.compiles == 1
+
+
+@pytest.mark.parametrize(
+    ("call", "pattern"),
+    [
+        (lambda f, x, y: f(torch.randn(3, 3), y), r"x: shape compiled for \(2, 3\), got \(3, 3\)"),
+        (lambda f, x, y: f(x.double(), y), r"x: dtype compiled for torch.float32, got torch.float64"),
+        (lambda f, x, y: f(x, y, 3.0), r"k: value compiled for 2.0, got 3.0"),
+        (lambda f, x, y: f(x, y, 2), r"k: type compiled for float, got int"),
+        (lambda f, x, y: f([1.0], y), r"x: type compiled for Tensor, got list"),
+        (lambda f, x, y: f(x), r"missing a required argument: 'y'"),
+        (lambda f, x, y: f(x, y, z=1), r"unexpected keyword argument 'z'"),
+        (lambda f, x, y: f(x.requires_grad_(True), y), r"x: requires_grad compiled for False, got True"),
+        (lambda f, x, y: f(torch.randn(3, 2).t(), y), r"x: stride compiled for \(3, 1\), got \(1, 2\)"),
+        (lambda f, x, y: f(x.to("meta"), y), r"x: device compiled for device\(type='cpu'\), got device\(type='meta'\)"),
+    ],
+)
+def test_mismatch_raises_naming_argument_property_and_fix(call, pattern) -> None:  # type: ignore[no-untyped-def]
+    f = compile_once(backend="eager")(scaled)
+    x, y = torch.randn(2, 3), torch.randn(2, 3)
+    f(x, y)
+    with pytest.raises(GuardMismatchError, match=pattern) as info:
+        call(f, x.clone(), y)
+    message = str(info.value)
+    assert "scaled" in message and "test_inputs_policy.py" in message
+    assert 'on_mismatch="recompile"' in message
+    assert f.stats.compiles == 1  # nothing compiled, nothing changed
+
+
+def test_shape_mismatch_suggests_dynamic() -> None:
+    f = compile_once(backend="eager")(scaled)
+    f(torch.randn(2, 3), torch.randn(2, 3))
+    with pytest.raises(GuardMismatchError, match=r"dynamic=\{'x': <dim>\}"):
+        f(torch.randn(5, 3), torch.randn(5, 3))
+
+
+def test_nested_arguments_are_checked_with_paths() -> None:
+    @compile_once(backend="eager")
+    def f(xs: list[torch.Tensor], extras: dict[str, torch.Tensor]) -> torch.Tensor:
+        return xs[0] + xs[1] * extras["mask"]
+
+    a, b, m = torch.randn(3), torch.randn(3), torch.randn(3)
+    torch.testing.assert_close(f([a, b], {"mask": m}), a + b * m)
+    with pytest.raises(GuardMismatchError, match=r"extras\['mask'\]: dtype"):
+        f([a, b], {"mask": m.half()})
+    with pytest.raises(GuardMismatchError, match=r"xs: length compiled for 2, got 3"):
+        f([a, b, b], {"mask": m})
+    with pytest.raises(GuardMismatchError, match=r"xs\[1\]: shape"):
+        f([a, torch.randn(4)], {"mask": m})
+
+
+def test_grad_mode_and_training_are_checked() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.drop = nn.Dropout(0.5)
+
+        @compile_once(backend="eager")
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.drop(x) * 2
+
+    net = Net().eval()
+    x = torch.ones(4)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), x * 2)
+        net.train()
+        with pytest.raises(GuardMismatchError, match=r"self: training compiled for False, got True"):
+            net(x)
+        net.eval()
+    with pytest.raises(GuardMismatchError, match=r"grad_enabled compiled for False, got True"):
+        net(x)
+
+
+class Mode(enum.Enum):
+    ADD = 1
+    MUL = 2
+
+
+def test_enum_and_string_arguments_recompile_per_value() -> None:
+    @compile_once(backend="eager", on_mismatch="recompile")
+    def f(x: torch.Tensor, mode: Mode, name: str) -> torch.Tensor:
+        out = x + 1 if mode is Mode.ADD else x * 3
+        return out if name == "keep" else -out
+
+    x = torch.randn(3)
+    torch.testing.assert_close(f(x, Mode.ADD, "keep"), x + 1)
+    torch.testing.assert_close(f(x, Mode.MUL, "keep"), x * 3)
+    torch.testing.assert_close(f(x, Mode.MUL, "flip"), -(x * 3))
+    torch.testing.assert_close(f(x, Mode.ADD, "keep"), x + 1)
+    assert f.stats.compiles == 3
+
+
+def test_recompile_keeps_old_specializations_and_respects_max_compiles() -> None:
+    f = compile_once(backend="eager", on_mismatch="recompile", max_compiles=2)(scaled)
+    a = (torch.randn(2, 3), torch.randn(2, 3))
+    b = (torch.randn(4, 3), torch.randn(4, 3))
+    for x, y in (a, b, a, b):
+        torch.testing.assert_close(f(x, y), x * 2 + y)
+    assert f.stats.compiles == 2 and f.stats.specializations == 2
+    with pytest.raises(GuardMismatchError, match=r"(?s)max_compiles=2.*#1: x: .*shape=\(2, 3\).*#2: x: .*shape=\(4, 3\)"):
+        f(torch.randn(5, 3), torch.randn(5, 3))
+
+
+def test_dynamic_dim_one_compile_for_every_size_other_dims_checked() -> None:
+    f = compile_once(backend="eager", dynamic={"x": 0, "y": 0})(scaled)
+    for n in (2, 3, 7, 16):
+        x, y = torch.randn(n, 3), torch.randn(n, 3)
+        torch.testing.assert_close(f(x, y), x * 2 + y)
+    assert f.stats.compiles == 1
+    with pytest.raises(GuardMismatchError, match=r"x: shape"):
+        f(torch.randn(4, 5), torch.randn(4, 5))
+    with pytest.raises(GuardMismatchError, match=r"x: rank"):
+        f(torch.randn(4, 3, 1), torch.randn(4, 3))
+
+
+def branchy(x: torch.Tensor) -> torch.Tensor:
+    if x.size(0) >= 4:
+        return x * 2
+    return x - 1
+
+
+def expected_branchy(x: torch.Tensor) -> torch.Tensor:
+    return x * 2 if x.size(0) >= 4 else x - 1
+
+
+def test_shape_guards_of_a_dynamic_dim_are_kept() -> None:
+    f = compile_once(backend="eager", dynamic={"x": 0})(branchy)
+    torch.testing.assert_close(f(torch.ones(6, 2)), torch.full((6, 2), 2.0))
+    torch.testing.assert_close(f(torch.ones(9, 2)), torch.full((9, 2), 2.0))
+    with pytest.raises(GuardMismatchError, match=r"shape guards do not hold: 4 <= L\['x'\]\.size\(\)\[0\]"):
+        f(torch.ones(3, 2))  # the other branch: refused, never silently wrong
+
+
+def test_shape_guards_recompile_the_other_branch() -> None:
+    f = compile_once(backend="eager", dynamic={"x": 0}, on_mismatch="recompile")(branchy)
+    for n in (6, 3, 9, 2, 5):
+        x = torch.randn(n, 2)
+        torch.testing.assert_close(f(x), expected_branchy(x))
+    assert f.stats.compiles == 2
+
+
+@pytest.mark.parametrize("size", [0, 1])
+def test_sizes_zero_and_one_compile_statically(size: int) -> None:
+    f = compile_once(backend="eager", dynamic={"x": 0}, on_mismatch="recompile")(branchy)
+    x = torch.randn(size, 2)
+    torch.testing.assert_close(f(x), expected_branchy(x))  # first compile at 0/1: static
+    for n in (5, 2, size):
+        x = torch.randn(n, 2)
+        torch.testing.assert_close(f(x), expected_branchy(x))
+    assert f.stats.compiles == 3  # size, the >=4 branch, the 2..3 branch
+
+
+def test_size_one_after_a_dynamic_compile_is_a_mismatch_not_a_wrong_answer() -> None:
+    f = compile_once(backend="eager", dynamic={"x": 0, "y": 0})(scaled)
+    f(torch.randn(4, 3), torch.randn(4, 3))
+    with pytest.raises(GuardMismatchError, match=r"x: shape \(dynamic dims as min\(size, 2\)\) compiled for \(2, 3\), got \(1, 3\)"):
+        f(torch.randn(1, 3), torch.randn(1, 3))
+
+
+def test_dynamic_errors() -> None:
+    with pytest.raises(ValueError, match=r"names \['z'\].*parameters are \['x', 'y', 'k'\]"):
+        compile_once(backend="eager", dynamic={"z": 0})(scaled)
+    with pytest.raises(ValueError, match=r"guards='none'"):
+        compile_once(backend="eager", guards="none", dynamic={"x": 0})
+    with pytest.raises(TypeError, match=r"non-empty tuple of ints"):
+        compile_once(backend="eager", dynamic={"x": "0"})  # type: ignore[dict-item]
+    f = compile_once(backend="eager", dynamic={"x": 2})(scaled)
+    with pytest.raises(ValueError, match=r"'x' has 2 dim\(s\).*dim 2 does not exist"):
+        f(torch.randn(2, 3), torch.randn(2, 3))
+    assert f.stats.compiles == 0
+    g = compile_once(backend="eager", dynamic={"k": 0})(scaled)
+    with pytest.raises(ValueError, match=r"'k' is float, not a tensor"):
+        g(torch.randn(2, 3), torch.randn(2, 3))
+
+
+def test_dynamic_dim_that_the_code_specializes_is_a_clear_compile_error() -> None:
+    from nocompile import NoCompileError
+
+    f = compile_once(backend="eager", dynamic={"x": 0})(scaled)  # y's dim 0 static: x's gets pinned
+    with pytest.raises(NoCompileError, match=r"(?s)marked L\['x'\]\.size\(\)\[0\] as dynamic"):
+        f(torch.randn(4, 3), torch.randn(4, 3))
+
+
+def test_dynamic_marks_do_not_leak_onto_the_callers_tensor() -> None:
+    f = compile_once(backend="eager", dynamic={"x": 0, "y": 0})(scaled)
+    x = torch.randn(4, 3)
+    f(x, torch.randn(4, 3))
+    assert not hasattr(x, "_dynamo_dynamic_indices")
+
+
+# -- the property: never a wrong value ----------------------------------------------------
+
+signatures = st.tuples(
+    st.sampled_from([(2, 3), (4, 3), (1, 3), (6, 3)]),  # shapes, dim 0 varies (1 is special)
+    st.sampled_from([torch.float32, torch.float64]),
+    st.sampled_from([1.0, 2.0]),
+    st.booleans(),  # grad mode
+    st.booleans(),  # training
+)
+SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+class Scaler(nn.Module):
+    def forward(self, x: torch.Tensor, k: float) -> torch.Tensor:
+        return (x * k if self.training else x + k).sum(0)
+
+
+def _run(module: nn.Module, fn, sig) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[no-untyped-def]
+    shape, dtype, k, grad, training = sig
+    x = torch.randn(*shape, dtype=dtype)
+    module.train(training)
+    with torch.set_grad_enabled(grad):
+        return fn(x, k), Scaler.forward(module, x, k)
+
+
+@SETTINGS
+@given(calls=st.lists(signatures, min_size=1, max_size=8), dynamic=st.booleans())
+def test_property_raise_policy_never_returns_a_wrong_value(calls, dynamic) -> None:  # type: ignore[no-untyped-def]
+    module = Scaler()
+    f = compile_once(backend="eager", dynamic={"x": 0} if dynamic else None)(Scaler.forward).__get__(module)
+    for sig in calls:
+        try:
+            got, expected = _run(module, f, sig)
+        except GuardMismatchError:
+            continue
+        torch.testing.assert_close(got, expected)
+    assert module.__dict__ is not None
+
+
+def _distinct(sig, dynamic: bool):  # type: ignore[no-untyped-def]
+    shape, dtype, k, grad, training = sig
+    if dynamic:
+        shape = (min(shape[0], 2), shape[1])
+    return (shape, dtype, k, grad, training)
+
+
+@SETTINGS
+@given(calls=st.lists(signatures, min_size=1, max_size=8), dynamic=st.booleans())
+def test_property_recompile_count_equals_distinct_signatures(calls, dynamic) -> None:  # type: ignore[no-untyped-def]
+    module = Scaler()
+    decorated = compile_once(
+        backend="eager", on_mismatch="recompile", max_compiles=64, dynamic={"x": 0} if dynamic else None
+    )(Scaler.forward)
+    f = decorated.__get__(module)
+    for sig in calls:
+        got, expected = _run(module, f, sig)
+        torch.testing.assert_close(got, expected)
+    assert decorated.stats.compiles == len({_distinct(sig, dynamic) for sig in calls})
