@@ -1,0 +1,169 @@
+"""Every sharp edge of each guard policy, pinned. docs/footguns.md lists the same cases.
+
+Under guards="none" the silently-wrong cases are shown as silent: these tests assert the WRONG
+answer on purpose, so that a change in behaviour is noticed. Under guards="inputs" each is an
+error, except what the check cannot see (a global the function reads), pinned as such.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from nocompile import GuardMismatchError, compile_once
+
+OFFSET = 1.0
+
+
+def read_global(x: torch.Tensor) -> torch.Tensor:
+    return x + OFFSET
+
+
+def times_k(x: torch.Tensor, k: int) -> torch.Tensor:
+    return x * k
+
+
+class Dropper(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2 if self.training else x
+
+
+def first_row_sum(x: torch.Tensor) -> torch.Tensor:
+    return x.sum(0)
+
+
+# -- guards="none": silent ------------------------------------------------------------------
+
+
+def test_none_other_shape_runs_the_old_graph_silently_or_crashes() -> None:
+    f = compile_once(backend="eager", guards="none")(first_row_sum)
+    f(torch.ones(2, 3))
+    out = f(torch.ones(4, 3))  # eager backend: the ops adapt; inductor kernels would not
+    torch.testing.assert_close(out, torch.full((3,), 4.0))
+
+
+def test_none_python_scalar_is_baked_in_silently() -> None:
+    f = compile_once(backend="eager", guards="none")(times_k)
+    x = torch.ones(2)
+    f(x, 2)
+    torch.testing.assert_close(f(x, 5), x * 2)  # WRONG on purpose: 5 ignored
+
+
+def test_none_training_flag_is_baked_in_silently() -> None:
+    module = Dropper().eval()
+    f = compile_once(backend="eager", guards="none")(Dropper.forward).__get__(module)
+    x = torch.ones(2)
+    f(x)
+    module.train()
+    torch.testing.assert_close(f(x), x)  # WRONG on purpose: eval branch although training
+
+
+def test_none_grad_mode_is_baked_in_silently() -> None:
+    f = compile_once(backend="aot_eager", guards="none")(lambda x: x * 2)
+    w = torch.ones(2, requires_grad=True)
+    with torch.no_grad():
+        f(w)
+    out = f(w)  # grad enabled now, but the graph was compiled without autograd
+    assert not out.requires_grad  # WRONG on purpose: no graph to backpropagate through
+
+
+def test_none_changed_global_is_not_seen() -> None:
+    global OFFSET
+    f = compile_once(backend="eager", guards="none")(read_global)
+    x = torch.zeros(1)
+    f(x)
+    OFFSET = 10.0
+    try:
+        torch.testing.assert_close(f(x), torch.ones(1))  # WRONG on purpose: old global baked in
+    finally:
+        OFFSET = 1.0
+
+
+# -- guards="inputs": an error, or documented as unchecked ---------------------------------
+
+
+def test_inputs_other_shape_raises() -> None:
+    f = compile_once(backend="eager")(first_row_sum)
+    f(torch.ones(2, 3))
+    with pytest.raises(GuardMismatchError):
+        f(torch.ones(4, 3))
+
+
+def test_inputs_python_scalar_raises() -> None:
+    f = compile_once(backend="eager")(times_k)
+    f(torch.ones(2), 2)
+    with pytest.raises(GuardMismatchError, match="k: value"):
+        f(torch.ones(2), 5)
+
+
+def test_inputs_training_flag_raises() -> None:
+    module = Dropper().eval()
+    f = compile_once(backend="eager")(Dropper.forward).__get__(module)
+    f(torch.ones(2))
+    module.train()
+    with pytest.raises(GuardMismatchError, match="self: training"):
+        f(torch.ones(2))
+
+
+def test_inputs_grad_mode_raises() -> None:
+    f = compile_once(backend="aot_eager")(lambda x: x * 2)
+    w = torch.ones(2, requires_grad=True)
+    with torch.no_grad():
+        f(w)
+    with pytest.raises(GuardMismatchError, match="grad_enabled"):
+        f(w)
+
+
+def test_inputs_changed_global_is_not_seen_unchecked() -> None:
+    """The check covers arguments, not globals: a global changed after compiling is NOT seen."""
+    global OFFSET
+    f = compile_once(backend="eager")(read_global)
+    x = torch.zeros(1)
+    f(x)
+    OFFSET = 10.0
+    try:
+        torch.testing.assert_close(f(x), torch.ones(1))  # WRONG on purpose: unchecked by design
+    finally:
+        OFFSET = 1.0
+
+
+def test_inputs_submodule_training_flag_is_unchecked() -> None:
+    """Only the training flag of module *arguments* (self) is checked, not of submodules."""
+
+    class Outer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = Dropper()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x)
+
+    module = Outer().eval()
+    f = compile_once(backend="eager")(Outer.forward).__get__(module)
+    f(torch.ones(2))
+    module.inner.train()  # self.training unchanged
+    torch.testing.assert_close(f(torch.ones(2)), torch.ones(2))  # WRONG on purpose
+
+
+def test_inputs_arbitrary_object_attributes_are_unchecked() -> None:
+    class Config:
+        scale = 2.0
+
+    cfg = Config()
+    f = compile_once(backend="eager")(lambda x, c: x * c.scale)
+    f(torch.ones(1), cfg)
+    cfg.scale = 3.0
+    torch.testing.assert_close(f(torch.ones(1), cfg), torch.full((1,), 2.0))  # WRONG on purpose
+
+
+def test_dynamo_policy_sees_everything_dynamo_guards() -> None:
+    global OFFSET
+    f = compile_once(backend="eager", guards="dynamo")(read_global)
+    x = torch.zeros(1)
+    f(x)
+    OFFSET = 10.0
+    try:
+        torch.testing.assert_close(f(x), torch.full((1,), 10.0))
+    finally:
+        OFFSET = 1.0
