@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import inspect
+import math
 import re
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -172,12 +173,21 @@ def build_key_function(
     builder.add("torch", "grad_enabled", f"{_GRAD_ENABLED}()")
     body = ",\n        ".join(e.expr for e in builder.entries)
     source = f"def key({_parameter_list(fn)}):\n    return (\n        {body},\n    )\n"
-    namespace: dict[str, Any] = {_GRAD_ENABLED: torch.is_grad_enabled}
-    exec(compile(source, f"<nocompile key of {fn.__qualname__}>", "exec"), namespace)  # noqa: S102
-    generated: types.FunctionType = namespace["key"]
-    key_fn = types.FunctionType(generated.__code__, namespace, "key", fn.__defaults__)
-    key_fn.__kwdefaults__ = fn.__kwdefaults__
+    key_fn = _define_like(fn, source, "key", {_GRAD_ENABLED: torch.is_grad_enabled})
     return KeyFunction(key_fn, tuple(builder.entries), source), builder.unchecked
+
+
+def _define_like(fn: types.FunctionType, source: str, name: str, namespace: dict[str, Any]) -> types.FunctionType:
+    """Run ``source`` (a ``def name(<fn's parameters>)``) and give the result ``fn``'s defaults.
+
+    Sharing the parameter list and the very default objects makes Python bind a call to the
+    generated function exactly as it binds it to ``fn``.
+    """
+    exec(compile(source, f"<nocompile {name} of {fn.__qualname__}>", "exec"), namespace)  # noqa: S102
+    generated: types.FunctionType = namespace[name]
+    defined = types.FunctionType(generated.__code__, namespace, name, fn.__defaults__)
+    defined.__kwdefaults__ = fn.__kwdefaults__
+    return defined
 
 
 _LOCAL = re.compile(r"L\['([A-Za-z_][A-Za-z0-9_]*)'\]")
@@ -201,11 +211,7 @@ def build_shape_check(fn: types.FunctionType, expressions: Sequence[str]) -> Sha
     rewritten = [_LOCAL.sub(r"\1", e) for e in expressions]
     body = " and ".join(f"({e})" for e in rewritten)
     source = f"def shape_ok({_parameter_list(fn)}):\n    return bool({body})\n"
-    namespace: dict[str, Any] = {"torch": torch, "math": __import__("math")}
-    exec(compile(source, f"<nocompile shape guards of {fn.__qualname__}>", "exec"), namespace)  # noqa: S102
-    generated: types.FunctionType = namespace["shape_ok"]
-    check = types.FunctionType(generated.__code__, namespace, "shape_ok", fn.__defaults__)
-    check.__kwdefaults__ = fn.__kwdefaults__
+    check = _define_like(fn, source, "shape_ok", {"torch": torch, "math": math})
     return ShapeCheck(tuple(expressions), check)
 
 
