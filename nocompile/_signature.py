@@ -100,14 +100,52 @@ def bound_arguments(fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping
     return dict(bound.arguments)
 
 
+@dataclasses.dataclass(frozen=True)
+class TensorArg:
+    """A tensor the compiled graph was specialized on, and which of its dims are dynamic."""
+
+    path: str
+    expr: str
+    tensor: torch.Tensor
+    dynamic_dims: tuple[int, ...]
+
+    def sizes(self) -> list[int | None]:
+        """Sizes as the tensor check compares them: None for a dynamic dim."""
+        return [None if d in self.dynamic_dims else int(s) for d, s in enumerate(self.tensor.shape)]
+
+    def strides(self) -> list[int | None]:
+        """Strides as the tensor check compares them: None where a later dim is dynamic.
+
+        In the contiguous layout a dynamic-dims tensor is checked for (see the fast key), the
+        stride of dim ``i`` is the product of the sizes after it, so it varies exactly when
+        one of those is dynamic.
+        """
+        stride = self.tensor.stride()
+        return [
+            None if any(d > i for d in self.dynamic_dims) else int(stride[i]) for i in range(self.tensor.ndim)
+        ]
+
+
 class _Builder:
+    """Walks one call's arguments and writes down what to check, two ways.
+
+    ``entries`` is the full description (every property of every argument), for messages and
+    reports. The per-call path uses ``fast`` (everything except what the tensor check
+    covers) plus ``tensors`` (checked in C++ by Dynamo's own tensor-match check).
+    """
+
     def __init__(self, dynamic: Mapping[str, tuple[int, ...]]) -> None:
         self.dynamic = dynamic
         self.entries: list[Entry] = []
+        self.fast: list[Entry] = []
+        self.tensors: list[TensorArg] = []
         self.unchecked: list[str] = []
 
-    def add(self, path: str, prop: str, expr: str) -> None:
-        self.entries.append(Entry(path, prop, expr))
+    def add(self, path: str, prop: str, expr: str, *, fast: bool = True) -> None:
+        entry = Entry(path, prop, expr)
+        self.entries.append(entry)
+        if fast:
+            self.fast.append(entry)
 
     def visit(self, value: Any, expr: str, path: str, top_name: str | None) -> None:
         if isinstance(value, torch.Tensor):
@@ -130,39 +168,38 @@ class _Builder:
             self.unchecked.append(f"{path} ({type(value).__name__})")
 
     def tensor(self, t: torch.Tensor, expr: str, path: str, top_name: str | None) -> None:
-        dims = self.dynamic.get(top_name, ()) if top_name is not None else ()
-        self.add(path, "type", f"{expr}.__class__")
+        # The tensor check (class, dispatch keys, dtype, device, requires_grad, sizes, strides)
+        # runs in C++; the fast key keeps only what it cannot express: for a dynamic dim,
+        # whether the size is 0, 1 or more (Dynamo specializes 0 and 1), and contiguity.
+        dims = tuple(d for d in (self.dynamic.get(top_name, ()) if top_name is not None else ()) if d < t.ndim)
+        self.tensors.append(TensorArg(path, expr, t, dims))
+        self.add(path, "type", f"{expr}.__class__", fast=False)
         if dims:
-            self.add(path, "rank", f"{expr}.ndim")
+            self.add(path, "rank", f"{expr}.ndim", fast=False)
             shape = ", ".join(
                 f"min({expr}.shape[{d}], 2)" if d in dims else f"{expr}.shape[{d}]" for d in range(t.ndim)
             )
             self.add(path, "shape (dynamic dims as min(size, 2))", f"({shape},)")
         else:
-            self.add(path, "shape", f"{expr}.shape")
-        self.add(path, "dtype", f"{expr}.dtype")
-        self.add(path, "device", f"{expr}.device")
-        self.add(path, "requires_grad", f"{expr}.requires_grad")
+            self.add(path, "shape", f"{expr}.shape", fast=False)
+        self.add(path, "dtype", f"{expr}.dtype", fast=False)
+        self.add(path, "device", f"{expr}.device", fast=False)
+        self.add(path, "requires_grad", f"{expr}.requires_grad", fast=False)
         if dims:
             self.add(path, "contiguous", f"{expr}.is_contiguous()")
         else:
-            self.add(path, "stride", f"{expr}.stride()")
+            self.add(path, "stride", f"{expr}.stride()", fast=False)
 
 
-def build_key_function(
+def _walk(
     fn: types.FunctionType,
     args: Sequence[Any],
     kwargs: Mapping[str, Any],
     dynamic: Mapping[str, tuple[int, ...]],
-) -> tuple[KeyFunction, list[str]]:
-    """Generate the key function for the structure of this call; also the unchecked arguments."""
+) -> _Builder:
+    """Walk the call's arguments, bound to ``fn``'s parameters (TypeError if they do not bind)."""
     builder = _Builder(dynamic)
-    code = fn.__code__
-    varkw = (
-        code.co_varnames[code.co_argcount + code.co_kwonlyargcount + (1 if code.co_flags & inspect.CO_VARARGS else 0)]
-        if code.co_flags & inspect.CO_VARKEYWORDS
-        else None
-    )
+    varkw = _varkw_name(fn)
     for name, value in bound_arguments(fn, args, kwargs).items():
         if name == varkw:
             builder.add(name, "keys", f"tuple(sorted({name}))")
@@ -171,22 +208,151 @@ def build_key_function(
         else:
             builder.visit(value, name, name, name)
     builder.add("torch", "grad_enabled", f"{_GRAD_ENABLED}()")
+    return builder
+
+
+def _varkw_name(fn: types.FunctionType) -> str | None:
+    code = fn.__code__
+    if not code.co_flags & inspect.CO_VARKEYWORDS:
+        return None
+    return code.co_varnames[code.co_argcount + code.co_kwonlyargcount + (1 if code.co_flags & inspect.CO_VARARGS else 0)]
+
+
+def _call_list(fn: types.FunctionType) -> str:
+    """Arguments that pass ``fn``'s parameters on, as source text: ``self, x, *rest, k=k, **kw``."""
+    code = fn.__code__
+    names = code.co_varnames
+    n_pos, n_kwonly = code.co_argcount, code.co_kwonlyargcount
+    parts = list(names[:n_pos])
+    if code.co_flags & inspect.CO_VARARGS:
+        parts.append("*" + names[n_pos + n_kwonly])
+    parts.extend(f"{k}={k}" for k in names[n_pos : n_pos + n_kwonly])
+    varkw = _varkw_name(fn)
+    if varkw is not None:
+        parts.append("**" + varkw)
+    return ", ".join(parts)
+
+
+def _tuple_source(exprs: Sequence[str]) -> str:
+    return "(" + "".join(f"{e}, " for e in exprs) + ")"
+
+
+def build_key_function(
+    fn: types.FunctionType,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    dynamic: Mapping[str, tuple[int, ...]],
+) -> tuple[KeyFunction, list[str]]:
+    """Generate the full key function for the structure of this call; also the unchecked arguments.
+
+    The full key describes every property of every argument: what messages and reports show.
+    The per-call path uses a ``Selector`` instead.
+    """
+    builder = _walk(fn, args, kwargs, dynamic)
     body = ",\n        ".join(e.expr for e in builder.entries)
     source = f"def key({_parameter_list(fn)}):\n    return (\n        {body},\n    )\n"
-    key_fn = _define_like(fn, source, "key", {_GRAD_ENABLED: torch.is_grad_enabled})
+    key_fn = _define_like(fn, source, {_GRAD_ENABLED: torch.is_grad_enabled})["key"]
     return KeyFunction(key_fn, tuple(builder.entries), source), builder.unchecked
 
 
-def _define_like(fn: types.FunctionType, source: str, name: str, namespace: dict[str, Any]) -> types.FunctionType:
-    """Run ``source`` (a ``def name(<fn's parameters>)``) and give the result ``fn``'s defaults.
+#: One way to run a specialization: its tensor check, its shape check (or None), its callable.
+SelectorEntry = tuple[Callable[..., bool], "Callable[..., bool] | None", Callable[..., Any]]
 
-    Sharing the parameter list and the very default objects makes Python bind a call to the
+
+@dataclasses.dataclass
+class Selector:
+    """The per-call check of ``guards="inputs"`` for one argument structure.
+
+    ``select(*args, **kwargs)`` (generated, with the decorated function's parameters) computes
+    the *fast key* — scalar values and types, container structure, ``training``, grad mode —
+    looks it up in ``table``, and returns the callable of the first specialization under that
+    key whose tensor check (Dynamo's C++ tensor match on the call's tensors: class, dispatch
+    keys, dtype, device, requires_grad, sizes, strides) and shape guards pass; None if none
+    does. A hit that was not first moves to the front, so a repeated signature costs one check.
+    """
+
+    select: Callable[..., Callable[..., Any] | None]
+    key: KeyFn
+    tensors: Callable[..., tuple[torch.Tensor, ...]]
+    paths: tuple[str, ...]
+    source: str
+    table: dict[tuple[Any, ...], tuple[SelectorEntry, ...]]
+
+    def add(self, key: tuple[Any, ...], entry: SelectorEntry) -> None:
+        """Make ``entry`` the first candidate under ``key``."""
+        self.table[key] = (entry, *self.table.get(key, ()))
+
+
+def tensor_args(
+    fn: types.FunctionType,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    dynamic: Mapping[str, tuple[int, ...]],
+) -> list[TensorArg]:
+    """The call's tensors, in the order a selector for its structure checks them."""
+    return _walk(fn, args, kwargs, dynamic).tensors
+
+
+def build_selector(
+    fn: types.FunctionType,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    dynamic: Mapping[str, tuple[int, ...]],
+) -> Selector:
+    """Generate the selector for the structure of this call."""
+    builder = _walk(fn, args, kwargs, dynamic)
+    params, call = _parameter_list(fn), _call_list(fn)
+    fast = _tuple_source([e.expr for e in builder.fast])
+    tensors = ", ".join(t.expr for t in builder.tensors)
+    source = (
+        f"def key({params}):\n    return {fast}\n\n"
+        f"def tensors({params}):\n    return {_tuple_source([t.expr for t in builder.tensors])}\n\n"
+        f"def select({params}):\n"
+        f"    __nc_key = {fast}\n"
+        "    __nc_entries = __nc_table.get(__nc_key)\n"
+        "    if __nc_entries is None:\n"
+        "        return None\n"
+        "    for __nc_check, __nc_shape_ok, __nc_target in __nc_entries:\n"
+        f"        if __nc_check({tensors}) and (__nc_shape_ok is None or __nc_shape_ok({call})):\n"
+        "            if __nc_target is not __nc_entries[0][2]:\n"
+        "                __nc_promote(__nc_key, __nc_target)\n"
+        "            return __nc_target\n"
+        "    return None\n"
+    )
+    table: dict[tuple[Any, ...], tuple[SelectorEntry, ...]] = {}
+
+    def promote(key: tuple[Any, ...], target: Callable[..., Any]) -> None:
+        entries = table.get(key, ())
+        table[key] = tuple(sorted(entries, key=lambda entry: entry[2] is not target))
+
+    defined = _define_like(
+        fn, source, {_GRAD_ENABLED: torch.is_grad_enabled, "__nc_table": table, "__nc_promote": promote}
+    )
+    return Selector(
+        select=defined["select"],
+        key=defined["key"],
+        tensors=defined["tensors"],
+        paths=tuple(t.path for t in builder.tensors),
+        source=source,
+        table=table,
+    )
+
+
+def _define_like(fn: types.FunctionType, source: str, namespace: dict[str, Any]) -> dict[str, types.FunctionType]:
+    """Run ``source`` (``def name(<fn's parameters>)`` blocks); give each function ``fn``'s defaults.
+
+    Sharing the parameter list and the very default objects makes Python bind a call to a
     generated function exactly as it binds it to ``fn``.
     """
-    exec(compile(source, f"<nocompile {name} of {fn.__qualname__}>", "exec"), namespace)  # noqa: S102
-    generated: types.FunctionType = namespace[name]
-    defined = types.FunctionType(generated.__code__, namespace, name, fn.__defaults__)
-    defined.__kwdefaults__ = fn.__kwdefaults__
+    before = set(namespace)
+    exec(compile(source, f"<nocompile checks of {fn.__qualname__}>", "exec"), namespace)  # noqa: S102
+    defined = {}
+    for name in set(namespace) - before:
+        generated = namespace[name]
+        if isinstance(generated, types.FunctionType):
+            function = types.FunctionType(generated.__code__, namespace, name, fn.__defaults__)
+            function.__kwdefaults__ = fn.__kwdefaults__
+            defined[name] = function
     return defined
 
 
@@ -211,7 +377,7 @@ def build_shape_check(fn: types.FunctionType, expressions: Sequence[str]) -> Sha
     rewritten = [_LOCAL.sub(r"\1", e) for e in expressions]
     body = " and ".join(f"({e})" for e in rewritten)
     source = f"def shape_ok({_parameter_list(fn)}):\n    return bool({body})\n"
-    check = _define_like(fn, source, "shape_ok", {"torch": torch, "math": math})
+    check = _define_like(fn, source, {"torch": torch, "math": math})["shape_ok"]
     return ShapeCheck(tuple(expressions), check)
 
 

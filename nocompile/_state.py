@@ -32,10 +32,14 @@ from ._errors import GuardMismatchError, NoCompileError
 from ._options import CompileOptions
 from ._signature import (
     KeyFunction,
+    Selector,
     ShapeCheck,
+    TensorArg,
     build_key_function,
+    build_selector,
     build_shape_check,
     describe_difference,
+    tensor_args,
     describe_key,
     dynamic_marks,
 )
@@ -100,6 +104,10 @@ class Specialization:
     key_function: KeyFunction | None = None
     shape_check: ShapeCheck | None = None
     """Under ``guards="inputs"`` with dynamic dims: Dynamo's shape guards, kept and checked."""
+    selector: Selector | None = None
+    """Under ``guards="inputs"``: the per-call check this specialization is registered in."""
+    tensor_match: Any = None
+    """Under ``guards="inputs"``: the C++ tensor check built from the compiling call's tensors."""
 
     def signature(self) -> str:
         """The compiled-for signature as text (``guards="inputs"`` only)."""
@@ -113,26 +121,17 @@ class Specialization:
 
 @dataclasses.dataclass
 class KeyTable:
-    """The specializations reachable through one key function (one argument structure).
-
-    ``targets`` is what the per-call path reads: key -> the callable to run, which is the
-    specialization's own function when there is exactly one and no shape guard to check.
-    """
+    """The specializations of one argument structure: its full key function and its selector."""
 
     key_function: KeyFunction
-    specs: dict[tuple[Any, ...], list[Specialization]] = dataclasses.field(default_factory=dict)
-    targets: dict[tuple[Any, ...], Callable[..., Any]] = dataclasses.field(default_factory=dict)
+    selector: Selector
 
-    def find(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Specialization | None:
+    def find(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[..., Any] | None:
+        """What the per-call path would run for this call, or None."""
         try:
-            key = self.key_function.fn(*args, **kwargs)
-            candidates = self.specs.get(key, ())
+            return self.selector.select(*args, **kwargs)
         except Exception:  # the call does not have this table's structure
             return None
-        for spec in candidates:
-            if spec.shape_check is None or spec.shape_check(*args, **kwargs):
-                return spec
-        return None
 
 
 def function_on_code(code: types.CodeType, like: types.FunctionType) -> types.FunctionType:
@@ -183,11 +182,11 @@ class CompileState:
         if _is_compiling():
             return self._fn(*args, **kwargs)
         self._calls += 1
-        key_fn = self._key_fn
-        if key_fn is None:  # guards "none"/"dynamo", or nothing compiled yet
+        select = self._select
+        if select is None:  # guards "none"/"dynamo", or nothing compiled yet
             return self._dispatch(*args, **kwargs)
         try:
-            target = self._targets.get(key_fn(*args, **kwargs))
+            target = select(*args, **kwargs)
         except Exception:  # another structure, a missing argument, an unhashable value...
             target = None
         if target is None:
@@ -198,8 +197,7 @@ class CompileState:
 
     def _clear(self) -> None:
         self._dispatch: Callable[..., Any] = self._first_call
-        self._key_fn: Callable[..., tuple[Any, ...]] | None = None
-        self._targets: dict[tuple[Any, ...], Callable[..., Any]] = {}
+        self._select: Callable[..., Callable[..., Any] | None] | None = None
         self._tables: list[KeyTable] = []
         self._specs: list[Specialization] = []
         self._disabled = False
@@ -240,9 +238,9 @@ class CompileState:
         if self._options.guards != "inputs":
             return self._specs[0].call  # another thread compiled while we waited
         for table in self._tables:
-            spec = table.find(args, kwargs)
-            if spec is not None:
-                return spec.call
+            target = table.find(args, kwargs)
+            if target is not None:
+                return target
         if self._options.on_mismatch == "raise":
             raise self._mismatch_error(args, kwargs)
         if len(self._specs) >= self._options.max_compiles:
@@ -253,11 +251,9 @@ class CompileState:
     def _compile_and_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         opts = self._options
         fn = self._fn
-        key_function: KeyFunction | None = None
-        key: tuple[Any, ...] | None = None
+        table: KeyTable | None = None
         if opts.guards == "inputs":
-            key_function = self._key_function_for(args, kwargs)
-            key = key_function.fn(*args, **kwargs)
+            table = self._table_for(args, kwargs)
         # A private code object: Dynamo caches per code object, so this specialization never
         # sees (or disturbs) another's cache entries, and the bytecode hook matches on identity.
         source = fn.__code__.replace()
@@ -291,7 +287,7 @@ class CompileState:
                 _capture.ROUTER.unwatch(source)
                 raise self._compile_error(exc) from exc
             # Compiled fine, then the first run raised: keep the compiled state, re-raise as is.
-            self._install(source, compiled, captured, dropped, time.perf_counter() - started, key_function, key, shape_exprs, args, kwargs)
+            self._install(source, compiled, captured, dropped, time.perf_counter() - started, table, shape_exprs, args, kwargs)
             raise
         finally:
             if not keep_watching:
@@ -304,16 +300,18 @@ class CompileState:
                 "torch._dynamo.config.disable, or a file Dynamo never traces). "
                 "Remove what disables Dynamo, or set NOCOMPILE_DISABLE=1 to run eagerly on purpose."
             )
-        self._install(source, compiled, captured, dropped, seconds, key_function, key, shape_exprs, args, kwargs)
+        self._install(source, compiled, captured, dropped, seconds, table, shape_exprs, args, kwargs)
         log.info("compiled %s in %.3f s", fn.__qualname__, seconds)
         return result
 
-    def _key_function_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> KeyFunction:
+    def _table_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> KeyTable:
+        """The table for this call's argument structure: an existing one, or a new one (not yet added)."""
         key_function, _unchecked = build_key_function(self._fn, args, kwargs, self._options.dynamic)
-        for table in self._tables:  # the same structure as an existing table: share its function
+        for table in self._tables:  # the same structure as an existing table: share it
             if table.key_function.source == key_function.source:
-                return table.key_function
-        return key_function
+                return table
+        selector = build_selector(self._fn, args, kwargs, self._options.dynamic)
+        return KeyTable(key_function, selector)
 
     def _torch_compile_kwargs(self, dropped: list[tuple[str, str]], shape_exprs: list[str]) -> dict[str, Any]:
         opts = self._options
@@ -344,8 +342,7 @@ class CompileState:
         captured: list[types.CodeType],
         dropped: list[tuple[str, str]],
         seconds: float,
-        key_function: KeyFunction | None,
-        key: tuple[Any, ...] | None,
+        table: KeyTable | None,
         shape_exprs: list[str],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -373,17 +370,26 @@ class CompileState:
             call=call,
             compile_seconds=seconds,
             dropped_guards=tuple(dropped),
-            key=key,
-            key_function=key_function,
             shape_check=shape_check,
         )
+        if table is not None:
+            spec.key_function = table.key_function
+            spec.key = table.key_function.fn(*args, **kwargs)
+            spec.selector = table.selector
+            spec.tensor_match = self._tensor_match(tensor_args(self._fn, args, kwargs, self._options.dynamic))
         self._specs.append(spec)
         self._compiles += 1
         self._compile_seconds += seconds
-        if key_function is not None and key is not None:
-            self._add_to_table(spec, key_function, key)
+        if table is not None:
+            self._add_to_table(spec, table, args, kwargs)
         else:
             self._dispatch = call
+
+    @staticmethod
+    def _tensor_match(tensors: list[TensorArg]) -> Any:
+        return _compat.tensor_match(
+            [t.tensor for t in tensors], [t.sizes() for t in tensors], [t.strides() for t in tensors]
+        )
 
     def _shape_check(self, exprs: list[str], args: tuple[Any, ...], kwargs: dict[str, Any]) -> ShapeCheck:
         unique = list(dict.fromkeys(exprs))
@@ -399,31 +405,12 @@ class CompileState:
             raise NoCompileError(f"{describe_function(self._fn)}: Dynamo's shape guards {unique} fail on the compiling call.")
         return check
 
-    def _add_to_table(self, spec: Specialization, key_function: KeyFunction, key: tuple[Any, ...]) -> None:
-        table = next((t for t in self._tables if t.key_function is key_function), None)
-        if table is None:
-            table = KeyTable(key_function)
+    def _add_to_table(self, spec: Specialization, table: KeyTable, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if table not in self._tables:
             self._tables.append(table)
-        specs = table.specs.setdefault(key, [])
-        specs.append(spec)
-        if len(specs) == 1 and spec.shape_check is None:
-            table.targets[key] = spec.call
-        else:
-            table.targets[key] = self._router(tuple(specs))
-        primary = self._tables[0]
-        self._targets = primary.targets
-        self._key_fn = primary.key_function.fn
-
-    def _router(self, specs: tuple[Specialization, ...]) -> Callable[..., Any]:
-        """For one key with shape guards or several specializations: the first whose guards hold."""
-
-        def route(*args: Any, **kwargs: Any) -> Any:
-            for spec in specs:
-                if spec.shape_check is None or spec.shape_check(*args, **kwargs):
-                    return spec.call(*args, **kwargs)
-            return self._slow_call(args, kwargs)
-
-        return route
+        shape_ok = spec.shape_check.fn if spec.shape_check is not None else None
+        table.selector.add(table.selector.key(*args, **kwargs), (spec.tensor_match.check, shape_ok, spec.call))
+        self._select = self._tables[0].selector.select
 
     # -- errors -----------------------------------------------------------------------------
 
@@ -448,7 +435,12 @@ class CompileState:
             return [f"the call does not bind to the parameters: {exc}"]
         given = given_function.fn(*args, **kwargs)
         lines = describe_difference(spec.key_function, spec.key, given_function, given)
-        if not lines and spec.shape_check is not None:
+        if not lines and spec.selector is not None:
+            tensors = spec.selector.tensors(*args, **kwargs)
+            reason = _compat.tensor_mismatch(spec.tensor_match, tensors, spec.selector.paths)
+            if reason is not None:
+                lines = [f"tensor check: {reason}"]
+        if not lines and spec.shape_check is not None and not spec.shape_check(*args, **kwargs):
             lines = ["Dynamo's shape guards do not hold: " + " and ".join(spec.shape_check.expressions)]
         return lines or ["the signature differs in a way nocompile could not pin down"]
 

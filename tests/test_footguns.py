@@ -68,6 +68,14 @@ def test_none_grad_mode_is_baked_in_silently() -> None:
     assert not out.requires_grad  # WRONG on purpose: no graph to backpropagate through
 
 
+def test_none_inference_tensor_runs_the_old_graph() -> None:
+    f = compile_once(backend="eager", guards="none")(first_row_sum)
+    f(torch.ones(2, 3))
+    with torch.inference_mode():
+        x = torch.ones(2, 3)
+    torch.testing.assert_close(f(x), torch.full((3,), 2.0))  # no check: it just runs
+
+
 def test_none_changed_global_is_not_seen() -> None:
     global OFFSET
     f = compile_once(backend="eager", guards="none")(read_global)

@@ -271,3 +271,38 @@ def test_property_recompile_count_equals_distinct_signatures(calls, dynamic) -> 
         got, expected = _run(module, f, sig)
         torch.testing.assert_close(got, expected)
     assert decorated.stats.compiles == len({_distinct(sig, dynamic) for sig in calls})
+
+
+def test_alternating_signatures_stay_on_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two specializations under one fast key: whichever was used last is checked first, and
+    neither call falls to the slow path (the lock, the table scan) once both are compiled."""
+    f = compile_once(backend="eager", on_mismatch="recompile")(scaled)
+    a = (torch.randn(2, 3), torch.randn(2, 3))
+    b = (torch.randn(4, 3), torch.randn(4, 3))
+    f(*a)
+    f(*b)
+    slow_calls: list[int] = []
+    original = type(f)._slow_call
+
+    def counting_slow_call(self, args, kwargs):  # type: ignore[no-untyped-def]
+        slow_calls.append(1)
+        return original(self, args, kwargs)
+
+    monkeypatch.setattr(type(f), "_slow_call", counting_slow_call)
+    for x, y in (a, b, b, a, a, b):
+        torch.testing.assert_close(f(x, y), x * 2 + y)
+    assert slow_calls == [] and f.stats.compiles == 2
+    (entries,) = f._tables[0].selector.table.values()
+    assert entries[0][2] is f.specializations[1].call  # b was called last: checked first
+
+
+def test_inference_tensor_is_a_mismatch_named_by_the_tensor_check() -> None:
+    """An inference-mode tensor has other dispatch keys than the one compiled for; Dynamo would
+    recompile, nocompile refuses and says which tensor and why."""
+    f = compile_once(backend="eager")(scaled)
+    y = torch.randn(2, 3)
+    f(torch.randn(2, 3), y)
+    with torch.inference_mode():
+        x = torch.randn(2, 3)
+    with pytest.raises(GuardMismatchError, match=r"tensor check: tensor 'x' dispatch key set mismatch"):
+        f(x, y)
