@@ -17,6 +17,7 @@ Nothing is ever assigned to the class or to a shared code object.
 
 from __future__ import annotations
 
+import functools
 import threading
 import types
 import weakref
@@ -92,8 +93,9 @@ class CompiledFunction(CompileState, Generic[P, R]):
             return self
         if _is_compiling():
             # An outer torch.compile is tracing: hand it the original to inline. Dynamo can
-            # neither build a MethodType on our state nor trace the lock that guards creation.
-            return self._fn.__get__(instance, owner)
+            # neither build a MethodType on our state nor trace the lock that guards creation;
+            # a partial, unlike ``function.__get__``, is traceable on torch 2.11 too.
+            return functools.partial(self._fn, instance)
         if not self._options.per_instance:
             return types.MethodType(self, instance)
         try:
