@@ -76,6 +76,17 @@ def test_none_inference_tensor_runs_the_old_graph() -> None:
     torch.testing.assert_close(f(x), torch.full((3,), 2.0))  # no check: it just runs
 
 
+def test_none_autocast_after_compiling_is_silently_ignored_by_inductor() -> None:
+    f = compile_once(backend="inductor", guards="none")(lambda x, w: (x @ w).relu() + 1)
+    x, w = torch.randn(3, 4), torch.randn(4, 4)
+    f(x, w)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        eager = (x @ w).relu() + 1
+        out = f(x, w)
+    assert eager.dtype == torch.bfloat16
+    assert out.dtype == torch.float32  # WRONG on purpose: the kernels ignore autocast
+
+
 def test_none_changed_global_is_not_seen() -> None:
     global OFFSET
     f = compile_once(backend="eager", guards="none")(read_global)

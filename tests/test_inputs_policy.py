@@ -306,3 +306,19 @@ def test_inference_tensor_is_a_mismatch_named_by_the_tensor_check() -> None:
         x = torch.randn(2, 3)
     with pytest.raises(GuardMismatchError, match=r"tensor check: tensor 'x' dispatch key set mismatch"):
         f(x, y)
+
+
+def test_autocast_is_part_of_the_signature() -> None:
+    """Autocast changes the dispatch keys the tensor check compares: a graph compiled without it
+    is not run under it (an inductor graph would silently return float32)."""
+    x, w = torch.randn(3, 4), torch.randn(4, 4)
+    f = compile_once(backend="eager")(lambda x, w: x @ w)
+    f(x, w)
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(GuardMismatchError, match="AutocastCPU"):
+        f(x, w)
+    g = compile_once(backend="eager", on_mismatch="recompile")(lambda x, w: x @ w)
+    assert g(x, w).dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert g(x, w).dtype == torch.bfloat16
+    assert g(x, w).dtype == torch.float32
+    assert g.stats.compiles == 2
