@@ -239,7 +239,7 @@ def _guard_text(g: GuardRecord) -> str:
         if code:
             return " and ".join(code)
         if g.kind == "shape env":
-            return ""
+            return "(no expressions: every size static)"
     return g.name
 
 
