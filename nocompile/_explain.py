@@ -83,6 +83,8 @@ class ExplainReport:
     """Compiled states (several for a method explained on the class: one per instance)."""
     uncompiled_states: int
     """States that exist but have not compiled (e.g. instances not called yet)."""
+    disabled: bool = False
+    """``NOCOMPILE_DISABLE`` made a state run the original function eagerly."""
 
     @property
     def compiled(self) -> bool:
@@ -106,10 +108,12 @@ class ExplainReport:
 def build_report(fn: types.FunctionType, options: CompileOptions, states: Sequence[tuple[str, CompileState]]) -> ExplainReport:
     compiled: list[StateReport] = []
     uncompiled = 0
+    disabled = False
     for label, state in states:
         specs = state.specializations
         if not specs:
             uncompiled += 1
+            disabled = disabled or state._disabled
             continue
         reports = tuple(_specialization_report(fn, i + 1, spec) for i, spec in enumerate(specs))
         compiled.append(StateReport(label, state._status(), reports))
@@ -123,6 +127,7 @@ def build_report(fn: types.FunctionType, options: CompileOptions, states: Sequen
         guards=options.guards,
         states=tuple(compiled),
         uncompiled_states=uncompiled,
+        disabled=disabled,
     )
 
 
@@ -161,6 +166,9 @@ def _render(report: ExplainReport, verbose: bool) -> str:
         f"  options:   {report.options}",
         *_wrap(f"guards={report.guards!r}: {POLICY_TEXT[report.guards]}", "  policy:    ", "             "),
     ]
+    if not report.states and report.disabled:
+        out += ["", "Not compiled: NOCOMPILE_DISABLE is set, so the original function runs eagerly."]
+        return "\n".join(out) + "\n"
     if not report.states:
         out += ["", "Not compiled yet: the first call compiles it. Nothing was dropped or checked so far."]
         if report.uncompiled_states > 1:
@@ -192,11 +200,17 @@ def _render_spec(spec: SpecializationReport, policy: str, verbose: bool) -> list
             f"    {name}: {graph.inputs} input(s) = {graph.from_call} from the call + "
             f"{graph.parameters} parameter(s) + {graph.buffers} buffer(s){extra}"
         )
-    wanted = len(spec.guards_dropped) + len(spec.guards_kept)
-    out.append(f"    guards Dynamo wanted: {wanted}; dropped {len(spec.guards_dropped)}, kept {len(spec.guards_kept)}")
-    for verb, guards in (("dropped", spec.guards_dropped), ("kept", spec.guards_kept)):
-        out += _render_guards(verb, guards, verbose)
-    out.append("    transformed bytecode, decompiled by depyf:")
+    every = spec.guards_dropped + spec.guards_kept
+    compiles = max((g.compile for g in every), default=1)
+    for n in range(1, compiles + 1):
+        dropped = [g for g in spec.guards_dropped if g.compile == n]
+        kept = [g for g in spec.guards_kept if g.compile == n]
+        which = "" if compiles == 1 else f" in Dynamo compile {n} of {compiles}" + (" (a recompile)" if n > 1 else "")
+        out.append(f"    guards Dynamo wanted{which}: {len(dropped) + len(kept)}; dropped {len(dropped)}, kept {len(kept)}")
+        for verb, guards in (("dropped", dropped), ("kept", kept)):
+            out += _render_guards(verb, guards, verbose)
+    first = " (of Dynamo's first compile)" if compiles > 1 else ""
+    out.append(f"    transformed bytecode{first}, decompiled by depyf:")
     if spec.transformed_source is not None:
         out += ["      " + line if line else "" for line in spec.transformed_source.rstrip().splitlines()]
     else:

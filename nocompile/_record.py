@@ -163,7 +163,12 @@ class RecordingBackend:
 
     def __call__(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Any:
         try:
-            self._record.graphs.append(graph_record(gm, example_inputs))
+            graph = graph_record(gm, example_inputs)
+            self._record.graphs.append(graph)
+            log.debug(
+                "FX graph for the backend: %d inputs (%d parameters, %d buffers), %d get_attr",
+                graph.inputs, graph.parameters, graph.buffers, graph.attributes,
+            )
         except Exception as exc:  # recording is for reports only: never fail the compile
             log.warning("could not record the FX graph for explain(): %s: %s", type(exc).__name__, exc)
         return self._inner(gm, example_inputs)

@@ -283,6 +283,7 @@ class CompileState:
 
         def on_bytecode(new_code: types.CodeType) -> None:
             captured.append(new_code)
+            log.debug("%s: captured Dynamo's transformed bytecode (%d bytes)", fn.__qualname__, len(new_code.co_code))
             state = state_ref()
             if keep_watching and state is not None and len(captured) > 1:
                 state._compiles += 1  # a Dynamo recompile after a guard failure

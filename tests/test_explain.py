@@ -336,14 +336,76 @@ def test_cli_bad_targets_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_cli_explain_undecorated_reference_model_in_a_subprocess(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "nocompile", "explain", "nocompile._reference:ReferenceMLP.forward",
          "--example", "explain_targets:make_mlp_inputs", "--backend", "eager", "--no-grad",
          "--dump-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=300, check=True, env=env,
-    ).stdout
+    )
+    out = done.stdout
+    # logging is not configured in that process: INFO/DEBUG records print nothing by default
+    assert "compiling" not in done.stderr and "dropping all" not in done.stderr
     assert "nocompile._reference.ReferenceMLP.forward" in out
     assert "11 input(s) = 1 from the call + 10 parameter(s) + 0 buffer(s)" in out
     assert "L['self']._modules['norm'].eps == 1e-05" in out
     (folder,) = tmp_path.iterdir()
     assert (folder / "transformed_code.py").is_file()
+
+
+def test_dynamo_recompiles_are_reported_compile_by_compile() -> None:
+    @compile_once(backend="eager", guards="dynamo")
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return x + 1
+
+    f(torch.ones(2))
+    f(torch.ones(2, 2))  # rank change: Dynamo recompiles
+    (spec,) = f.report().specializations
+    assert {g.compile for g in spec.guards_kept} == {1, 2}
+    assert len(spec.graphs) == 2
+    text = f.explain()
+    assert "in Dynamo compile 1 of 2:" in text and "in Dynamo compile 2 of 2 (a recompile):" in text
+    assert "transformed bytecode (of Dynamo's first compile)" in text
+
+
+def test_explain_under_nocompile_disable_says_it_runs_eagerly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOCOMPILE_DISABLE", "1")
+
+    @compile_once(backend="eager")
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return x + 1
+
+    f(torch.ones(1))
+    assert "NOCOMPILE_DISABLE is set" in f.explain()
+
+
+def test_shared_state_of_a_per_instance_false_method_is_labelled() -> None:
+    from models import SharedBlock
+
+    a = SharedBlock()
+    a(torch.randn(1, 8))
+    report = SharedBlock.forward.report()
+    assert report.states[0].label.startswith("shared state s")
+    assert "shared state s" in SharedBlock.forward.explain()
+
+
+# -- what the report says was dropped, pinned --------------------------------------------------------
+
+
+def test_dropped_constant_eps_is_baked_in_and_a_later_submodule_hook_is_not_run() -> None:
+    """docs/debugging.md: the CONSTANT_MATCH on eps and the hooks-dict guards are really gone."""
+    m = Norm().eval()
+    x = torch.randn(3, 4) * 100
+    with torch.no_grad():
+        before = m(x)
+        assert ("CONSTANT_MATCH", "self._modules['norm'].eps") in guard_pairs(m.forward.report().specializations[0].guards_dropped)
+        m.norm.eps = 10.0  # eager would now give a different result
+        assert not torch.allclose(eager_norm(m, x), before)
+        assert torch.equal(m(x), before)  # the compiled code still uses eps=1e-3
+        calls: list[int] = []
+        m.linear.register_forward_hook(lambda mod, args, out: calls.append(1))
+        m(x)
+        assert calls == []  # inlined at compile time; the hook is not run
+        top: list[int] = []
+        m.register_forward_hook(lambda mod, args, out: top.append(1))
+        m(x)
+        assert top == [1]  # the decorated module's own hooks run (nn.Module.__call__)
