@@ -160,6 +160,9 @@ class RecordingBackend:
     def __init__(self, inner: Callable[..., Any], record: CompileRecord) -> None:
         self._inner = inner
         self._record = record
+        # torch.compile names a callable backend by its __name__ (in Dynamo's logs, metrics and
+        # repro scripts): keep the real backend's name ("inductor", "eager", ...).
+        self.__name__ = str(getattr(inner, "compiler_name", type(inner).__name__))
 
     def __call__(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Any:
         try:
