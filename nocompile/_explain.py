@@ -140,10 +140,9 @@ def _specialization_report(fn: types.FunctionType, index: int, spec: Specializat
     if record is None:  # pragma: no cover - every compile path records
         record = CompileRecord(signature=spec.signature())
     source, error = record.decompiled(spec.transformed_code, f"{fn.__module__}.{fn.__qualname__}")
-    signature = spec.signature() if spec.key is not None else record.signature
     return SpecializationReport(
         index=index,
-        signature=signature,
+        signature=record.signature,
         compile_seconds=spec.compile_seconds,
         unchecked=record.unchecked,
         guards_dropped=record.dropped,

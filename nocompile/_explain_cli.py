@@ -79,6 +79,7 @@ def _example_arguments(factory_spec: str) -> tuple[tuple[Any, ...], dict[str, An
 
 def run(args: argparse.Namespace) -> int:
     from ._decorator import CompiledFunction, compile_once
+    from ._errors import NoCompileError
 
     if args.dump_dir:
         os.environ[DUMP_ENV] = args.dump_dir
@@ -87,7 +88,10 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(target, CompiledFunction):
             compiled: CompiledFunction[..., Any] = target
         elif isinstance(target, types.FunctionType):
-            compiled = compile_once(backend=args.backend, guards=args.guards)(target)
+            try:
+                compiled = compile_once(backend=args.backend, guards=args.guards)(target)
+            except (TypeError, ValueError) as exc:
+                raise ExplainCommandError(str(exc)) from exc
         else:
             raise ExplainCommandError(f"{args.target!r} is {type(target).__name__}, not a function or method")
         if args.example is None:
@@ -109,7 +113,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         callee = compiled
     grad = torch.no_grad() if args.no_grad else contextlib.nullcontext()
-    with grad:
-        callee(*call_args, **call_kwargs)
+    try:
+        with grad:
+            callee(*call_args, **call_kwargs)
+    except NoCompileError as exc:  # could not compile, or refused the call: the message says why
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
     sys.stdout.write(callee.explain(verbose=args.verbose))
     return 0

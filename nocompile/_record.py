@@ -182,7 +182,7 @@ class RecordingBackend:
         return getattr(self._inner, name)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class CompileRecord:
     """Everything ``explain()`` and ``dump_dir`` show about one specialization."""
 

@@ -25,3 +25,10 @@ def make_mlp_inputs() -> torch.Tensor:
 def make_block_inputs() -> tuple[Block, torch.Tensor]:
     """The instance first: the CLI uses it instead of building Block()."""
     return Block(width=4).eval(), torch.randn(2, 4)
+
+
+def graph_break(x: torch.Tensor) -> torch.Tensor:
+    """Data-dependent Python control flow: cannot be one graph."""
+    if x.sum() > 0:
+        return x + 1
+    return x - 1

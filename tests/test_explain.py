@@ -332,6 +332,15 @@ def test_cli_bad_targets_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "has no attribute 'missing'" in capsys.readouterr().err
     assert main(["explain", "nonexistent_module_xyz:f"]) == 2
     assert "cannot import module" in capsys.readouterr().err
+    assert main(["explain", "explain_targets:make_mlp_inputs", "--backend", "no-such-backend"]) == 2
+    assert "backend='no-such-backend'" in capsys.readouterr().err
+
+
+def test_cli_a_function_that_cannot_compile_exits_1_with_the_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "explain_targets:graph_break", "--example", "explain_targets:make_mlp_inputs",
+                 "--backend", "eager"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: torch.compile could not compile explain_targets.graph_break")
 
 
 def test_cli_explain_undecorated_reference_model_in_a_subprocess(tmp_path: Path) -> None:
@@ -409,3 +418,19 @@ def test_dropped_constant_eps_is_baked_in_and_a_later_submodule_hook_is_not_run(
         m.register_forward_hook(lambda mod, args, out: top.append(1))
         m(x)
         assert top == [1]  # the decorated module's own hooks run (nn.Module.__call__)
+
+
+def test_inductor_with_a_mode_through_the_recording_backend() -> None:
+    """The one inductor test here: mode expanded into options reaches inductor through the recorder."""
+
+    @compile_once(backend="inductor", mode="max-autotune-no-cudagraphs", guards="none")
+    def f(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x) * y + 1
+
+    x, y = torch.randn(4, 4), torch.randn(4, 4)
+    assert torch.allclose(f(x, y), torch.relu(x) * y + 1)
+    (spec,) = f.report().specializations
+    (graph,) = spec.graphs
+    assert (graph.inputs, graph.from_call, graph.parameters) == (2, 2, 0)
+    assert "torch.relu" in graph.code
+    assert "mode='max-autotune-no-cudagraphs'" in f.explain()
