@@ -88,6 +88,10 @@ def test_dropped_guards_include_the_input_tensor_match_and_the_layernorm_eps_con
     assert "6 input(s) = 1 from the call + 4 parameter(s) + 1 buffer(s)" in text
     assert "def forward(self, x):" in text
     assert f"dropped {len(spec.guards_dropped)}, kept 0" in text
+    assert "more" in text and "FX graph" not in text  # long guard lists are cut, the graph left out
+    verbose = m.forward.explain(verbose=True)
+    assert "FX graph 1 (what the backend compiled):" in verbose and "class GraphModule" in verbose
+    assert all(g.name in verbose for g in spec.guards_dropped if g.kind == "module and global identity")
 
 
 def test_guards_dynamo_reports_every_guard_as_kept() -> None:
