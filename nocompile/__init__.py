@@ -9,6 +9,7 @@ See the README and docs/ for the guide; ``python -m nocompile bench`` for the co
 
 from ._decorator import BoundCompiledMethod, CompiledFunction, compile_once
 from ._errors import GuardMismatchError, NoCompileError
+from ._explain import ExplainReport
 from ._state import CompileStats
 
 __version__ = "0.1.0.dev0"
@@ -17,6 +18,7 @@ __all__ = [
     "BoundCompiledMethod",
     "CompileStats",
     "CompiledFunction",
+    "ExplainReport",
     "GuardMismatchError",
     "NoCompileError",
     "__version__",

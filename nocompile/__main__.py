@@ -1,4 +1,5 @@
-"""Command line: ``python -m nocompile bench [--layers N] [--width N] [--json]``."""
+"""Command line: ``python -m nocompile bench [--layers N] [--width N] [--json]`` and
+``python -m nocompile explain module:function [--example module:make_inputs]``."""
 
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--threads", type=_positive, default=1, help="torch CPU threads (default 1)")
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
+    from ._explain_cli import add_parser as add_explain
+
+    add_explain(commands)
     return parser
 
 
@@ -57,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             threads=args.threads,
         )
         return bench_main(cfg, args.json)
+    if args.command == "explain":
+        from ._explain_cli import run as explain_run
+
+        return explain_run(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

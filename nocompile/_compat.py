@@ -161,3 +161,19 @@ def tensor_mismatch(match: Any, tensors: tuple[torch.Tensor, ...], names: tuple[
     """Why ``match.check(*tensors)`` fails, in Dynamo's words (None when it passes)."""
     reason = match.check_verbose(*tensors, tensor_check_names=list(names))
     return None if reason is True else str(reason)
+
+
+def compile_backend(backend: str | Callable[..., Any], mode: str | None, options: dict[str, Any] | None) -> Any:
+    """The backend callable ``torch.compile(backend=, mode=, options=)`` would build itself.
+
+    nocompile calls this callable from a small recording backend of its own (to see Dynamo's FX
+    graph for ``explain()``), and hands ``torch.compile`` only the recording backend plus the
+    ``guard_filter_fn``; building the wrapper here keeps ``mode``/``options`` meaning exactly what
+    they mean to ``torch.compile``. Mirrors ``torch.compile`` in torch 2.11 and 2.13
+    (``_TorchCompileInductorWrapper`` for ``"inductor"``, ``_TorchCompileWrapper`` otherwise).
+    """
+    if mode is None and options is None:
+        mode = "default"
+    if backend == "inductor":
+        return torch._TorchCompileInductorWrapper(mode, options, False, None)
+    return torch._TorchCompileWrapper(backend, mode, options, False)

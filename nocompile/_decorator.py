@@ -17,8 +17,10 @@ Nothing is ever assigned to the class or to a shared code object.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
+import os
 import types
 import weakref
 from collections.abc import Callable, Mapping
@@ -27,6 +29,8 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 from typing_extensions import Concatenate, ParamSpec, Self
 
 from ._compat import check_torch_supported
+from ._explain import ExplainReport, build_report, state_label
+from ._record import state_tag
 from ._options import CompileOptions, Dispatch, DynamicSpec, GuardPolicy, OnMismatch, validate_options
 from ._signature import parameter_names
 from ._state import CompileState, CompileStats, _is_compiling
@@ -47,6 +51,10 @@ class BoundCompiledMethod(Protocol[P, R_co]):
     def stats(self) -> CompileStats: ...
 
     def reset(self) -> None: ...
+
+    def explain(self, verbose: bool = False) -> str: ...
+
+    def report(self) -> ExplainReport: ...
 
 
 class CompiledFunction(CompileState, Generic[P, R]):
@@ -132,6 +140,24 @@ class CompiledFunction(CompileState, Generic[P, R]):
             total = total + state.stats
         return total
 
+    def report(self) -> ExplainReport:
+        """The report of this function's state and, for a method, of every live instance's state.
+
+        ``Model.forward.report()`` covers every instance that has compiled (and counts those
+        that have not); ``model.forward.report()`` covers one instance.
+        """
+        role = "shared state" if not self._options.per_instance else "state"
+        states: list[tuple[str, CompileState]] = [(state_label(self, role), self)]
+        with self._instance_lock:
+            instance_states = list(self._instance_states)
+        instance_states.sort(key=lambda s: int(state_tag(s)[1:]))  # creation order
+        states += [(state_label(s, "instance state"), s) for s in instance_states]
+        report = build_report(self._fn, self._options, states)
+        if instance_states and not CompileState.specializations.fget(self):  # type: ignore[attr-defined]
+            # A per-instance method: the descriptor's own state never compiles; don't count it.
+            report = dataclasses.replace(report, uncompiled_states=report.uncompiled_states - 1)
+        return report
+
     def reset(self) -> None:
         """Forget every compiled state of this function (all instances' too)."""
         CompileState.reset(self)
@@ -169,6 +195,7 @@ def compile_once(
     dynamic: DynamicSpec | None = None,
     per_instance: bool = True,
     dispatch: Dispatch = "bytecode",
+    dump_dir: str | os.PathLike[str] | None = None,
 ) -> Callable[[Callable[P, R]], CompiledFunction[P, R]]: ...
 
 
@@ -185,6 +212,7 @@ def compile_once(
     dynamic: DynamicSpec | None = None,
     per_instance: bool = True,
     dispatch: Dispatch = "bytecode",
+    dump_dir: str | os.PathLike[str] | None = None,
 ) -> CompiledFunction[P, R] | Callable[[Callable[P, R]], CompiledFunction[P, R]]:
     """Compile a function once with ``torch.compile`` and call Dynamo's bytecode directly after.
 
@@ -216,6 +244,9 @@ def compile_once(
             all instances.
         dispatch: ``"bytecode"`` (default) calls the captured bytecode; ``"dynamo"`` calls through
             ``torch.compile``'s callable (guards still dropped unless ``guards="dynamo"``).
+        dump_dir: a directory; each compile writes ``transformed_code.py``, ``fx_graph.py``,
+            ``guards.txt`` and ``explain.txt`` into a sub-folder of its own there. None (default)
+            uses the ``NOCOMPILE_DUMP_DIR`` environment variable, if set, at compile time.
 
     Every option is validated here, when the decorator is applied.
     """
@@ -230,6 +261,7 @@ def compile_once(
         on_mismatch=on_mismatch,
         max_compiles=max_compiles,
         dynamic=dynamic,
+        dump_dir=dump_dir,
     )
 
     def decorate(f: Callable[P, R]) -> CompiledFunction[P, R]:

@@ -8,6 +8,7 @@ on the first call.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, get_args
 
@@ -36,6 +37,8 @@ class CompileOptions:
     on_mismatch: OnMismatch = "raise"
     max_compiles: int = 8
     dynamic: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    dump_dir: str | None = None
+    """Where each compile's artifacts go (``NOCOMPILE_DUMP_DIR`` when None); see ``_dump``."""
 
     @property
     def drops_guards(self) -> bool:
@@ -71,6 +74,8 @@ class CompileOptions:
             parts.append(f"on_mismatch={self.on_mismatch!r}, max_compiles={self.max_compiles}")
         if self.dynamic:
             parts.append(f"dynamic={dict(self.dynamic)!r}")
+        if self.dump_dir is not None:
+            parts.append(f"dump_dir={self.dump_dir!r}")
         return ", ".join(parts)
 
 
@@ -101,6 +106,7 @@ def validate_options(
     on_mismatch: object = "raise",
     max_compiles: object = 8,
     dynamic: object = None,
+    dump_dir: object = None,
 ) -> CompileOptions:
     """Check every option and return the frozen record, or raise ``TypeError``/``ValueError``."""
     _choice("guards", guards, GUARD_POLICIES)
@@ -170,6 +176,19 @@ def validate_options(
                 "instead, or use guards='dynamo'."
             )
 
+    if dump_dir is not None:
+        if not isinstance(dump_dir, (str, os.PathLike)):
+            raise TypeError(
+                f"compile_once(dump_dir=...) takes a directory path (str or os.PathLike) or None; "
+                f"got {dump_dir!r} of type {type(dump_dir).__name__}."
+            )
+        dump_dir = os.fspath(dump_dir)
+        if not isinstance(dump_dir, str) or not dump_dir.strip():
+            raise ValueError(
+                f"compile_once(dump_dir={dump_dir!r}): give a non-empty directory path as str, or None "
+                "for no dump (NOCOMPILE_DUMP_DIR then decides)."
+            )
+
     return CompileOptions(
         backend=backend,  # type: ignore[arg-type]  # checked above
         options=options,  # type: ignore[arg-type]
@@ -180,6 +199,7 @@ def validate_options(
         on_mismatch=on_mismatch,  # type: ignore[arg-type]
         max_compiles=max_compiles,
         dynamic=dynamic_dims,
+        dump_dir=dump_dir,  # type: ignore[arg-type]  # checked above
     )
 
 

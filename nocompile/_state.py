@@ -27,9 +27,11 @@ from typing import Any
 
 import torch
 
-from . import _capture, _compat
+from . import _capture, _compat, _dump
 from ._errors import GuardMismatchError, NoCompileError
+from ._explain import ExplainReport, build_report, state_label
 from ._options import CompileOptions
+from ._record import CompileRecord
 from ._signature import (
     KeyFunction,
     Selector,
@@ -108,6 +110,8 @@ class Specialization:
     """Under ``guards="inputs"``: the per-call check this specialization is registered in."""
     tensor_match: Any = None
     """Under ``guards="inputs"``: the C++ tensor check built from the compiling call's tensors."""
+    record: CompileRecord | None = None
+    """What the compile saw (guards, FX graph, signature text), for ``explain()`` and dumps."""
 
     def signature(self) -> str:
         """The compiled-for signature as text (``guards="inputs"`` only)."""
@@ -245,7 +249,11 @@ class CompileState:
             raise self._mismatch_error(args, kwargs)
         if len(self._specs) >= self._options.max_compiles:
             raise self._limit_error(args, kwargs)
-        log.warning("%s: new signature, compiling specialization #%d", self._fn.__qualname__, len(self._specs) + 1)
+        log.warning(
+            "%s: recompiling for a new signature (specialization #%d of at most %d): %s",
+            self._fn.__qualname__, len(self._specs) + 1, self._options.max_compiles,
+            "; ".join(self._differences(args, kwargs)),
+        )
         return None
 
     def _compile_and_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -261,8 +269,9 @@ class CompileState:
         dropped: list[tuple[str, str]] = []
         shape_exprs: list[str] = []
         captured: list[types.CodeType] = []
+        record = CompileRecord.for_call(fn, args, kwargs, opts.dynamic, None, None)
         compiled = torch.compile(
-            fn_copy, fullgraph=True, dynamic=False, **self._torch_compile_kwargs(dropped, shape_exprs)
+            fn_copy, fullgraph=True, dynamic=False, **self._torch_compile_kwargs(dropped, shape_exprs, record)
         )
 
         keep_watching = opts.guards == "dynamo"
@@ -270,6 +279,7 @@ class CompileState:
 
         def on_bytecode(new_code: types.CodeType) -> None:
             captured.append(new_code)
+            log.debug("%s: captured Dynamo's transformed bytecode (%d bytes)", fn.__qualname__, len(new_code.co_code))
             state = state_ref()
             if keep_watching and state is not None and len(captured) > 1:
                 state._compiles += 1  # a Dynamo recompile after a guard failure
@@ -277,7 +287,7 @@ class CompileState:
 
         marks = dynamic_marks(fn, args, kwargs, opts.dynamic)  # ValueError on a bad name or dim
         _capture.ROUTER.watch(source, on_bytecode)
-        log.info("compiling %s (%s)", fn.__qualname__, opts.describe())
+        log.info("compiling %s for %s (%s)", describe_function(fn), record.signature, opts.describe())
         started = time.perf_counter()
         try:
             with _capture.compilation_context(), _compat.marked_dynamic(marks):
@@ -287,7 +297,7 @@ class CompileState:
                 _capture.ROUTER.unwatch(source)
                 raise self._compile_error(exc) from exc
             # Compiled fine, then the first run raised: keep the compiled state, re-raise as is.
-            self._install(source, compiled, captured, dropped, time.perf_counter() - started, table, shape_exprs, args, kwargs)
+            self._install(source, compiled, captured, dropped, time.perf_counter() - started, table, shape_exprs, args, kwargs, record)
             raise
         finally:
             if not keep_watching:
@@ -300,8 +310,8 @@ class CompileState:
                 "torch._dynamo.config.disable, or a file Dynamo never traces). "
                 "Remove what disables Dynamo, or set NOCOMPILE_DISABLE=1 to run eagerly on purpose."
             )
-        self._install(source, compiled, captured, dropped, seconds, table, shape_exprs, args, kwargs)
-        log.info("compiled %s in %.3f s", fn.__qualname__, seconds)
+        self._install(source, compiled, captured, dropped, seconds, table, shape_exprs, args, kwargs, record)
+        log.info("compiled %s for %s in %.3f s", fn.__qualname__, record.signature, seconds)
         return result
 
     def _table_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> KeyTable:
@@ -313,18 +323,23 @@ class CompileState:
         selector = build_selector(self._fn, args, kwargs, self._options.dynamic)
         return KeyTable(key_function, selector)
 
-    def _torch_compile_kwargs(self, dropped: list[tuple[str, str]], shape_exprs: list[str]) -> dict[str, Any]:
+    def _torch_compile_kwargs(
+        self, dropped: list[tuple[str, str]], shape_exprs: list[str], record: CompileRecord
+    ) -> dict[str, Any]:
+        # The backend is wrapped by one that records Dynamo's FX graph for explain()/dump_dir and
+        # then calls what torch.compile(backend=, mode=, options=) would have built itself.
         opts = self._options
-        kwargs: dict[str, Any] = {"backend": opts.backend}
         if not opts.drops_guards:
-            if opts.mode is not None:
-                kwargs["mode"] = opts.mode
-            if opts.options:
-                kwargs["options"] = dict(opts.options)
-            return kwargs
+            user_options = dict(opts.options) if opts.options else None
+            return {
+                "backend": record.backend(opts.backend, opts.mode, user_options),
+                "options": {"guard_filter_fn": record.keep_all_guards},
+            }
 
         def drop_all_guards(entries: Iterable[Any]) -> list[bool]:
             entries = list(entries)
+            record.note_guards(entries, kept=False)
+            log.debug("%s: dropping all %d guards Dynamo wanted", self._fn.__qualname__, len(entries))
             for e in entries:
                 dropped.append((str(e.guard_type), str(e.name)))
                 if e.guard_type == "SHAPE_ENV":
@@ -332,8 +347,11 @@ class CompileState:
             return [False] * len(entries)
 
         inductor_options = _compat.inductor_mode_options(opts.mode) if opts.mode else {}
-        kwargs["options"] = {**inductor_options, **dict(opts.options or {}), "guard_filter_fn": drop_all_guards}
-        return kwargs
+        backend_options = {**inductor_options, **dict(opts.options or {})}
+        return {
+            "backend": record.backend(opts.backend, None, backend_options),
+            "options": {"guard_filter_fn": drop_all_guards},
+        }
 
     def _install(
         self,
@@ -346,6 +364,7 @@ class CompileState:
         shape_exprs: list[str],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        record: CompileRecord | None = None,
     ) -> None:
         transformed = captured[0]
         call: Callable[..., Any] = compiled
@@ -371,6 +390,7 @@ class CompileState:
             compile_seconds=seconds,
             dropped_guards=tuple(dropped),
             shape_check=shape_check,
+            record=record,
         )
         if table is not None:
             spec.key_function = table.key_function
@@ -384,6 +404,8 @@ class CompileState:
             self._add_to_table(spec, table, args, kwargs)
         else:
             self._dispatch = call
+        if record is not None:
+            _dump.after_compile(self, spec, len(self._specs))  # never raises: problems are WARNINGs
 
     @staticmethod
     def _tensor_match(tensors: list[TensorArg]) -> Any:
@@ -487,6 +509,17 @@ class CompileState:
     def specializations(self) -> tuple[Specialization, ...]:
         """The compiled specializations, oldest first."""
         return tuple(self._specs)
+
+    def report(self) -> ExplainReport:
+        """What was compiled and what was given up for it, as a frozen record (see ``explain``)."""
+        return build_report(self._fn, self._options, [(state_label(self, "state"), self)])
+
+    def explain(self, verbose: bool = False) -> str:
+        """A readable report: the signature compiled for, the policy, the guards Dynamo wanted
+        (dropped or kept, by kind), the FX graph's inputs and the transformed bytecode as Python.
+        ``verbose`` lists every guard and adds the FX graph. Before the first compile it says so.
+        """
+        return self.report().render(verbose=verbose)
 
     def reset(self) -> None:
         """Forget the compiled state and zero the counters; the next call compiles again."""

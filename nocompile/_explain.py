@@ -1,0 +1,261 @@
+"""``explain()`` and ``report()``: what was compiled, and what safety was given up for it.
+
+``report()`` returns an ``ExplainReport``, a frozen record for programs; ``explain()`` returns
+its text (``str(report)``). Both work before the first compile (they say so) and never raise on
+account of the compiled code: a bytecode that ``depyf`` cannot decompile is reported as such.
+
+The text is built for reading top to bottom: where the function is, which policy it runs
+under and what that policy checks; then per specialization the signature it was compiled for,
+its compile time, the FX graph's inputs (how many are parameters/buffers), the guards Dynamo
+wanted grouped by kind with what each kind protects, and the transformed bytecode as Python.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+import types
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ._options import CompileOptions
+from ._record import GUARD_KINDS, OTHER_KIND, CompileRecord, GraphRecord, GuardRecord, state_tag
+
+if TYPE_CHECKING:
+    from ._state import CompileState, Specialization
+
+POLICY_TEXT = {
+    "none": "every guard Dynamo wanted is dropped and nothing is checked per call: a call whose "
+    "inputs differ from the compiled signature below may return a wrong result silently.",
+    "inputs": "every guard Dynamo wanted is dropped; instead each call's signature (below: tensor "
+    "class/shape/dtype/device/requires_grad/strides, scalar values, structure, grad mode, "
+    "self.training) is checked before the compiled code runs. What is not an argument (parameters' "
+    "shapes, module attributes such as eps, globals) is no longer checked.",
+    "dynamo": "Dynamo keeps its guards and checks them on every call (stock torch.compile behaviour).",
+}
+
+#: Guard names shown per guard type in the default text; ``verbose=True`` shows all.
+NAMES_SHOWN = 6
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecializationReport:
+    """One compiled specialization."""
+
+    index: int
+    """1-based, in compile order."""
+    signature: str
+    """The call signature it was compiled for."""
+    compile_seconds: float
+    unchecked: tuple[str, ...]
+    """Arguments nocompile's input check cannot see into (their attributes are not checked)."""
+    guards_dropped: tuple[GuardRecord, ...]
+    guards_kept: tuple[GuardRecord, ...]
+    shape_guards_checked: tuple[str, ...]
+    """Dynamo's shape guards nocompile checks per call (``guards="inputs"`` with ``dynamic=``)."""
+    graphs: tuple[GraphRecord, ...]
+    transformed_source: str | None
+    """The transformed bytecode decompiled to Python, or None (see ``decompile_error``)."""
+    decompile_error: str | None
+    dump_path: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class StateReport:
+    """One compiled state: the function's, or one instance's for a method."""
+
+    label: str
+    status: str
+    specializations: tuple[SpecializationReport, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ExplainReport:
+    """What ``f.report()`` returns; ``str(report)`` is ``f.explain()``."""
+
+    qualname: str
+    module: str
+    filename: str
+    lineno: int
+    options: str
+    guards: str
+    states: tuple[StateReport, ...]
+    """Compiled states (several for a method explained on the class: one per instance)."""
+    uncompiled_states: int
+    """States that exist but have not compiled (e.g. instances not called yet)."""
+    disabled: bool = False
+    """``NOCOMPILE_DISABLE`` made a state run the original function eagerly."""
+
+    @property
+    def compiled(self) -> bool:
+        return any(s.specializations for s in self.states)
+
+    @property
+    def specializations(self) -> tuple[SpecializationReport, ...]:
+        return tuple(spec for state in self.states for spec in state.specializations)
+
+    def __str__(self) -> str:
+        return self.render()
+
+    def render(self, verbose: bool = False) -> str:
+        """The report as text; ``verbose`` lists every guard and adds the FX graphs."""
+        return _render(self, verbose)
+
+
+# -- building ---------------------------------------------------------------------------------
+
+
+def build_report(fn: types.FunctionType, options: CompileOptions, states: Sequence[tuple[str, CompileState]]) -> ExplainReport:
+    compiled: list[StateReport] = []
+    uncompiled = 0
+    disabled = False
+    for label, state in states:
+        specs = state.specializations
+        if not specs:
+            uncompiled += 1
+            disabled = disabled or state._disabled
+            continue
+        reports = tuple(_specialization_report(fn, i + 1, spec) for i, spec in enumerate(specs))
+        compiled.append(StateReport(label, state._status(), reports))
+    code = fn.__code__
+    return ExplainReport(
+        qualname=fn.__qualname__,
+        module=fn.__module__,
+        filename=code.co_filename,
+        lineno=code.co_firstlineno,
+        options=options.describe(),
+        guards=options.guards,
+        states=tuple(compiled),
+        uncompiled_states=uncompiled,
+        disabled=disabled,
+    )
+
+
+def state_label(state: CompileState, role: str) -> str:
+    return f"{role} {state_tag(state)}"
+
+
+def _specialization_report(fn: types.FunctionType, index: int, spec: Specialization) -> SpecializationReport:
+    record: CompileRecord | None = getattr(spec, "record", None)
+    if record is None:  # pragma: no cover - every compile path records
+        record = CompileRecord(signature=spec.signature())
+    source, error = record.decompiled(spec.transformed_code, f"{fn.__module__}.{fn.__qualname__}")
+    return SpecializationReport(
+        index=index,
+        signature=record.signature,
+        compile_seconds=spec.compile_seconds,
+        unchecked=record.unchecked,
+        guards_dropped=record.dropped,
+        guards_kept=record.kept,
+        shape_guards_checked=spec.shape_check.expressions if spec.shape_check is not None else (),
+        graphs=tuple(record.graphs),
+        transformed_source=source,
+        decompile_error=error,
+        dump_path=record.dump_path,
+    )
+
+
+# -- text -------------------------------------------------------------------------------------
+
+
+def _render(report: ExplainReport, verbose: bool) -> str:
+    out: list[str] = [
+        f"nocompile: {report.module}.{report.qualname}",
+        f"  defined at {report.filename}:{report.lineno}",
+        f"  options:   {report.options}",
+        *_wrap(f"guards={report.guards!r}: {POLICY_TEXT[report.guards]}", "  policy:    ", "             "),
+    ]
+    if not report.states and report.disabled:
+        out += ["", "Not compiled: NOCOMPILE_DISABLE is set, so the original function runs eagerly."]
+        return "\n".join(out) + "\n"
+    if not report.states:
+        out += ["", "Not compiled yet: the first call compiles it. Nothing was dropped or checked so far."]
+        if report.uncompiled_states > 1:
+            out.append(f"({report.uncompiled_states} states exist, e.g. one per instance; none has compiled.)")
+        return "\n".join(out) + "\n"
+    for state in report.states:
+        out += ["", f"{state.label}: {state.status}"]
+        for spec in state.specializations:
+            out += _render_spec(spec, report.guards, verbose)
+    if report.uncompiled_states:
+        out += ["", f"({report.uncompiled_states} more state(s) of this function have not compiled yet.)"]
+    return "\n".join(out) + "\n"
+
+
+def _render_spec(spec: SpecializationReport, policy: str, verbose: bool) -> list[str]:
+    out = ["", f"  specialization #{spec.index}: compiled in {spec.compile_seconds:.3f} s"]
+    label = "checked per call" if policy == "inputs" else "compiled for"
+    out += _wrap(spec.signature, f"    {label}: ", "      ")
+    if spec.shape_guards_checked:
+        out += _wrap(" and ".join(spec.shape_guards_checked), "    shape guards kept and checked: ", "      ")
+    if spec.unchecked and policy == "inputs":
+        out += _wrap(", ".join(spec.unchecked), "    not looked into by the check: ", "      ")
+    if spec.dump_path:
+        out.append(f"    dumped to: {spec.dump_path}")
+    for i, graph in enumerate(spec.graphs):
+        name = "graph" if len(spec.graphs) == 1 else f"graph {i + 1}"
+        extra = f", {graph.attributes} tensor(s) held by the graph module (get_attr)" if graph.attributes else ""
+        out.append(
+            f"    {name}: {graph.inputs} input(s) = {graph.from_call} from the call + "
+            f"{graph.parameters} parameter(s) + {graph.buffers} buffer(s){extra}"
+        )
+    every = spec.guards_dropped + spec.guards_kept
+    compiles = max((g.compile for g in every), default=1)
+    for n in range(1, compiles + 1):
+        dropped = [g for g in spec.guards_dropped if g.compile == n]
+        kept = [g for g in spec.guards_kept if g.compile == n]
+        which = "" if compiles == 1 else f" in Dynamo compile {n} of {compiles}" + (" (a recompile)" if n > 1 else "")
+        out.append(f"    guards Dynamo wanted{which}: {len(dropped) + len(kept)}; dropped {len(dropped)}, kept {len(kept)}")
+        for verb, guards in (("dropped", dropped), ("kept", kept)):
+            out += _render_guards(verb, guards, verbose)
+    first = " (of Dynamo's first compile)" if compiles > 1 else ""
+    out.append(f"    transformed bytecode{first}, decompiled by depyf:")
+    if spec.transformed_source is not None:
+        out += ["      " + line if line else "" for line in spec.transformed_source.rstrip().splitlines()]
+    else:
+        out.append(f"      (not available: {spec.decompile_error})")
+    if verbose:
+        for i, graph in enumerate(spec.graphs):
+            out.append(f"    FX graph {i + 1} (what the backend compiled):")
+            out += ["      " + line if line else "" for line in graph.code.rstrip().splitlines()]
+    return out
+
+
+def _render_guards(verb: str, guards: Sequence[GuardRecord], verbose: bool) -> list[str]:
+    out: list[str] = []
+    kinds = [(k, about) for k, about, _ in GUARD_KINDS] + [OTHER_KIND]
+    for kind, about in kinds:
+        members = [g for g in guards if g.kind == kind]
+        if not members:
+            continue
+        out += _wrap(f"{about}", f"      {verb}, {kind} ({len(members)}): ", "          ")
+        by_type: dict[str, list[GuardRecord]] = {}
+        for g in members:
+            by_type.setdefault(g.guard_type, []).append(g)
+        if all(not _guard_text(g) for g in members):  # global-state guards have no name
+            out += _wrap(", ".join(by_type), "        ", "        ")
+            continue
+        for guard_type, group in by_type.items():
+            shown = list(dict.fromkeys(_guard_text(g) for g in group))
+            limit = len(shown) if verbose else NAMES_SHOWN
+            more = f", ... {len(shown) - limit} more" if len(shown) > limit else ""
+            text = ", ".join(shown[:limit]) + more
+            out += _wrap(text, f"        {guard_type} ({len(group)}): ", "          ")
+    return out
+
+
+def _guard_text(g: GuardRecord) -> str:
+    """A guard's name; for constants and shape guards the check itself, which says more."""
+    if g.kind in ("constants", "shape env"):
+        # Drop Dynamo's object-id checks (``___check_type_id(...)``): numbers that mean nothing here.
+        code = [c for c in g.code if not c.startswith("___")]
+        if code:
+            return " and ".join(code)
+        if g.kind == "shape env":
+            return "(no expressions: every size static)"
+    return g.name
+
+
+def _wrap(text: str, first: str, rest: str, width: int = 100) -> list[str]:
+    return textwrap.wrap(text, width=width, initial_indent=first, subsequent_indent=rest,
+                         break_long_words=False, break_on_hyphens=False) or [first.rstrip()]
