@@ -16,11 +16,13 @@ from . import _compat
 GuardPolicy = Literal["none", "inputs", "dynamo"]
 Dispatch = Literal["bytecode", "dynamo"]
 OnMismatch = Literal["raise", "recompile"]
+CudagraphOutputs = Literal["static", "copy"]
 DynamicSpec = Mapping[str, "int | Sequence[int]"]
 
 GUARD_POLICIES: tuple[str, ...] = get_args(GuardPolicy)
 ON_MISMATCH: tuple[str, ...] = get_args(OnMismatch)
 DISPATCHES: tuple[str, ...] = get_args(Dispatch)
+CUDAGRAPH_OUTPUTS: tuple[str, ...] = get_args(CudagraphOutputs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +38,9 @@ class CompileOptions:
     on_mismatch: OnMismatch = "raise"
     max_compiles: int = 8
     dynamic: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    cudagraphs: bool = False
+    cudagraph_sizes: tuple[int, ...] | None = None
+    cudagraph_outputs: CudagraphOutputs = "static"
 
     @property
     def drops_guards(self) -> bool:
@@ -71,6 +76,10 @@ class CompileOptions:
             parts.append(f"on_mismatch={self.on_mismatch!r}, max_compiles={self.max_compiles}")
         if self.dynamic:
             parts.append(f"dynamic={dict(self.dynamic)!r}")
+        if self.cudagraphs:
+            parts.append(f"cudagraphs=True, cudagraph_outputs={self.cudagraph_outputs!r}")
+            if self.cudagraph_sizes:
+                parts.append(f"cudagraph_sizes={list(self.cudagraph_sizes)!r}")
         return ", ".join(parts)
 
 
@@ -101,6 +110,9 @@ def validate_options(
     on_mismatch: object = "raise",
     max_compiles: object = 8,
     dynamic: object = None,
+    cudagraphs: object = False,
+    cudagraph_sizes: object = None,
+    cudagraph_outputs: object = "static",
 ) -> CompileOptions:
     """Check every option and return the frozen record, or raise ``TypeError``/``ValueError``."""
     _choice("guards", guards, GUARD_POLICIES)
@@ -170,6 +182,11 @@ def validate_options(
                 "instead, or use guards='dynamo'."
             )
 
+    sizes = _cudagraph_options(
+        cudagraphs, cudagraph_sizes, cudagraph_outputs,
+        guards=guards, dispatch=dispatch, mode=mode, options=options, dynamic=dynamic_dims, on_mismatch=on_mismatch,
+    )
+
     return CompileOptions(
         backend=backend,  # type: ignore[arg-type]  # checked above
         options=options,  # type: ignore[arg-type]
@@ -180,7 +197,83 @@ def validate_options(
         on_mismatch=on_mismatch,  # type: ignore[arg-type]
         max_compiles=max_compiles,
         dynamic=dynamic_dims,
+        cudagraphs=cudagraphs,  # type: ignore[arg-type]
+        cudagraph_sizes=sizes,
+        cudagraph_outputs=cudagraph_outputs,  # type: ignore[arg-type]
     )
+
+
+def _cudagraph_options(
+    cudagraphs: object,
+    sizes: object,
+    outputs: object,
+    *,
+    guards: object,
+    dispatch: object,
+    mode: object,
+    options: Mapping[str, Any] | None,
+    dynamic: Mapping[str, tuple[int, ...]],
+    on_mismatch: object,
+) -> tuple[int, ...] | None:
+    """Check ``cudagraphs``, ``cudagraph_sizes`` and ``cudagraph_outputs``; the sizes as a tuple."""
+    if not isinstance(cudagraphs, bool):
+        raise TypeError(f"compile_once(cudagraphs=...) takes True or False; got {cudagraphs!r}.")
+    _choice("cudagraph_outputs", outputs, CUDAGRAPH_OUTPUTS)
+    if not cudagraphs:
+        if sizes is not None or outputs != "static":
+            given = "cudagraph_sizes" if sizes is not None else f"cudagraph_outputs={outputs!r}"
+            raise ValueError(
+                f"compile_once({given}) only applies to CUDA graphs; add cudagraphs=True, or drop it."
+            )
+        return None
+    if guards == "dynamo":
+        raise ValueError(
+            "compile_once(cudagraphs=True, guards='dynamo'): a graph replay runs no Python, so "
+            "Dynamo's guards would never be evaluated. Use guards='inputs' (default; checks each "
+            "call's signature before replaying) or guards='none'."
+        )
+    if dispatch != "bytecode":
+        raise ValueError(
+            f"compile_once(cudagraphs=True, dispatch={dispatch!r}): a graph replay bypasses the "
+            "dispatch entirely; only the captured bytecode is supported under graphs. Drop dispatch=."
+        )
+    wants_graphs = mode == "reduce-overhead" or bool(options and options.get("triton.cudagraphs"))
+    if wants_graphs:
+        raise ValueError(
+            "compile_once(cudagraphs=True) with mode='reduce-overhead' (or options "
+            "{'triton.cudagraphs': True}) would capture CUDA graphs twice. Use one: nocompile's "
+            "cudagraphs=True, or inductor's mode with cudagraphs=False."
+        )
+    if dynamic and sizes is None:
+        raise ValueError(
+            f"compile_once(cudagraphs=True, dynamic={dict(dynamic)!r}): a CUDA graph has fixed shapes. "
+            "Give the sizes to capture for the dynamic dim, e.g. cudagraph_sizes=[1, 2, 4, 8] "
+            "(calls are padded up to the next size), or drop dynamic=."
+        )
+    if sizes is None:
+        return None
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or not all(
+        isinstance(s, int) and not isinstance(s, bool) for s in sizes
+    ):
+        raise TypeError(f"compile_once(cudagraph_sizes=...) takes a list of ints, e.g. [1, 2, 4, 8]; got {sizes!r}.")
+    if not sizes or any(s < 1 for s in sizes) or list(sizes) != sorted(set(sizes)):
+        raise ValueError(
+            f"compile_once(cudagraph_sizes={list(sizes)!r}) must be positive ints in increasing order "
+            "without repeats, e.g. [1, 2, 4, 8]."
+        )
+    dims = [(name, d) for name, ds in dynamic.items() for d in ds]
+    if len(dims) != 1:
+        raise ValueError(
+            f"compile_once(cudagraph_sizes={list(sizes)!r}) pads calls along one dynamic dim, so it "
+            f"needs exactly one, e.g. dynamic={{'x': 0}}; got dynamic={dict(dynamic)!r}."
+        )
+    if 1 in sizes and on_mismatch != "recompile":
+        raise ValueError(
+            f"compile_once(cudagraph_sizes={list(sizes)!r}): Dynamo compiles size 1 of a dynamic dim "
+            "as a specialization of its own, so a size-1 call needs on_mismatch='recompile' (it then "
+            "compiles and captures its own graph). Add on_mismatch='recompile', or drop 1 from the sizes."
+        )
+    return tuple(sizes)
 
 
 def _dynamic_dims(dynamic: object) -> dict[str, tuple[int, ...]]:

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from . import _capture, _compat
+from . import _capture, _compat, _cudagraphs
 from ._errors import GuardMismatchError, NoCompileError
 from ._options import CompileOptions
 from ._signature import (
@@ -206,6 +206,7 @@ class CompileState:
         self._calls = 0
         self._compiles = 0
         self._compile_seconds = 0.0
+        self._graph_pool = _cudagraphs.GraphPool() if self._options.cudagraphs else None
 
     def _first_call(self, *args: Any, **kwargs: Any) -> Any:
         return self._slow_call(args, kwargs)
@@ -377,13 +378,20 @@ class CompileState:
             key_function=key_function,
             shape_check=shape_check,
         )
+        if self._graph_pool is not None:  # replay a CUDA graph of the call (captured on first use)
+            spec.call = _cudagraphs.GraphedCall.for_call(
+                self._fn, call, self._graph_pool, args, kwargs,
+                transformed_code=transformed,
+                copy_outputs=self._options.cudagraph_outputs == "copy",
+                dynamic=self._options.dynamic, sizes=self._options.cudagraph_sizes, shape_check=shape_check,
+            )
         self._specs.append(spec)
         self._compiles += 1
         self._compile_seconds += seconds
         if key_function is not None and key is not None:
             self._add_to_table(spec, key_function, key)
         else:
-            self._dispatch = call
+            self._dispatch = spec.call
 
     def _shape_check(self, exprs: list[str], args: tuple[Any, ...], kwargs: dict[str, Any]) -> ShapeCheck:
         unique = list(dict.fromkeys(exprs))
