@@ -66,9 +66,6 @@ from ._signature import ShapeCheck, _define_like, _parameter_list, bound_argumen
 MAX_OBJECT_SETS = 8
 """Graph sets one specialization captures for different non-tensor argument objects."""
 
-WARMUP_ITERS = 2
-"""Runs on a side stream before each capture (lazy initialisation, autotuning, allocator)."""
-
 _SCALARS = (int, float, bool, str, type(None), complex, torch.dtype, torch.device, torch.Size)
 
 # Bytecode that has Python side effects a replay would skip.
@@ -355,6 +352,7 @@ class GraphedCall:
         self._last: _GraphSet | None = None
         self._statics: list[torch.Tensor] | None = None  # shared by every graph of this call
         self._padded: dict[int, torch.Tensor] = {}  # size -> static buffer of the padded tensor
+        self._allowed: dict[int, bool] = {}  # size -> whether Dynamo's shape guards hold there
         self.captures = 0
         """Graphs captured so far (one per size per argument-object set)."""
         self.fallbacks = 0
@@ -418,10 +416,14 @@ class GraphedCall:
         with pool.lock:
             graphs = self._last
             if graphs is None or not graphs.matches(objects):
-                graphs = self._graph_set(objects, args, kwargs)
+                graphs = self._graph_set(objects)
             plan = graphs.plans.get(n)
             if plan is None:
-                plan = self._plan(graphs, n)
+                size = self._size_for(n, args, kwargs)
+                if size is not None:
+                    if size not in graphs.graphs:  # first call of this size: it runs, then is captured
+                        return self._capture(graphs, size, n, args, kwargs, tensors)
+                    plan = self._plan(graphs, size, n)
             if plan is not None:
                 stream = CUDA.current_stream(self._device)
                 last = pool.last_stream
@@ -440,7 +442,7 @@ class GraphedCall:
 
     # -- capture (under the pool's lock) --------------------------------------------------------
 
-    def _graph_set(self, objects: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> _GraphSet:
+    def _graph_set(self, objects: tuple[Any, ...]) -> _GraphSet:
         for graphs in self._sets:
             if graphs.matches(objects):
                 self._last = graphs
@@ -455,58 +457,88 @@ class GraphedCall:
                 "captured, so each new object needs a new capture. Fix: pass the same objects on "
                 "every call (update their tensors in place), or use cudagraphs=False."
             )
-        refs = tuple(_weak_or_strong(o) for o in objects)
-        graphs = _GraphSet(refs, self._capture(args, kwargs))
+        graphs = _GraphSet(tuple(_weak_or_strong(o) for o in objects), {})
         self._sets.append(graphs)
         self._last = graphs
         return graphs
 
-    def _capture(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[int, tuple[Any, Any]]:
-        """Warm up and capture one graph per size (largest first), with this call's objects."""
-        call_tensors = self._extract(*args, **kwargs)[1]
+    def _size_for(self, n: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
+        """The captured size a call of size ``n`` pads to (``-1``: no sizes), or None: no graph."""
+        if self._dyn is None:
+            return -1
+        if n < 2:
+            return None
+        for size in self._sizes:
+            if size >= n and self._size_allowed(size, args, kwargs):
+                return size
+        return None
+
+    def _size_allowed(self, size: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Whether Dynamo's shape guards hold at ``size`` (the compiled code is only valid there)."""
+        allowed = self._allowed.get(size)
+        if allowed is None:
+            allowed = True
+            if self._shape_check is not None and self._dyn is not None:
+                statics = list(self._extract(*args, **kwargs)[1])
+                index, dim = self._dyn
+                shape = list(statics[index].shape)
+                shape[dim] = size
+                statics[index] = torch.empty(shape, dtype=statics[index].dtype, device="meta")
+                g_args, g_kwargs = substitute(self._fn, args, kwargs, statics)
+                allowed = bool(self._shape_check(*g_args, **g_kwargs))
+            self._allowed[size] = allowed
+        return allowed
+
+    def _static_inputs(self, tensors: tuple[torch.Tensor, ...], size: int) -> list[torch.Tensor]:
+        """The static tensors a graph of ``size`` reads (made on first use, then shared)."""
         if self._statics is None:
             with torch.inference_mode(False):
-                self._statics = [_static_like(t) for t in call_tensors]
-                if self._dyn is not None:
-                    index, dim = self._dyn
-                    like = call_tensors[index]
-                    for s in self._sizes:
-                        shape = list(like.shape)
-                        shape[dim] = s
-                        self._padded[s] = torch.zeros(shape, dtype=like.dtype, device=like.device)
+                self._statics = [_static_like(t) for t in tensors]
         statics = list(self._statics)
-        for dst, src in zip(statics, call_tensors):
-            dst.copy_(src)
-        captured: dict[int, tuple[Any, Any]] = {}
-        sizes = sorted(self._sizes, reverse=True) if self._dyn is not None else [-1]
-        for s in sizes:
-            if self._dyn is not None:
-                index, dim = self._dyn
-                buffer = self._padded[s]
-                src = call_tensors[index]
-                rows = min(s, src.shape[dim])
-                buffer.narrow(dim, 0, rows).copy_(src.narrow(dim, 0, rows))
-                statics[index] = buffer
-            g_args, g_kwargs = substitute(self._fn, args, kwargs, statics)
-            if self._dyn is not None and self._shape_check is not None and not self._shape_check(*g_args, **g_kwargs):
-                continue  # Dynamo's shape guards exclude this size: calls padding to it run ungraphed
-            captured[s] = self._capture_one(g_args, g_kwargs, statics, s)
-        self.captures += len(captured)
-        # The static inputs were filled on this thread's stream: a replay on another waits for it.
-        self._pool.last_stream = CUDA.current_stream(self._device)
-        return captured
+        if self._dyn is not None:
+            index, dim = self._dyn
+            buffer = self._padded.get(size)
+            if buffer is None:
+                like = tensors[index]
+                shape = list(like.shape)
+                shape[dim] = size
+                with torch.inference_mode(False):
+                    buffer = self._padded[size] = torch.zeros(shape, dtype=like.dtype, device=like.device)
+            statics[index] = buffer
+        return statics
 
-    def _capture_one(self, g_args: tuple[Any, ...], g_kwargs: dict[str, Any], statics: list[torch.Tensor], size: int) -> tuple[Any, Any]:
+    def _capture(
+        self,
+        graphs: _GraphSet,
+        size: int,
+        n: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        tensors: tuple[torch.Tensor, ...],
+    ) -> Any:
+        """Run this call once on the static inputs (the warm-up, on a side stream), then capture it.
+
+        The warm-up is the call itself, so a function that updates state in place (a buffer, a
+        cache) runs exactly once per call, capture included. Returns the warm-up's result.
+        """
+        statics = self._static_inputs(tensors, size)
+        dsts = self._destinations(statics, n)
+        for dst, src in zip(dsts, tensors):
+            dst.copy_(src)
+        g_args, g_kwargs = substitute(self._fn, args, kwargs, statics)
         pool = self._pool
         side = pool.capture_stream(self._device)
         current = CUDA.current_stream(self._device)
+        last = pool.last_stream
+        if last is not None and last != current:
+            current.wait_stream(last)
         side.wait_stream(current)
         versions = [_compat.tensor_version(t) for t in statics]
         with CUDA.stream(side):
-            for _ in range(WARMUP_ITERS):
-                out = self._inner(*g_args, **g_kwargs)
+            result = self._inner(*g_args, **g_kwargs)
         current.wait_stream(side)
-        self._check_outputs(out, size)
+        self._check_outputs(result, size)
+        _map_outputs(result, lambda t: t.record_stream(current) if t.device.type == "cuda" else None)
         mutated = [
             path for path, t, v in zip(self._layout.tensor_paths, statics, versions) if _compat.tensor_version(t) != v
         ]
@@ -519,7 +551,7 @@ class GraphedCall:
                 "argument object (those are read in place), or use cudagraphs=False."
             )
         try:
-            graph, out = CUDA.capture(pool.pool_handle(), side, lambda: self._inner(*g_args, **g_kwargs))
+            graphs.graphs[size] = CUDA.capture(pool.pool_handle(), side, lambda: self._inner(*g_args, **g_kwargs))
         except Exception as exc:
             raise NoCompileError(
                 f"compile_once(cudagraphs=True) on {self._where()}: capturing the compiled call into a "
@@ -527,7 +559,20 @@ class GraphedCall:
                 "synchronisation in the function (.item(), .tolist(), printing a tensor, a CPU "
                 "tensor), or a backend that cannot be captured. Fix: remove it, or use cudagraphs=False."
             ) from exc
-        return graph, out
+        self.captures += 1
+        pool.last_stream = current  # the static inputs were filled on this stream
+        if self._dyn is not None and n != size:
+            dim = self._dyn[1]
+            result = _map_outputs(result, lambda t: t.narrow(dim, 0, n))
+        return result
+
+    def _destinations(self, statics: list[torch.Tensor], n: int) -> tuple[torch.Tensor, ...]:
+        """Where a call of size ``n`` copies its tensors: the statics, the padded one narrowed to ``n``."""
+        dsts = list(statics)
+        if self._dyn is not None:
+            index, dim = self._dyn
+            dsts[index] = statics[index].narrow(dim, 0, n)
+        return tuple(dsts)
 
     def _check_outputs(self, out: Any, size: int) -> None:
         tensors: list[torch.Tensor] = []
@@ -558,24 +603,16 @@ class GraphedCall:
                         "cudagraph_sizes."
                     )
 
-    def _plan(self, graphs: _GraphSet, n: int) -> _Plan | None:
-        """The plan for a call of size ``n`` (``-1``: no sizes), or None to run without a graph."""
-        statics = self._statics or []  # set by the first capture, which precedes any plan
-        if self._dyn is None:
-            graph, out = graphs.graphs[-1]
-            plan = _Plan(tuple(statics), graph, out)
-        else:
-            fitting = [s for s in graphs.graphs if s >= n]
-            if n < 2 or not fitting:
-                return None
-            s = min(fitting)
-            graph, out = graphs.graphs[s]
-            index, dim = self._dyn
-            dsts = list(statics)
-            dsts[index] = self._padded[s].narrow(dim, 0, n)
-            if n != s:
+    def _plan(self, graphs: _GraphSet, size: int, n: int) -> _Plan:
+        """The plan of a call of size ``n`` (``-1``: no sizes) replaying the graph of ``size``."""
+        graph, out = graphs.graphs[size]
+        statics = list(self._statics or ())  # made by the capture, which precedes any plan
+        if self._dyn is not None:
+            statics[self._dyn[0]] = self._padded[size]
+            if n != size:
+                dim = self._dyn[1]
                 out = _map_outputs(out, lambda t: t.narrow(dim, 0, n))
-            plan = _Plan(tuple(dsts), graph, out)
+        plan = _Plan(self._destinations(statics, n), graph, out)
         graphs.plans[n] = plan
         return plan
 

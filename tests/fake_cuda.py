@@ -3,7 +3,9 @@
 ``FakeCuda.capture`` runs the function once and returns a graph whose ``replay`` runs it
 again and writes the results into the captured output tensors, so the stand-in has the
 semantics that matter: replays read the static inputs and whatever the captured argument
-objects hold, and overwrite the same output tensors each time.
+objects hold, and overwrite the same output tensors each time. One difference: a real capture
+records kernels without running them, this one runs the function once (so in-place state
+updates at capture time are tested on the GPU only, in ``tests/test_cudagraphs.py``).
 """
 
 from __future__ import annotations
