@@ -5,7 +5,8 @@ again and writes the results into the captured output tensors, so the stand-in h
 semantics that matter: replays read the static inputs and whatever the captured argument
 objects hold, and overwrite the same output tensors each time. One difference: a real capture
 records kernels without running them, this one runs the function once (so in-place state
-updates at capture time are tested on the GPU only, in ``tests/test_cudagraphs.py``).
+updates at capture time are tested on the GPU only, in ``tests/test_cudagraphs.py``), and it
+reads attributes anew on each replay (so a *replaced* parameter is tested on the GPU only).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class FakeGraph:
 
     def replay(self) -> None:
         self.replays += 1
-        with torch.no_grad():
+        with torch.inference_mode():  # a replay writes memory: no autograd rules apply
             for dst, src in zip(_leaves(self.out), _leaves(self.fn())):
                 dst.copy_(src)
 

@@ -80,6 +80,29 @@ def test_inplace_parameter_update_is_seen() -> None:
 
 
 @torch.no_grad()
+def test_replaced_parameter_is_not_seen_until_reset() -> None:
+    # Sharp edge: the graph reads the captured tensors. load_state_dict copies in place (seen);
+    # assigning a new Parameter does not reach the graph until reset().
+    body = _mlp(16, torch.float32)
+    model = _graphed_model(body, backend="eager", cudagraphs=True)
+    x = torch.randn(2, 16, device="cuda")
+    model(x)
+    model(x)
+    other = _mlp(16, torch.float32)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(-1)
+    body.load_state_dict(other.state_dict())
+    torch.testing.assert_close(model(x), Wrapped(body)(x))
+    stale = Wrapped(body)(x)
+    body[3].weight = nn.Parameter(torch.randn(16, device="cuda"))
+    torch.testing.assert_close(model(x), stale)  # still the old weight
+    model.forward.reset()
+    model(x)
+    torch.testing.assert_close(model(x), Wrapped(body)(x))
+
+
+@torch.no_grad()
 def test_static_outputs_are_overwritten_by_the_next_call() -> None:
     f = compile_once(backend="eager", cudagraphs=True)(lambda x: x * 2 + 1)
     a = torch.ones(4, device="cuda")

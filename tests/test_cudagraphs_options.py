@@ -424,3 +424,17 @@ def test_layout_and_substitute_follow_the_same_order() -> None:
     new_args, new_kwargs = _cudagraphs.substitute(fn, args, kwargs, new)  # type: ignore[arg-type]
     assert new_args[0] is new[0] and new_args[1][0] is new[1] and new_args[1][2] is obj and new_args[2] is new[2]
     assert new_kwargs["c"]["k"] is new[3] and new_kwargs["z"] is new[4]
+
+
+def test_inference_mode_calls_share_the_graph(fake: FakeCuda) -> None:
+    f = compile_once(backend="eager", cudagraphs=True, cudagraph_outputs="copy")(lambda x: x.exp())
+    with torch.inference_mode():
+        x = torch.randn(3)
+        f(x)
+        f(x)
+    with torch.no_grad():
+        y = torch.randn(3)
+        torch.testing.assert_close(f(y), y.exp())
+    with torch.inference_mode():
+        torch.testing.assert_close(f(x), x.exp())
+    assert _graphed(f).captures == 1
