@@ -1,7 +1,7 @@
 """CUDA graphs for ``compile_once(cudagraphs=True)``: capture a specialization's call once, replay it.
 
 Once guards are gone, what is left of a small call on a GPU is Python launching each kernel.
-A ``Any`` records those launches once and replays them with one call. This
+A ``torch.cuda.CUDAGraph`` records those launches once and replays them with one call. This
 module owns that: ``GraphedCall`` wraps one specialization's call (the captured bytecode) and
 is what the state's per-call path runs instead.
 
@@ -20,13 +20,15 @@ How a ``GraphedCall`` works (the same recipe as vLLM's and SGLang's decode graph
   module instance under ``per_instance=False``, a new cache object) captures a new graph set,
   at most ``MAX_OBJECT_SETS`` per specialization, then raises ``GuardMismatchError``. The
   check is an identity test per object argument: cheap, and never replays on stale addresses.
-* **Capture.** On the first call after compiling: a warm-up on a side stream, then capture
-  with ``torch.cuda.graph`` into the memory pool all graphs of one state share (one
-  ``graph_pool_handle`` per state; captures of several sizes go largest first so smaller ones
-  reuse its memory). Each specialization (``guards="inputs"`` signature) gets its own graphs;
-  ``on_mismatch="recompile"`` compiles a new specialization, which captures its own.
-* **Sizes.** With ``cudagraph_sizes`` and one dynamic dim, one graph per size; a call is padded
-  up to the next captured size (the padded rows' outputs are sliced away) and a call above the
+* **Capture.** On the first call of a specialization after it compiled: the call's tensors are
+  copied into the static tensors and the compiled call runs once on them on a side stream (the
+  warm-up, which *is* this call: its result is returned, so state updated in place changes once
+  per call), then ``torch.cuda.graph`` captures it into the memory pool that all graphs of one
+  state share (one ``graph_pool_handle`` per state). Each specialization (``guards="inputs"``
+  signature) gets its own graphs; ``on_mismatch="recompile"`` compiles a new specialization,
+  which captures its own.
+* **Sizes.** With ``cudagraph_sizes`` and one dynamic dim, one graph per size, each captured the
+  first time a call pads to it; a call is padded up to the next captured size (the padded rows' outputs are sliced away) and a call above the
   largest size runs the compiled code without a graph. Padding is only correct when rows of
   the dynamic dim do not interact (a batch dim), as in every inference engine.
 * **Outputs.** ``cudagraph_outputs="static"`` (default) returns the graph's own output tensors:
@@ -96,6 +98,10 @@ class CudaOps:
 
     device_type = "cuda"
 
+    def __init__(self) -> None:
+        self.current_stream_id: Callable[[int], int] = _compat.current_raw_stream_getter()
+        """``device index -> int`` naming the current stream: cheap, for the per-call path."""
+
     def is_available(self) -> bool:
         return torch.cuda.is_available()
 
@@ -133,6 +139,7 @@ class GraphPool:
         self.handle: Any = None
         self.capture_streams: dict[torch.device, Any] = {}
         self.last_stream: Any = None
+        self.last_stream_id: int | None = None
 
     def pool_handle(self) -> Any:
         if self.handle is None:
@@ -343,6 +350,7 @@ class GraphedCall:
         self._pool = pool
         self._layout = layout
         self._device = device
+        self._device_index = device.index if device.index is not None else 0
         self._copy_outputs = copy_outputs
         self._dyn = dyn  # (index among the tensors, dim) of the padded tensor, or None
         self._sizes = sizes
@@ -425,12 +433,9 @@ class GraphedCall:
                         return self._capture(graphs, size, n, args, kwargs, tensors)
                     plan = self._plan(graphs, size, n)
             if plan is not None:
-                stream = CUDA.current_stream(self._device)
-                last = pool.last_stream
-                if stream != last:
-                    if last is not None:
-                        stream.wait_stream(last)
-                    pool.last_stream = stream
+                stream_id = CUDA.current_stream_id(self._device_index)
+                if stream_id != pool.last_stream_id:  # another stream than the last replay's
+                    self._follow(stream_id)
                 for dst, src in zip(plan.dsts, tensors):
                     dst.copy_(src)
                 plan.graph.replay()
@@ -441,6 +446,15 @@ class GraphedCall:
         return self._inner(*args, **kwargs)
 
     # -- capture (under the pool's lock) --------------------------------------------------------
+
+    def _follow(self, stream_id: int) -> None:
+        """Order the caller's stream after the previous replay's stream (under the lock)."""
+        pool = self._pool
+        stream = CUDA.current_stream(self._device)
+        if pool.last_stream is not None:
+            stream.wait_stream(pool.last_stream)
+        pool.last_stream = stream
+        pool.last_stream_id = stream_id
 
     def _graph_set(self, objects: tuple[Any, ...]) -> _GraphSet:
         for graphs in self._sets:
@@ -561,6 +575,7 @@ class GraphedCall:
             ) from exc
         self.captures += 1
         pool.last_stream = current  # the static inputs were filled on this stream
+        pool.last_stream_id = CUDA.current_stream_id(self._device_index)
         if self._dyn is not None and n != size:
             dim = self._dyn[1]
             result = _map_outputs(result, lambda t: t.narrow(dim, 0, n))

@@ -69,6 +69,9 @@ class FakeCuda:
     def current_stream(self, device: torch.device) -> FakeStream:
         return getattr(self.local, "stream", self.default)
 
+    def current_stream_id(self, index: int) -> int:
+        return id(self.current_stream(torch.device("cpu")))
+
     def new_stream(self, device: torch.device) -> FakeStream:
         return FakeStream("side")
 
