@@ -535,17 +535,16 @@ class GraphedCall:
         The warm-up is the call itself, so a function that updates state in place (a buffer, a
         cache) runs exactly once per call, capture included. Returns the warm-up's result.
         """
-        statics = self._static_inputs(tensors, size)
-        dsts = self._destinations(statics, n)
-        for dst, src in zip(dsts, tensors):
-            dst.copy_(src)
-        g_args, g_kwargs = substitute(self._fn, args, kwargs, statics)
         pool = self._pool
-        side = pool.capture_stream(self._device)
         current = CUDA.current_stream(self._device)
         last = pool.last_stream
-        if last is not None and last != current:
+        if last is not None and last != current:  # a replay on another stream may still read the statics
             current.wait_stream(last)
+        statics = self._static_inputs(tensors, size)
+        for dst, src in zip(self._destinations(statics, n), tensors):
+            dst.copy_(src)
+        g_args, g_kwargs = substitute(self._fn, args, kwargs, statics)
+        side = pool.capture_stream(self._device)
         side.wait_stream(current)
         versions = [_compat.tensor_version(t) for t in statics]
         with CUDA.stream(side):
