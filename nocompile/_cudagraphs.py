@@ -317,6 +317,8 @@ class _GraphSet:
     refs: tuple[Callable[[], Any], ...]
     graphs: dict[int, tuple[Any, Any]]
     plans: dict[int, _Plan] = dataclasses.field(default_factory=dict)
+    kept: tuple[torch.Tensor, ...] = ()
+    """The argument objects' tensors at capture: held so that a replaced one is never freed under the graph."""
 
     def matches(self, objects: tuple[Any, ...]) -> bool:
         for ref, obj in zip(self.refs, objects):
@@ -471,7 +473,7 @@ class GraphedCall:
                 "captured, so each new object needs a new capture. Fix: pass the same objects on "
                 "every call (update their tensors in place), or use cudagraphs=False."
             )
-        graphs = _GraphSet(tuple(_weak_or_strong(o) for o in objects), {})
+        graphs = _GraphSet(tuple(_weak_or_strong(o) for o in objects), {}, kept=_tensors_of(objects))
         self._sets.append(graphs)
         self._last = graphs
         return graphs
@@ -651,6 +653,24 @@ class GraphedCall:
 def _static_like(t: torch.Tensor) -> torch.Tensor:
     """A tensor of ``t``'s shape, strides, dtype and device (the compiled code may assume the strides)."""
     return torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device=t.device)
+
+
+def _tensors_of(objects: tuple[Any, ...]) -> tuple[torch.Tensor, ...]:
+    """Parameters and buffers of module objects, tensor attributes of other objects.
+
+    A graph reads them at their captured addresses. If one is later replaced (``m.weight =
+    nn.Parameter(...)``), holding the old tensor keeps the graph reading valid (if stale)
+    memory instead of memory the allocator has handed to someone else.
+    """
+    kept: list[torch.Tensor] = []
+    for obj in objects:
+        if isinstance(obj, torch.nn.Module):
+            kept.extend(obj.parameters())
+            kept.extend(obj.buffers())
+        else:
+            namespace = getattr(obj, "__dict__", None) or {}
+            kept.extend(v for v in namespace.values() if isinstance(v, torch.Tensor))
+    return tuple(kept)
 
 
 def _weak_or_strong(obj: Any) -> Callable[[], Any]:
