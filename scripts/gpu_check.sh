@@ -27,6 +27,10 @@ step() {  # step SECONDS LABEL COMMAND...
 }
 
 step 20 "environment" "$PY" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else 'NO CUDA')"
+if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "gpu_check: no CUDA device visible to $PY; the GPU tests would only skip. Stopping." | tee -a "$LOG"
+  exit 2
+fi
 step 120 "GPU tests" "$PY" -m pytest -x -q -p no:cacheprovider tests/test_cudagraphs.py tests/test_cudagraphs_options.py
 step 110 "bench width 256, 8 layers, batch 1, float32" "$PY" -m nocompile bench --device cuda --rows graphs --rounds 5 --width 256 --layers 8 --batch 1 --dtype float32
 step 90 "bench width 256, 8 layers, batch 1, bfloat16" "$PY" -m nocompile bench --device cuda --rows graphs --rounds 5 --width 256 --layers 8 --batch 1 --dtype bfloat16
