@@ -400,6 +400,13 @@ class GraphedCall:
                     f"{t.device}; a CUDA graph can only read CUDA tensors. Fix: move it to the GPU "
                     "before the call, pass a Python scalar instead, or use cudagraphs=False."
                 )
+            if any(stride == 0 and size > 1 for size, stride in zip(t.shape, t.stride())):
+                raise NoCompileError(
+                    f"compile_once(cudagraphs=True) on {where}: tensor argument {path} is a broadcast "
+                    f"view (shape {tuple(t.shape)}, strides {t.stride()}): its elements share memory, so "
+                    "it cannot be copied into a static input of the same layout. Fix: pass "
+                    f"{path}.contiguous() (or the un-expanded tensor), or use cudagraphs=False."
+                )
             devices.add(t.device)
         device = _device_of(layout, devices, where)
         dyn = None
@@ -409,6 +416,12 @@ class GraphedCall:
             dim = dims[0]
             index = layout.tensor_paths.index(name)
             if layout.tensors[index].shape[dim] >= 2:  # a dynamic specialization; 0/1 are static
+                if not layout.tensors[index].is_contiguous():
+                    raise NoCompileError(
+                        f"compile_once(cudagraph_sizes=...) on {where}: the padded argument {name!r} is not "
+                        "contiguous; calls are padded into contiguous static buffers, which the code "
+                        f"compiled for these strides may not expect. Fix: pass {name}.contiguous()."
+                    )
                 dyn = (index, dim)
                 used_sizes = tuple(s for s in sizes if s >= 2)
         return cls(fn, inner, pool, layout, device, copy_outputs, dyn, used_sizes, shape_check)

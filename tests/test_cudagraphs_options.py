@@ -438,3 +438,27 @@ def test_inference_mode_calls_share_the_graph(fake: FakeCuda) -> None:
     with torch.inference_mode():
         torch.testing.assert_close(f(x), x.exp())
     assert _graphed(f).captures == 1
+
+
+def test_broadcast_view_argument_is_refused(fake: FakeCuda) -> None:
+    f = compile_once(backend="eager", cudagraphs=True)(lambda x: x * 2)
+    with pytest.raises(NoCompileError, match=r"tensor argument x is a broadcast view.*x\.contiguous\(\)"):
+        f(torch.ones(1, 4).expand(3, 4))
+
+
+@torch.no_grad()
+def test_non_contiguous_padded_argument_is_refused(fake: FakeCuda) -> None:
+    f = compile_once(backend="eager", cudagraphs=True, dynamic={"x": 0}, cudagraph_sizes=[2, 4])(lambda x: x * 2)
+    with pytest.raises(NoCompileError, match=r"padded argument 'x' is not contiguous"):
+        f(torch.ones(4, 3).t())
+
+
+@torch.no_grad()
+def test_strided_argument_keeps_its_layout(fake: FakeCuda) -> None:
+    f = compile_once(backend="eager", cudagraphs=True)(lambda x: x * 2)
+    base = torch.randn(4, 6)
+    for _ in range(3):
+        x = base[:, ::2]  # non-contiguous, non-overlapping: copied into a static tensor of the same strides
+        torch.testing.assert_close(f(x), x * 2)
+        base = torch.randn(4, 6)
+    assert _graphed(f)._statics[0].stride() == (6, 2)
