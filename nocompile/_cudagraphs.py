@@ -158,11 +158,16 @@ class GraphPool:
 
 def side_effects(code: types.CodeType) -> list[str]:
     """The operations in the transformed bytecode that a graph replay would not repeat."""
-    found = []
-    names = set(code.co_names) & _SIDE_EFFECT_NAMES
-    found.extend(f"calls {name!r}" for name in sorted(names))
-    ops = sorted({i.opname for i in dis.get_instructions(code)} & _SIDE_EFFECT_OPS)
-    found.extend(f"executes {op}" for op in ops)
+    # Names loaded by the instructions, not ``co_names``: Dynamo keeps the original function's
+    # names there too, so a local ``ys.append(...)`` traced into the graph would look like one.
+    instructions = list(dis.get_instructions(code))
+    names = {
+        i.argval
+        for i in instructions
+        if i.opname in ("LOAD_ATTR", "LOAD_METHOD", "LOAD_GLOBAL", "LOAD_NAME") and i.argval in _SIDE_EFFECT_NAMES
+    }
+    found = [f"calls {name!r}" for name in sorted(names)]
+    found.extend(f"executes {op}" for op in sorted({i.opname for i in instructions} & _SIDE_EFFECT_OPS))
     return found
 
 

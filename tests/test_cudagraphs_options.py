@@ -462,3 +462,29 @@ def test_strided_argument_keeps_its_layout(fake: FakeCuda) -> None:
         torch.testing.assert_close(f(x), x * 2)
         base = torch.randn(4, 6)
     assert _graphed(f)._statics[0].stride() == (6, 2)
+
+
+def test_local_containers_are_not_side_effects(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Dynamo keeps the original names in co_names; only what the transformed code loads counts.
+    monkeypatch.setattr(_cudagraphs, "CUDA", _NoCuda())
+
+    @compile_once(backend="eager", cudagraphs=True)
+    def stacked(xs: list[torch.Tensor], extra: dict[str, torch.Tensor]) -> torch.Tensor:
+        ys = [x * 2 for x in xs]
+        ys.append(extra["k"])
+        table: dict[str, torch.Tensor] = {}
+        table.update(extra)
+        return torch.stack(ys).sum(0) + table["k"]
+
+    with pytest.raises(NoCompileError, match=r"is_available\(\) is False"):  # got past the side-effect check
+        stacked([torch.ones(2)], {"k": torch.ones(2)})
+
+
+def test_mutating_an_argument_list_is_a_side_effect() -> None:
+    @compile_once(backend="eager", cudagraphs=True)
+    def grow(xs: list[torch.Tensor]) -> torch.Tensor:
+        xs.append(xs[0] * 2)
+        return xs[0]
+
+    with pytest.raises(NoCompileError, match=r"side effects.*STORE_SUBSCR"):
+        grow([torch.ones(2)])
