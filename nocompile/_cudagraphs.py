@@ -206,7 +206,11 @@ def check_bytecode(code: types.CodeType | None, where: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """Where the tensors and the non-tensor argument objects of a call are, as expressions."""
+    """Where the tensors and the non-tensor argument objects of a call are, as expressions.
+
+    ``tensors`` and ``objects`` are the values of the call the layout was taken from (for the
+    checks at install time); the layout a ``GraphedCall`` keeps has them emptied.
+    """
 
     tensor_exprs: tuple[str, ...]
     tensor_paths: tuple[str, ...]
@@ -429,6 +433,8 @@ class GraphedCall:
                     )
                 dyn = (index, dim)
                 used_sizes = tuple(s for s in sizes if s >= 2)
+        # Keep the paths and expressions, not the compiling call's tensors and objects.
+        layout = dataclasses.replace(layout, tensors=(), objects=())
         return cls(fn, inner, pool, layout, device, copy_outputs, dyn, used_sizes, shape_check)
 
     # -- per call -----------------------------------------------------------------------------
