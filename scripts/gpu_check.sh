@@ -5,7 +5,7 @@
 #   PYTHON=/path/to/python bash scripts/gpu_check.sh
 #
 # Uses the tree as is (PYTHONPATH), so nocompile need not be installed; needs torch with CUDA
-# and pytest. Every step has a timeout; together they stay under 7 min 40 s even in the
+# and pytest. Every step has a timeout; together they stay under 7 min 50 s even in the
 # worst case (typically 3-4). Output also goes to $OUT (if set) as gpu_check.txt.
 set -u
 cd "$(dirname "$0")/.."
@@ -31,9 +31,10 @@ if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1
   echo "gpu_check: no CUDA device visible to $PY; the GPU tests would only skip. Stopping." | tee -a "$LOG"
   exit 2
 fi
-step 120 "GPU tests" "$PY" -m pytest -x -q -p no:cacheprovider tests/test_cudagraphs.py tests/test_cudagraphs_options.py
-step 110 "bench width 256, 8 layers, batch 1, float32" "$PY" -m nocompile bench --device cuda --rows graphs --rounds 5 --width 256 --layers 8 --batch 1 --dtype float32
-step 90 "bench width 256, 8 layers, batch 1, bfloat16" "$PY" -m nocompile bench --device cuda --rows graphs --rounds 5 --width 256 --layers 8 --batch 1 --dtype bfloat16
+step 110 "GPU tests" "$PY" -m pytest -x -q -p no:cacheprovider tests/test_cudagraphs.py tests/test_cudagraphs_options.py
+step 40 "example" "$PY" examples/cuda_graphs.py
+step 100 "bench width 256, 8 layers, batch 1, float32" "$PY" -m nocompile bench --device cuda --rows graphs --rounds 5 --width 256 --layers 8 --batch 1 --dtype float32
+step 80 "bench width 256, 8 layers, batch 1, bfloat16" "$PY" -m nocompile bench --device cuda --rows graphs --rounds 5 --width 256 --layers 8 --batch 1 --dtype bfloat16
 step 120 "bench width 1024, 32 layers, batch 1, float32" "$PY" -m nocompile bench --device cuda --rows graphs --rounds 5 --width 1024 --layers 32 --batch 1 --dtype float32
 echo "gpu_check: $([ $status -eq 0 ] && echo all steps passed || echo SOME STEP FAILED), log in $LOG"
 exit $status
