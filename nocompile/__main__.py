@@ -34,6 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--round-seconds", type=float, default=0.05, help="seconds each row runs per round (default 0.05)"
     )
     bench.add_argument("--threads", type=_positive, default=1, help="torch CPU threads (default 1)")
+    bench.add_argument(
+        "--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="model and input dtype (default float32)"
+    )
+    bench.add_argument(
+        "--rows",
+        choices=("all", "graphs"),
+        default="all",
+        help="'all' (default), or 'graphs': eager, captured bytecode, CUDA-graph rows and floors only",
+    )
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
     from ._explain_cli import add_parser as add_explain
 
@@ -59,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rounds=args.rounds,
             round_seconds=args.round_seconds,
             threads=args.threads,
+            dtype=args.dtype,
+            rows=args.rows,
         )
         return bench_main(cfg, args.json)
     if args.command == "explain":

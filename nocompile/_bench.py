@@ -36,6 +36,17 @@ class BenchConfig:
     rounds: int = 7
     round_seconds: float = 0.05
     threads: int = 1
+    dtype: str = "float32"
+    rows: str = "all"
+    """``"all"``, or ``"graphs"``: only the rows that matter on a GPU (bytecode, CUDA graphs, floors)."""
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)  # type: ignore[no-any-return]
+
+    @property
+    def on_cuda(self) -> bool:
+        return self.device.startswith("cuda")
 
 
 @dataclasses.dataclass
@@ -60,7 +71,8 @@ def _decorated_model(base: ReferenceMLP, label: str, **options: Any) -> Referenc
     width = base.norm.normalized_shape[0]
     model = cls(width=width, layers=len(base.layers))
     model.load_state_dict(base.state_dict())
-    return model.to(next(base.parameters()).device).eval()
+    reference = next(base.parameters())
+    return model.to(device=reference.device, dtype=reference.dtype).eval()
 
 
 def graph_floor(model: ReferenceMLP, x: torch.Tensor) -> Call:
@@ -100,13 +112,17 @@ def build_rows(cfg: BenchConfig) -> tuple[list[Row], Row]:
     """The rows to time and the floor row. Compiles everything once before returning."""
     torch.manual_seed(0)
     device = torch.device(cfg.device)
-    base = ReferenceMLP(cfg.width, cfg.layers).to(device).eval()
-    x = torch.randn(cfg.batch, cfg.width, device=device)
+    dtype = cfg.torch_dtype
+    base = ReferenceMLP(cfg.width, cfg.layers).to(device=device, dtype=dtype).eval()
+    x = torch.randn(cfg.batch, cfg.width, device=device, dtype=dtype)
 
     def copy_of_base() -> ReferenceMLP:
-        model = ReferenceMLP(cfg.width, cfg.layers).to(device).eval()
+        model = ReferenceMLP(cfg.width, cfg.layers).to(device=device, dtype=dtype).eval()
         model.load_state_dict(base.state_dict())
         return model
+
+    if cfg.rows == "graphs":
+        return _graph_rows(cfg, base, x, copy_of_base)
 
     stock = torch.compile(copy_of_base(), backend=cfg.backend)
     unguarded = torch.compile(
@@ -134,7 +150,74 @@ def build_rows(cfg: BenchConfig) -> tuple[list[Row], Row]:
             for _ in range(3):
                 row.call()
         floor = Row("compiled graph called directly (floor)", graph_floor(once["none"], x))
+    if cfg.on_cuda:
+        rows += _cuda_rows(cfg, base, x, copy_of_base, floor)
     return rows, floor
+
+
+def _graph_rows(
+    cfg: BenchConfig, base: ReferenceMLP, x: torch.Tensor, copy_of_base: Callable[[], ReferenceMLP]
+) -> tuple[list[Row], Row]:
+    """The short list (``rows="graphs"``): eager, the captured bytecode, and the CUDA-graph rows."""
+    bytecode = _decorated_model(base, "none", backend=cfg.backend, guards="none")
+    rows = [
+        Row("eager module", lambda: base(x)),
+        Row('compile_once(guards="none")', lambda: bytecode(x), "captured bytecode"),
+    ]
+    with torch.no_grad():
+        for row in rows:
+            for _ in range(3):
+                row.call()
+        floor = Row("compiled graph called directly (floor)", graph_floor(bytecode, x))
+    if cfg.on_cuda:
+        rows += _cuda_rows(cfg, base, x, copy_of_base, floor)
+    return rows, floor
+
+
+def _cuda_rows(
+    cfg: BenchConfig, base: ReferenceMLP, x: torch.Tensor, copy_of_base: Callable[[], ReferenceMLP], floor: Row
+) -> list[Row]:
+    """CUDA only: reduce-overhead, compile_once(cudagraphs=True), and a bare graph replay (floor).
+
+    The bare replay is the compiled floor call captured once into a ``torch.cuda.CUDAGraph``:
+    replaying it does the same GPU work with no input copy and no Python around it.
+    """
+    graphed = {
+        policy: _decorated_model(base, f"graphs_{policy}", backend=cfg.backend, guards=policy, cudagraphs=True)
+        for policy in ("none", "inputs")
+    }
+    rows = []
+    if cfg.backend == "inductor":
+        overhead = torch.compile(copy_of_base(), mode="reduce-overhead")
+        rows.append(Row('torch.compile(mode="reduce-overhead")', lambda: overhead(x), "inductor's CUDA graphs"))
+    rows += [
+        Row('compile_once(cudagraphs=True, guards="none")', lambda: graphed["none"](x), "copy-in + replay"),
+        Row("compile_once(cudagraphs=True)", lambda: graphed["inputs"](x), 'guards="inputs" check + copy-in + replay'),
+    ]
+    with torch.no_grad():
+        for row in rows:  # compile, capture, warm up
+            for _ in range(3):
+                row.call()
+        rows.append(Row(REPLAY_ROW, bare_replay(floor.call), "no copy, no Python around it"))
+    torch.cuda.synchronize()
+    return rows
+
+
+REPLAY_ROW = "bare CUDA graph replay (floor)"
+
+
+def bare_replay(call: Call) -> Call:
+    """``call`` captured once into a CUDA graph (after a side-stream warm-up); returns the replay."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            call()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        call()
+    return graph.replay
 
 
 def _first_plus_one(*tensors: torch.Tensor) -> torch.Tensor:
@@ -209,8 +292,9 @@ def environment(cfg: BenchConfig) -> dict[str, Any]:
 def run(cfg: BenchConfig) -> dict[str, Any]:
     torch.set_num_threads(cfg.threads)
     rows, floor = build_rows(cfg)
-    checks = check_cost_rows(cfg)
+    checks = check_cost_rows(cfg) if cfg.rows == "all" else []
     measure([*rows, floor, *(r for _, a, b in checks for r in (a, b))], cfg)
+    replay = next((r for r in rows if r.name == REPLAY_ROW), None)
     return {
         "check_cost": [
             {
@@ -228,6 +312,7 @@ def run(cfg: BenchConfig) -> dict[str, Any]:
                 "name": row.name,
                 "us_per_call": row.median_us,
                 "x_floor": row.median_us / floor.median_us,
+                "x_replay": row.median_us / replay.median_us if replay is not None else None,
                 "samples_us": row.samples,
                 "note": row.note,
             }
@@ -240,16 +325,21 @@ def format_table(result: dict[str, Any]) -> str:
     cfg, env = result["config"], result["environment"]
     lines = [
         f"nocompile bench: reference MLP, {cfg['layers']} layers, width {cfg['width']}, "
-        f"batch {cfg['batch']}, backend {cfg['backend']!r}, torch.no_grad()",
+        f"batch {cfg['batch']}, {cfg.get('dtype', 'float32')}, backend {cfg['backend']!r}, torch.no_grad()",
         f"torch {env['torch']}, Python {env['python']}, {env['device']}, {env['threads']} thread(s); "
         f"median of {cfg['rounds']} interleaved rounds",
         "",
     ]
     name_width = max(len(r["name"]) for r in result["rows"])
-    lines.append(f"{'way of calling':<{name_width}}  {'us/call':>9}  {'x floor':>8}  note")
-    lines.append(f"{'-' * name_width}  {'-' * 9}  {'-' * 8}  ----")
+    replay = any(r.get("x_replay") is not None for r in result["rows"])
+    extra = f"  {'x replay':>8}" if replay else ""
+    lines.append(f"{'way of calling':<{name_width}}  {'us/call':>9}  {'x floor':>8}{extra}  note")
+    lines.append(f"{'-' * name_width}  {'-' * 9}  {'-' * 8}{'  ' + '-' * 8 if replay else ''}  ----")
     for r in result["rows"]:
-        lines.append(f"{r['name']:<{name_width}}  {r['us_per_call']:>9.2f}  {r['x_floor']:>8.2f}  {r['note']}")
+        ratio = f"  {r['x_replay']:>8.2f}" if replay else ""
+        lines.append(f"{r['name']:<{name_width}}  {r['us_per_call']:>9.2f}  {r['x_floor']:>8.2f}{ratio}  {r['note']}")
+    if not result["check_cost"]:
+        return "\n".join(lines)
     lines += [
         "",
         'cost of the guards="inputs" check: f(*tensors) -> tensors[0] + 1, backend "eager"',

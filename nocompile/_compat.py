@@ -177,3 +177,24 @@ def compile_backend(backend: str | Callable[..., Any], mode: str | None, options
     if backend == "inductor":
         return torch._TorchCompileInductorWrapper(mode, options, False, None)
     return torch._TorchCompileWrapper(backend, mode, options, False)
+def tensor_version(tensor: torch.Tensor) -> int:
+    """The version counter of ``tensor``: bumped by every in-place change to its data.
+
+    Used to notice a function that mutates one of its tensor arguments in place, which a CUDA
+    graph's static input copy would hide. Checked on torch 2.11 and 2.13.
+    """
+    return int(tensor._version)
+
+
+def current_raw_stream_getter() -> Callable[[int], int]:
+    """``index -> handle`` of the current CUDA stream of device ``index``, as an int.
+
+    ``torch._C._cuda_getCurrentRawStream`` (what inductor's generated code calls each launch)
+    costs a fraction of ``torch.cuda.current_stream()``, which builds a ``Stream`` object: it
+    lets the CUDA-graph replay path notice a change of stream cheaply. Falls back to the public
+    ``torch.cuda.current_stream(index).cuda_stream``. Checked on torch 2.11 and 2.13.
+    """
+    getter = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    if getter is None:
+        return lambda index: int(torch.cuda.current_stream(index).cuda_stream)
+    return getter  # type: ignore[no-any-return]

@@ -23,7 +23,7 @@ import threading
 import os
 import types
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 
 from typing_extensions import Concatenate, ParamSpec, Self
@@ -31,7 +31,7 @@ from typing_extensions import Concatenate, ParamSpec, Self
 from ._compat import check_torch_supported
 from ._explain import ExplainReport, build_report, state_label
 from ._record import state_tag
-from ._options import CompileOptions, Dispatch, DynamicSpec, GuardPolicy, OnMismatch, validate_options
+from ._options import CompileOptions, CudagraphOutputs, Dispatch, DynamicSpec, GuardPolicy, OnMismatch, validate_options
 from ._signature import parameter_names
 from ._state import CompileState, CompileStats, _is_compiling
 
@@ -196,6 +196,9 @@ def compile_once(
     per_instance: bool = True,
     dispatch: Dispatch = "bytecode",
     dump_dir: str | os.PathLike[str] | None = None,
+    cudagraphs: bool = False,
+    cudagraph_sizes: Sequence[int] | None = None,
+    cudagraph_outputs: CudagraphOutputs = "static",
 ) -> Callable[[Callable[P, R]], CompiledFunction[P, R]]: ...
 
 
@@ -213,6 +216,9 @@ def compile_once(
     per_instance: bool = True,
     dispatch: Dispatch = "bytecode",
     dump_dir: str | os.PathLike[str] | None = None,
+    cudagraphs: bool = False,
+    cudagraph_sizes: Sequence[int] | None = None,
+    cudagraph_outputs: CudagraphOutputs = "static",
 ) -> CompiledFunction[P, R] | Callable[[Callable[P, R]], CompiledFunction[P, R]]:
     """Compile a function once with ``torch.compile`` and call Dynamo's bytecode directly after.
 
@@ -247,6 +253,18 @@ def compile_once(
         dump_dir: a directory; each compile writes ``transformed_code.py``, ``fx_graph.py``,
             ``guards.txt`` and ``explain.txt`` into a sub-folder of its own there. None (default)
             uses the ``NOCOMPILE_DUMP_DIR`` environment variable, if set, at compile time.
+        cudagraphs: capture each specialization's call into a CUDA graph (after a warm-up on a
+            side stream, on the first call after compiling) and replay it: tensor arguments are
+            copied into static tensors, parameters, buffers and tensors of argument objects are
+            read in place. Inference only (outputs must not require grad); not with
+            ``guards="dynamo"`` or ``dispatch="dynamo"``. See ``nocompile._cudagraphs``.
+        cudagraph_sizes: with ``cudagraphs=True`` and exactly one dynamic dim, e.g.
+            ``dynamic={"x": 0}, cudagraph_sizes=[2, 4, 8]``: one graph per size; a call is padded
+            up to the next size (padded rows' outputs sliced away); larger calls run ungraphed.
+        cudagraph_outputs: ``"static"`` (default) returns the graph's own output tensors, which
+            the next call overwrites (as ``torch.cuda.graph`` does): ``.clone()`` what you keep.
+            ``"copy"`` returns fresh copies (one extra copy kernel per output; use it with
+            several threads).
 
     Every option is validated here, when the decorator is applied.
     """
@@ -262,6 +280,9 @@ def compile_once(
         max_compiles=max_compiles,
         dynamic=dynamic,
         dump_dir=dump_dir,
+        cudagraphs=cudagraphs,
+        cudagraph_sizes=cudagraph_sizes,
+        cudagraph_outputs=cudagraph_outputs,
     )
 
     def decorate(f: Callable[P, R]) -> CompiledFunction[P, R]:

@@ -17,11 +17,13 @@ from . import _compat
 GuardPolicy = Literal["none", "inputs", "dynamo"]
 Dispatch = Literal["bytecode", "dynamo"]
 OnMismatch = Literal["raise", "recompile"]
+CudagraphOutputs = Literal["static", "copy"]
 DynamicSpec = Mapping[str, "int | Sequence[int]"]
 
 GUARD_POLICIES: tuple[str, ...] = get_args(GuardPolicy)
 ON_MISMATCH: tuple[str, ...] = get_args(OnMismatch)
 DISPATCHES: tuple[str, ...] = get_args(Dispatch)
+CUDAGRAPH_OUTPUTS: tuple[str, ...] = get_args(CudagraphOutputs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +41,9 @@ class CompileOptions:
     dynamic: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
     dump_dir: str | None = None
     """Where each compile's artifacts go (``NOCOMPILE_DUMP_DIR`` when None); see ``_dump``."""
+    cudagraphs: bool = False
+    cudagraph_sizes: tuple[int, ...] | None = None
+    cudagraph_outputs: CudagraphOutputs = "static"
 
     @property
     def drops_guards(self) -> bool:
@@ -76,6 +81,10 @@ class CompileOptions:
             parts.append(f"dynamic={dict(self.dynamic)!r}")
         if self.dump_dir is not None:
             parts.append(f"dump_dir={self.dump_dir!r}")
+        if self.cudagraphs:
+            parts.append(f"cudagraphs=True, cudagraph_outputs={self.cudagraph_outputs!r}")
+            if self.cudagraph_sizes:
+                parts.append(f"cudagraph_sizes={list(self.cudagraph_sizes)!r}")
         return ", ".join(parts)
 
 
@@ -107,6 +116,9 @@ def validate_options(
     max_compiles: object = 8,
     dynamic: object = None,
     dump_dir: object = None,
+    cudagraphs: object = False,
+    cudagraph_sizes: object = None,
+    cudagraph_outputs: object = "static",
 ) -> CompileOptions:
     """Check every option and return the frozen record, or raise ``TypeError``/``ValueError``."""
     _choice("guards", guards, GUARD_POLICIES)
@@ -188,6 +200,10 @@ def validate_options(
                 f"compile_once(dump_dir={dump_dir!r}): give a non-empty directory path as str, or None "
                 "for no dump (NOCOMPILE_DUMP_DIR then decides)."
             )
+    sizes = _cudagraph_options(
+        cudagraphs, cudagraph_sizes, cudagraph_outputs,
+        guards=guards, dispatch=dispatch, mode=mode, options=options, dynamic=dynamic_dims, on_mismatch=on_mismatch,
+    )
 
     return CompileOptions(
         backend=backend,  # type: ignore[arg-type]  # checked above
@@ -200,7 +216,83 @@ def validate_options(
         max_compiles=max_compiles,
         dynamic=dynamic_dims,
         dump_dir=dump_dir,  # type: ignore[arg-type]  # checked above
+        cudagraphs=cudagraphs,  # type: ignore[arg-type]
+        cudagraph_sizes=sizes,
+        cudagraph_outputs=cudagraph_outputs,  # type: ignore[arg-type]
     )
+
+
+def _cudagraph_options(
+    cudagraphs: object,
+    sizes: object,
+    outputs: object,
+    *,
+    guards: object,
+    dispatch: object,
+    mode: object,
+    options: Mapping[str, Any] | None,
+    dynamic: Mapping[str, tuple[int, ...]],
+    on_mismatch: object,
+) -> tuple[int, ...] | None:
+    """Check ``cudagraphs``, ``cudagraph_sizes`` and ``cudagraph_outputs``; the sizes as a tuple."""
+    if not isinstance(cudagraphs, bool):
+        raise TypeError(f"compile_once(cudagraphs=...) takes True or False; got {cudagraphs!r}.")
+    _choice("cudagraph_outputs", outputs, CUDAGRAPH_OUTPUTS)
+    if not cudagraphs:
+        if sizes is not None or outputs != "static":
+            given = "cudagraph_sizes" if sizes is not None else f"cudagraph_outputs={outputs!r}"
+            raise ValueError(
+                f"compile_once({given}) only applies to CUDA graphs; add cudagraphs=True, or drop it."
+            )
+        return None
+    if guards == "dynamo":
+        raise ValueError(
+            "compile_once(cudagraphs=True, guards='dynamo'): a graph replay runs no Python, so "
+            "Dynamo's guards would never be evaluated. Use guards='inputs' (default; checks each "
+            "call's signature before replaying) or guards='none'."
+        )
+    if dispatch != "bytecode":
+        raise ValueError(
+            f"compile_once(cudagraphs=True, dispatch={dispatch!r}): a graph replay bypasses the "
+            "dispatch entirely; only the captured bytecode is supported under graphs. Drop dispatch=."
+        )
+    wants_graphs = mode == "reduce-overhead" or bool(options and options.get("triton.cudagraphs"))
+    if wants_graphs:
+        raise ValueError(
+            "compile_once(cudagraphs=True) with mode='reduce-overhead' (or options "
+            "{'triton.cudagraphs': True}) would capture CUDA graphs twice. Use one: nocompile's "
+            "cudagraphs=True, or inductor's mode with cudagraphs=False."
+        )
+    if dynamic and sizes is None:
+        raise ValueError(
+            f"compile_once(cudagraphs=True, dynamic={dict(dynamic)!r}): a CUDA graph has fixed shapes. "
+            "Give the sizes to capture for the dynamic dim, e.g. cudagraph_sizes=[1, 2, 4, 8] "
+            "(calls are padded up to the next size), or drop dynamic=."
+        )
+    if sizes is None:
+        return None
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or not all(
+        isinstance(s, int) and not isinstance(s, bool) for s in sizes
+    ):
+        raise TypeError(f"compile_once(cudagraph_sizes=...) takes a list of ints, e.g. [1, 2, 4, 8]; got {sizes!r}.")
+    if not sizes or any(s < 1 for s in sizes) or list(sizes) != sorted(set(sizes)):
+        raise ValueError(
+            f"compile_once(cudagraph_sizes={list(sizes)!r}) must be positive ints in increasing order "
+            "without repeats, e.g. [1, 2, 4, 8]."
+        )
+    dims = [(name, d) for name, ds in dynamic.items() for d in ds]
+    if len(dims) != 1:
+        raise ValueError(
+            f"compile_once(cudagraph_sizes={list(sizes)!r}) pads calls along one dynamic dim, so it "
+            f"needs exactly one, e.g. dynamic={{'x': 0}}; got dynamic={dict(dynamic)!r}."
+        )
+    if 1 in sizes and on_mismatch != "recompile":
+        raise ValueError(
+            f"compile_once(cudagraph_sizes={list(sizes)!r}): Dynamo compiles size 1 of a dynamic dim "
+            "as a specialization of its own, so a size-1 call needs on_mismatch='recompile' (it then "
+            "compiles and captures its own graph). Add on_mismatch='recompile', or drop 1 from the sizes."
+        )
+    return tuple(sizes)
 
 
 def _dynamic_dims(dynamic: object) -> dict[str, tuple[int, ...]]:

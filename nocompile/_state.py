@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from . import _capture, _compat, _dump
+from . import _capture, _compat, _cudagraphs, _dump
 from ._errors import GuardMismatchError, NoCompileError
 from ._explain import ExplainReport, build_report, state_label
 from ._options import CompileOptions
@@ -208,6 +208,7 @@ class CompileState:
         self._calls = 0
         self._compiles = 0
         self._compile_seconds = 0.0
+        self._graph_pool = _cudagraphs.GraphPool() if self._options.cudagraphs else None
 
     def _first_call(self, *args: Any, **kwargs: Any) -> Any:
         return self._slow_call(args, kwargs)
@@ -397,13 +398,20 @@ class CompileState:
             spec.key = table.key_function.fn(*args, **kwargs)
             spec.selector = table.selector
             spec.tensor_match = self._tensor_match(tensor_args(self._fn, args, kwargs, self._options.dynamic))
+        if self._graph_pool is not None:  # replay a CUDA graph of the call (captured on first use)
+            spec.call = _cudagraphs.GraphedCall.for_call(
+                self._fn, call, self._graph_pool, args, kwargs,
+                transformed_code=transformed,
+                copy_outputs=self._options.cudagraph_outputs == "copy",
+                dynamic=self._options.dynamic, sizes=self._options.cudagraph_sizes, shape_check=shape_check,
+            )
         self._specs.append(spec)
         self._compiles += 1
         self._compile_seconds += seconds
         if table is not None:
             self._add_to_table(spec, table, args, kwargs)
         else:
-            self._dispatch = call
+            self._dispatch = spec.call
         if record is not None:
             _dump.after_compile(self, spec, len(self._specs))  # never raises: problems are WARNINGs
 

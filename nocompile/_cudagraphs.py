@@ -1,0 +1,720 @@
+"""CUDA graphs for ``compile_once(cudagraphs=True)``: capture a specialization's call once, replay it.
+
+Once guards are gone, what is left of a small call on a GPU is Python launching each kernel.
+A ``torch.cuda.CUDAGraph`` records those launches once and replays them with one call. This
+module owns that: ``GraphedCall`` wraps one specialization's call (the captured bytecode) and
+is what the state's per-call path runs instead.
+
+How a ``GraphedCall`` works (the same recipe as vLLM's and SGLang's decode graphs and
+``torch.cuda.make_graphed_callables``):
+
+* **Inputs.** The tensor arguments (found by walking args, kwargs, lists, tuples and dicts the
+  way ``_signature`` does) are copied into *static* tensors that the graph reads. Everything
+  else is read in place: parameters and buffers of ``self`` and any tensor hanging off a
+  non-tensor argument object (a KV-cache object, say). An in-place update of such a tensor is
+  seen by the next replay; *reassigning* the attribute to a new tensor is not (the graph keeps
+  reading the old memory; call ``reset()``).
+* **Argument objects.** Because the graph reads the tensors of non-tensor argument objects at
+  the addresses it captured, each graph set remembers *which* objects it was captured with
+  (weak references where the object allows them). A call with a different object (another
+  module instance under ``per_instance=False``, a new cache object) captures a new graph set,
+  at most ``MAX_OBJECT_SETS`` per specialization, then raises ``GuardMismatchError``. The
+  check is an identity test per object argument: cheap, and never replays on stale addresses.
+* **Capture.** On the first call of a specialization after it compiled: the call's tensors are
+  copied into the static tensors and the compiled call runs once on them on a side stream (the
+  warm-up, which *is* this call: its result is returned, so state updated in place changes once
+  per call), then ``torch.cuda.graph`` captures it into the memory pool that all graphs of one
+  state share (one ``graph_pool_handle`` per state). Each specialization (``guards="inputs"``
+  signature) gets its own graphs; ``on_mismatch="recompile"`` compiles a new specialization,
+  which captures its own.
+* **Sizes.** With ``cudagraph_sizes`` and one dynamic dim, one graph per size, each captured the
+  first time a call pads to it; a call is padded up to the next captured size (the padded rows' outputs are sliced away) and a call above the
+  largest size runs the compiled code without a graph. Padding is only correct when rows of
+  the dynamic dim do not interact (a batch dim), as in every inference engine.
+* **Outputs.** ``cudagraph_outputs="static"`` (default) returns the graph's own output tensors:
+  the next replay overwrites them, as ``torch.cuda.graph`` documents. Keep a result across calls
+  with ``.clone()``, or ask for ``cudagraph_outputs="copy"``. Outputs must be tensors (or None,
+  in tuples, lists and dicts); anything else raises ``NoCompileError`` at capture.
+* **Threads and streams.** One lock per state covers copy-in, replay and output handling, so
+  concurrent callers never interleave on the static tensors. Work is enqueued on the caller's
+  current stream of the capture device; when a call comes on another stream than the previous
+  replay, it first waits for that stream, so graphs sharing static tensors and a memory pool
+  never run concurrently on the GPU. With several threads, use ``cudagraph_outputs="copy"``:
+  static outputs are overwritten by the other threads' calls.
+* **Safety.** The graph replays only GPU work: Python side effects of the transformed bytecode
+  (reassigning a buffer, which calls ``update``; setting an attribute; mutating a dict or
+  list) would happen once at capture and never again. Such bytecode is refused when the state
+  installs the specialization, with the decompiled source. A function that mutates one of its
+  tensor arguments in place is refused at capture (the mutation would land in the static copy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import dis
+import inspect
+import threading
+import types
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from . import _compat
+from ._errors import GuardMismatchError, NoCompileError
+from ._signature import ShapeCheck, _define_like, _parameter_list, bound_arguments
+
+MAX_OBJECT_SETS = 8
+"""Graph sets one specialization captures for different non-tensor argument objects."""
+
+_SCALARS = (int, float, bool, str, type(None), complex, torch.dtype, torch.device, torch.Size)
+
+# Bytecode that has Python side effects a replay would skip.
+_SIDE_EFFECT_OPS = frozenset(
+    {"STORE_ATTR", "DELETE_ATTR", "STORE_SUBSCR", "DELETE_SUBSCR", "STORE_GLOBAL", "DELETE_GLOBAL", "STORE_DEREF"}
+)
+_SIDE_EFFECT_NAMES = frozenset(
+    {
+        "update",  # module buffer/parameter reassignment: self._buffers.update(...)
+        "object_setattr_ignore_descriptor",  # attribute assignment on an argument object
+        "setattr",
+        "__setattr__",
+        "__setitem__",
+        "__delitem__",
+        "append",
+        "extend",
+        "insert",
+        "pop",
+        "remove",
+        "clear",
+        "setdefault",
+    }
+)
+
+
+class CudaOps:
+    """The CUDA calls this module makes, in one place (tests swap in a CPU stand-in)."""
+
+    device_type = "cuda"
+
+    def __init__(self) -> None:
+        self.current_stream_id: Callable[[int], int] = _compat.current_raw_stream_getter()
+        """``device index -> int`` naming the current stream: cheap, for the per-call path."""
+
+    def is_available(self) -> bool:
+        return torch.cuda.is_available()
+
+    def current_stream(self, device: torch.device) -> Any:
+        return torch.cuda.current_stream(device)
+
+    def new_stream(self, device: torch.device) -> Any:
+        return torch.cuda.Stream(device=device)
+
+    def stream(self, stream: Any) -> Any:
+        return torch.cuda.stream(stream)
+
+    def pool_handle(self) -> Any:
+        return torch.cuda.graph_pool_handle()
+
+    def default_device(self) -> torch.device:
+        return torch.device("cuda", torch.cuda.current_device())
+
+    def capture(self, pool: Any, stream: Any, fn: Callable[[], Any]) -> tuple[Any, Any]:
+        """``(graph, output)``: ``fn()`` captured into a new graph in ``pool`` on ``stream``."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool, stream=stream, capture_error_mode="thread_local"):
+            out = fn()
+        return graph, out
+
+
+CUDA = CudaOps()
+
+
+class GraphPool:
+    """What every graph of one state shares: memory pool, lock, capture stream, last stream."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.handle: Any = None
+        self.capture_streams: dict[torch.device, Any] = {}
+        self.last_stream: Any = None
+        self.last_stream_id: int | None = None
+
+    def pool_handle(self) -> Any:
+        if self.handle is None:
+            self.handle = CUDA.pool_handle()
+        return self.handle
+
+    def capture_stream(self, device: torch.device) -> Any:
+        stream = self.capture_streams.get(device)
+        if stream is None:
+            stream = self.capture_streams[device] = CUDA.new_stream(device)
+        return stream
+
+
+# -- compile-time checks --------------------------------------------------------------------
+
+
+def side_effects(code: types.CodeType) -> list[str]:
+    """The operations in the transformed bytecode that a graph replay would not repeat."""
+    # Names loaded by the instructions, not ``co_names``: Dynamo keeps the original function's
+    # names there too, so a local ``ys.append(...)`` traced into the graph would look like one.
+    instructions = list(dis.get_instructions(code))
+    names = {
+        i.argval
+        for i in instructions
+        if i.opname in ("LOAD_ATTR", "LOAD_METHOD", "LOAD_GLOBAL", "LOAD_NAME") and i.argval in _SIDE_EFFECT_NAMES
+    }
+    found = [f"calls {name!r}" for name in sorted(names)]
+    found.extend(f"executes {op}" for op in sorted({i.opname for i in instructions} & _SIDE_EFFECT_OPS))
+    return found
+
+
+def decompiled(code: types.CodeType) -> str:
+    """Readable source of ``code``: depyf's decompilation, or the ``dis`` listing."""
+    try:
+        import depyf
+
+        return str(depyf.decompile(code))
+    except Exception:  # depyf missing, or this bytecode beyond it: the listing still shows the culprit
+        return dis.Bytecode(code).dis()
+
+
+def check_bytecode(code: types.CodeType | None, where: str) -> None:
+    """Refuse transformed bytecode with Python side effects (``NoCompileError`` with the source)."""
+    if code is None:
+        return
+    found = side_effects(code)
+    if not found:
+        return
+    source = "\n".join("    " + line for line in decompiled(code).splitlines())
+    raise NoCompileError(
+        f"compile_once(cudagraphs=True) on {where}: the compiled code has Python side effects "
+        f"that a CUDA graph replay would skip (it {', '.join(found)}). Typically the function "
+        "reassigns a module buffer (self.buf = ..., compiled as self._buffers.update(...)) or "
+        "sets an attribute on an argument object; under a graph that would happen once, at "
+        "capture, and never again.\n"
+        f"Dynamo's transformed code:\n{source}\n"
+        "Fix: update the tensor in place instead (self.buf.copy_(...), self.buf.add_(...)), "
+        "return the new value, or use cudagraphs=False."
+    )
+
+
+# -- argument layout ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where the tensors and the non-tensor argument objects of a call are, as expressions.
+
+    ``tensors`` and ``objects`` are the values of the call the layout was taken from (for the
+    checks at install time); the layout a ``GraphedCall`` keeps has them emptied.
+    """
+
+    tensor_exprs: tuple[str, ...]
+    tensor_paths: tuple[str, ...]
+    object_exprs: tuple[str, ...]
+    object_paths: tuple[str, ...]
+    tensors: tuple[torch.Tensor, ...]
+    objects: tuple[Any, ...]
+
+
+def layout_of(fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Layout:
+    t_exprs: list[str] = []
+    t_paths: list[str] = []
+    tensors: list[torch.Tensor] = []
+    o_exprs: list[str] = []
+    o_paths: list[str] = []
+    objects: list[Any] = []
+
+    def visit(value: Any, expr: str, path: str) -> None:
+        if isinstance(value, torch.Tensor):
+            t_exprs.append(expr)
+            t_paths.append(path)
+            tensors.append(value)
+        elif isinstance(value, _SCALARS) or isinstance(value, type):
+            return
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                visit(item, f"{expr}[{i}]", f"{path}[{i}]")
+        elif isinstance(value, dict) and all(isinstance(k, (str, int)) for k in value):
+            for k, item in value.items():
+                visit(item, f"{expr}[{k!r}]", f"{path}[{k!r}]")
+        else:
+            o_exprs.append(expr)
+            o_paths.append(path)
+            objects.append(value)
+
+    for name, value in bound_arguments(fn, args, kwargs).items():
+        visit(value, name, name)
+    return Layout(tuple(t_exprs), tuple(t_paths), tuple(o_exprs), tuple(o_paths), tuple(tensors), tuple(objects))
+
+
+def build_extractor(fn: types.FunctionType, layout: Layout) -> Callable[..., tuple[tuple[Any, ...], tuple[torch.Tensor, ...]]]:
+    """A function with ``fn``'s parameters returning ``(objects, tensors)`` of a call: the per-call walk."""
+    objs = "".join(f"{e}, " for e in layout.object_exprs)
+    tens = "".join(f"{e}, " for e in layout.tensor_exprs)
+    source = f"def extract({_parameter_list(fn)}):\n    return ({objs}), ({tens})\n"
+    return _define_like(fn, source, {})["extract"]
+
+
+def substitute(fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping[str, Any], tensors: Sequence[torch.Tensor]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``(args, kwargs)`` of the call with its tensors replaced, in ``layout_of`` order, by ``tensors``."""
+    replacements = iter(tensors)
+
+    def rebuild(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return next(replacements)
+        if isinstance(value, _SCALARS) or isinstance(value, type):
+            return value
+        if isinstance(value, (list, tuple)):
+            items = [rebuild(item) for item in value]
+            if isinstance(value, list):
+                return items
+            return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+        if isinstance(value, dict) and all(isinstance(k, (str, int)) for k in value):
+            return {k: rebuild(item) for k, item in value.items()}
+        return value
+
+    bound = inspect.signature(fn).bind(*args, **kwargs)
+    bound.apply_defaults()
+    for name in list(bound.arguments):
+        bound.arguments[name] = rebuild(bound.arguments[name])
+    return tuple(bound.args), dict(bound.kwargs)
+
+
+def _map_outputs(value: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        items = [_map_outputs(item, fn) for item in value]
+        if isinstance(value, list):
+            return items
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    if isinstance(value, dict):
+        return {k: _map_outputs(item, fn) for k, item in value.items()}
+    raise TypeError(type(value).__name__)
+
+
+def _clone(t: torch.Tensor) -> torch.Tensor:
+    return t.clone()
+
+
+def _strong(obj: Any) -> Callable[[], Any]:
+    return lambda: obj
+
+
+# -- the graphed call -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Plan:
+    """What a call of one size does: copy into ``dsts``, replay ``graph``, return ``output``."""
+
+    dsts: tuple[torch.Tensor, ...]
+    graph: Any
+    output: Any
+
+
+@dataclasses.dataclass
+class _GraphSet:
+    """The graphs captured for one set of argument objects: one per size (one in all without sizes)."""
+
+    refs: tuple[Callable[[], Any], ...]
+    graphs: dict[int, tuple[Any, Any]]
+    plans: dict[int, _Plan] = dataclasses.field(default_factory=dict)
+    kept: tuple[torch.Tensor, ...] = ()
+    """The argument objects' tensors at capture: held so that a replaced one is never freed under the graph."""
+
+    def matches(self, objects: tuple[Any, ...]) -> bool:
+        for ref, obj in zip(self.refs, objects):
+            if ref() is not obj:
+                return False
+        return True
+
+
+class GraphedCall:
+    """One specialization's call, captured into CUDA graphs on first use and replayed after.
+
+    ``inner`` is the non-graph call (the captured bytecode); it also serves calls above the
+    largest of ``cudagraph_sizes``. Construct with ``for_call``, which checks the compiling
+    call's inputs.
+    """
+
+    def __init__(
+        self,
+        fn: types.FunctionType,
+        inner: Callable[..., Any],
+        pool: GraphPool,
+        layout: Layout,
+        device: torch.device,
+        copy_outputs: bool,
+        dyn: tuple[int, int] | None,
+        sizes: tuple[int, ...],
+        shape_check: ShapeCheck | None,
+    ) -> None:
+        self._fn = fn
+        self._inner = inner
+        self._pool = pool
+        self._layout = layout
+        self._device = device
+        self._device_index = device.index if device.index is not None else 0
+        self._copy_outputs = copy_outputs
+        self._dyn = dyn  # (index among the tensors, dim) of the padded tensor, or None
+        self._sizes = sizes
+        self._shape_check = shape_check
+        self._extract = build_extractor(fn, layout)
+        self._sets: list[_GraphSet] = []
+        self._last: _GraphSet | None = None
+        self._statics: list[torch.Tensor] | None = None  # shared by every graph of this call
+        self._padded: dict[int, torch.Tensor] = {}  # size -> static buffer of the padded tensor
+        self._allowed: dict[int, bool] = {}  # size -> whether Dynamo's shape guards hold there
+        self.captures = 0
+        """Graphs captured so far (one per size per argument-object set)."""
+        self.fallbacks = 0
+        """Calls that ran without a graph (above the largest captured size)."""
+
+    @classmethod
+    def for_call(
+        cls,
+        fn: types.FunctionType,
+        inner: Callable[..., Any],
+        pool: GraphPool,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        transformed_code: types.CodeType | None,
+        copy_outputs: bool,
+        dynamic: Mapping[str, tuple[int, ...]],
+        sizes: Sequence[int] | None,
+        shape_check: ShapeCheck | None,
+    ) -> GraphedCall:
+        where = f"{fn.__module__}.{fn.__qualname__}"
+        check_bytecode(transformed_code, where)
+        if not CUDA.is_available():
+            raise NoCompileError(
+                f"compile_once(cudagraphs=True) on {where}: CUDA graphs need a CUDA device and "
+                "torch.cuda.is_available() is False in this process. Fix: use cudagraphs=False here "
+                "(e.g. cudagraphs=torch.cuda.is_available())."
+            )
+        layout = layout_of(fn, args, kwargs)
+        devices = set()
+        for path, t in zip(layout.tensor_paths, layout.tensors):
+            if t.device.type != CUDA.device_type:
+                raise NoCompileError(
+                    f"compile_once(cudagraphs=True) on {where}: tensor argument {path} is on "
+                    f"{t.device}; a CUDA graph can only read CUDA tensors. Fix: move it to the GPU "
+                    "before the call, pass a Python scalar instead, or use cudagraphs=False."
+                )
+            if any(stride == 0 and size > 1 for size, stride in zip(t.shape, t.stride())):
+                raise NoCompileError(
+                    f"compile_once(cudagraphs=True) on {where}: tensor argument {path} is a broadcast "
+                    f"view (shape {tuple(t.shape)}, strides {t.stride()}): its elements share memory, so "
+                    "it cannot be copied into a static input of the same layout. Fix: pass "
+                    f"{path}.contiguous() (or the un-expanded tensor), or use cudagraphs=False."
+                )
+            devices.add(t.device)
+        device = _device_of(layout, devices, where)
+        dyn = None
+        used_sizes: tuple[int, ...] = ()
+        if sizes:
+            ((name, dims),) = dynamic.items()  # validated: exactly one dynamic dim
+            dim = dims[0]
+            index = layout.tensor_paths.index(name)
+            if layout.tensors[index].shape[dim] >= 2:  # a dynamic specialization; 0/1 are static
+                if not layout.tensors[index].is_contiguous():
+                    raise NoCompileError(
+                        f"compile_once(cudagraph_sizes=...) on {where}: the padded argument {name!r} is not "
+                        "contiguous; calls are padded into contiguous static buffers, which the code "
+                        f"compiled for these strides may not expect. Fix: pass {name}.contiguous()."
+                    )
+                dyn = (index, dim)
+                used_sizes = tuple(s for s in sizes if s >= 2)
+        # Keep the paths and expressions, not the compiling call's tensors and objects.
+        layout = dataclasses.replace(layout, tensors=(), objects=())
+        return cls(fn, inner, pool, layout, device, copy_outputs, dyn, used_sizes, shape_check)
+
+    # -- per call -----------------------------------------------------------------------------
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            objects, tensors = self._extract(*args, **kwargs)
+        except Exception as exc:
+            raise self._structure_error(exc) from exc
+        dyn = self._dyn
+        n = tensors[dyn[0]].shape[dyn[1]] if dyn is not None else -1
+        pool = self._pool
+        with pool.lock:
+            graphs = self._last
+            if graphs is None or not graphs.matches(objects):
+                graphs = self._graph_set(objects)
+            plan = graphs.plans.get(n)
+            if plan is None:
+                size = self._size_for(n, args, kwargs)
+                if size is not None:
+                    if size not in graphs.graphs:  # first call of this size: it runs, then is captured
+                        return self._capture(graphs, size, n, args, kwargs, tensors)
+                    plan = self._plan(graphs, size, n)
+            if plan is not None:
+                stream_id = CUDA.current_stream_id(self._device_index)
+                if stream_id != pool.last_stream_id:  # another stream than the last replay's
+                    self._follow(stream_id)
+                for dst, src in zip(plan.dsts, tensors):
+                    dst.copy_(src)
+                plan.graph.replay()
+                if self._copy_outputs:
+                    return _map_outputs(plan.output, _clone)
+                return plan.output
+        self.fallbacks += 1
+        return self._inner(*args, **kwargs)
+
+    # -- capture (under the pool's lock) --------------------------------------------------------
+
+    def _follow(self, stream_id: int) -> None:
+        """Order the caller's stream after the previous replay's stream (under the lock)."""
+        pool = self._pool
+        stream = CUDA.current_stream(self._device)
+        if pool.last_stream is not None:
+            stream.wait_stream(pool.last_stream)
+        pool.last_stream = stream
+        pool.last_stream_id = stream_id
+
+    def _graph_set(self, objects: tuple[Any, ...]) -> _GraphSet:
+        for graphs in self._sets:
+            if graphs.matches(objects):
+                self._last = graphs
+                return graphs
+        self._sets = [g for g in self._sets if all(ref() is not None for ref in g.refs)]
+        if len(self._sets) >= MAX_OBJECT_SETS:
+            paths = ", ".join(f"{p} ({type(o).__name__})" for p, o in zip(self._layout.object_paths, objects))
+            raise GuardMismatchError(
+                f"compile_once(cudagraphs=True) on {self._where()}: this specialization already captured "
+                f"graphs for {MAX_OBJECT_SETS} different sets of argument objects [{paths}], and this call "
+                "brings yet another. A CUDA graph reads those objects' tensors at the addresses it "
+                "captured, so each new object needs a new capture. Fix: pass the same objects on "
+                "every call (update their tensors in place), or use cudagraphs=False."
+            )
+        graphs = _GraphSet(tuple(_weak_or_strong(o) for o in objects), {}, kept=_tensors_of(objects))
+        self._sets.append(graphs)
+        self._last = graphs
+        return graphs
+
+    def _size_for(self, n: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
+        """The captured size a call of size ``n`` pads to (``-1``: no sizes), or None: no graph."""
+        if self._dyn is None:
+            return -1
+        if n < 2:
+            return None
+        for size in self._sizes:
+            if size >= n and self._size_allowed(size, args, kwargs):
+                return size
+        return None
+
+    def _size_allowed(self, size: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Whether Dynamo's shape guards hold at ``size`` (the compiled code is only valid there)."""
+        allowed = self._allowed.get(size)
+        if allowed is None:
+            allowed = True
+            if self._shape_check is not None and self._dyn is not None:
+                statics = list(self._extract(*args, **kwargs)[1])
+                index, dim = self._dyn
+                shape = list(statics[index].shape)
+                shape[dim] = size
+                statics[index] = torch.empty(shape, dtype=statics[index].dtype, device="meta")
+                g_args, g_kwargs = substitute(self._fn, args, kwargs, statics)
+                allowed = bool(self._shape_check(*g_args, **g_kwargs))
+            self._allowed[size] = allowed
+        return allowed
+
+    def _static_inputs(self, tensors: tuple[torch.Tensor, ...], size: int) -> list[torch.Tensor]:
+        """The static tensors a graph of ``size`` reads (made on first use, then shared)."""
+        if self._statics is None:
+            with torch.inference_mode(False):
+                self._statics = [_static_like(t) for t in tensors]
+        statics = list(self._statics)
+        if self._dyn is not None:
+            index, dim = self._dyn
+            buffer = self._padded.get(size)
+            if buffer is None:
+                like = tensors[index]
+                shape = list(like.shape)
+                shape[dim] = size
+                with torch.inference_mode(False):
+                    buffer = self._padded[size] = torch.zeros(shape, dtype=like.dtype, device=like.device)
+            statics[index] = buffer
+        return statics
+
+    def _capture(
+        self,
+        graphs: _GraphSet,
+        size: int,
+        n: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        tensors: tuple[torch.Tensor, ...],
+    ) -> Any:
+        """Run this call once on the static inputs (the warm-up, on a side stream), then capture it.
+
+        The warm-up is the call itself, so a function that updates state in place (a buffer, a
+        cache) runs exactly once per call, capture included. Returns the warm-up's result.
+        """
+        pool = self._pool
+        current = CUDA.current_stream(self._device)
+        last = pool.last_stream
+        if last is not None and last != current:  # a replay on another stream may still read the statics
+            current.wait_stream(last)
+        statics = self._static_inputs(tensors, size)
+        for dst, src in zip(self._destinations(statics, n), tensors):
+            dst.copy_(src)
+        g_args, g_kwargs = substitute(self._fn, args, kwargs, statics)
+        side = pool.capture_stream(self._device)
+        side.wait_stream(current)
+        versions = [_compat.tensor_version(t) for t in statics]
+        with CUDA.stream(side):
+            result = self._inner(*g_args, **g_kwargs)
+        current.wait_stream(side)
+        self._check_outputs(result, size)
+        _map_outputs(result, lambda t: t.record_stream(current) if t.device.type == "cuda" else None)
+        mutated = [
+            path for path, t, v in zip(self._layout.tensor_paths, statics, versions) if _compat.tensor_version(t) != v
+        ]
+        if mutated:
+            raise NoCompileError(
+                f"compile_once(cudagraphs=True) on {self._where()}: the function mutates its tensor "
+                f"argument(s) {mutated} in place. Under a CUDA graph, tensor arguments are copied into "
+                "static tensors, so the mutation would land in the copy, never in your tensor. Fix: "
+                "return the new value, keep such state in a module buffer or an attribute of an "
+                "argument object (those are read in place), or use cudagraphs=False."
+            )
+        try:
+            graphs.graphs[size] = CUDA.capture(pool.pool_handle(), side, lambda: self._inner(*g_args, **g_kwargs))
+        except Exception as exc:
+            raise NoCompileError(
+                f"compile_once(cudagraphs=True) on {self._where()}: capturing the compiled call into a "
+                f"CUDA graph failed ({type(exc).__name__}: {exc}). Typical causes: a CPU-GPU "
+                "synchronisation in the function (.item(), .tolist(), printing a tensor, a CPU "
+                "tensor), or a backend that cannot be captured. Fix: remove it, or use cudagraphs=False."
+            ) from exc
+        self.captures += 1
+        pool.last_stream = current  # the static inputs were filled on this stream
+        pool.last_stream_id = CUDA.current_stream_id(self._device_index)
+        if self._dyn is not None and n != size:
+            dim = self._dyn[1]
+            result = _map_outputs(result, lambda t: t.narrow(dim, 0, n))
+        return result
+
+    def _destinations(self, statics: list[torch.Tensor], n: int) -> tuple[torch.Tensor, ...]:
+        """Where a call of size ``n`` copies its tensors: the statics, the padded one narrowed to ``n``."""
+        dsts = list(statics)
+        if self._dyn is not None:
+            index, dim = self._dyn
+            dsts[index] = statics[index].narrow(dim, 0, n)
+        return tuple(dsts)
+
+    def _check_outputs(self, out: Any, size: int) -> None:
+        tensors: list[torch.Tensor] = []
+        try:
+            _map_outputs(out, tensors.append)
+        except TypeError as exc:
+            raise NoCompileError(
+                f"compile_once(cudagraphs=True) on {self._where()}: the function returns a {exc} "
+                "(inside its result). A CUDA graph replays GPU work only, so a Python value would be "
+                "frozen at its capture-time value. Fix: return tensors only (or None, in tuples, lists "
+                "and dicts), or use cudagraphs=False."
+            ) from None
+        for t in tensors:
+            if t.requires_grad:
+                raise NoCompileError(
+                    f"compile_once(cudagraphs=True) on {self._where()}: an output requires grad. CUDA "
+                    "graphs here serve inference: call the function under torch.no_grad() or "
+                    "torch.inference_mode(), or use cudagraphs=False for training."
+                )
+            if self._dyn is not None:
+                dim = self._dyn[1]
+                if t.ndim <= dim or t.shape[dim] != size:
+                    raise NoCompileError(
+                        f"compile_once(cudagraph_sizes=...) on {self._where()}: an output of shape "
+                        f"{tuple(t.shape)} does not keep the padded dim {dim} (size {size} in the graph "
+                        f"for size {size}), so the padded rows cannot be sliced away and would change it. "
+                        "Fix: return outputs that keep the dynamic dim at the same index, or drop "
+                        "cudagraph_sizes."
+                    )
+
+    def _plan(self, graphs: _GraphSet, size: int, n: int) -> _Plan:
+        """The plan of a call of size ``n`` (``-1``: no sizes) replaying the graph of ``size``."""
+        graph, out = graphs.graphs[size]
+        statics = list(self._statics or ())  # made by the capture, which precedes any plan
+        if self._dyn is not None:
+            statics[self._dyn[0]] = self._padded[size]
+            if n != size:
+                dim = self._dyn[1]
+                out = _map_outputs(out, lambda t: t.narrow(dim, 0, n))
+        plan = _Plan(self._destinations(statics, n), graph, out)
+        graphs.plans[n] = plan
+        return plan
+
+    # -- messages -----------------------------------------------------------------------------
+
+    def _where(self) -> str:
+        return f"{self._fn.__module__}.{self._fn.__qualname__}"
+
+    def _structure_error(self, exc: BaseException) -> NoCompileError:
+        return NoCompileError(
+            f"compile_once(cudagraphs=True) on {self._where()}: this call's arguments do not have the "
+            f"structure the graph was captured for (tensors at {list(self._layout.tensor_paths)}, "
+            f"objects at {list(self._layout.object_paths)}): {type(exc).__name__}: {exc}. "
+            "Fix: call with the same structure, or use guards='inputs' with on_mismatch='recompile'."
+        )
+
+    def __repr__(self) -> str:
+        sizes = f", sizes={list(self._sizes)}" if self._dyn is not None else ""
+        return f"<nocompile CUDA-graphed call of {self._where()} on {self._device}{sizes}; {self.captures} graph(s)>"
+
+
+def _static_like(t: torch.Tensor) -> torch.Tensor:
+    """A tensor of ``t``'s shape, strides, dtype and device (the compiled code may assume the strides)."""
+    return torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device=t.device)
+
+
+def _tensors_of(objects: tuple[Any, ...]) -> tuple[torch.Tensor, ...]:
+    """Parameters and buffers of module objects, tensor attributes of other objects.
+
+    A graph reads them at their captured addresses. If one is later replaced (``m.weight =
+    nn.Parameter(...)``), holding the old tensor keeps the graph reading valid (if stale)
+    memory instead of memory the allocator has handed to someone else.
+    """
+    kept: list[torch.Tensor] = []
+    for obj in objects:
+        if isinstance(obj, torch.nn.Module):
+            kept.extend(obj.parameters())
+            kept.extend(obj.buffers())
+        else:
+            namespace = getattr(obj, "__dict__", None) or {}
+            kept.extend(v for v in namespace.values() if isinstance(v, torch.Tensor))
+    return tuple(kept)
+
+
+def _weak_or_strong(obj: Any) -> Callable[[], Any]:
+    try:
+        return weakref.ref(obj)
+    except TypeError:  # no weak references to this type: hold it, so its id cannot be reused
+        return _strong(obj)
+
+
+def _device_of(layout: Layout, devices: set[torch.device], where: str) -> torch.device:
+    if len(devices) > 1:
+        raise NoCompileError(
+            f"compile_once(cudagraphs=True) on {where}: tensor arguments are on several devices "
+            f"{sorted(str(d) for d in devices)}; one CUDA graph runs on one device. Fix: put them on one."
+        )
+    if devices:
+        return next(iter(devices))
+    for obj in layout.objects:
+        if isinstance(obj, torch.nn.Module):
+            for t in (*obj.parameters(), *obj.buffers()):
+                if t.device.type == CUDA.device_type:
+                    return t.device
+    return CUDA.default_device()
