@@ -31,7 +31,8 @@ if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1
   echo "gpu_check: no CUDA device visible to $PY; the GPU tests would only skip. Stopping." | tee -a "$LOG"
   exit 2
 fi
-step 110 "GPU tests" "$PY" -m pytest -x -q -p no:cacheprovider tests/test_cudagraphs.py tests/test_cudagraphs_options.py
+# TESTS=tests TESTS_TIMEOUT=300 runs the whole suite instead (the version-matrix check).
+step "${TESTS_TIMEOUT:-110}" "GPU tests" "$PY" -m pytest -q -p no:cacheprovider ${TESTS:-tests/test_cudagraphs.py tests/test_cudagraphs_options.py}
 step 40 "example" "$PY" examples/cuda_graphs.py
 step 100 "bench width 256, 8 layers, batch 1, float32" "$PY" -m nocompile bench --device cuda --rows graphs --rounds 5 --width 256 --layers 8 --batch 1 --dtype float32
 step 80 "bench width 256, 8 layers, batch 1, bfloat16" "$PY" -m nocompile bench --device cuda --rows graphs --rounds 5 --width 256 --layers 8 --batch 1 --dtype bfloat16
