@@ -8,6 +8,7 @@ versions it was checked on.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import re
 import types
 from collections.abc import Callable, Iterator
@@ -175,7 +176,10 @@ def compile_backend(backend: str | Callable[..., Any], mode: str | None, options
     if mode is None and options is None:
         mode = "default"
     if backend == "inductor":
-        return torch._TorchCompileInductorWrapper(mode, options, False, None)
+        wrapper = torch._TorchCompileInductorWrapper
+        if "name" in inspect.signature(wrapper.__init__).parameters:  # torch 2.13; 2.11 has no name
+            return wrapper(mode, options, False, None)
+        return wrapper(mode, options, False)
     return torch._TorchCompileWrapper(backend, mode, options, False)
 def tensor_version(tensor: torch.Tensor) -> int:
     """The version counter of ``tensor``: bumped by every in-place change to its data.
