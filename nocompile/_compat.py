@@ -11,7 +11,7 @@ import contextlib
 import re
 import types
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -48,7 +48,8 @@ def register_bytecode_hook(hook: BytecodeHook) -> Any:
     """
     from torch._dynamo.convert_frame import register_bytecode_hook as register
 
-    return register(hook)
+    # torch types the hook as a Protocol with named parameters, which differ between releases.
+    return register(cast(Any, hook))
 
 
 @contextlib.contextmanager

@@ -21,9 +21,10 @@ import threading
 import types
 import weakref
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
-from typing_extensions import Concatenate, ParamSpec, Self
+from torch import nn
+from typing_extensions import Self
 
 from ._compat import check_torch_supported
 from ._options import CompileOptions, Dispatch, DynamicSpec, GuardPolicy, OnMismatch, validate_options
@@ -35,6 +36,7 @@ P2 = ParamSpec("P2")
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 T = TypeVar("T")
+M = TypeVar("M", bound=nn.Module)
 
 
 class BoundCompiledMethod(Protocol[P, R_co]):
@@ -57,6 +59,7 @@ class CompiledFunction(CompileState, Generic[P, R]):
     """
 
     __wrapped__: Callable[P, R]
+    __qualname__: str  # set by functools.update_wrapper in CompileState.__init__
 
     def __init__(self, fn: Callable[P, R], options: CompileOptions) -> None:
         if not isinstance(fn, types.FunctionType):
@@ -79,8 +82,18 @@ class CompiledFunction(CompileState, Generic[P, R]):
 
         def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
+    # For a checker: on a class, the CompiledFunction itself; on an nn.Module instance, a plain
+    # callable with the method's parameters minus ``self`` (nn.Module declares ``forward`` as a
+    # Callable attribute, and a checker only accepts a callable type overriding it); on any other
+    # instance, a callable that also has ``stats`` and ``reset``. At run time all three are the
+    # bound method described in the module docstring, with ``stats`` and ``reset``.
     @overload
     def __get__(self, instance: None, owner: type | None = None) -> Self: ...
+
+    @overload
+    def __get__(
+        self: CompiledFunction[Concatenate[M, P2], R], instance: M, owner: type | None = None
+    ) -> Callable[P2, R]: ...
 
     @overload
     def __get__(
@@ -118,7 +131,7 @@ class CompiledFunction(CompileState, Generic[P, R]):
                 state = CompileState(self._fn, self._options)
                 namespace[self._instance_attr] = state
                 self._instance_states.add(state)
-            return state  # type: ignore[no-any-return]
+            return state
 
     @property
     def stats(self) -> CompileStats:

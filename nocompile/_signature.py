@@ -62,7 +62,7 @@ class KeyFunction:
 
     def describe(self, key: tuple[Any, ...]) -> list[tuple[str, str, Any]]:
         """``(path, property, value)`` for each element of ``key``."""
-        return [(e.path, e.prop, v) for e, v in zip(self.entries, key)]
+        return [(e.path, e.prop, v) for e, v in zip(self.entries, key, strict=True)]
 
 
 def parameter_names(fn: types.FunctionType) -> list[str]:
@@ -183,7 +183,7 @@ def _define_like(fn: types.FunctionType, source: str, name: str, namespace: dict
     Sharing the parameter list and the very default objects makes Python bind a call to the
     generated function exactly as it binds it to ``fn``.
     """
-    exec(compile(source, f"<nocompile {name} of {fn.__qualname__}>", "exec"), namespace)  # noqa: S102
+    exec(compile(source, f"<nocompile {name} of {fn.__qualname__}>", "exec"), namespace)
     generated: types.FunctionType = namespace[name]
     defined = types.FunctionType(generated.__code__, namespace, name, fn.__defaults__)
     defined.__kwdefaults__ = fn.__kwdefaults__
@@ -254,7 +254,7 @@ def describe_difference(
                 f"{path}: {prop} compiled for {format_value(prop, value)}, "
                 f"got {format_value(prop, new[(path, prop)])}"
             )
-    for path, prop in new:
+    for path, _prop in new:
         if not any(p == path for p, _ in old):
             lines.append(f"{path}: not in the compiled signature (new argument or element)")
             break

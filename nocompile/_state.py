@@ -160,7 +160,6 @@ def _dynamo_reason(exc: BaseException, limit: int = 25) -> str:
 
 def _none() -> None:
     """Unpickling target of a per-instance state: copies start uncompiled."""
-    return None
 
 
 
@@ -291,7 +290,8 @@ class CompileState:
                 _capture.ROUTER.unwatch(source)
                 raise self._compile_error(exc) from exc
             # Compiled fine, then the first run raised: keep the compiled state, re-raise as is.
-            self._install(source, compiled, captured, dropped, time.perf_counter() - started, key_function, key, shape_exprs, args, kwargs)
+            seconds = time.perf_counter() - started
+            self._install(source, compiled, captured, dropped, seconds, key_function, key, shape_exprs, args, kwargs)
             raise
         finally:
             if not keep_watching:
@@ -396,7 +396,9 @@ class CompileState:
                 f"cannot evaluate ({type(exc).__name__}: {exc}). Use guards='dynamo' for this function."
             ) from exc
         if not holds or check is None:  # pragma: no cover - Dynamo's guards hold for its own inputs
-            raise NoCompileError(f"{describe_function(self._fn)}: Dynamo's shape guards {unique} fail on the compiling call.")
+            raise NoCompileError(
+                f"{describe_function(self._fn)}: Dynamo's shape guards {unique} fail on the compiling call."
+            )
         return check
 
     def _add_to_table(self, spec: Specialization, key_function: KeyFunction, key: tuple[Any, ...]) -> None:
