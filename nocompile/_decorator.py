@@ -40,7 +40,12 @@ M = TypeVar("M", bound=nn.Module)
 
 
 class BoundCompiledMethod(Protocol[P, R_co]):
-    """What ``instance.method`` is for a ``compile_once`` method, as a type checker sees it."""
+    """What ``instance.method`` is for a ``compile_once`` method, as a type checker sees it.
+
+    For instances of classes other than ``nn.Module``: on a module, ``module.forward`` is typed
+    as a plain ``Callable`` with the method's parameters (a checker accepts nothing else
+    overriding ``nn.Module.forward``); ``stats`` and ``reset`` are there at run time all the same.
+    """
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
 
