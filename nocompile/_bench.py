@@ -9,6 +9,7 @@ callable called directly with the flat inputs the transformed bytecode would pas
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import platform
 import statistics
@@ -69,10 +70,11 @@ def _decorated_model(base: ReferenceMLP, label: str, **options: Any) -> Referenc
         {"forward": compile_once(**options)(ReferenceMLP.forward)},
     )
     width = base.norm.normalized_shape[0]
-    model = cls(width=width, layers=len(base.layers))
+    model: ReferenceMLP = cls(width=width, layers=len(base.layers))
     model.load_state_dict(base.state_dict())
     reference = next(base.parameters())
-    return model.to(device=reference.device, dtype=reference.dtype).eval()
+    model.to(device=reference.device, dtype=reference.dtype).eval()
+    return model
 
 
 def graph_floor(model: ReferenceMLP, x: torch.Tensor) -> Call:
@@ -242,8 +244,8 @@ def check_cost_rows(cfg: BenchConfig, counts: tuple[int, ...] = (1, 4, 16)) -> l
         pairs.append(
             (
                 n,
-                Row(f'{n} tensor(s), guards="none"', lambda f=unchecked, t=tensors: f(*t)),
-                Row(f'{n} tensor(s), guards="inputs"', lambda f=checked, t=tensors: f(*t)),
+                Row(f'{n} tensor(s), guards="none"', functools.partial(unchecked, *tensors)),
+                Row(f'{n} tensor(s), guards="inputs"', functools.partial(checked, *tensors)),
             )
         )
     return pairs
@@ -269,7 +271,7 @@ def measure(rows: list[Row], cfg: BenchConfig) -> None:
     with torch.no_grad():
         loops = [_loops_for(row.call, cfg.round_seconds, sync) for row in rows]
         for _ in range(cfg.rounds):
-            for row, n in zip(rows, loops):
+            for row, n in zip(rows, loops, strict=True):
                 call = row.call
                 sync()
                 started = time.perf_counter()

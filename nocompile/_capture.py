@@ -55,7 +55,6 @@ class _BytecodeRouter:
         entry = self._watchers.get(id(old_code))
         if entry is not None and entry[0] is old_code:
             entry[1](new_code)
-        return None
 
 
 ROUTER = _BytecodeRouter()

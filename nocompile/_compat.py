@@ -11,15 +11,21 @@ import contextlib
 import inspect
 import re
 import types
+import warnings
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 
-#: Oldest torch release nocompile runs on. Older releases cannot filter the GLOBAL_STATE and
-#: TORCH_FUNCTION_MODE_STACK guards through ``guard_filter_fn`` (added in 2.10) and lack the
-#: bytecode-hook handle API this package relies on.
-MIN_TORCH = (2, 10)
+#: Oldest torch release nocompile runs on: the oldest the test suite has run against
+#: (docs/versions.md). Releases before 2.10 cannot filter the GLOBAL_STATE and
+#: TORCH_FUNCTION_MODE_STACK guards through ``guard_filter_fn`` and lack the bytecode-hook
+#: handle API this package relies on; 2.10 itself was never verified.
+MIN_TORCH = (2, 11)
+
+#: Newest torch release the test suite has run against. A newer one gets a warning, not an
+#: error: the private names in this module may have moved, and the warning says what to do.
+NEWEST_VERIFIED_TORCH = (2, 14)
 
 BytecodeHook = Callable[[types.CodeType, types.CodeType], "types.CodeType | None"]
 
@@ -33,12 +39,28 @@ def torch_version() -> tuple[int, int]:
 
 
 def check_torch_supported() -> None:
-    """Raise a clear ``RuntimeError`` on a torch too old for nocompile's mechanics."""
-    if torch_version() < MIN_TORCH:
-        need = ".".join(map(str, MIN_TORCH))
-        raise RuntimeError(
-            f"nocompile needs torch>={need}; this process runs torch {torch.__version__}. "
-            f"Upgrade torch (pip install 'torch>={need}')."
+    """Refuse a torch too old for nocompile's mechanics; warn on one newer than verified.
+
+    Called when ``compile_once`` is applied, so an unsupported torch is reported where the
+    user's module is imported, not as a crash deep inside Dynamo on the first call.
+    """
+    from ._errors import NoCompileError
+
+    version = torch_version()
+    oldest = ".".join(map(str, MIN_TORCH))
+    newest = ".".join(map(str, NEWEST_VERIFIED_TORCH))
+    if version < MIN_TORCH:
+        raise NoCompileError(
+            f"nocompile needs torch>={oldest}; this process runs torch {torch.__version__}. "
+            f"Upgrade torch (pip install 'torch>={oldest}')."
+        )
+    if version > NEWEST_VERIFIED_TORCH:
+        warnings.warn(
+            f"nocompile is verified on torch {oldest} to {newest}; this process runs torch "
+            f"{torch.__version__}. It relies on private Dynamo names that may have moved: if a "
+            f"compile fails inside Dynamo, pin torch<={newest} (or set NOCOMPILE_DISABLE=1) and report it.",
+            RuntimeWarning,
+            stacklevel=3,
         )
 
 
@@ -49,7 +71,8 @@ def register_bytecode_hook(hook: BytecodeHook) -> Any:
     """
     from torch._dynamo.convert_frame import register_bytecode_hook as register
 
-    return register(hook)
+    # torch types the hook as a Protocol with named parameters, which differ between releases.
+    return register(cast(Any, hook))
 
 
 @contextlib.contextmanager

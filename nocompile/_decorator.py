@@ -24,9 +24,10 @@ import os
 import types
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
-from typing_extensions import Concatenate, ParamSpec, Self
+from torch import nn
+from typing_extensions import Self
 
 from ._compat import check_torch_supported
 from ._explain import ExplainReport, build_report, state_label
@@ -40,10 +41,16 @@ P2 = ParamSpec("P2")
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 T = TypeVar("T")
+M = TypeVar("M", bound=nn.Module)
 
 
 class BoundCompiledMethod(Protocol[P, R_co]):
-    """What ``instance.method`` is for a ``compile_once`` method, as a type checker sees it."""
+    """What ``instance.method`` is for a ``compile_once`` method, as a type checker sees it.
+
+    For instances of classes other than ``nn.Module``: on a module, ``module.forward`` is typed
+    as a plain ``Callable`` with the method's parameters (a checker accepts nothing else
+    overriding ``nn.Module.forward``); ``stats`` and ``reset`` are there at run time all the same.
+    """
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
 
@@ -66,6 +73,7 @@ class CompiledFunction(CompileState, Generic[P, R]):
     """
 
     __wrapped__: Callable[P, R]
+    __qualname__: str  # set by functools.update_wrapper in CompileState.__init__
 
     def __init__(self, fn: Callable[P, R], options: CompileOptions) -> None:
         if not isinstance(fn, types.FunctionType):
@@ -88,8 +96,18 @@ class CompiledFunction(CompileState, Generic[P, R]):
 
         def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
+    # For a checker: on a class, the CompiledFunction itself; on an nn.Module instance, a plain
+    # callable with the method's parameters minus ``self`` (nn.Module declares ``forward`` as a
+    # Callable attribute, and a checker only accepts a callable type overriding it); on any other
+    # instance, a callable that also has ``stats`` and ``reset``. At run time all three are the
+    # bound method described in the module docstring, with ``stats`` and ``reset``.
     @overload
     def __get__(self, instance: None, owner: type | None = None) -> Self: ...
+
+    @overload
+    def __get__(
+        self: CompiledFunction[Concatenate[M, P2], R], instance: M, owner: type | None = None
+    ) -> Callable[P2, R]: ...
 
     @overload
     def __get__(
@@ -128,7 +146,7 @@ class CompiledFunction(CompileState, Generic[P, R]):
                 state = CompileState(self._fn, self._options)
                 namespace[self._instance_attr] = state
                 self._instance_states.add(state)
-            return state  # type: ignore[no-any-return]
+            return state
 
     @property
     def stats(self) -> CompileStats:

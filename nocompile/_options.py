@@ -206,9 +206,9 @@ def validate_options(
     )
 
     return CompileOptions(
-        backend=backend,  # type: ignore[arg-type]  # checked above
-        options=options,  # type: ignore[arg-type]
-        mode=mode,  # type: ignore[arg-type]
+        backend=backend,
+        options=options,
+        mode=mode,
         guards=guards,  # type: ignore[arg-type]
         per_instance=per_instance,
         dispatch=dispatch,  # type: ignore[arg-type]
@@ -301,7 +301,9 @@ def _dynamic_dims(dynamic: object) -> dict[str, tuple[int, ...]]:
         return {}
     example = 'dynamic={"x": 0} or dynamic={"x": (0, 1)}'
     if not isinstance(dynamic, Mapping):
-        raise TypeError(f"compile_once(dynamic=...) takes a dict of argument name to dim(s), e.g. {example}; got {dynamic!r}.")
+        raise TypeError(
+            f"compile_once(dynamic=...) takes a dict of argument name to dim(s), e.g. {example}; got {dynamic!r}."
+        )
     dims: dict[str, tuple[int, ...]] = {}
     for name, value in dynamic.items():
         if not isinstance(name, str) or not name.isidentifier():

@@ -21,4 +21,5 @@ class ReferenceMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
             x = x + nn.functional.gelu(layer(x))
-        return self.norm(x)
+        out: torch.Tensor = self.norm(x)
+        return out

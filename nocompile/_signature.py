@@ -62,7 +62,7 @@ class KeyFunction:
 
     def describe(self, key: tuple[Any, ...]) -> list[tuple[str, str, Any]]:
         """``(path, property, value)`` for each element of ``key``."""
-        return [(e.path, e.prop, v) for e, v in zip(self.entries, key)]
+        return [(e.path, e.prop, v) for e, v in zip(self.entries, key, strict=True)]
 
 
 def parameter_names(fn: types.FunctionType) -> list[str]:
@@ -420,7 +420,7 @@ def describe_difference(
                 f"{path}: {prop} compiled for {format_value(prop, value)}, "
                 f"got {format_value(prop, new[(path, prop)])}"
             )
-    for path, prop in new:
+    for path, _prop in new:
         if not any(p == path for p, _ in old):
             lines.append(f"{path}: not in the compiled signature (new argument or element)")
             break

@@ -163,7 +163,6 @@ def _dynamo_reason(exc: BaseException, limit: int = 25) -> str:
 
 def _none() -> None:
     """Unpickling target of a per-instance state: copies start uncompiled."""
-    return None
 
 
 
@@ -432,7 +431,9 @@ class CompileState:
                 f"cannot evaluate ({type(exc).__name__}: {exc}). Use guards='dynamo' for this function."
             ) from exc
         if not holds or check is None:  # pragma: no cover - Dynamo's guards hold for its own inputs
-            raise NoCompileError(f"{describe_function(self._fn)}: Dynamo's shape guards {unique} fail on the compiling call.")
+            raise NoCompileError(
+                f"{describe_function(self._fn)}: Dynamo's shape guards {unique} fail on the compiling call."
+            )
         return check
 
     def _add_to_table(self, spec: Specialization, table: KeyTable, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

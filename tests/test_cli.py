@@ -12,7 +12,9 @@ from nocompile.__main__ import main
 
 
 def test_bench_json_has_every_row_and_ratios_to_the_floor(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["bench", "--backend", "eager", "--rounds", "2", "--round-seconds", "0.002", "--json", "--device", "cpu"])
+    code = main(
+        ["bench", "--backend", "eager", "--rounds", "2", "--round-seconds", "0.002", "--json", "--device", "cpu"]
+    )
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     names = [row["name"] for row in result["rows"]]

@@ -91,7 +91,7 @@ def test_training_step_gradients_match_eager() -> None:
     for _ in range(2):
         block(x).sum().backward()
         eager_block(twin, x).sum().backward()
-    for p, q in zip(block.parameters(), twin.parameters()):
+    for p, q in zip(block.parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad)
 
 

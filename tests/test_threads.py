@@ -34,7 +34,7 @@ def test_concurrent_first_calls_compile_exactly_once() -> None:
     inputs = [torch.randn(4) for _ in range(THREADS)]
     results = _run_together(lambda i: f(inputs[i]))
     assert f.stats.compiles == 1
-    for x, out in zip(inputs, results):
+    for x, out in zip(inputs, results, strict=True):
         torch.testing.assert_close(out, torch.tanh(x) * 3)
 
 
