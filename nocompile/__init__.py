@@ -10,13 +10,16 @@ See the README and docs/ for the guide; ``python -m nocompile bench`` for the co
 from ._decorator import BoundCompiledMethod, CompiledFunction, compile_once
 from ._errors import GuardMismatchError, NoCompileError
 from ._state import CompileStats
+from ._wrappers import CompiledBoundMethod, CompiledModule
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "BoundCompiledMethod",
     "CompileStats",
+    "CompiledBoundMethod",
     "CompiledFunction",
+    "CompiledModule",
     "GuardMismatchError",
     "NoCompileError",
     "__version__",

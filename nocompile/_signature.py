@@ -65,8 +65,18 @@ class KeyFunction:
         return [(e.path, e.prop, v) for e, v in zip(self.entries, key)]
 
 
+def _code_signature(fn: types.FunctionType) -> inspect.Signature:
+    """The signature of ``fn``'s own code, not of what ``functools.wraps`` says it wraps.
+
+    The generated functions below are written from ``fn.__code__``; a wrapper such as
+    transformers' ``can_return_tuple`` (``wrapper(self, *args, **kwargs)`` with ``__wrapped__``)
+    must be bound as the wrapper, or the generated code names parameters it does not have.
+    """
+    return inspect.signature(fn, follow_wrapped=False)
+
+
 def parameter_names(fn: types.FunctionType) -> list[str]:
-    return list(inspect.signature(fn).parameters)
+    return list(_code_signature(fn).parameters)
 
 
 def _parameter_list(fn: types.FunctionType) -> str:
@@ -95,7 +105,7 @@ def _parameter_list(fn: types.FunctionType) -> str:
 
 def bound_arguments(fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """The call's arguments by parameter name, defaults applied (the slow, exact binding)."""
-    bound = inspect.signature(fn).bind(*args, **kwargs)
+    bound = _code_signature(fn).bind(*args, **kwargs)
     bound.apply_defaults()
     return dict(bound.arguments)
 
