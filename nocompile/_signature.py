@@ -13,6 +13,9 @@ arguments). It returns one tuple, the *key*, of everything the compiled graph wa
   (``1``, ``1.0`` and ``True`` hash alike, Dynamo does not treat them alike);
 * the length of each list and tuple, and the keys of each dict, on the way down;
 * ``training`` of each ``nn.Module`` argument (``self`` for a method);
+* for any other object with a ``__dict__`` (a KV cache, a config object): its class, the names
+  of its instance attributes, and each attribute by the same rules, up to
+  ``MAX_OBJECT_DEPTH`` objects deep;
 * ``torch.is_grad_enabled()``.
 
 A call is fast when its key is in the table of compiled specializations. Generated code, rather
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import inspect
 import math
 import re
@@ -41,6 +45,7 @@ KeyFn = Callable[..., tuple[Any, ...]]
 
 _SCALARS = (int, float, bool, str, type(None), enum.Enum, torch.dtype, torch.device)
 _GRAD_ENABLED = "_grad_enabled"
+_TABLE_TOKEN = "_nocompile_table"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,22 +115,34 @@ def bound_arguments(fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping
     return dict(bound.arguments)
 
 
+#: How deep the check follows objects' attributes (a cache object -> its list of layers -> a
+#: layer is depth 2), and how many key elements it writes before it stops following them.
+MAX_OBJECT_DEPTH = 4
+MAX_ENTRIES = 20_000
+_NOT_FOLLOWED = (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.ModuleType, functools.partial)
+
+
 class _Builder:
     def __init__(self, dynamic: Mapping[str, tuple[int, ...]]) -> None:
         self.dynamic = dynamic
         self.entries: list[Entry] = []
         self.unchecked: list[str] = []
+        self.objects = 0
+        self.depth = 0
 
     def add(self, path: str, prop: str, expr: str) -> None:
         self.entries.append(Entry(path, prop, expr))
 
     def visit(self, value: Any, expr: str, path: str, top_name: str | None) -> None:
-        if isinstance(value, torch.Tensor):
+        if isinstance(value, torch.Tensor) and self.depth:
+            self.state_tensor(expr, path)
+        elif isinstance(value, torch.Tensor):
             self.tensor(value, expr, path, top_name)
         elif isinstance(value, torch.nn.Module):
             self.add(path, "training", f"{expr}.training")
         elif isinstance(value, _SCALARS):
-            self.add(path, "type", f"{expr}.__class__")
+            if not self.depth or isinstance(value, float):  # an object's ints, bools, str: value only
+                self.add(path, "type", f"{expr}.__class__")
             self.add(path, "value", expr)
         elif isinstance(value, (list, tuple)):
             self.add(path, "type", f"{expr}.__class__")
@@ -136,8 +153,48 @@ class _Builder:
             self.add(path, "keys", f"tuple({expr})")
             for k, item in value.items():
                 self.visit(item, f"{expr}[{k!r}]", f"{path}[{k!r}]", None)
+        elif self.followable(value):
+            self.obj(value, expr, path)
         else:
             self.unchecked.append(f"{path} ({type(value).__name__})")
+
+    def followable(self, value: Any) -> bool:
+        return (
+            isinstance(getattr(value, "__dict__", None), dict)
+            and not isinstance(value, _NOT_FOLLOWED)
+            and self.depth < MAX_OBJECT_DEPTH
+            and len(self.entries) < MAX_ENTRIES
+        )
+
+    def obj(self, value: Any, expr: str, path: str) -> None:
+        """An argument object (a KV cache, a config): its class, its instance attributes' names,
+        and each attribute checked like an argument. The compiled code reads the tensors inside
+        it (their shapes were baked in) and Python values of it (baked in as constants), so those
+        are what a later call must match. Class attributes, properties and ``__slots__`` are not
+        followed. The object is bound to a local on first use, so deep paths stay cheap."""
+        self.objects += 1
+        local = f"_nocompile_o{self.objects}"
+        self.add(path, "type", f"({local} := {expr}).__class__")
+        self.add(path, "attributes", f"tuple({local}.__dict__)")
+        self.depth += 1
+        try:
+            for name, item in vars(value).items():
+                if name.isidentifier() and not name.startswith("__"):
+                    self.visit(item, f"{local}.{name}", f"{path}.{name}", None)
+                else:
+                    self.unchecked.append(f"{path}.{name}")
+        finally:
+            self.depth -= 1
+
+    def state_tensor(self, expr: str, path: str) -> None:
+        """A tensor held by an argument object (a KV cache's keys): shape, dtype and device only.
+
+        Such tensors are state, like a module's buffers, and many of them are read on every call
+        (two or three per layer of a KV cache); checking the three properties that an object's
+        size and placement change costs about a third of the full check."""
+        self.add(path, "shape", f"{expr}.shape")
+        self.add(path, "dtype", f"{expr}.dtype")
+        self.add(path, "device", f"{expr}.device")
 
     def tensor(self, t: torch.Tensor, expr: str, path: str, top_name: str | None) -> None:
         dims = self.dynamic.get(top_name, ()) if top_name is not None else ()
@@ -181,9 +238,13 @@ def build_key_function(
         else:
             builder.visit(value, name, name, name)
     builder.add("torch", "grad_enabled", f"{_GRAD_ENABLED}()")
-    body = ",\n        ".join(e.expr for e in builder.entries)
+    # Last element, not described by an entry: a token of this key function. Keys of two
+    # structures then never compare equal, so a key made by one table's function can be looked
+    # up in another table's targets (a concurrent caller while the primary table changes) and
+    # simply miss.
+    body = ",\n        ".join([*(e.expr for e in builder.entries), _TABLE_TOKEN])
     source = f"def key({_parameter_list(fn)}):\n    return (\n        {body},\n    )\n"
-    key_fn = _define_like(fn, source, "key", {_GRAD_ENABLED: torch.is_grad_enabled})
+    key_fn = _define_like(fn, source, "key", {_GRAD_ENABLED: torch.is_grad_enabled, _TABLE_TOKEN: object()})
     return KeyFunction(key_fn, tuple(builder.entries), source), builder.unchecked
 
 

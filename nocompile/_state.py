@@ -242,6 +242,7 @@ class CompileState:
         for table in self._tables:
             spec = table.find(args, kwargs)
             if spec is not None:
+                self._promote(table)
                 return spec.call
         if self._options.on_mismatch == "raise":
             raise self._mismatch_error(args, kwargs)
@@ -413,6 +414,21 @@ class CompileState:
         primary = self._tables[0]
         self._targets = primary.targets
         self._key_fn = primary.key_function.fn
+
+    def _promote(self, table: KeyTable) -> None:
+        """Make ``table`` the one the fast path reads: the structure seen last is the one seen next.
+
+        Calls alternate between argument structures (a prefill without an attention mask, then
+        many decode steps with one): without this, every call of the second structure would
+        take the slow path and the lock. Keys carry their table's token, so a concurrent caller
+        mixing the old key function with the new targets only misses.
+        """
+        if table is self._tables[0]:
+            return
+        self._tables.remove(table)
+        self._tables.insert(0, table)
+        self._targets = table.targets
+        self._key_fn = table.key_function.fn
 
     def _router(self, specs: tuple[Specialization, ...]) -> Callable[..., Any]:
         """For one key with shape guards or several specializations: the first whose guards hold."""
