@@ -225,7 +225,9 @@ def compile_once(
     on an ``nn.Module`` instance (``compile_once(model, ...)`` returns a ``CompiledModule`` proxy
     used in place of the model) or on a bound method (``model.forward =
     compile_once(model.forward, ...)`` returns a ``CompiledBoundMethod`` bound weakly to
-    ``model``); see ``nocompile._wrappers``. The first call compiles with
+    ``model``); see ``nocompile._wrappers`` and docs/huggingface.md. (A type checker cannot tell
+    a bound method from a function: it types the bound form as ``CompiledFunction`` of the
+    method's signature, which has the same call signature, ``stats`` and ``reset()``.) The first call compiles with
     ``torch.compile(fullgraph=True, dynamic=False)``; later calls run the transformed bytecode
     through a function object of this state's own, skipping Dynamo's frame hook and guards.
 

@@ -46,7 +46,7 @@ def _unbound_function(method: types.MethodType, what: str) -> types.FunctionType
     func = method.__func__
     if isinstance(func, CompileState):
         raise TypeError(
-            f"compile_once({what}): {func.__qualname__} is already compiled with compile_once "
+            f"compile_once({what}): {func._fn.__qualname__} is already compiled with compile_once "
             "(its class decorates it). Call it as it is; compiling it twice would nest two states."
         )
     if not isinstance(func, types.FunctionType):
