@@ -58,7 +58,14 @@ def _unbound_function(method: types.MethodType, what: str) -> types.FunctionType
 
 
 def check_dynamic_names(fn: types.FunctionType, options: CompileOptions, skip_first: bool) -> None:
-    """``dynamic=`` must name parameters of ``fn`` (not ``self``): ValueError at wrap time."""
+    """``dynamic=`` must name parameters of ``fn`` (not ``self``), and ``per_instance=False``
+    (a state shared by a class's instances) has no meaning for one object: ValueError at wrap time."""
+    if not options.per_instance:
+        raise ValueError(
+            f"compile_once(per_instance=False) on one object's {fn.__name__}: the object gets a "
+            "compiled state of its own either way. To share one compile among all instances of a "
+            f"class, decorate the class's method instead: @compile_once(per_instance=False)."
+        )
     names = parameter_names(fn)[1:] if skip_first else parameter_names(fn)
     unknown = sorted(set(options.dynamic) - set(names))
     if unknown:
@@ -158,8 +165,6 @@ class CompiledModule(_CompiledOnObject, Generic[M]):
     that call ``self(...)`` or ``self.forward(...)`` (such as transformers' ``generate``) run on
     the original module and therefore eagerly; again, use the bound-method form for those.
     """
-
-    __slots__ = ("_module", "_state", "__weakref__")
 
     def __init__(self, module: M, options: CompileOptions) -> None:
         forward = getattr(module, "forward", None)

@@ -69,6 +69,23 @@ def test_generate_matches_eager_with_one_compile_for_prefill_and_one_for_decode(
     assert model.forward.stats.compiles == 2 and model.forward.stats.calls == 16
 
 
+def test_batch_with_padding_mask_matches_eager() -> None:
+    # With an attention_mask from the caller, the prefill gets a 4-D mask too: (B, 1, P, L).
+    model = tiny_llama()
+    reference = twin(model)
+    model.forward = compile_once(model.forward, backend="eager", on_mismatch="recompile")
+    mask = torch.ones(2, 6, dtype=torch.long)
+    mask[1, :2] = 0  # the second prompt is left-padded
+    options = dict(max_new_tokens=5, do_sample=False, cache_implementation="static", pad_token_id=0)
+    for seed in (8, 9):
+        ids = torch.randint(0, VOCAB, (2, 6), generator=torch.Generator().manual_seed(seed))
+        out = model.generate(ids, attention_mask=mask, **options)
+        torch.testing.assert_close(out, reference.generate(ids, attention_mask=mask, **options), rtol=0, atol=0)
+    assert model.forward.stats.compiles == 2 and model.forward.stats.calls == 10
+    masks = [spec.signature().split("kwargs['attention_mask']: type=Tensor, shape=")[1][:13] for spec in model.forward.specializations]
+    assert masks == ["(2, 1, 6, 10)", "(2, 1, 1, 10)"]
+
+
 def test_a_larger_cache_recompiles_instead_of_reusing_the_small_one() -> None:
     # generate() sizes the StaticCache to prompt + max_new_tokens - 1 (and never shrinks it).
     # The prefill's signature does not show the cache size (no attention mask is passed), so

@@ -329,3 +329,24 @@ def test_alternating_structures_stay_on_the_fast_path() -> None:
     assert net.forward.stats.compiles == 2
     # 2 compiling calls, then one slow lookup per switch of structure: not one per call.
     assert len(slow) <= 2 + 2 * 3
+
+
+# -- options and outer compiles --------------------------------------------------------------
+
+
+def test_per_instance_false_is_refused_for_one_object() -> None:
+    with pytest.raises(ValueError, match="decorate the class's method"):
+        compile_once(Net(), per_instance=False)
+    with pytest.raises(ValueError, match="decorate the class's method"):
+        compile_once(Net().forward, per_instance=False)
+
+
+def test_both_forms_are_inlined_inside_an_outer_torch_compile() -> None:
+    # transformers' generate() does this on CUDA unless disable_compile=True (docs/huggingface.md).
+    net = Net()
+    net.forward = compile_once(net.forward, backend="eager")
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(torch.compile(net, backend="eager", fullgraph=True)(x), eager(net, x))
+    proxy = compile_once(Net(), backend="eager")
+    torch.testing.assert_close(torch.compile(proxy, backend="eager", fullgraph=True)(x), eager(proxy.module, x))
+    assert net.forward.stats.compiles == 0 and proxy.stats.compiles == 0  # the outer compile traced the originals
