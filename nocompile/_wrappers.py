@@ -158,8 +158,9 @@ def compile_bound_method(method: types.MethodType, options: CompileOptions) -> C
 class CompiledModule(_CompiledOnObject, Generic[M]):
     """``compile_once(module)``: a proxy that calls the module's compiled ``forward``.
 
-    Everything but calling goes to the original module (``module`` is that module): attribute
-    reads and writes, ``state_dict``, ``parameters``, ``.to()``/``.eval()``/``.train()``.
+    Everything but calling (and ``forward``, the compiled one) goes to the original module
+    (``module`` is that module): attribute reads and writes, ``state_dict``, ``parameters``,
+    ``.to()``/``.eval()``/``.train()``.
     Calls run the compiled ``forward`` directly: the module's forward hooks do not run (use
     ``module.forward = compile_once(module.forward)`` where they must). Methods of the module
     that call ``self(...)`` or ``self.forward(...)`` (such as transformers' ``generate``) run on
@@ -196,8 +197,15 @@ class CompiledModule(_CompiledOnObject, Generic[M]):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._state(self._module, *args, **kwargs)
 
+    @property
+    def forward(self) -> Any:
+        """The compiled forward, bound to the module (``w.forward(x)`` is ``w(x)``)."""
+        return types.MethodType(self._state, self._module)
+
     def __getattr__(self, name: str) -> Any:
         # Only reached for names the proxy itself lacks: everything of the module's.
+        if name in ("_module", "_state"):  # not set yet (a failed __init__): no recursion
+            raise AttributeError(name)
         value = getattr(self._module, name)
         if isinstance(value, types.MethodType) and value.__self__ is self._module:
             return _ReturnsProxy(value, self)
@@ -210,7 +218,7 @@ class CompiledModule(_CompiledOnObject, Generic[M]):
         delattr(self._module, name)
 
     def __dir__(self) -> list[str]:
-        return sorted(set(dir(self._module)) | {"module", "stats", "specializations", "reset"})
+        return sorted(set(dir(self._module)) | {"module", "forward", "stats", "specializations", "reset"})
 
     def __reduce__(self) -> Any:
         raise TypeError(

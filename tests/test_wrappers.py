@@ -48,8 +48,10 @@ def test_module_form_calls_the_compiled_forward() -> None:
     x = torch.randn(2, 4)
     for _ in range(3):
         torch.testing.assert_close(w(x), eager(net, x))
-    assert w.stats.compiles == 1 and w.stats.calls == 3
+    torch.testing.assert_close(w.forward(x), eager(net, x))  # the compiled forward too
+    assert w.stats.compiles == 1 and w.stats.calls == 4
     assert isinstance(w, CompiledModule)
+    assert "forward" not in vars(net)  # nothing installed on the module
 
 
 def test_module_form_is_not_an_instance_of_the_class_by_design() -> None:
