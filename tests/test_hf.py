@@ -131,15 +131,17 @@ def test_what_generate_passes_to_forward() -> None:
     generate(model, prompt(5, 6), 3)
     generate(model, prompt(5, 7), 3)
     prefill, decode = calls[0], calls[1]
-    assert sorted(prefill) == ["input_ids", "logits_to_keep", "past_key_values", "position_ids", "return_dict", "use_cache"]
+    # transformers 5.24 renamed forward's past_key_values parameter to cache.
+    name = "cache" if "cache" in prefill else "past_key_values"
+    assert sorted(prefill) == sorted(["input_ids", "logits_to_keep", name, "position_ids", "return_dict", "use_cache"])
     assert sorted(decode) == sorted([*prefill, "attention_mask"])
     assert prefill["input_ids"].shape == (1, 5) and decode["input_ids"].shape == (1, 1)
     assert prefill["position_ids"].tolist() == [[0, 1, 2, 3, 4]]
     assert [c["position_ids"].tolist() for c in calls[1:3]] == [[[5]], [[6]]]  # values change, shape not
-    cache = prefill["past_key_values"]
+    cache = prefill[name]
     assert type(cache).__name__ == "StaticCache"
     assert decode["attention_mask"].shape == (1, 1, 1, cache.layers[0].max_cache_len)
     assert decode["attention_mask"].dtype == torch.bool
     assert (prefill["logits_to_keep"], prefill["use_cache"], prefill["return_dict"]) == (1, True, True)
-    assert all(c["past_key_values"] is cache for c in calls[:3])  # one object per generate() ...
-    assert calls[3]["past_key_values"] is not cache  # ... and a new one for the next
+    assert all(c[name] is cache for c in calls[:3])  # one object per generate() ...
+    assert calls[3][name] is not cache  # ... and a new one for the next
