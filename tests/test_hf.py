@@ -99,6 +99,18 @@ def test_a_larger_cache_recompiles_instead_of_reusing_the_small_one() -> None:
     assert model.forward.stats.compiles == 4
 
 
+def test_dynamic_cache_is_caught_not_replayed_at_the_old_length() -> None:
+    # Without cache_implementation="static", generate() uses a DynamicCache whose tensors grow by
+    # one position per step: every step is a new signature, so max_compiles runs out with an
+    # error naming the cache tensors. (Before argument objects were followed, inductor's code
+    # for the first decode step was reused and failed with its internal size assertion,
+    # "expected size 6==5"; this backend="eager" happened to cope, as it bakes in no sizes here.)
+    model = tiny_llama()
+    model.forward = compile_once(model.forward, backend="eager", on_mismatch="recompile", max_compiles=3)
+    with pytest.raises(GuardMismatchError, match=r"layers\[0\]\.keys: shape compiled for \(1, 2, 6, 16\), got \(1, 2, 7, 16\)"):
+        model.generate(prompt(5, 10), max_new_tokens=6, do_sample=False)
+
+
 def test_default_on_mismatch_raises_at_the_first_decode_step_with_the_fix() -> None:
     model = tiny_llama()
     model.forward = compile_once(model.forward, backend="eager")
