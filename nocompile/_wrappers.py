@@ -57,14 +57,14 @@ def _unbound_function(method: types.MethodType, what: str) -> types.FunctionType
     return func
 
 
-def check_dynamic_names(fn: types.FunctionType, options: CompileOptions, skip_first: bool) -> None:
+def check_object_options(fn: types.FunctionType, options: CompileOptions, skip_first: bool) -> None:
     """``dynamic=`` must name parameters of ``fn`` (not ``self``), and ``per_instance=False``
     (a state shared by a class's instances) has no meaning for one object: ValueError at wrap time."""
     if not options.per_instance:
         raise ValueError(
             f"compile_once(per_instance=False) on one object's {fn.__name__}: the object gets a "
             "compiled state of its own either way. To share one compile among all instances of a "
-            f"class, decorate the class's method instead: @compile_once(per_instance=False)."
+            "class, decorate the class's method instead: @compile_once(per_instance=False)."
         )
     names = parameter_names(fn)[1:] if skip_first else parameter_names(fn)
     unknown = sorted(set(options.dynamic) - set(names))
@@ -107,7 +107,7 @@ class CompiledBoundMethod(_CompiledOnObject):
     def __init__(self, method: types.MethodType, options: CompileOptions) -> None:
         what = f"{type(method.__self__).__name__}.{method.__func__.__name__}"
         func = _unbound_function(method, what)
-        check_dynamic_names(func, options, skip_first=True)
+        check_object_options(func, options, skip_first=True)
         try:
             self._ref: Callable[[], Any] = weakref.ref(method.__self__)
         except TypeError:
@@ -181,7 +181,7 @@ class CompiledModule(_CompiledOnObject, Generic[M]):
                 f"{name}.forward is {forward!r}. Compile that callable itself instead."
             )
         func = _unbound_function(forward, f"{name} instance")
-        check_dynamic_names(func, options, skip_first=True)
+        check_object_options(func, options, skip_first=True)
         object.__setattr__(self, "_module", module)
         object.__setattr__(self, "_state", CompileState(func, options))
 
