@@ -11,14 +11,17 @@ from ._decorator import BoundCompiledMethod, CompiledFunction, compile_once
 from ._errors import GuardMismatchError, NoCompileError
 from ._explain import ExplainReport
 from ._state import CompileStats
+from ._wrappers import CompiledBoundMethod, CompiledModule
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "BoundCompiledMethod",
     "CompileStats",
+    "CompiledBoundMethod",
     "CompiledFunction",
     "ExplainReport",
+    "CompiledModule",
     "GuardMismatchError",
     "NoCompileError",
     "__version__",

@@ -35,6 +35,7 @@ from ._record import state_tag
 from ._options import CompileOptions, CudagraphOutputs, Dispatch, DynamicSpec, GuardPolicy, OnMismatch, validate_options
 from ._signature import parameter_names
 from ._state import CompileState, CompileStats, _is_compiling
+from ._wrappers import CompiledModule, compile_bound_method, compile_module
 
 P = ParamSpec("P")
 P2 = ParamSpec("P2")
@@ -79,7 +80,8 @@ class CompiledFunction(CompileState, Generic[P, R]):
         if not isinstance(fn, types.FunctionType):
             raise TypeError(
                 f"compile_once decorates a Python function (def or lambda); got {fn!r} of type "
-                f"{type(fn).__name__}. For a module, decorate its class's forward."
+                f"{type(fn).__name__}. Pass a function, an nn.Module instance, or a bound method "
+                "(obj.method)."
             )
         unknown = sorted(set(options.dynamic) - set(parameter_names(fn)))
         if unknown:
@@ -196,7 +198,45 @@ class CompiledFunction(CompileState, Generic[P, R]):
 
 
 @overload
-def compile_once(fn: Callable[P, R], /) -> CompiledFunction[P, R]: ...
+def compile_once(
+    fn: M,
+    /,
+    *,
+    backend: str | Callable[..., Any] = "inductor",
+    options: Mapping[str, Any] | None = None,
+    mode: str | None = None,
+    guards: GuardPolicy = "inputs",
+    on_mismatch: OnMismatch = "raise",
+    max_compiles: int = 8,
+    dynamic: DynamicSpec | None = None,
+    per_instance: bool = True,
+    dispatch: Dispatch = "bytecode",
+    dump_dir: str | os.PathLike[str] | None = None,
+    cudagraphs: bool = False,
+    cudagraph_sizes: Sequence[int] | None = None,
+    cudagraph_outputs: CudagraphOutputs = "static",
+) -> CompiledModule[M]: ...
+
+
+@overload
+def compile_once(
+    fn: Callable[P, R],
+    /,
+    *,
+    backend: str | Callable[..., Any] = "inductor",
+    options: Mapping[str, Any] | None = None,
+    mode: str | None = None,
+    guards: GuardPolicy = "inputs",
+    on_mismatch: OnMismatch = "raise",
+    max_compiles: int = 8,
+    dynamic: DynamicSpec | None = None,
+    per_instance: bool = True,
+    dispatch: Dispatch = "bytecode",
+    dump_dir: str | os.PathLike[str] | None = None,
+    cudagraphs: bool = False,
+    cudagraph_sizes: Sequence[int] | None = None,
+    cudagraph_outputs: CudagraphOutputs = "static",
+) -> CompiledFunction[P, R]: ...
 
 
 @overload
@@ -221,7 +261,7 @@ def compile_once(
 
 
 def compile_once(
-    fn: Callable[P, R] | None = None,
+    fn: Callable[P, R] | nn.Module | None = None,
     /,
     *,
     backend: str | Callable[..., Any] = "inductor",
@@ -237,11 +277,17 @@ def compile_once(
     cudagraphs: bool = False,
     cudagraph_sizes: Sequence[int] | None = None,
     cudagraph_outputs: CudagraphOutputs = "static",
-) -> CompiledFunction[P, R] | Callable[[Callable[P, R]], CompiledFunction[P, R]]:
+) -> Any:
     """Compile a function once with ``torch.compile`` and call Dynamo's bytecode directly after.
 
     Use it bare (``@compile_once``) or with keywords (``@compile_once(backend="eager")``), on a
-    plain function or on ``nn.Module.forward``. The first call compiles with
+    plain function or on ``nn.Module.forward``. For objects whose class you do not edit, call it
+    on an ``nn.Module`` instance (``compile_once(model, ...)`` returns a ``CompiledModule`` proxy
+    used in place of the model) or on a bound method (``model.forward =
+    compile_once(model.forward, ...)`` returns a ``CompiledBoundMethod`` bound weakly to
+    ``model``); see ``nocompile._wrappers`` and docs/huggingface.md. (A type checker cannot tell
+    a bound method from a function: it types the bound form as ``CompiledFunction`` of the
+    method's signature, which has the same call signature, ``stats`` and ``reset()``.) The first call compiles with
     ``torch.compile(fullgraph=True, dynamic=False)``; later calls run the transformed bytecode
     through a function object of this state's own, skipping Dynamo's frame hook and guards.
 
@@ -303,7 +349,11 @@ def compile_once(
         cudagraph_outputs=cudagraph_outputs,
     )
 
-    def decorate(f: Callable[P, R]) -> CompiledFunction[P, R]:
+    def decorate(f: Any) -> Any:
+        if isinstance(f, nn.Module):
+            return compile_module(f, opts)
+        if isinstance(f, types.MethodType) and f.__self__ is not None and not isinstance(f.__self__, type):
+            return compile_bound_method(f, opts)
         return CompiledFunction(f, opts)
 
     if fn is None:

@@ -13,6 +13,9 @@ arguments). It returns one tuple, the *key*, of everything the compiled graph wa
   (``1``, ``1.0`` and ``True`` hash alike, Dynamo does not treat them alike);
 * the length of each list and tuple, and the keys of each dict, on the way down;
 * ``training`` of each ``nn.Module`` argument (``self`` for a method);
+* for any other object with a ``__dict__`` (a KV cache, a config object): its class, the names
+  of its instance attributes, and each attribute by the same rules, up to
+  ``MAX_OBJECT_DEPTH`` objects deep;
 * ``torch.is_grad_enabled()``.
 
 A call is fast when its key is in the table of compiled specializations. Generated code, rather
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import inspect
 import math
 import re
@@ -65,8 +69,18 @@ class KeyFunction:
         return [(e.path, e.prop, v) for e, v in zip(self.entries, key, strict=True)]
 
 
+def _code_signature(fn: types.FunctionType) -> inspect.Signature:
+    """The signature of ``fn``'s own code, not of what ``functools.wraps`` says it wraps.
+
+    The generated functions below are written from ``fn.__code__``; a wrapper such as
+    transformers' ``can_return_tuple`` (``wrapper(self, *args, **kwargs)`` with ``__wrapped__``)
+    must be bound as the wrapper, or the generated code names parameters it does not have.
+    """
+    return inspect.signature(fn, follow_wrapped=False)
+
+
 def parameter_names(fn: types.FunctionType) -> list[str]:
-    return list(inspect.signature(fn).parameters)
+    return list(_code_signature(fn).parameters)
 
 
 def _parameter_list(fn: types.FunctionType) -> str:
@@ -95,7 +109,7 @@ def _parameter_list(fn: types.FunctionType) -> str:
 
 def bound_arguments(fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """The call's arguments by parameter name, defaults applied (the slow, exact binding)."""
-    bound = inspect.signature(fn).bind(*args, **kwargs)
+    bound = _code_signature(fn).bind(*args, **kwargs)
     bound.apply_defaults()
     return dict(bound.arguments)
 
@@ -124,6 +138,11 @@ class TensorArg:
         return [
             None if any(d > i for d in self.dynamic_dims) else int(stride[i]) for i in range(self.tensor.ndim)
         ]
+#: How deep the check follows objects' attributes (a cache object -> its list of layers -> a
+#: layer is depth 2), and how many key elements it writes before it stops following them.
+MAX_OBJECT_DEPTH = 4
+MAX_ENTRIES = 20_000
+_NOT_FOLLOWED = (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.ModuleType, functools.partial)
 
 
 class _Builder:
@@ -140,6 +159,8 @@ class _Builder:
         self.fast: list[Entry] = []
         self.tensors: list[TensorArg] = []
         self.unchecked: list[str] = []
+        self.objects = 0
+        self.depth = 0
 
     def add(self, path: str, prop: str, expr: str, *, fast: bool = True) -> None:
         entry = Entry(path, prop, expr)
@@ -153,7 +174,8 @@ class _Builder:
         elif isinstance(value, torch.nn.Module):
             self.add(path, "training", f"{expr}.training")
         elif isinstance(value, _SCALARS):
-            self.add(path, "type", f"{expr}.__class__")
+            if not self.depth or isinstance(value, float):  # an object's ints, bools, str: value only
+                self.add(path, "type", f"{expr}.__class__")
             self.add(path, "value", expr)
         elif isinstance(value, (list, tuple)):
             self.add(path, "type", f"{expr}.__class__")
@@ -164,8 +186,38 @@ class _Builder:
             self.add(path, "keys", f"tuple({expr})")
             for k, item in value.items():
                 self.visit(item, f"{expr}[{k!r}]", f"{path}[{k!r}]", None)
+        elif self.followable(value):
+            self.obj(value, expr, path)
         else:
             self.unchecked.append(f"{path} ({type(value).__name__})")
+
+    def followable(self, value: Any) -> bool:
+        return (
+            isinstance(getattr(value, "__dict__", None), dict)
+            and not isinstance(value, _NOT_FOLLOWED)
+            and self.depth < MAX_OBJECT_DEPTH
+            and len(self.entries) < MAX_ENTRIES
+        )
+
+    def obj(self, value: Any, expr: str, path: str) -> None:
+        """An argument object (a KV cache, a config): its class, its instance attributes' names,
+        and each attribute checked like an argument. The compiled code reads the tensors inside
+        it (their shapes were baked in) and Python values of it (baked in as constants), so those
+        are what a later call must match. Class attributes, properties and ``__slots__`` are not
+        followed. The object is bound to a local on first use, so deep paths stay cheap."""
+        self.objects += 1
+        local = f"_nocompile_o{self.objects}"
+        self.add(path, "type", f"({local} := {expr}).__class__")
+        self.add(path, "attributes", f"tuple({local}.__dict__)")
+        self.depth += 1
+        try:
+            for name, item in vars(value).items():
+                if name.isidentifier() and not name.startswith("__"):
+                    self.visit(item, f"{local}.{name}", f"{path}.{name}", None)
+                else:
+                    self.unchecked.append(f"{path}.{name}")
+        finally:
+            self.depth -= 1
 
     def tensor(self, t: torch.Tensor, expr: str, path: str, top_name: str | None) -> None:
         # The tensor check (class, dispatch keys, dtype, device, requires_grad, sizes, strides)
@@ -306,7 +358,9 @@ def build_selector(
     tensors = ", ".join(t.expr for t in builder.tensors)
     source = (
         f"def key({params}):\n    return {fast}\n\n"
-        f"def tensors({params}):\n    return {_tuple_source([t.expr for t in builder.tensors])}\n\n"
+        # The fast key first: it binds the locals (``_nocompile_oN``) that paths into argument
+        # objects go through.
+        f"def tensors({params}):\n    __nc_key = {fast}\n    return {_tuple_source([t.expr for t in builder.tensors])}\n\n"
         f"def select({params}):\n"
         f"    __nc_key = {fast}\n"
         "    __nc_entries = __nc_table.get(__nc_key)\n"

@@ -123,6 +123,20 @@ class Specialization:
         return text
 
 
+@dataclasses.dataclass(frozen=True)
+class InputCheck:
+    """What ``guards="inputs"`` records of the compiling call, taken *before* it runs.
+
+    The compiled call may change its argument objects (a cache allocating its tensors on first
+    use), so the keys and the tensor check describe the arguments as they arrived.
+    """
+
+    table: KeyTable
+    key: tuple[Any, ...]
+    fast_key: tuple[Any, ...]
+    tensor_match: Any
+
+
 @dataclasses.dataclass
 class KeyTable:
     """The specializations of one argument structure: its full key function and its selector."""
@@ -244,6 +258,7 @@ class CompileState:
         for table in self._tables:
             target = table.find(args, kwargs)
             if target is not None:
+                self._promote(table)
                 return target
         if self._options.on_mismatch == "raise":
             raise self._mismatch_error(args, kwargs)
@@ -259,9 +274,9 @@ class CompileState:
     def _compile_and_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         opts = self._options
         fn = self._fn
-        table: KeyTable | None = None
+        check: InputCheck | None = None
         if opts.guards == "inputs":
-            table = self._table_for(args, kwargs)
+            check = self._input_check(args, kwargs)
         # A private code object: Dynamo caches per code object, so this specialization never
         # sees (or disturbs) another's cache entries, and the bytecode hook matches on identity.
         source = fn.__code__.replace()
@@ -297,7 +312,7 @@ class CompileState:
                 _capture.ROUTER.unwatch(source)
                 raise self._compile_error(exc) from exc
             # Compiled fine, then the first run raised: keep the compiled state, re-raise as is.
-            self._install(source, compiled, captured, dropped, time.perf_counter() - started, table, shape_exprs, args, kwargs, record)
+            self._install(source, compiled, captured, dropped, time.perf_counter() - started, check, shape_exprs, args, kwargs, record)
             raise
         finally:
             if not keep_watching:
@@ -310,9 +325,19 @@ class CompileState:
                 "torch._dynamo.config.disable, or a file Dynamo never traces). "
                 "Remove what disables Dynamo, or set NOCOMPILE_DISABLE=1 to run eagerly on purpose."
             )
-        self._install(source, compiled, captured, dropped, seconds, table, shape_exprs, args, kwargs, record)
+        self._install(source, compiled, captured, dropped, seconds, check, shape_exprs, args, kwargs, record)
         log.info("compiled %s for %s in %.3f s", fn.__qualname__, record.signature, seconds)
         return result
+
+    def _input_check(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> InputCheck:
+        """The call's keys and tensor check, for the table of its argument structure."""
+        table = self._table_for(args, kwargs)
+        return InputCheck(
+            table=table,
+            key=table.key_function.fn(*args, **kwargs),
+            fast_key=table.selector.key(*args, **kwargs),
+            tensor_match=self._tensor_match(tensor_args(self._fn, args, kwargs, self._options.dynamic)),
+        )
 
     def _table_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> KeyTable:
         """The table for this call's argument structure: an existing one, or a new one (not yet added)."""
@@ -360,7 +385,7 @@ class CompileState:
         captured: list[types.CodeType],
         dropped: list[tuple[str, str]],
         seconds: float,
-        table: KeyTable | None,
+        check: InputCheck | None,
         shape_exprs: list[str],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -392,11 +417,11 @@ class CompileState:
             shape_check=shape_check,
             record=record,
         )
-        if table is not None:
-            spec.key_function = table.key_function
-            spec.key = table.key_function.fn(*args, **kwargs)
-            spec.selector = table.selector
-            spec.tensor_match = self._tensor_match(tensor_args(self._fn, args, kwargs, self._options.dynamic))
+        if check is not None:
+            spec.key_function = check.table.key_function
+            spec.key = check.key
+            spec.selector = check.table.selector
+            spec.tensor_match = check.tensor_match
         if self._graph_pool is not None:  # replay a CUDA graph of the call (captured on first use)
             spec.call = _cudagraphs.GraphedCall.for_call(
                 self._fn, call, self._graph_pool, args, kwargs,
@@ -407,8 +432,8 @@ class CompileState:
         self._specs.append(spec)
         self._compiles += 1
         self._compile_seconds += seconds
-        if table is not None:
-            self._add_to_table(spec, table, args, kwargs)
+        if check is not None:
+            self._add_to_table(spec, check)
         else:
             self._dispatch = spec.call
         if record is not None:
@@ -436,12 +461,27 @@ class CompileState:
             )
         return check
 
-    def _add_to_table(self, spec: Specialization, table: KeyTable, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def _add_to_table(self, spec: Specialization, check: InputCheck) -> None:
+        table = check.table
         if table not in self._tables:
             self._tables.append(table)
         shape_ok = spec.shape_check.fn if spec.shape_check is not None else None
-        table.selector.add(table.selector.key(*args, **kwargs), (spec.tensor_match.check, shape_ok, spec.call))
+        table.selector.add(check.fast_key, (check.tensor_match.check, shape_ok, spec.call))
         self._select = self._tables[0].selector.select
+
+    def _promote(self, table: KeyTable) -> None:
+        """Make ``table`` the one the fast path reads: the structure seen last is the one seen next.
+
+        Calls alternate between argument structures (a prefill without an attention mask, then
+        many decode steps with one): without this, every call of the second structure would
+        take the slow path and the lock. ``_select`` is one attribute, swapped atomically, and
+        each selector only finds its own structure's specializations.
+        """
+        if table is self._tables[0]:
+            return
+        self._tables.remove(table)
+        self._tables.insert(0, table)
+        self._select = table.selector.select
 
     # -- errors -----------------------------------------------------------------------------
 
