@@ -34,7 +34,8 @@ How a ``GraphedCall`` works (the same recipe as vLLM's and SGLang's decode graph
 * **Outputs.** ``cudagraph_outputs="static"`` (default) returns the graph's own output tensors:
   the next replay overwrites them, as ``torch.cuda.graph`` documents. Keep a result across calls
   with ``.clone()``, or ask for ``cudagraph_outputs="copy"``. Outputs must be tensors (or None,
-  in tuples, lists and dicts); anything else raises ``NoCompileError`` at capture.
+  in tuples, lists and dicts, which keep their types; or one of the call's argument objects,
+  returned as it is); anything else raises ``NoCompileError`` at capture.
 * **Threads and streams.** One lock per state covers copy-in, replay and output handling, so
   concurrent callers never interleave on the static tensors. Work is enqueued on the caller's
   current stream of the capture device; when a call comes on another stream than the previous
@@ -74,23 +75,14 @@ _SCALARS = (int, float, bool, str, type(None), complex, torch.dtype, torch.devic
 _SIDE_EFFECT_OPS = frozenset(
     {"STORE_ATTR", "DELETE_ATTR", "STORE_SUBSCR", "DELETE_SUBSCR", "STORE_GLOBAL", "DELETE_GLOBAL", "STORE_DEREF"}
 )
-_SIDE_EFFECT_NAMES = frozenset(
-    {
-        "update",  # module buffer/parameter reassignment: self._buffers.update(...)
-        "object_setattr_ignore_descriptor",  # attribute assignment on an argument object
-        "setattr",
-        "__setattr__",
-        "__setitem__",
-        "__delitem__",
-        "append",
-        "extend",
-        "insert",
-        "pop",
-        "remove",
-        "clear",
-        "setdefault",
-    }
-)
+# Only ``update`` by name: module buffer/parameter reassignment (``self._buffers.update(...)``).
+# Other mutations (``object_setattr_ignore_descriptor``, ``__setitem__``, ``clear``, ``append``)
+# also appear when the code builds a *new* object it returns (transformers' ``ModelOutput``), so
+# mutations of the argument objects are found by comparing them before and after the compiling
+# call instead (``argument_state``), which sees exactly what changed.
+_SIDE_EFFECT_NAMES = frozenset({"update"})
+_MAX_STATE_DEPTH = 4
+_NOT_FOLLOWED = (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.ModuleType)
 
 
 class CudaOps:
@@ -169,6 +161,62 @@ def side_effects(code: types.CodeType) -> list[str]:
     found = [f"calls {name!r}" for name in sorted(names)]
     found.extend(f"executes {op}" for op in sorted({i.opname for i in instructions} & _SIDE_EFFECT_OPS))
     return found
+
+
+def argument_state(fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """What the call's arguments *are*, path by path: tensors by identity, scalars by value,
+    containers by length and keys, objects by identity and their instance attributes (modules'
+    parameters and buffers included), ``_MAX_STATE_DEPTH`` objects deep.
+
+    Compared before and after the compiling call, it shows every rebinding a CUDA graph replay
+    would not repeat (a cache allocating its tensors, a counter attribute); in-place tensor
+    updates, which a replay does repeat, leave it unchanged.
+    """
+    state: dict[str, Any] = {}
+
+    def visit(value: Any, path: str, depth: int) -> None:
+        if isinstance(value, torch.Tensor):
+            state[path] = ("tensor", id(value))
+        elif isinstance(value, _SCALARS):
+            state[path] = ("value", type(value), value)
+        elif isinstance(value, (list, tuple)):
+            state[path] = (type(value), len(value))
+            for i, item in enumerate(value):
+                visit(item, f"{path}[{i}]", depth)
+        elif isinstance(value, dict):
+            state[path] = (type(value), tuple(map(repr, value)))
+            for k, item in list(value.items()):
+                visit(item, f"{path}[{k!r}]", depth)
+        elif depth < _MAX_STATE_DEPTH and isinstance(getattr(value, "__dict__", None), dict) and not isinstance(
+            value, _NOT_FOLLOWED
+        ):
+            state[path] = ("object", id(value))
+            for name, item in list(vars(value).items()):
+                visit(item, f"{path}.{name}", depth + 1)
+        else:
+            state[path] = ("other", id(value))
+
+    for name, value in bound_arguments(fn, args, kwargs).items():
+        visit(value, name, 0)
+    return state
+
+
+def check_arguments_unchanged(before: dict[str, Any], after: dict[str, Any], where: str, code: types.CodeType | None) -> None:
+    """Refuse a compiled call that rebound anything reachable from its arguments (``NoCompileError``)."""
+    changed = [path for path in dict.fromkeys([*before, *after]) if before.get(path) != after.get(path)]
+    if not changed:
+        return
+    shown = ", ".join(changed[:8]) + (f", ... ({len(changed) - 8} more)" if len(changed) > 8 else "")
+    source = "\n".join("    " + line for line in decompiled(code).splitlines()) if code is not None else ""
+    raise NoCompileError(
+        f"compile_once(cudagraphs=True) on {where}: the compiled call changed its arguments' Python "
+        f"state ({shown}). A CUDA graph replays GPU work only: an attribute set, a tensor allocated "
+        "and stored, a counter bumped would happen once, at capture, and never again.\n"
+        + (f"Dynamo's transformed code:\n{source}\n" if source else "")
+        + "Fix: create such state before the first call (for a Hugging Face StaticCache, "
+        "cache.early_initialization(...)), update tensors in place (t.copy_(...), t.add_(...)), or "
+        "use cudagraphs=False."
+    )
 
 
 def decompiled(code: types.CodeType) -> str:
@@ -284,18 +332,36 @@ def substitute(fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping[str,
     return tuple(bound.args), dict(bound.kwargs)
 
 
-def _map_outputs(value: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+def _keep_any(value: Any) -> bool:
+    return True
+
+
+def _map_outputs(value: Any, fn: Callable[[torch.Tensor], Any], keep: Callable[[Any], bool] = _keep_any) -> Any:
+    """``value`` with ``fn`` applied to each tensor, containers rebuilt as their own types.
+
+    Other leaves are returned as they are when ``keep(leaf)`` (the argument objects of the call,
+    such as a KV cache a model returns with its logits); otherwise ``TypeError`` names the type.
+    A dataclass that is a dict (transformers' ``ModelOutput``) is rebuilt with
+    ``dataclasses.replace``, so its attributes and keys both hold the mapped values.
+    """
     if isinstance(value, torch.Tensor):
         return fn(value)
     if value is None:
         return None
     if isinstance(value, (list, tuple)):
-        items = [_map_outputs(item, fn) for item in value]
+        items = [_map_outputs(item, fn, keep) for item in value]
         if isinstance(value, list):
             return items
         return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
     if isinstance(value, dict):
-        return {k: _map_outputs(item, fn) for k, item in value.items()}
+        mapped = {k: _map_outputs(item, fn, keep) for k, item in value.items()}
+        if type(value) is dict:
+            return mapped
+        if dataclasses.is_dataclass(value) and all(isinstance(k, str) for k in mapped):
+            return dataclasses.replace(value, **mapped)  # type: ignore[type-var]
+        return type(value)(mapped)
+    if keep(value):
+        return value
     raise TypeError(type(value).__name__)
 
 
@@ -391,9 +457,12 @@ class GraphedCall:
         dynamic: Mapping[str, tuple[int, ...]],
         sizes: Sequence[int] | None,
         shape_check: ShapeCheck | None,
+        state_before: dict[str, Any] | None = None,
     ) -> GraphedCall:
         where = f"{fn.__module__}.{fn.__qualname__}"
         check_bytecode(transformed_code, where)
+        if state_before is not None:
+            check_arguments_unchanged(state_before, argument_state(fn, args, kwargs), where, transformed_code)
         if not CUDA.is_available():
             raise NoCompileError(
                 f"compile_once(cudagraphs=True) on {where}: CUDA graphs need a CUDA device and "
@@ -576,7 +645,7 @@ class GraphedCall:
         with CUDA.stream(side):
             result = self._inner(*g_args, **g_kwargs)
         current.wait_stream(side)
-        self._check_outputs(result, size)
+        self._check_outputs(result, size, graphs)
         _map_outputs(result, lambda t: t.record_stream(current) if t.device.type == "cuda" else None)
         mutated = [
             path for path, t, v in zip(self._layout.tensor_paths, statics, versions) if _compat.tensor_version(t) != v
@@ -614,16 +683,18 @@ class GraphedCall:
             dsts[index] = statics[index].narrow(dim, 0, n)
         return tuple(dsts)
 
-    def _check_outputs(self, out: Any, size: int) -> None:
+    def _check_outputs(self, out: Any, size: int, graphs: _GraphSet) -> None:
         tensors: list[torch.Tensor] = []
+        arguments = {id(ref()) for ref in graphs.refs}
         try:
-            _map_outputs(out, tensors.append)
+            _map_outputs(out, tensors.append, lambda leaf: id(leaf) in arguments)
         except TypeError as exc:
             raise NoCompileError(
                 f"compile_once(cudagraphs=True) on {self._where()}: the function returns a {exc} "
                 "(inside its result). A CUDA graph replays GPU work only, so a Python value would be "
                 "frozen at its capture-time value. Fix: return tensors only (or None, in tuples, lists "
-                "and dicts), or use cudagraphs=False."
+                "and dicts; an argument object, such as a cache passed in, may be returned as it is), "
+                "or use cudagraphs=False."
             ) from None
         for t in tensors:
             if t.requires_grad:

@@ -301,6 +301,8 @@ class CompileState:
                 log.warning("%s: Dynamo recompiled (guards='dynamo'), compile #%d", fn.__qualname__, state._compiles)
 
         marks = dynamic_marks(fn, args, kwargs, opts.dynamic)  # ValueError on a bad name or dim
+        # cudagraphs=True: what the arguments are before the call, to refuse a call that rebinds them.
+        state_before = _cudagraphs.argument_state(fn, args, kwargs) if opts.cudagraphs else None
         _capture.ROUTER.watch(source, on_bytecode)
         log.info("compiling %s for %s (%s)", describe_function(fn), record.signature, opts.describe())
         started = time.perf_counter()
@@ -312,7 +314,7 @@ class CompileState:
                 _capture.ROUTER.unwatch(source)
                 raise self._compile_error(exc) from exc
             # Compiled fine, then the first run raised: keep the compiled state, re-raise as is.
-            self._install(source, compiled, captured, dropped, time.perf_counter() - started, check, shape_exprs, args, kwargs, record)
+            self._install(source, compiled, captured, dropped, time.perf_counter() - started, check, shape_exprs, args, kwargs, record, state_before)
             raise
         finally:
             if not keep_watching:
@@ -325,7 +327,7 @@ class CompileState:
                 "torch._dynamo.config.disable, or a file Dynamo never traces). "
                 "Remove what disables Dynamo, or set NOCOMPILE_DISABLE=1 to run eagerly on purpose."
             )
-        self._install(source, compiled, captured, dropped, seconds, check, shape_exprs, args, kwargs, record)
+        self._install(source, compiled, captured, dropped, seconds, check, shape_exprs, args, kwargs, record, state_before)
         log.info("compiled %s for %s in %.3f s", fn.__qualname__, record.signature, seconds)
         return result
 
@@ -390,6 +392,7 @@ class CompileState:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         record: CompileRecord | None = None,
+        state_before: dict[str, Any] | None = None,
     ) -> None:
         transformed = captured[0]
         call: Callable[..., Any] = compiled
@@ -428,6 +431,7 @@ class CompileState:
                 transformed_code=transformed,
                 copy_outputs=self._options.cudagraph_outputs == "copy",
                 dynamic=self._options.dynamic, sizes=self._options.cudagraph_sizes, shape_check=shape_check,
+                state_before=state_before,
             )
         self._specs.append(spec)
         self._compiles += 1
