@@ -1,0 +1,277 @@
+"""One decode step of a random Hugging Face Llama, every way of calling it, side by side (CUDA).
+
+    python scripts/hf_decode_bench.py [--hidden 512] [--layers 8] [--cache 4096] [--dtype bfloat16]
+
+Builds a randomly initialised ``LlamaForCausalLM`` from a config (no download), records the
+keyword arguments ``generate()`` passes to ``forward`` at its first decode step (a
+``StaticCache`` created and early-initialised here, so that no compiled call allocates cache
+tensors), and times that step through:
+
+* eager ``model.forward``;
+* ``torch.compile(model.forward, fullgraph=True)`` (guards on);
+* with ``--reduce-overhead``, instead of the rows below: ``torch.compile(model.forward,
+  mode="reduce-overhead", fullgraph=True)`` (transformers' own recipe; what happens is reported,
+  it may fail — in a process of its own, since a failed CUDA graph can poison the CUDA context);
+* ``compile_once(model.forward, on_mismatch="recompile")`` (guards="inputs");
+* ``compile_once(model.forward, cudagraphs=True, on_mismatch="recompile")``;
+* the floor: the ``guards="none"`` bytecode captured once into a ``torch.cuda.CUDAGraph`` by
+  hand and replayed bare (no input copy, no Python around it).
+
+Rows are interleaved round by round; each figure is the median over rounds of the mean per call
+(synchronised per round). The cache's write position is reset between rounds (in place), so
+every timed call writes inside the cache. Then a whole ``generate()`` of ``--new-tokens``
+tokens through eager, ``torch.compile`` and both ``compile_once`` forms (each generate with a
+new ``StaticCache``), with tokens compared to eager's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+def build(args: argparse.Namespace) -> tuple[Any, Any]:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    heads = max(1, args.hidden // 64)
+    config = LlamaConfig(
+        hidden_size=args.hidden,
+        intermediate_size=args.hidden * 8 // 3 // 64 * 64,
+        num_hidden_layers=args.layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        vocab_size=args.vocab,
+        max_position_embeddings=args.cache,
+    )
+    model = LlamaForCausalLM(config).to(device=args.device, dtype=getattr(torch, args.dtype)).eval()
+    model.generation_config.pad_token_id = 0
+    return model, config
+
+
+def new_cache(model: Any, config: Any, length: int) -> Any:
+    from transformers import StaticCache
+
+    cache = StaticCache(config=config, max_cache_len=length)
+    heads = config.num_key_value_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    cache.early_initialization(
+        batch_size=1, num_heads=heads, head_dim=head_dim, dtype=model.dtype, device=model.device
+    )
+    return cache
+
+
+def generate(model: Any, prompt: torch.Tensor, new_tokens: int, cache: Any) -> torch.Tensor:
+    return model.generate(
+        prompt,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        past_key_values=cache,
+        disable_compile=True,
+    )
+
+
+def record_decode_kwargs(model: Any, config: Any, prompt: torch.Tensor, length: int) -> tuple[dict[str, Any], Any]:
+    """The keyword arguments of generate()'s first decode step, with a cache of ``length``."""
+    calls: list[dict[str, Any]] = []
+    original = model.forward
+
+    def recorder(*a: Any, **kw: Any) -> Any:
+        calls.append(dict(kw))
+        return original(*a, **kw)
+
+    model.forward = recorder
+    try:
+        cache = new_cache(model, config, length)
+        with torch.no_grad():
+            generate(model, prompt, 3, cache)
+    finally:
+        del model.forward
+    if len(calls) < 2 or calls[0].get("input_ids") is None:
+        raise RuntimeError(f"expected a prefill and decode steps, recorded {len(calls)} call(s)")
+    return calls[1], cache
+
+
+def reset_positions(cache: Any, position: int) -> None:
+    for layer in cache.layers:
+        length = getattr(layer, "cumulative_length", None)
+        if isinstance(length, torch.Tensor):
+            length.fill_(position)
+
+
+def bare_replay(fn: Callable[[], Any]) -> Callable[[], Any]:
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def time_rows(
+    rows: dict[str, Callable[[], Any]], cache: Any, position: int, calls: int, rounds: int, sync: Callable[[], Any]
+) -> dict[str, float]:
+    samples: dict[str, list[float]] = {name: [] for name in rows}
+    with torch.no_grad():
+        for _ in range(rounds):
+            for name, fn in rows.items():
+                reset_positions(cache, position)
+                sync()
+                started = time.perf_counter()
+                for _ in range(calls):
+                    fn()
+                sync()
+                samples[name].append((time.perf_counter() - started) / calls * 1e6)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--cache", type=int, default=4096)
+    parser.add_argument("--prompt", type=int, default=16)
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--device", default="cuda", help="cpu: a smoke test of the script (no graph rows)")
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--generations", type=int, default=3)
+    parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--reduce-overhead", action="store_true", help="time eager and mode='reduce-overhead' only")
+    args = parser.parse_args()
+    cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        print("hf_decode_bench: needs a CUDA device (or --device cpu for a smoke test)", file=sys.stderr)
+        return 2
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    import transformers
+
+    from nocompile import compile_once
+
+    model, config = build(args)
+    prompt = torch.randint(1, args.vocab, (1, args.prompt), device=args.device)
+    decode_kwargs, cache = record_decode_kwargs(model, config, prompt, args.cache)
+    position = args.prompt + 1
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
+          f"{torch.cuda.get_device_name() if cuda else args.device}, "
+          f"{args.dtype}; Llama hidden {args.hidden}, {args.layers} layers, static cache {args.cache}, batch 1")
+    print("decode step arguments:", {k: (tuple(v.shape), str(v.dtype)) if isinstance(v, torch.Tensor) else type(v).__name__
+                                     for k, v in decode_kwargs.items()})
+
+    original = model.forward
+    notes: dict[str, str] = {}
+    rows: dict[str, Callable[[], Any]] = {"eager": lambda: original(**decode_kwargs)}
+    candidates: dict[str, Callable[[], Callable[..., Any]]] = {
+        "torch.compile (guards on)": lambda: torch.compile(original, fullgraph=True),
+        'compile_once (guards="inputs")': lambda: compile_once(original, on_mismatch="recompile"),
+        "compile_once(cudagraphs=True)": lambda: compile_once(original, cudagraphs=True, on_mismatch="recompile"),
+    }
+    if not cuda:
+        del candidates["compile_once(cudagraphs=True)"]
+    if args.reduce_overhead:
+        candidates = {
+            'torch.compile(mode="reduce-overhead")': lambda: torch.compile(
+                original, mode="reduce-overhead", fullgraph=True
+            ),
+        }
+    with torch.no_grad():
+        for name, make in candidates.items():
+            try:
+                fn = make()
+                for _ in range(3):  # compile, warm up, capture
+                    reset_positions(cache, position)
+                    fn(**decode_kwargs)
+                sync()
+                rows[name] = lambda fn=fn: fn(**decode_kwargs)
+            except Exception as exc:  # reported, not fatal: the point is to see what happens
+                notes[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+                traceback.print_exc(limit=3)
+        if cuda and not args.reduce_overhead:
+            unguarded = compile_once(original, guards="none")
+            reset_positions(cache, position)
+            unguarded(**decode_kwargs)
+            reset_positions(cache, position)
+            rows["bare CUDA graph replay (floor)"] = bare_replay(lambda: unguarded(**decode_kwargs))
+    step = time_rows(rows, cache, position, args.calls, args.rounds, sync)
+    floor = step.get("bare CUDA graph replay (floor)", step["eager"])
+    stock = step.get("torch.compile (guards on)")
+    print()
+    print(f"{'one decode step':<40} {'us':>9} {'x floor':>8} {'stock/this':>10}")
+    for name, us in step.items():
+        ratio = f"{stock / us:>10.2f}" if stock else ""
+        print(f"{name:<40} {us:>9.1f} {us / floor:>8.2f} {ratio}")
+    for name, note in notes.items():
+        print(f"{name:<40} failed: {note}")
+    if args.reduce_overhead:
+        return 0
+
+    # Whole generate(): a new StaticCache per call, tokens compared with eager.
+    print()
+    variants: dict[str, Callable[[], Any] | None] = {
+        "eager": None,
+        "torch.compile (guards on)": lambda: torch.compile(original, fullgraph=True),
+        'compile_once (guards="inputs")': lambda: compile_once(original, on_mismatch="recompile"),
+        "compile_once(cudagraphs=True)": lambda: compile_once(original, cudagraphs=True, on_mismatch="recompile"),
+    }
+    if not cuda:
+        del variants["compile_once(cudagraphs=True)"]
+    reference = None
+    per_token: dict[str, float] = {}
+    with torch.no_grad():
+        for name, make in variants.items():
+            try:
+                if make is not None:
+                    model.forward = make()
+                times = []
+                for i in range(args.generations + 2):  # the first compiles, the second warms up
+                    cache_i = new_cache(model, config, args.prompt + args.new_tokens)
+                    sync()
+                    started = time.perf_counter()
+                    tokens = generate(model, prompt, args.new_tokens, cache_i)
+                    sync()
+                    if i >= 2:
+                        times.append(time.perf_counter() - started)
+                    if reference is None:
+                        reference = tokens
+                    elif not torch.equal(tokens, reference):
+                        raise AssertionError(f"{name}: tokens differ from eager's")
+                seconds = statistics.median(times)
+                per_token[name] = seconds / args.new_tokens * 1e6
+                extra = ""
+                if hasattr(model.forward, "stats"):
+                    extra = f"  ({model.forward.stats.compiles} compiles for {args.generations + 2} generate calls)"
+                print(f"generate {args.new_tokens} tokens, {name:<32} {seconds * 1e3:8.1f} ms  "
+                      f"{args.new_tokens / seconds:8.1f} tokens/s  tokens equal eager{extra}")
+            except Exception as exc:
+                print(f"generate, {name}: failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+                traceback.print_exc(limit=4)
+            finally:
+                if "forward" in vars(model):
+                    del model.forward
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"step_us": step, "failed": notes, "generate_us_per_token": per_token,
+                       "torch": torch.__version__, "transformers": transformers.__version__,
+                       "config": vars(args)}, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())
