@@ -1,0 +1,82 @@
+"""Hugging Face generate() with compile_once(cudagraphs=True) on a GPU (skipped without CUDA).
+
+The recipe of docs/huggingface.md: an early-initialised StaticCache passed to generate(), so
+no compiled call allocates cache tensors (a lazily initialised cache is refused under CUDA
+graphs: the graph would never repeat the allocation). Each generate() gets a new cache object:
+the graphs captured for the old object must not be replayed on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from nocompile import NoCompileError, compile_once  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+VOCAB = 128
+
+
+def tiny_llama() -> Any:
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=VOCAB,
+        max_position_embeddings=128,
+        eos_token_id=None,
+    )
+    return transformers.LlamaForCausalLM(config).to("cuda").eval()
+
+
+def initialized_cache(model: Any, length: int) -> Any:
+    config = model.config
+    cache = transformers.StaticCache(config=config, max_cache_len=length)
+    cache.early_initialization(
+        batch_size=1,
+        num_heads=config.num_key_value_heads,
+        head_dim=config.hidden_size // config.num_attention_heads,
+        dtype=model.dtype,
+        device=model.device,
+    )
+    return cache
+
+
+def generate(model: Any, prompt: torch.Tensor, cache: Any, new_tokens: int = 8) -> torch.Tensor:
+    return model.generate(
+        prompt, max_new_tokens=new_tokens, do_sample=False, past_key_values=cache, disable_compile=True
+    )
+
+
+@torch.no_grad()
+def test_generate_with_cuda_graphs_matches_eager_and_a_new_cache_is_captured_anew() -> None:
+    model = tiny_llama()
+    prompt = torch.randint(0, VOCAB, (1, 5), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+    references = [generate(model, prompt, initialized_cache(model, 16)) for _ in range(2)]
+    model.forward = compile_once(model.forward, backend="eager", cudagraphs=True, on_mismatch="recompile")
+    outputs = [generate(model, prompt, initialized_cache(model, 16)) for _ in range(4)]
+    for out in outputs:
+        torch.testing.assert_close(out, references[0], rtol=0, atol=0)
+    specs = model.forward.specializations
+    assert len(specs) == 2  # prefill and decode
+    decode = max(specs, key=lambda spec: spec.call.captures)
+    # One graph set per cache object (the old ones die with their generate() and are dropped):
+    # a graph captured on the first cache never replays on the next one.
+    assert decode.call.captures >= 3
+
+
+@torch.no_grad()
+def test_a_lazily_initialised_cache_is_refused_with_the_fix() -> None:
+    model = tiny_llama()
+    prompt = torch.randint(0, VOCAB, (1, 5), device="cuda")
+    model.forward = compile_once(model.forward, backend="eager", cudagraphs=True, on_mismatch="recompile")
+    with pytest.raises(NoCompileError, match=r"early_initialization"):
+        model.generate(prompt, max_new_tokens=4, do_sample=False, cache_implementation="static", disable_compile=True)
