@@ -64,7 +64,7 @@ import torch
 
 from . import _compat
 from ._errors import GuardMismatchError, NoCompileError
-from ._signature import ShapeCheck, _define_like, _parameter_list, bound_arguments
+from ._signature import ShapeCheck, _code_signature, _define_like, _parameter_list, bound_arguments
 
 MAX_OBJECT_SETS = 8
 """Graph sets one specialization captures for different non-tensor argument objects."""
@@ -75,12 +75,12 @@ _SCALARS = (int, float, bool, str, type(None), complex, torch.dtype, torch.devic
 _SIDE_EFFECT_OPS = frozenset(
     {"STORE_ATTR", "DELETE_ATTR", "STORE_SUBSCR", "DELETE_SUBSCR", "STORE_GLOBAL", "DELETE_GLOBAL", "STORE_DEREF"}
 )
-# Only ``update`` by name: module buffer/parameter reassignment (``self._buffers.update(...)``).
-# Other mutations (``object_setattr_ignore_descriptor``, ``__setitem__``, ``clear``, ``append``)
-# also appear when the code builds a *new* object it returns (transformers' ``ModelOutput``), so
-# mutations of the argument objects are found by comparing them before and after the compiling
-# call instead (``argument_state``), which sees exactly what changed.
-_SIDE_EFFECT_NAMES = frozenset({"update"})
+# No method names: ``update``, ``clear``, ``__setitem__``, ``object_setattr_ignore_descriptor``
+# also appear when the code builds a *new* object it returns (transformers' ``ModelOutput``) or
+# rewrites its own ``**kwargs`` dict (transformers 5.17). Mutations of the arguments — a module
+# buffer reassigned (``self._buffers.update(...)``), an attribute set on a cache — are found by
+# comparing the arguments before and after the compiling call instead (``argument_state``),
+# which names exactly what changed.
 _MAX_STATE_DEPTH = 4
 _NOT_FOLLOWED = (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.ModuleType)
 
@@ -149,18 +149,13 @@ class GraphPool:
 
 
 def side_effects(code: types.CodeType) -> list[str]:
-    """The operations in the transformed bytecode that a graph replay would not repeat."""
-    # Names loaded by the instructions, not ``co_names``: Dynamo keeps the original function's
-    # names there too, so a local ``ys.append(...)`` traced into the graph would look like one.
-    instructions = list(dis.get_instructions(code))
-    names = {
-        i.argval
-        for i in instructions
-        if i.opname in ("LOAD_ATTR", "LOAD_METHOD", "LOAD_GLOBAL", "LOAD_NAME") and i.argval in _SIDE_EFFECT_NAMES
-    }
-    found = [f"calls {name!r}" for name in sorted(names)]
-    found.extend(f"executes {op}" for op in sorted({i.opname for i in instructions} & _SIDE_EFFECT_OPS))
-    return found
+    """The stores in the transformed bytecode that a graph replay would not repeat.
+
+    Only the opcodes: method calls that mutate are judged by their effect on the arguments
+    (``argument_state``), since the same calls also build new objects.
+    """
+    ops = {i.opname for i in dis.get_instructions(code)} & _SIDE_EFFECT_OPS
+    return [f"executes {op}" for op in sorted(ops)]
 
 
 def argument_state(fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -214,8 +209,8 @@ def check_arguments_unchanged(before: dict[str, Any], after: dict[str, Any], whe
         "and stored, a counter bumped would happen once, at capture, and never again.\n"
         + (f"Dynamo's transformed code:\n{source}\n" if source else "")
         + "Fix: create such state before the first call (for a Hugging Face StaticCache, "
-        "cache.early_initialization(...)), update tensors in place (t.copy_(...), t.add_(...)), or "
-        "use cudagraphs=False."
+        "cache.early_initialization(...)), update tensors in place instead of reassigning them "
+        "(self.buf.copy_(...), self.buf.add_(...)), or use cudagraphs=False."
     )
 
 
@@ -325,7 +320,7 @@ def substitute(fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping[str,
             return {k: rebuild(item) for k, item in value.items()}
         return value
 
-    bound = inspect.signature(fn).bind(*args, **kwargs)
+    bound = _code_signature(fn).bind(*args, **kwargs)  # the wrapper's own parameters, as the check binds
     bound.apply_defaults()
     for name in list(bound.arguments):
         bound.arguments[name] = rebuild(bound.arguments[name])
