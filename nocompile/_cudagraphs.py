@@ -71,10 +71,12 @@ MAX_OBJECT_SETS = 8
 
 _SCALARS = (int, float, bool, str, type(None), complex, torch.dtype, torch.device, torch.Size)
 
-# Bytecode that has Python side effects a replay would skip.
-_SIDE_EFFECT_OPS = frozenset(
-    {"STORE_ATTR", "DELETE_ATTR", "STORE_SUBSCR", "DELETE_SUBSCR", "STORE_GLOBAL", "DELETE_GLOBAL", "STORE_DEREF"}
-)
+# Bytecode that rebinds a global or a closure cell: a replay would skip it. Attribute and item
+# stores are not judged by opcode: torch 2.11 writes an attribute set as STORE_ATTR where 2.13
+# calls a helper, and both also build new objects (a returned ModelOutput) and reset library
+# globals (transformers' output-capturing flags). What matters — a change to the arguments — is
+# found by ``argument_state``; attribute changes of global objects are not seen (docs/cudagraphs.md).
+_SIDE_EFFECT_OPS = frozenset({"STORE_GLOBAL", "DELETE_GLOBAL", "STORE_DEREF"})
 # No method names: ``update``, ``clear``, ``__setitem__``, ``object_setattr_ignore_descriptor``
 # also appear when the code builds a *new* object it returns (transformers' ``ModelOutput``) or
 # rewrites its own ``**kwargs`` dict (transformers 5.17). Mutations of the arguments — a module

@@ -161,18 +161,21 @@ def test_lazily_allocated_state_of_an_argument_object_is_refused_at_the_first_ca
     assert step.stats.compiles == 0  # nothing kept
 
 
+_COUNTER: Any = None
+
+
 def test_side_effects_and_decompiled_fall_back_to_dis() -> None:
     def pure(x: Any) -> Any:
         return x + 1
 
     def stores(x: Any) -> None:
-        x.attr = 1
+        global _COUNTER
+        _COUNTER = x
 
     assert _cudagraphs.side_effects(pure.__code__) == []
-    assert _cudagraphs.side_effects(stores.__code__) == ["executes STORE_ATTR"]
-    assert "STORE_ATTR" in _cudagraphs.decompiled(stores.__code__) or "x.attr = 1" in _cudagraphs.decompiled(
-        stores.__code__
-    )
+    assert _cudagraphs.side_effects(stores.__code__) == ["executes STORE_GLOBAL"]
+    listing = _cudagraphs.decompiled(stores.__code__)
+    assert "STORE_GLOBAL" in listing or "_COUNTER = x" in listing
 
 
 # -- replay logic, against the CPU stand-in -----------------------------------------------------
@@ -555,5 +558,5 @@ def test_mutating_an_argument_list_is_a_side_effect() -> None:
         xs.append(xs[0] * 2)
         return xs[0]
 
-    with pytest.raises(NoCompileError, match=r"Python side effects"):  # STORE_SUBSCR on torch 2.13
+    with pytest.raises(NoCompileError, match=r"changed its arguments' Python state \(xs, xs\[1\]\)"):
         grow([torch.ones(2)])
