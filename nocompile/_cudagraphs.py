@@ -102,7 +102,8 @@ class CudaOps:
         return torch.cuda.current_stream(device)
 
     def new_stream(self, device: torch.device) -> Any:
-        return torch.cuda.Stream(device=device)
+        new: Callable[..., Any] = torch.cuda.Stream  # an unannotated class in torch's stubs
+        return new(device=device)
 
     def stream(self, stream: Any) -> Any:
         return torch.cuda.stream(stream)
@@ -365,7 +366,7 @@ def _map_outputs(value: Any, fn: Callable[[torch.Tensor], Any], keep: Callable[[
         if type(value) is dict:
             return mapped
         if dataclasses.is_dataclass(value) and all(isinstance(k, str) for k in mapped):
-            return dataclasses.replace(value, **mapped)  # type: ignore[type-var]
+            return dataclasses.replace(value, **mapped)
         return type(value)(mapped)
     if keep(value):
         return value

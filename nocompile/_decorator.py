@@ -197,8 +197,10 @@ class CompiledFunction(CompileState, Generic[P, R]):
         )
 
 
+# A module is also a Callable, so the first two overloads overlap on purpose: mypy picks the
+# first match, and a module gets CompiledModule[M] (the order mypy suggests would lose that).
 @overload
-def compile_once(
+def compile_once(  # type: ignore[overload-overlap]
     fn: M,
     /,
     *,
