@@ -213,6 +213,8 @@ def compile_backend(backend: str | Callable[..., Any], mode: str | None, options
         return make_inductor(mode, options, False)
     make_wrapper: Callable[..., Any] = torch._TorchCompileWrapper
     return make_wrapper(backend, mode, options, False)
+
+
 def tensor_version(tensor: torch.Tensor) -> int:
     """The version counter of ``tensor``: bumped by every in-place change to its data.
 
