@@ -58,7 +58,7 @@ if __name__ == "__main__":
     model.forward = compile_once(model.forward, backend="eager", on_mismatch="recompile")
     compiled = [generate(model, p, new_tokens) for p in prompts]
 
-    for (ref, t_eager), (out, t_compiled) in zip(eager, compiled):
+    for (ref, _), (out, _) in zip(eager, compiled, strict=True):
         assert torch.equal(ref, out), "compiled generate() differs from eager"
     stats = model.forward.stats
     print(f"tokens equal to eager for {len(prompts)} prompts; {stats.compiles} compiles (prefill, decode) "

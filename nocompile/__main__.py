@@ -35,7 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--threads", type=_positive, default=1, help="torch CPU threads (default 1)")
     bench.add_argument(
-        "--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="model and input dtype (default float32)"
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default="float32",
+        help="model and input dtype (default float32)",
     )
     bench.add_argument(
         "--rows",

@@ -210,7 +210,8 @@ REPLAY_ROW = "bare CUDA graph replay (floor)"
 
 def bare_replay(call: Call) -> Call:
     """``call`` captured once into a CUDA graph (after a side-stream warm-up); returns the replay."""
-    side = torch.cuda.Stream()
+    new_stream: Callable[..., Any] = torch.cuda.Stream  # an unannotated class in torch's stubs
+    side = new_stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         for _ in range(3):

@@ -178,7 +178,13 @@ def tensor_match(tensors: list[torch.Tensor], sizes: list[list[int | None]], str
     """
     from torch._C._dynamo.guards import TensorGuards
 
-    return TensorGuards(*tensors, dynamic_dims_sizes=sizes, dynamic_dims_strides=strides)
+    # The .pyi stub types these as one flat list[SymInt | None]; the C++ binding takes one list
+    # of (int | None) per tensor, as passed here.
+    return TensorGuards(
+        *tensors,
+        dynamic_dims_sizes=sizes,  # type: ignore[arg-type]
+        dynamic_dims_strides=strides,  # type: ignore[arg-type]
+    )
 
 
 def tensor_mismatch(match: Any, tensors: tuple[torch.Tensor, ...], names: tuple[str, ...]) -> str | None:
@@ -198,12 +204,17 @@ def compile_backend(backend: str | Callable[..., Any], mode: str | None, options
     """
     if mode is None and options is None:
         mode = "default"
+    # torch leaves both wrapper classes unannotated: called through Callable[..., Any] names.
     if backend == "inductor":
         wrapper = torch._TorchCompileInductorWrapper
+        make_inductor: Callable[..., Any] = wrapper
         if "name" in inspect.signature(wrapper.__init__).parameters:  # torch 2.13; 2.11 has no name
-            return wrapper(mode, options, False, None)
-        return wrapper(mode, options, False)
-    return torch._TorchCompileWrapper(backend, mode, options, False)
+            return make_inductor(mode, options, False, None)
+        return make_inductor(mode, options, False)
+    make_wrapper: Callable[..., Any] = torch._TorchCompileWrapper
+    return make_wrapper(backend, mode, options, False)
+
+
 def tensor_version(tensor: torch.Tensor) -> int:
     """The version counter of ``tensor``: bumped by every in-place change to its data.
 

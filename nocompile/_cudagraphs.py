@@ -28,9 +28,10 @@ How a ``GraphedCall`` works (the same recipe as vLLM's and SGLang's decode graph
   signature) gets its own graphs; ``on_mismatch="recompile"`` compiles a new specialization,
   which captures its own.
 * **Sizes.** With ``cudagraph_sizes`` and one dynamic dim, one graph per size, each captured the
-  first time a call pads to it; a call is padded up to the next captured size (the padded rows' outputs are sliced away) and a call above the
-  largest size runs the compiled code without a graph. Padding is only correct when rows of
-  the dynamic dim do not interact (a batch dim), as in every inference engine.
+  first time a call pads to it; a call is padded up to the next captured size (the padded rows'
+  outputs are sliced away) and a call above the largest size runs the compiled code without a
+  graph. Padding is only correct when rows of the dynamic dim do not interact (a batch dim), as in
+  every inference engine.
 * **Outputs.** ``cudagraph_outputs="static"`` (default) returns the graph's own output tensors:
   the next replay overwrites them, as ``torch.cuda.graph`` documents. Keep a result across calls
   with ``.clone()``, or ask for ``cudagraph_outputs="copy"``. Outputs must be tensors (or None,
@@ -103,7 +104,8 @@ class CudaOps:
         return torch.cuda.current_stream(device)
 
     def new_stream(self, device: torch.device) -> Any:
-        return torch.cuda.Stream(device=device)
+        new: Callable[..., Any] = torch.cuda.Stream  # an unannotated class in torch's stubs
+        return new(device=device)
 
     def stream(self, stream: Any) -> Any:
         return torch.cuda.stream(stream)
@@ -198,7 +200,9 @@ def argument_state(fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping[
     return state
 
 
-def check_arguments_unchanged(before: dict[str, Any], after: dict[str, Any], where: str, code: types.CodeType | None) -> None:
+def check_arguments_unchanged(
+    before: dict[str, Any], after: dict[str, Any], where: str, code: types.CodeType | None
+) -> None:
     """Refuse a compiled call that rebound anything reachable from its arguments (``NoCompileError``)."""
     changed = [path for path in dict.fromkeys([*before, *after]) if before.get(path) != after.get(path)]
     if not changed:
@@ -278,7 +282,7 @@ def layout_of(fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping[str, 
             t_exprs.append(expr)
             t_paths.append(path)
             tensors.append(value)
-        elif isinstance(value, _SCALARS) or isinstance(value, type):
+        elif isinstance(value, (*_SCALARS, type)):
             return
         elif isinstance(value, (list, tuple)):
             for i, item in enumerate(value):
@@ -296,7 +300,9 @@ def layout_of(fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping[str, 
     return Layout(tuple(t_exprs), tuple(t_paths), tuple(o_exprs), tuple(o_paths), tuple(tensors), tuple(objects))
 
 
-def build_extractor(fn: types.FunctionType, layout: Layout) -> Callable[..., tuple[tuple[Any, ...], tuple[torch.Tensor, ...]]]:
+def build_extractor(
+    fn: types.FunctionType, layout: Layout
+) -> Callable[..., tuple[tuple[Any, ...], tuple[torch.Tensor, ...]]]:
     """A function with ``fn``'s parameters returning ``(objects, tensors)`` of a call: the per-call walk."""
     objs = "".join(f"{e}, " for e in layout.object_exprs)
     tens = "".join(f"{e}, " for e in layout.tensor_exprs)
@@ -304,14 +310,16 @@ def build_extractor(fn: types.FunctionType, layout: Layout) -> Callable[..., tup
     return _define_like(fn, source, {})["extract"]
 
 
-def substitute(fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping[str, Any], tensors: Sequence[torch.Tensor]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def substitute(
+    fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping[str, Any], tensors: Sequence[torch.Tensor]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """``(args, kwargs)`` of the call with its tensors replaced, in ``layout_of`` order, by ``tensors``."""
     replacements = iter(tensors)
 
     def rebuild(value: Any) -> Any:
         if isinstance(value, torch.Tensor):
             return next(replacements)
-        if isinstance(value, _SCALARS) or isinstance(value, type):
+        if isinstance(value, (*_SCALARS, type)):
             return value
         if isinstance(value, (list, tuple)):
             items = [rebuild(item) for item in value]
@@ -355,7 +363,7 @@ def _map_outputs(value: Any, fn: Callable[[torch.Tensor], Any], keep: Callable[[
         if type(value) is dict:
             return mapped
         if dataclasses.is_dataclass(value) and all(isinstance(k, str) for k in mapped):
-            return dataclasses.replace(value, **mapped)  # type: ignore[type-var]
+            return dataclasses.replace(value, **mapped)
         return type(value)(mapped)
     if keep(value):
         return value
@@ -393,10 +401,7 @@ class _GraphSet:
     """The argument objects' tensors at capture: held so that a replaced one is never freed under the graph."""
 
     def matches(self, objects: tuple[Any, ...]) -> bool:
-        for ref, obj in zip(self.refs, objects):
-            if ref() is not obj:
-                return False
-        return True
+        return all(ref() is obj for ref, obj in zip(self.refs, objects, strict=False))
 
 
 class GraphedCall:
@@ -468,14 +473,14 @@ class GraphedCall:
             )
         layout = layout_of(fn, args, kwargs)
         devices = set()
-        for path, t in zip(layout.tensor_paths, layout.tensors):
+        for path, t in zip(layout.tensor_paths, layout.tensors, strict=True):
             if t.device.type != CUDA.device_type:
                 raise NoCompileError(
                     f"compile_once(cudagraphs=True) on {where}: tensor argument {path} is on "
                     f"{t.device}; a CUDA graph can only read CUDA tensors. Fix: move it to the GPU "
                     "before the call, pass a Python scalar instead, or use cudagraphs=False."
                 )
-            if any(stride == 0 and size > 1 for size, stride in zip(t.shape, t.stride())):
+            if any(stride == 0 and size > 1 for size, stride in zip(t.shape, t.stride(), strict=True)):
                 raise NoCompileError(
                     f"compile_once(cudagraphs=True) on {where}: tensor argument {path} is a broadcast "
                     f"view (shape {tuple(t.shape)}, strides {t.stride()}): its elements share memory, so "
@@ -528,7 +533,7 @@ class GraphedCall:
                 stream_id = CUDA.current_stream_id(self._device_index)
                 if stream_id != pool.last_stream_id:  # another stream than the last replay's
                     self._follow(stream_id)
-                for dst, src in zip(plan.dsts, tensors):
+                for dst, src in zip(plan.dsts, tensors, strict=False):
                     dst.copy_(src)
                 plan.graph.replay()
                 if self._copy_outputs:
@@ -555,7 +560,9 @@ class GraphedCall:
                 return graphs
         self._sets = [g for g in self._sets if all(ref() is not None for ref in g.refs)]
         if len(self._sets) >= MAX_OBJECT_SETS:
-            paths = ", ".join(f"{p} ({type(o).__name__})" for p, o in zip(self._layout.object_paths, objects))
+            paths = ", ".join(
+                f"{p} ({type(o).__name__})" for p, o in zip(self._layout.object_paths, objects, strict=False)
+            )
             raise GuardMismatchError(
                 f"compile_once(cudagraphs=True) on {self._where()}: this specialization already captured "
                 f"graphs for {MAX_OBJECT_SETS} different sets of argument objects [{paths}], and this call "
@@ -633,7 +640,7 @@ class GraphedCall:
         if last is not None and last != current:  # a replay on another stream may still read the statics
             current.wait_stream(last)
         statics = self._static_inputs(tensors, size)
-        for dst, src in zip(self._destinations(statics, n), tensors):
+        for dst, src in zip(self._destinations(statics, n), tensors, strict=False):
             dst.copy_(src)
         g_args, g_kwargs = substitute(self._fn, args, kwargs, statics)
         side = pool.capture_stream(self._device)
@@ -645,7 +652,9 @@ class GraphedCall:
         self._check_outputs(result, size, graphs)
         _map_outputs(result, lambda t: t.record_stream(current) if t.device.type == "cuda" else None)
         mutated = [
-            path for path, t, v in zip(self._layout.tensor_paths, statics, versions) if _compat.tensor_version(t) != v
+            path
+            for path, t, v in zip(self._layout.tensor_paths, statics, versions, strict=False)
+            if _compat.tensor_version(t) != v
         ]
         if mutated:
             raise NoCompileError(

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import threading
 import os
+import threading
 import types
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -31,8 +31,8 @@ from typing_extensions import Self
 
 from ._compat import check_torch_supported
 from ._explain import ExplainReport, build_report, state_label
-from ._record import state_tag
 from ._options import CompileOptions, CudagraphOutputs, Dispatch, DynamicSpec, GuardPolicy, OnMismatch, validate_options
+from ._record import state_tag
 from ._signature import parameter_names
 from ._state import CompileState, CompileStats, _is_compiling
 from ._wrappers import CompiledModule, compile_bound_method, compile_module
@@ -197,8 +197,10 @@ class CompiledFunction(CompileState, Generic[P, R]):
         )
 
 
+# A module is also a Callable, so the first two overloads overlap on purpose: mypy picks the
+# first match, and a module gets CompiledModule[M] (the order mypy suggests would lose that).
 @overload
-def compile_once(
+def compile_once(  # type: ignore[overload-overlap]
     fn: M,
     /,
     *,

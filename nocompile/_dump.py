@@ -23,6 +23,7 @@ import io
 import logging
 import os
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._explain import build_report, state_label
@@ -54,7 +55,9 @@ def after_compile(state: CompileState, spec: Specialization, index: int) -> None
         root = dump_root(state._options.dump_dir)
         if root is None:
             return
-        record: CompileRecord = spec.record
+        record = spec.record
+        if record is None:  # every compile path records; nothing to dump without one
+            return
         name = _UNSAFE.sub("_", f"{where}-{state_tag(state)}-pid{os.getpid()}-spec{index}")
         folder = _new_folder(os.path.abspath(os.path.expanduser(root)), name)
     except OSError as exc:
@@ -65,7 +68,7 @@ def after_compile(state: CompileState, spec: Specialization, index: int) -> None
         log.warning("%s: dump failed before writing (%s: %s)", where, type(exc).__name__, exc)
         return
     record.dump_path = folder
-    files = {
+    files: dict[str, Callable[[], str]] = {
         "transformed_code.py": lambda: _transformed_code(record, spec, where),
         "fx_graph.py": lambda: _fx_graphs(record, where),
         "guards.txt": lambda: _guards_text(record.guards, where),

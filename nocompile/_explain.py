@@ -105,7 +105,9 @@ class ExplainReport:
 # -- building ---------------------------------------------------------------------------------
 
 
-def build_report(fn: types.FunctionType, options: CompileOptions, states: Sequence[tuple[str, CompileState]]) -> ExplainReport:
+def build_report(
+    fn: types.FunctionType, options: CompileOptions, states: Sequence[tuple[str, CompileState]]
+) -> ExplainReport:
     compiled: list[StateReport] = []
     uncompiled = 0
     disabled = False
@@ -205,7 +207,9 @@ def _render_spec(spec: SpecializationReport, policy: str, verbose: bool) -> list
         dropped = [g for g in spec.guards_dropped if g.compile == n]
         kept = [g for g in spec.guards_kept if g.compile == n]
         which = "" if compiles == 1 else f" in Dynamo compile {n} of {compiles}" + (" (a recompile)" if n > 1 else "")
-        out.append(f"    guards Dynamo wanted{which}: {len(dropped) + len(kept)}; dropped {len(dropped)}, kept {len(kept)}")
+        out.append(
+            f"    guards Dynamo wanted{which}: {len(dropped) + len(kept)}; dropped {len(dropped)}, kept {len(kept)}"
+        )
         for verb, guards in (("dropped", dropped), ("kept", kept)):
             out += _render_guards(verb, guards, verbose)
     first = " (of Dynamo's first compile)" if compiles > 1 else ""

@@ -50,7 +50,9 @@ def resolve(spec: str) -> tuple[Any, type | None]:
     """``module:a.b`` to the object, and the class it was found on (None for a module-level object)."""
     module_name, sep, path = spec.partition(":")
     if not sep or not module_name or not path:
-        raise ExplainCommandError(f"{spec!r} is not module:function or module:Class.method (e.g. mypkg.models:Net.forward)")
+        raise ExplainCommandError(
+            f"{spec!r} is not module:function or module:Class.method (e.g. mypkg.models:Net.forward)"
+        )
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
@@ -61,7 +63,9 @@ def resolve(spec: str) -> tuple[Any, type | None]:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise ExplainCommandError(f"{spec!r}: {getattr(owner, '__name__', owner)!r} has no attribute {part!r}") from None
+            raise ExplainCommandError(
+                f"{spec!r}: {getattr(owner, '__name__', owner)!r} has no attribute {part!r}"
+            ) from None
     return obj, owner if isinstance(owner, type) else None
 
 

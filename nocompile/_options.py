@@ -215,7 +215,7 @@ def validate_options(
         on_mismatch=on_mismatch,  # type: ignore[arg-type]
         max_compiles=max_compiles,
         dynamic=dynamic_dims,
-        dump_dir=dump_dir,  # type: ignore[arg-type]  # checked above
+        dump_dir=dump_dir,
         cudagraphs=cudagraphs,  # type: ignore[arg-type]
         cudagraph_sizes=sizes,
         cudagraph_outputs=cudagraph_outputs,  # type: ignore[arg-type]

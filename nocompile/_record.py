@@ -233,7 +233,9 @@ class CompileRecord:
         self.note_guards(entries, kept=True)
         return [True] * len(entries)
 
-    def backend(self, backend: str | Callable[..., Any], mode: str | None, options: dict[str, Any] | None) -> RecordingBackend:
+    def backend(
+        self, backend: str | Callable[..., Any], mode: str | None, options: dict[str, Any] | None
+    ) -> RecordingBackend:
         """The recording backend to give ``torch.compile`` in place of ``backend``/``mode``/``options``."""
         return RecordingBackend(_compat.compile_backend(backend, mode, options), self)
 

@@ -142,7 +142,14 @@ class TensorArg:
 #: layer is depth 2), and how many key elements it writes before it stops following them.
 MAX_OBJECT_DEPTH = 4
 MAX_ENTRIES = 20_000
-_NOT_FOLLOWED = (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.ModuleType, functools.partial)
+_NOT_FOLLOWED = (
+    type,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    types.ModuleType,
+    functools.partial,
+)
 
 
 class _Builder:
@@ -267,7 +274,8 @@ def _varkw_name(fn: types.FunctionType) -> str | None:
     code = fn.__code__
     if not code.co_flags & inspect.CO_VARKEYWORDS:
         return None
-    return code.co_varnames[code.co_argcount + code.co_kwonlyargcount + (1 if code.co_flags & inspect.CO_VARARGS else 0)]
+    varargs = 1 if code.co_flags & inspect.CO_VARARGS else 0
+    return code.co_varnames[code.co_argcount + code.co_kwonlyargcount + varargs]
 
 
 def _call_list(fn: types.FunctionType) -> str:
@@ -360,7 +368,8 @@ def build_selector(
         f"def key({params}):\n    return {fast}\n\n"
         # The fast key first: it binds the locals (``_nocompile_oN``) that paths into argument
         # objects go through.
-        f"def tensors({params}):\n    __nc_key = {fast}\n    return {_tuple_source([t.expr for t in builder.tensors])}\n\n"
+        f"def tensors({params}):\n    __nc_key = {fast}\n"
+        f"    return {_tuple_source([t.expr for t in builder.tensors])}\n\n"
         f"def select({params}):\n"
         f"    __nc_key = {fast}\n"
         "    __nc_entries = __nc_table.get(__nc_key)\n"
@@ -399,7 +408,7 @@ def _define_like(fn: types.FunctionType, source: str, namespace: dict[str, Any])
     generated function exactly as it binds it to ``fn``.
     """
     before = set(namespace)
-    exec(compile(source, f"<nocompile checks of {fn.__qualname__}>", "exec"), namespace)  # noqa: S102
+    exec(compile(source, f"<nocompile checks of {fn.__qualname__}>", "exec"), namespace)
     defined = {}
     for name in set(namespace) - before:
         generated = namespace[name]

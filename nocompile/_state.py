@@ -41,9 +41,9 @@ from ._signature import (
     build_selector,
     build_shape_check,
     describe_difference,
-    tensor_args,
     describe_key,
     dynamic_marks,
+    tensor_args,
 )
 
 log = logging.getLogger("nocompile")
@@ -314,7 +314,10 @@ class CompileState:
                 _capture.ROUTER.unwatch(source)
                 raise self._compile_error(exc) from exc
             # Compiled fine, then the first run raised: keep the compiled state, re-raise as is.
-            self._install(source, compiled, captured, dropped, time.perf_counter() - started, check, shape_exprs, args, kwargs, record, state_before)
+            self._install(
+                source, compiled, captured, dropped, time.perf_counter() - started, check, shape_exprs,
+                args, kwargs, record, state_before,
+            )
             raise
         finally:
             if not keep_watching:
@@ -327,7 +330,9 @@ class CompileState:
                 "torch._dynamo.config.disable, or a file Dynamo never traces). "
                 "Remove what disables Dynamo, or set NOCOMPILE_DISABLE=1 to run eagerly on purpose."
             )
-        self._install(source, compiled, captured, dropped, seconds, check, shape_exprs, args, kwargs, record, state_before)
+        self._install(
+            source, compiled, captured, dropped, seconds, check, shape_exprs, args, kwargs, record, state_before
+        )
         log.info("compiled %s for %s in %.3f s", fn.__qualname__, record.signature, seconds)
         return result
 

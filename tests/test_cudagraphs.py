@@ -228,9 +228,9 @@ def test_four_threads_each_on_its_own_stream() -> None:
     assert not errors, errors
     torch.cuda.synchronize()
     reference = Wrapped(body)
-    for xs, outs in zip(inputs, results):
+    for xs, outs in zip(inputs, results, strict=True):
         assert len(outs) == len(xs)
-        for x, out in zip(xs, outs):
+        for x, out in zip(xs, outs, strict=True):
             torch.testing.assert_close(out, reference(x))
     assert _graphed(model.forward.__func__).captures == 1
 

@@ -20,8 +20,7 @@ import torch
 from fake_cuda import FakeCuda, FakeStream
 from torch import nn
 
-from nocompile import GuardMismatchError, NoCompileError, compile_once
-from nocompile import _cudagraphs
+from nocompile import GuardMismatchError, NoCompileError, _cudagraphs, compile_once
 
 # -- options, validated at decoration time ------------------------------------------------------
 
@@ -40,7 +39,11 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
         ({"cudagraph_outputs": "copy"}, ValueError, r"only applies to CUDA graphs"),
         ({"cudagraphs": True, "guards": "dynamo"}, ValueError, r"guards='dynamo'.*never be evaluated"),
         ({"cudagraphs": True, "dispatch": "dynamo"}, ValueError, r"dispatch='dynamo'"),
-        ({"cudagraphs": True, "backend": "inductor", "mode": "reduce-overhead"}, ValueError, r"capture CUDA graphs twice"),
+        (
+            {"cudagraphs": True, "backend": "inductor", "mode": "reduce-overhead"},
+            ValueError,
+            r"capture CUDA graphs twice",
+        ),
         ({"cudagraphs": True, "options": {"triton.cudagraphs": True}}, ValueError, r"capture CUDA graphs twice"),
         ({"cudagraphs": True, "dynamic": {"x": 0}}, ValueError, r"fixed shapes.*cudagraph_sizes="),
         ({"cudagraphs": True, "dynamic": {"x": 0}, "cudagraph_sizes": "2,4"}, TypeError, r"list of ints"),
@@ -181,7 +184,7 @@ def test_side_effects_and_decompiled_fall_back_to_dis() -> None:
 # -- replay logic, against the CPU stand-in -----------------------------------------------------
 
 
-@pytest.fixture()
+@pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeCuda:
     cuda = FakeCuda()
     monkeypatch.setattr(_cudagraphs, "CUDA", cuda)

@@ -72,7 +72,8 @@ def test_dropped_guards_include_the_input_tensor_match_and_the_layernorm_eps_con
     assert ("CONSTANT_MATCH", "self._modules['norm'].eps") in dropped
     eps = next(g for g in spec.guards_dropped if g.name == "self._modules['norm'].eps")
     assert eps.kind == "constants" and eps.code == ("L['self']._modules['norm'].eps == 0.001",)
-    assert {g.kind for g in spec.guards_dropped} >= {"tensor match", "module and global identity", "constants", "global state"}
+    kinds = {g.kind for g in spec.guards_dropped}
+    assert kinds >= {"tensor match", "module and global identity", "constants", "global state"}
     assert spec.guards_kept == ()
     assert spec.compile_seconds > 0
     assert "shape=(2, 4)" in spec.signature and "training=False" in spec.signature
@@ -137,7 +138,9 @@ def test_shape_guards_under_inputs_with_dynamic_dims_are_reported_as_checked() -
     assert "shape guards kept and checked" in f.explain()
 
 
-def test_report_survives_bytecode_depyf_cannot_decompile(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_report_survives_bytecode_depyf_cannot_decompile(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     import depyf
 
     def broken(code: object) -> str:
@@ -203,7 +206,9 @@ def test_dump_dir_writes_every_file_once_per_compile(tmp_path: Path) -> None:
     assert [p.name.rsplit("-", 1)[1] for p in folders] == ["spec1", "spec2"]
 
 
-def test_dump_folders_never_collide_across_instances_and_resets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dump_folders_never_collide_across_instances_and_resets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("NOCOMPILE_DUMP_DIR", str(tmp_path))
     a, b = Block(), Block()
     x = torch.randn(1, 8)
@@ -245,7 +250,9 @@ def test_a_file_that_cannot_be_written_is_a_warning_naming_it(tmp_path: Path, mo
 
     import nocompile._dump as dump_module
 
-    monkeypatch.setattr(dump_module, "_fx_graphs", lambda record, where: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    monkeypatch.setattr(
+        dump_module, "_fx_graphs", lambda record, where: (_ for _ in ()).throw(OSError(28, "No space left on device"))
+    )
     with caplog.at_level(logging.WARNING, logger="nocompile"):
         assert torch.equal(f(torch.zeros(2)), torch.full((2,), 2.0))
     (folder,) = tmp_path.iterdir()
@@ -410,7 +417,8 @@ def test_dropped_constant_eps_is_baked_in_and_a_later_submodule_hook_is_not_run(
     x = torch.randn(3, 4) * 100
     with torch.no_grad():
         before = m(x)
-        assert ("CONSTANT_MATCH", "self._modules['norm'].eps") in guard_pairs(m.forward.report().specializations[0].guards_dropped)
+        dropped = m.forward.report().specializations[0].guards_dropped
+        assert ("CONSTANT_MATCH", "self._modules['norm'].eps") in guard_pairs(dropped)
         m.norm.eps = 10.0  # eager would now give a different result
         assert not torch.allclose(eager_norm(m, x), before)
         assert torch.equal(m(x), before)  # the compiled code still uses eps=1e-3

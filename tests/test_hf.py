@@ -76,13 +76,14 @@ def test_batch_with_padding_mask_matches_eager() -> None:
     model.forward = compile_once(model.forward, backend="eager", on_mismatch="recompile")
     mask = torch.ones(2, 6, dtype=torch.long)
     mask[1, :2] = 0  # the second prompt is left-padded
-    options = dict(max_new_tokens=5, do_sample=False, cache_implementation="static", pad_token_id=0)
+    options = {"max_new_tokens": 5, "do_sample": False, "cache_implementation": "static", "pad_token_id": 0}
     for seed in (8, 9):
         ids = torch.randint(0, VOCAB, (2, 6), generator=torch.Generator().manual_seed(seed))
         out = model.generate(ids, attention_mask=mask, **options)
         torch.testing.assert_close(out, reference.generate(ids, attention_mask=mask, **options), rtol=0, atol=0)
     assert model.forward.stats.compiles == 2 and model.forward.stats.calls == 10
-    masks = [spec.signature().split("kwargs['attention_mask']: type=Tensor, shape=")[1][:13] for spec in model.forward.specializations]
+    marker = "kwargs['attention_mask']: type=Tensor, shape="
+    masks = [spec.signature().split(marker)[1][:13] for spec in model.forward.specializations]
     assert masks == ["(2, 1, 6, 10)", "(2, 1, 1, 10)"]
 
 
@@ -107,7 +108,8 @@ def test_dynamic_cache_is_caught_not_replayed_at_the_old_length() -> None:
     # "expected size 6==5"; this backend="eager" happened to cope, as it bakes in no sizes here.)
     model = tiny_llama()
     model.forward = compile_once(model.forward, backend="eager", on_mismatch="recompile", max_compiles=3)
-    with pytest.raises(GuardMismatchError, match=r"layers\[0\]\.keys: shape compiled for \(1, 2, 6, 16\), got \(1, 2, 7, 16\)"):
+    expected = r"layers\[0\]\.keys: shape compiled for \(1, 2, 6, 16\), got \(1, 2, 7, 16\)"
+    with pytest.raises(GuardMismatchError, match=expected):
         model.generate(prompt(5, 10), max_new_tokens=6, do_sample=False)
 
 

@@ -79,7 +79,7 @@ def test_module_form_state_dict_and_parameters_are_the_originals() -> None:
     net = Net()
     w = compile_once(net, backend="eager")
     assert list(w.state_dict()) == list(net.state_dict())  # no "_orig_mod." prefix
-    assert [p is q for p, q in zip(w.parameters(), net.parameters())] == [True, True]
+    assert [p is q for p, q in zip(w.parameters(), net.parameters(), strict=True)] == [True, True]
     other = Net()
     w.load_state_dict(other.state_dict())
     torch.testing.assert_close(net.linear.weight, other.linear.weight)
@@ -141,7 +141,7 @@ def test_module_form_leaves_the_class_alone() -> None:
 
 def test_module_form_refuses_pickle_with_a_fix() -> None:
     w = compile_once(Net(), backend="eager")
-    with pytest.raises(TypeError, match="w.module"):
+    with pytest.raises(TypeError, match=r"w\.module"):
         pickle.dumps(w)
 
 
@@ -236,7 +236,7 @@ def test_bound_method_reset_and_refusal_to_pickle() -> None:
     net(torch.randn(1, 4))
     net.forward.reset()
     assert net.forward.stats.compiles == 0
-    with pytest.raises(TypeError, match="del obj.forward"):
+    with pytest.raises(TypeError, match=r"del obj\.forward"):
         pickle.dumps(net.forward)
 
 
