@@ -17,6 +17,7 @@ Nothing is ever assigned to the class or to a shared code object.
 
 from __future__ import annotations
 
+import os
 import threading
 import types
 import weakref
@@ -46,6 +47,8 @@ class BoundCompiledMethod(Protocol[P, R_co]):
     def stats(self) -> CompileStats: ...
 
     def reset(self) -> None: ...
+
+    def aot_compile(self, *args: P.args, **kwargs: P.kwargs) -> Any: ...
 
 
 class CompiledFunction(CompileState, Generic[P, R]):
@@ -106,16 +109,20 @@ class CompiledFunction(CompileState, Generic[P, R]):
             ) from None
         state = namespace.get(self._instance_attr)
         if state is None:
-            state = self._new_instance_state(namespace)
+            state = self._new_instance_state(namespace, instance)
         return types.MethodType(state, instance)
 
-    def _new_instance_state(self, namespace: dict[str, Any]) -> CompileState:
+    def _new_instance_state(self, namespace: dict[str, Any], instance: object) -> CompileState:
         with self._instance_lock:
             # Re-check under the lock: two threads may reach an instance's first call at once.
             # A copied or unpickled instance holds None under the key (see CompileState.__reduce__).
             state = namespace.get(self._instance_attr)
             if state is None:
                 state = CompileState(self._fn, self._options)
+                try:  # a weak reference, so instance.method.aot_compile(x) knows its self
+                    state._owner = weakref.ref(instance)
+                except TypeError:
+                    pass
                 namespace[self._instance_attr] = state
                 self._instance_states.add(state)
             return state  # type: ignore[no-any-return]
@@ -167,6 +174,7 @@ def compile_once(
     dynamic: DynamicSpec | None = None,
     per_instance: bool = True,
     dispatch: Dispatch = "bytecode",
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> Callable[[Callable[P, R]], CompiledFunction[P, R]]: ...
 
 
@@ -183,6 +191,7 @@ def compile_once(
     dynamic: DynamicSpec | None = None,
     per_instance: bool = True,
     dispatch: Dispatch = "bytecode",
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> CompiledFunction[P, R] | Callable[[Callable[P, R]], CompiledFunction[P, R]]:
     """Compile a function once with ``torch.compile`` and call Dynamo's bytecode directly after.
 
@@ -214,6 +223,10 @@ def compile_once(
             all instances.
         dispatch: ``"bytecode"`` (default) calls the captured bytecode; ``"dynamo"`` calls through
             ``torch.compile``'s callable (guards still dropped unless ``guards="dynamo"``).
+        cache_dir: a directory (created with mode 0o700) where each specialization's compiled
+            artifact is saved and from which a later process loads it instead of compiling.
+            ``None`` (default) uses ``NOCOMPILE_CACHE_DIR`` when that is set. Not with
+            ``guards="dynamo"`` or a backend callable. See docs/persistence.md.
 
     Every option is validated here, when the decorator is applied.
     """
@@ -228,6 +241,7 @@ def compile_once(
         on_mismatch=on_mismatch,
         max_compiles=max_compiles,
         dynamic=dynamic,
+        cache_dir=cache_dir,
     )
 
     def decorate(f: Callable[P, R]) -> CompiledFunction[P, R]:

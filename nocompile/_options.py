@@ -8,6 +8,7 @@ on the first call.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, get_args
 
@@ -36,6 +37,8 @@ class CompileOptions:
     on_mismatch: OnMismatch = "raise"
     max_compiles: int = 8
     dynamic: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    cache_dir: str | None = None
+    """Directory of compiled artifacts (``None``: ``NOCOMPILE_CACHE_DIR``, if set, at compile time)."""
 
     @property
     def drops_guards(self) -> bool:
@@ -71,6 +74,8 @@ class CompileOptions:
             parts.append(f"on_mismatch={self.on_mismatch!r}, max_compiles={self.max_compiles}")
         if self.dynamic:
             parts.append(f"dynamic={dict(self.dynamic)!r}")
+        if self.cache_dir is not None:
+            parts.append(f"cache_dir={self.cache_dir!r}")
         return ", ".join(parts)
 
 
@@ -101,6 +106,7 @@ def validate_options(
     on_mismatch: object = "raise",
     max_compiles: object = 8,
     dynamic: object = None,
+    cache_dir: object = None,
 ) -> CompileOptions:
     """Check every option and return the frozen record, or raise ``TypeError``/``ValueError``."""
     _choice("guards", guards, GUARD_POLICIES)
@@ -170,6 +176,8 @@ def validate_options(
                 "instead, or use guards='dynamo'."
             )
 
+    cache_path = _cache_dir(cache_dir, backend, guards)
+
     return CompileOptions(
         backend=backend,  # type: ignore[arg-type]  # checked above
         options=options,  # type: ignore[arg-type]
@@ -180,7 +188,27 @@ def validate_options(
         on_mismatch=on_mismatch,  # type: ignore[arg-type]
         max_compiles=max_compiles,
         dynamic=dynamic_dims,
+        cache_dir=cache_path,
     )
+
+
+def _cache_dir(cache_dir: object, backend: object, guards: object) -> str | None:
+    """``cache_dir`` as an absolute path; persistence needs a backend name and dropped guards."""
+    if cache_dir is None:
+        return None
+    if not isinstance(cache_dir, (str, os.PathLike)) or not os.fspath(cache_dir):
+        raise TypeError(f"compile_once(cache_dir=...) takes a directory path (str or os.PathLike) or None; got {cache_dir!r}.")
+    if guards == "dynamo":
+        raise ValueError(
+            f"compile_once(cache_dir={cache_dir!r}, guards='dynamo'): a saved artifact cannot keep Dynamo's "
+            "recompile-on-guard-failure behaviour. Use guards='inputs' (default) or 'none' with cache_dir."
+        )
+    if not isinstance(backend, str):
+        raise ValueError(
+            f"compile_once(cache_dir={cache_dir!r}) with a backend callable: an artifact's key needs a "
+            "backend name that means the same thing in the next process. Register the backend and pass its name."
+        )
+    return os.path.abspath(os.path.expanduser(os.fspath(cache_dir)))
 
 
 def _dynamic_dims(dynamic: object) -> dict[str, tuple[int, ...]]:

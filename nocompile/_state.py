@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from . import _capture, _compat
+from . import _artifacts, _capture, _compat
 from ._errors import GuardMismatchError, NoCompileError
 from ._options import CompileOptions
 from ._signature import (
@@ -70,6 +70,8 @@ class CompileStats:
     """Wall-clock seconds spent in compiling calls (compile plus that first run)."""
     specializations: int = 0
     """Compiled specializations currently held."""
+    loads: int = 0
+    """Specializations loaded from a cache directory instead of compiled (not in ``compiles``)."""
 
     def __add__(self, other: CompileStats) -> CompileStats:
         return CompileStats(
@@ -77,6 +79,7 @@ class CompileStats:
             compiles=self.compiles + other.compiles,
             compile_seconds=self.compile_seconds + other.compile_seconds,
             specializations=self.specializations + other.specializations,
+            loads=self.loads + other.loads,
         )
 
 
@@ -100,6 +103,10 @@ class Specialization:
     key_function: KeyFunction | None = None
     shape_check: ShapeCheck | None = None
     """Under ``guards="inputs"`` with dynamic dims: Dynamo's shape guards, kept and checked."""
+    origin: str = "compiled"
+    """``"compiled"`` in this process, or ``"loaded"`` from an artifact file."""
+    artifact_path: str | None = None
+    """The artifact file it was loaded from or saved to; ``None`` when not persisted."""
 
     def signature(self) -> str:
         """The compiled-for signature as text (``guards="inputs"`` only)."""
@@ -175,6 +182,7 @@ class CompileState:
         functools.update_wrapper(self, fn)
         self._lock = threading.Lock()
         self._compiling_thread: int | None = None
+        self._owner: weakref.ref[Any] | None = None  # per-instance states: the instance, for aot_compile
         self._clear()
 
     # -- the per-call path ------------------------------------------------------------------
@@ -205,6 +213,7 @@ class CompileState:
         self._disabled = False
         self._calls = 0
         self._compiles = 0
+        self._loads = 0
         self._compile_seconds = 0.0
 
     def _first_call(self, *args: Any, **kwargs: Any) -> Any:
@@ -258,6 +267,11 @@ class CompileState:
         if opts.guards == "inputs":
             key_function = self._key_function_for(args, kwargs)
             key = key_function.fn(*args, **kwargs)
+        directory = _artifacts.cache_dir_for(opts) if opts.drops_guards else None
+        if directory is not None and _artifacts.aot_usable():
+            spec = self._make_ahead(args, kwargs, key_function, key, directory, fall_back=True)
+            if spec is not None:
+                return spec.call(*args, **kwargs)
         # A private code object: Dynamo caches per code object, so this specialization never
         # sees (or disturbs) another's cache entries, and the bytecode hook matches on identity.
         source = fn.__code__.replace()
@@ -308,6 +322,37 @@ class CompileState:
         log.info("compiled %s in %.3f s", fn.__qualname__, seconds)
         return result
 
+    def _make_ahead(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        key_function: KeyFunction | None,
+        key: tuple[Any, ...] | None,
+        directory: str | None,
+        fall_back: bool,
+    ) -> Specialization | None:
+        """Load the specialization from ``directory`` or compile it ahead of time (no run), install it.
+
+        With ``fall_back``, a failing ahead-of-time compile logs a warning and returns None so
+        the caller compiles in-process as usual (which also reports a graph break properly).
+        """
+        fn = self._fn
+        source = fn.__code__.replace()
+        marks = dynamic_marks(fn, args, kwargs, self._options.dynamic)  # ValueError on a bad name or dim
+        try:
+            made = _artifacts.make(
+                fn, function_on_code(source, fn), self._options, directory, args, kwargs, self._torch_compile_kwargs, marks
+            )
+        except _artifacts.AheadOfTimeFailed as exc:
+            if not fall_back:
+                raise self._compile_error(exc.__cause__ or exc) from exc.__cause__
+            log.warning("%s: ahead-of-time compile failed (%s); compiling in-process, nothing saved", fn.__qualname__, exc)
+            return None
+        return self._install(
+            source, made.aot, [made.bytecode_fn.__code__], made.dropped, made.seconds, key_function, key,
+            made.shape_exprs, args, kwargs, origin=made.origin, artifact_path=made.path,
+        )
+
     def _key_function_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> KeyFunction:
         key_function, _unchecked = build_key_function(self._fn, args, kwargs, self._options.dynamic)
         for table in self._tables:  # the same structure as an existing table: share its function
@@ -349,7 +394,9 @@ class CompileState:
         shape_exprs: list[str],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-    ) -> None:
+        origin: str = "compiled",
+        artifact_path: str | None = None,
+    ) -> Specialization:
         transformed = captured[0]
         call: Callable[..., Any] = compiled
         if self._options.calls_bytecode:
@@ -376,14 +423,20 @@ class CompileState:
             key=key,
             key_function=key_function,
             shape_check=shape_check,
+            origin=origin,
+            artifact_path=artifact_path,
         )
         self._specs.append(spec)
-        self._compiles += 1
-        self._compile_seconds += seconds
+        if origin == "loaded":
+            self._loads += 1
+        else:
+            self._compiles += 1
+            self._compile_seconds += seconds
         if key_function is not None and key is not None:
             self._add_to_table(spec, key_function, key)
         else:
             self._dispatch = call
+        return spec
 
     def _shape_check(self, exprs: list[str], args: tuple[Any, ...], kwargs: dict[str, Any]) -> ShapeCheck:
         unique = list(dict.fromkeys(exprs))
@@ -489,12 +542,52 @@ class CompileState:
             compiles=self._compiles,
             compile_seconds=self._compile_seconds,
             specializations=len(self._specs),
+            loads=self._loads,
         )
 
     @property
     def specializations(self) -> tuple[Specialization, ...]:
         """The compiled specializations, oldest first."""
         return tuple(self._specs)
+
+    def aot_compile(self, *args: Any, **kwargs: Any) -> Specialization | None:
+        """Compile (or load from the cache directory) the specialization for these example
+        inputs now, without running the function; later calls with that signature are fast.
+
+        Returns the specialization (``origin``, ``artifact_path``), the existing one when these
+        inputs already have one, or None under ``NOCOMPILE_DISABLE``. For a method, called on
+        an instance (``model.forward.aot_compile(x)``) it compiles that instance's state.
+        """
+        owner = self._owner() if self._owner is not None else None
+        if owner is not None:
+            args = (owner, *args)
+        if self._options.guards == "dynamo":
+            raise NoCompileError(
+                f"{describe_function(self._fn)}: aot_compile() needs guards='inputs' or 'none'; under "
+                "guards='dynamo' Dynamo compiles on the first call. Call the function once instead."
+            )
+        with self._lock:
+            target = self._ready_target(args, kwargs)
+            if target is self._fn and self._disabled:
+                return None
+            if target is not None:
+                return next((s for s in reversed(self._specs) if s.call is target), self._specs[-1])
+            if not _artifacts.aot_usable():
+                raise NoCompileError(
+                    f"{describe_function(self._fn)}: aot_compile() needs torch's ahead-of-time path, which "
+                    f"torch {torch.__version__} lacks ({_compat.aot_available()}). Call the function once instead."
+                )
+            key_function: KeyFunction | None = None
+            key: tuple[Any, ...] | None = None
+            if self._options.guards == "inputs":
+                key_function = self._key_function_for(args, kwargs)
+                key = key_function.fn(*args, **kwargs)
+            self._compiling_thread = threading.get_ident()
+            try:
+                spec = self._make_ahead(args, kwargs, key_function, key, _artifacts.cache_dir_for(self._options), fall_back=False)
+            finally:
+                self._compiling_thread = None
+            return spec
 
     def reset(self) -> None:
         """Forget the compiled state and zero the counters; the next call compiles again."""
