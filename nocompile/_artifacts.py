@@ -167,7 +167,7 @@ def _code_digest(code: types.CodeType, h: Any, reached: set[types.CodeType], fn_
     for name in code.co_names:  # functions this one calls by global name, in the user's code
         target = fn_globals.get(name)
         target = getattr(target, "__wrapped__", target)
-        if isinstance(target, types.FunctionType) and not target.__module__.startswith("torch"):
+        if isinstance(target, types.FunctionType) and not (target.__module__ or "").startswith("torch"):
             h.update(f"->{name}".encode())
             _code_digest(target.__code__, h, reached, target.__globals__, depth - 1)
 
