@@ -41,7 +41,7 @@ import torch
 from . import _capture, _compat
 from ._errors import NoCompileError
 from ._options import CompileOptions
-from ._signature import build_key_function, build_shape_check, describe_key
+from ._signature import bound_arguments, build_key_function, build_shape_check, describe_key
 
 log = logging.getLogger("nocompile")
 
@@ -191,12 +191,53 @@ def function_digest(fn: types.FunctionType) -> str:
     return h.hexdigest()
 
 
+_SCALAR_ATTRS = (int, float, bool, str, type(None), torch.dtype, torch.device)
+
+
+def _plain_value(value: Any) -> bool:
+    if isinstance(value, (tuple, list)):
+        return all(isinstance(v, _SCALAR_ATTRS) for v in value)
+    return isinstance(value, _SCALAR_ATTRS)
+
+
+def module_digest(module: torch.nn.Module) -> str:
+    """Hash of what a module argument (``self``) contributes to the compiled graph.
+
+    Dynamo bakes into the graph the shapes, dtypes and devices of the parameters and buffers,
+    the code of every submodule's ``forward`` and plain attributes such as ``eps`` or
+    ``in_features``; the per-call ``guards="inputs"`` check sees none of them. In one process
+    that is the model the compile saw; across processes it may be another (a config change),
+    so all of it goes into the artifact key.
+    """
+    h = hashlib.sha256()
+    forwards: dict[type, None] = {}
+    for name, sub in module.named_modules():
+        kind = type(sub)
+        h.update(f"{name}:{kind.__module__}.{kind.__qualname__};".encode())
+        attrs = sorted((k, repr(v)) for k, v in vars(sub).items() if not k.startswith("_") and _plain_value(v))
+        h.update(repr(attrs).encode())
+        forwards.setdefault(kind)
+    for tensors in (module.named_parameters(), module.named_buffers()):
+        for name, t in tensors:
+            h.update(f"{name}:{tuple(t.shape)}:{t.dtype}:{t.device}:{t.requires_grad}:{t.stride()};".encode())
+    for kind in forwards:
+        forward = getattr(kind.forward, "__wrapped__", kind.forward)
+        if isinstance(forward, types.FunctionType) and not (forward.__module__ or "").startswith("torch"):
+            _code_digest(forward.__code__, h, set(), forward.__globals__, depth=2)
+    return h.hexdigest()
+
+
 def key_material(
     fn: types.FunctionType, options: CompileOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> dict[str, Any]:
     """Everything the artifact key hashes, as JSON-able text (also written into the header)."""
     key_function, _unchecked = build_key_function(fn, args, kwargs, options.dynamic)
     key = key_function.fn(*args, **kwargs)
+    modules = [
+        f"{name}={module_digest(value)}"
+        for name, value in bound_arguments(fn, args, kwargs).items()
+        if isinstance(value, torch.nn.Module)
+    ]
     return {
         "function": f"{fn.__module__}.{fn.__qualname__}",
         "code": function_digest(fn),
@@ -208,6 +249,7 @@ def key_material(
         "guards": options.guards,
         "dynamic": sorted((k, list(v)) for k, v in options.dynamic.items()),
         "signature": _ADDRESS.sub("", key_function.source + repr(key)),
+        "modules": modules,
         "signature_text": describe_key(key_function, key),
     }
 

@@ -40,7 +40,7 @@ def f(x, y):
 class Net(torch.nn.Module):
     def __init__(self):
         super().__init__()
-        self.lin = torch.nn.Linear(8, 8)
+        self.lin = torch.nn.Linear(8, int(os.environ.get("NET_OUT", "8")))
 
     @compile_once(backend="aot_eager", cache_dir=CACHE)
     def forward(self, x):
@@ -236,6 +236,14 @@ def test_two_processes_racing_both_succeed_and_leave_one_valid_artifact(tmp_path
     assert not [p for p in cache.iterdir() if p.name.startswith(".tmp-")]
 
 
+def test_other_module_structure_misses(cache_copy: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """Parameter shapes are baked into the graph and not checked per call: they are in the key."""
+    result = run_child(tmp_path, cache_copy, PARTS="net", NET_OUT="6")
+    assert isinstance(result, dict)
+    assert (result["net_stats"]["compiles"], result["net_stats"]["loads"]) == (1, 0)
+    assert len(result["net"][0]) == 6
+
+
 def test_aot_compile_across_processes_without_running(cache_copy: pathlib.Path, tmp_path: pathlib.Path) -> None:
     result = run_child(tmp_path, cache_copy, PARTS="net", AOT="1")
     assert isinstance(result, dict)
@@ -344,6 +352,24 @@ def test_env_cache_dir_is_ignored_for_guards_dynamo(tmp_path: pathlib.Path, monk
     assert h.stats.compiles == 1 and not (tmp_path / "cache").exists()
 
 
+def test_module_digest_sees_parameters_attributes_and_forward_code() -> None:
+    base = _artifacts.module_digest(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4)))
+    assert base == _artifacts.module_digest(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4)))
+    assert base != _artifacts.module_digest(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4, eps=1e-3)))
+    assert base != _artifacts.module_digest(torch.nn.Sequential(torch.nn.Linear(4, 4).double(), torch.nn.LayerNorm(4)))
+
+    class A(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 1
+
+    class B(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 2
+
+    B.__qualname__ = A.__qualname__
+    assert _artifacts.module_digest(A()) != _artifacts.module_digest(B())
+
+
 def test_function_digest_follows_called_functions_and_nested_code() -> None:
     namespace: dict[str, Any] = {}
     exec("def helper(x):\n    return x + 1\ndef f(x):\n    return helper(x) * 2\n", namespace)  # noqa: S102
@@ -354,3 +380,48 @@ def test_function_digest_follows_called_functions_and_nested_code() -> None:
     one = _artifacts.function_digest(namespace["f"])
     exec("def f(x):\n    g = lambda y: y - 3\n    return helper(g(x)) * 2\n", namespace)  # noqa: S102
     assert _artifacts.function_digest(namespace["f"]) != one
+
+
+# -- sharp edges (docs/persistence.md), pinned -------------------------------------------------
+
+SCALE = torch.tensor(2.0)
+
+
+def _scaled(cache: pathlib.Path, dispatch: str = "bytecode") -> Any:
+    @compile_once(backend="eager", cache_dir=cache, dispatch=dispatch)  # type: ignore[arg-type]
+    def scaled(x: torch.Tensor) -> torch.Tensor:
+        return x * SCALE
+
+    return scaled
+
+
+@pytest.mark.parametrize("dispatch", ["bytecode", "dynamo"])
+def test_loaded_code_reads_live_module_globals(tmp_path: pathlib.Path, dispatch: str) -> None:
+    """A second decoration of the same code in this process loads the artifact the first saved."""
+    global SCALE
+    cache = tmp_path / "cache"
+    first = _scaled(cache, dispatch)
+    assert torch.equal(first(torch.ones(2)), torch.full((2,), 2.0))
+    loaded = _scaled(cache, dispatch)
+    assert torch.equal(loaded(torch.ones(2)), torch.full((2,), 2.0))
+    assert (loaded.stats.compiles, loaded.stats.loads) == (0, 1)
+    assert loaded.specializations[0].origin == "loaded"
+    saved, SCALE = SCALE, torch.tensor(3.0)
+    try:
+        if dispatch == "bytecode":  # the bytecode reads the live global, like an in-process compile
+            assert torch.equal(loaded(torch.ones(2)), torch.full((2,), 3.0))
+        else:  # torch's loaded callable reads a private copy of the module's globals, made at load time
+            assert torch.equal(loaded(torch.ones(2)), torch.full((2,), 2.0))
+    finally:
+        SCALE = saved
+
+
+def test_code_reached_through_an_attribute_is_not_in_the_key() -> None:
+    """Sharp edge: change code reached as ``helpers.fn`` and the function's digest stays the same."""
+    helpers = type(sys)("helpers_for_digest")
+    exec("def fn(x):\n    return x + 1\n", helpers.__dict__)  # noqa: S102
+    namespace: dict[str, Any] = {"helpers": helpers}
+    exec("def f(x):\n    return helpers.fn(x) * 2\n", namespace)  # noqa: S102
+    before = _artifacts.function_digest(namespace["f"])
+    exec("def fn(x):\n    return x + 2\n", helpers.__dict__)  # noqa: S102
+    assert _artifacts.function_digest(namespace["f"]) == before
