@@ -425,3 +425,39 @@ def test_code_reached_through_an_attribute_is_not_in_the_key() -> None:
     before = _artifacts.function_digest(namespace["f"])
     exec("def fn(x):\n    return x + 2\n", helpers.__dict__)  # noqa: S102
     assert _artifacts.function_digest(namespace["f"]) == before
+
+
+def test_bench_cache_rejects_bad_layer_lists(capsys: pytest.CaptureFixture[str]) -> None:
+    from nocompile.__main__ import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["bench-cache", "--layers", "4,0"])
+    assert info.value.code == 2
+    assert "positive integers separated by commas" in capsys.readouterr().err
+
+
+def _graph_break(cache: pathlib.Path | None) -> Any:
+    @compile_once(backend="eager", cache_dir=cache)
+    def broken(x: torch.Tensor) -> torch.Tensor:
+        print("a graph break")
+        return x + 1
+
+    return broken
+
+
+def test_graph_break_with_cache_dir_raises_the_usual_error_and_saves_nothing(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = tmp_path / "cache"
+    broken = _graph_break(cache)
+    with caplog.at_level("WARNING", logger="nocompile"), pytest.raises(NoCompileError, match="as one graph"):
+        broken(torch.ones(2))
+    assert "ahead-of-time compile failed" in caplog.text
+    assert artifacts(cache) == [] and broken.stats.compiles == 0
+
+
+def test_aot_compile_of_a_graph_break_raises_without_running(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = _graph_break(None)
+    with pytest.raises(NoCompileError, match="as one graph"):
+        broken.aot_compile(torch.ones(2))
+    assert "a graph break" not in capsys.readouterr().out
