@@ -356,12 +356,16 @@ def install_dynamo_globals(loaded: types.FunctionType, fn_globals: dict[str, Any
     """Put the compiled graph and Dynamo's import aliases into the function's own globals.
 
     The state builds its call on ``fn.__globals__`` (live module globals, as an in-process
-    compile does) rather than on the loaded function's private snapshot of them; Dynamo's own
-    names carry a uuid, so they collide with nothing.
+    compile does) rather than on the AOT function's private snapshot of them; Dynamo's own
+    names carry a uuid, so they collide with nothing. They are overwritten, not just added:
+    while tracing, Dynamo already installs ``__compiled_fn_*`` in the module under the same
+    name, bound to the *uncompiled* graph module (an eager FX graph: measured 72 µs per call
+    against 15 µs for the inductor kernels on the 4-layer reference MLP); only the AOT
+    function's own globals hold the backend's compiled callable.
     """
     source = loaded.__globals__
     for name in loaded.__code__.co_names:
-        if name.startswith(_compat.DYNAMO_GLOBAL_PREFIXES) and name in source and name not in fn_globals:
+        if name.startswith(_compat.DYNAMO_GLOBAL_PREFIXES) and name in source:
             fn_globals[name] = source[name]
 
 
@@ -426,6 +430,7 @@ def make(
         bytecode_fn = _compat.aot_bytecode_function(aot)
     except Exception as exc:
         raise AheadOfTimeFailed(f"{type(exc).__name__}: {exc}") from exc
+    install_dynamo_globals(bytecode_fn, fn.__globals__)
     seconds = time.perf_counter() - started
     saved = path
     if path is None:

@@ -461,3 +461,22 @@ def test_aot_compile_of_a_graph_break_raises_without_running(tmp_path: pathlib.P
     with pytest.raises(NoCompileError, match="as one graph"):
         broken.aot_compile(torch.ones(2))
     assert "a graph break" not in capsys.readouterr().out
+
+
+def test_calls_run_the_backends_compiled_graph_not_dynamos_placeholder(tmp_path: pathlib.Path) -> None:
+    """While tracing, Dynamo binds ``__compiled_fn_*`` in the module to the *uncompiled* graph;
+    the state must call the backend's output that the AOT function holds (with inductor the
+    placeholder is an eager FX graph: right results, 5x slower)."""
+    from nocompile import _compat
+
+    cache = tmp_path / "cache"
+    for expected_origin in ("compiled", "loaded"):
+        h = _plain(cache)
+        h(torch.ones(2))
+        (spec,) = h.specializations
+        assert spec.origin == expected_origin
+        aot_globals = _compat.aot_bytecode_function(spec.compiled).__globals__
+        names = [n for n in spec.transformed_code.co_names if n.startswith("__compiled_fn")]
+        assert names
+        for name in names:
+            assert spec.call.__globals__[name] is aot_globals[name]
