@@ -54,9 +54,15 @@ with torch.no_grad():
     y = model(x)
     first = time.perf_counter()
     expected = ReferenceMLP.forward(model, x)
+    per_call = []
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(200):
+            model(x)
+        per_call.append((time.perf_counter() - t) / 200)
 stats = model.forward.stats
 print("RESULT " + json.dumps({
-    "import_s": imported - started, "first_call_s": first - before,
+    "import_s": imported - started, "first_call_s": first - before, "us_per_call": min(per_call) * 1e6,
     "compiles": stats.compiles, "loads": stats.loads,
     "correct": bool(torch.allclose(y, expected, atol=1e-5, rtol=1e-4)),
 }), flush=True)
@@ -127,6 +133,7 @@ def measure(cfg: CacheBenchConfig, log: Any = None) -> dict[str, Any]:
                     "samples_s": [round(s["start_to_result_s"], 3) for s in runs],
                     "median_first_call_s": statistics.median(s["first_call_s"] for s in runs),
                     "median_import_s": statistics.median(s["import_s"] for s in runs),
+                    "median_us_per_call": statistics.median(s["us_per_call"] for s in runs),
                     "compiles": [s["compiles"] for s in runs],
                     "loads": [s["loads"] for s in runs],
                     "correct": all(s["correct"] for s in runs),
@@ -145,7 +152,7 @@ def format_table(result: dict[str, Any]) -> str:
         f"process start -> first result, reference MLP width {cfg['width']}, backend {cfg['backend']!r}, "
         f"torch {cfg['torch']}, {cfg['threads']} thread(s), median of {cfg['rounds']} runs (seconds)",
         "",
-        f"{'layers':>6}  {'run':<24} {'start->result':>13} {'first call':>10} {'cold / this':>11}",
+        f"{'layers':>6}  {'run':<24} {'start->result':>13} {'first call':>10} {'cold / this':>11} {'us/call after':>13}",
     ]
     for row in result["rows"]:
         for name in KINDS:
@@ -153,6 +160,7 @@ def format_table(result: dict[str, Any]) -> str:
             lines.append(
                 f"{row['layers']:>6}  {name:<24} {row[name]['median_s']:>13.2f} {row[name]['median_first_call_s']:>10.2f} "
                 + (f"{ratio:>10.2f}x" if ratio is not None else f"{'':>11}")
+                + f" {row[name]['median_us_per_call']:>13.1f}"
             )
         bad = [name for name in KINDS if not row[name]["correct"]]
         if bad:
