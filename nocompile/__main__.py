@@ -1,4 +1,4 @@
-"""Command line: ``python -m nocompile bench [--layers N] [--width N] [--json]`` and
+"""Command line: ``python -m nocompile bench [--layers N] [--width N] [--json]``, ``bench-cache``, and
 ``python -m nocompile explain module:function [--example module:make_inputs]``."""
 
 from __future__ import annotations
@@ -50,7 +50,29 @@ def build_parser() -> argparse.ArgumentParser:
     from ._explain_cli import add_parser as add_explain
 
     add_explain(commands)
+    cache = commands.add_parser(
+        "bench-cache",
+        help="time process start to first result with a cold and a warm cache_dir",
+        description="Fresh processes build the reference MLP with compile_once(cache_dir=...) and call it "
+        "once: cold (empty cache), warm (artifact saved by the cold run), and without cache_dir with "
+        "inductor's own caches warm. Medians of --rounds runs.",
+    )
+    cache.add_argument("--layers", type=_layers, default=(4, 64), help="comma-separated layer counts (default 4,64)")
+    cache.add_argument("--width", type=_positive, default=16, help="features per layer (default 16)")
+    cache.add_argument("--backend", default="inductor", help="torch.compile backend (default inductor)")
+    cache.add_argument("--rounds", type=_positive, default=3, help="runs of each kind (default 3)")
+    cache.add_argument("--threads", type=_positive, default=1, help="torch CPU threads (default 1)")
+    cache.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
+
+
+def _layers(text: str) -> tuple[int, ...]:
+    from ._bench_cache import parse_layers
+
+    try:
+        return parse_layers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,6 +101,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._explain_cli import run as explain_run
 
         return explain_run(args)
+    if args.command == "bench-cache":
+        from ._bench_cache import CacheBenchConfig
+        from ._bench_cache import main as cache_main
+
+        return cache_main(
+            CacheBenchConfig(
+                layers=args.layers, width=args.width, backend=args.backend, rounds=args.rounds, threads=args.threads
+            ),
+            args.json,
+        )
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -236,3 +236,72 @@ def current_raw_stream_getter() -> Callable[[int], int]:
     if getter is None:
         return lambda index: int(torch.cuda.current_stream(index).cuda_stream)
     return getter  # type: ignore[no-any-return]
+
+
+# -- ahead-of-time compilation and artifacts (persistence) -------------------------------------
+
+#: Prefixes of the globals Dynamo's transformed bytecode loads that Dynamo itself creates: the
+#: compiled graph (``__compiled_fn_<n>_<uuid>``) and aliases of modules it imports
+#: (``__import_torch_dot_nn_dot_modules_dot_linear``). Checked on torch 2.13.
+DYNAMO_GLOBAL_PREFIXES = ("__compiled_fn", "__import_")
+
+
+def aot_available() -> str | None:
+    """``None`` when this torch can compile ahead of time and load artifacts; else why not.
+
+    Needs ``torch.compiler.load_compiled_function`` and the ``aot_compile`` attribute that
+    ``torch.compile`` adds to its wrapper while ``torch._dynamo.config.enable_aot_compile`` is
+    on (the default on torch 2.13). Checked on torch 2.13.
+    """
+    import torch._dynamo.config as dynamo_config
+
+    if not hasattr(torch.compiler, "load_compiled_function"):
+        return f"torch {torch.__version__} has no torch.compiler.load_compiled_function"
+    if not hasattr(dynamo_config, "enable_aot_compile"):
+        return f"torch {torch.__version__} has no torch._dynamo.config.enable_aot_compile"
+    return None
+
+
+def aot_compile(
+    fn: types.FunctionType, compile_kwargs: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``torch.compile(fn, fullgraph=True, dynamic=False, **compile_kwargs).aot_compile(...)``.
+
+    Traces and compiles for ``(args, kwargs)`` without running the function and without adding
+    a Dynamo cache entry. Returns torch's ``AOTCompiledFunction``. ``guard_filter_fn`` in the
+    options replaces torch's default filter, so the artifact keeps only the guards it keeps.
+    Checked on torch 2.13.
+    """
+    import torch._dynamo.config as dynamo_config
+
+    with dynamo_config.patch(enable_aot_compile=True):
+        compiled = torch.compile(fn, fullgraph=True, dynamic=False, **compile_kwargs)
+    aot = getattr(compiled, "aot_compile", None)
+    if aot is None:  # pragma: no cover - aot_available() said yes
+        raise RuntimeError(f"torch {torch.__version__}: torch.compile(...) has no aot_compile")
+    return aot((tuple(args), dict(kwargs)))
+
+
+def aot_payload(aot: Any) -> bytes:
+    """The bytes ``save_compiled_function`` would write for ``aot``. Checked on torch 2.13."""
+    return bytes(type(aot).serialize(aot).serialized_data)
+
+
+def aot_load(payload: bytes, f_globals: dict[str, Any]) -> Any:
+    """Unpickle an artifact with ``torch.compiler.load_compiled_function``. Runs its code."""
+    import io
+
+    return torch.compiler.load_compiled_function(io.BytesIO(payload), f_globals=f_globals)
+
+
+def aot_bytecode_function(aot: Any) -> types.FunctionType:
+    """The function on Dynamo's transformed bytecode inside an ``AOTCompiledFunction``.
+
+    ``AOTCompiledFunction.__call__`` evaluates the artifact's guard manager on every call
+    (about 30 µs here even with every guard dropped) and then calls this function, ``aot.fn``.
+    Its globals are a private dict holding the compiled graph. Checked on torch 2.13.
+    """
+    fn = getattr(aot, "fn", None)
+    if not isinstance(fn, types.FunctionType):
+        raise RuntimeError(f"torch {torch.__version__}: the AOT-compiled function exposes no bytecode function")
+    return fn

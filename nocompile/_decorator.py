@@ -63,6 +63,7 @@ class BoundCompiledMethod(Protocol[P, R_co]):
     def explain(self, verbose: bool = False) -> str: ...
 
     def report(self) -> ExplainReport: ...
+    def aot_compile(self, *args: P.args, **kwargs: P.kwargs) -> Any: ...
 
 
 class CompiledFunction(CompileState, Generic[P, R]):
@@ -136,16 +137,20 @@ class CompiledFunction(CompileState, Generic[P, R]):
             ) from None
         state = namespace.get(self._instance_attr)
         if state is None:
-            state = self._new_instance_state(namespace)
+            state = self._new_instance_state(namespace, instance)
         return types.MethodType(state, instance)
 
-    def _new_instance_state(self, namespace: dict[str, Any]) -> CompileState:
+    def _new_instance_state(self, namespace: dict[str, Any], instance: object) -> CompileState:
         with self._instance_lock:
             # Re-check under the lock: two threads may reach an instance's first call at once.
             # A copied or unpickled instance holds None under the key (see CompileState.__reduce__).
             state = namespace.get(self._instance_attr)
             if state is None:
                 state = CompileState(self._fn, self._options)
+                try:  # a weak reference, so instance.method.aot_compile(x) knows its self
+                    state._owner = weakref.ref(instance)
+                except TypeError:
+                    pass
                 namespace[self._instance_attr] = state
                 self._instance_states.add(state)
             return state
@@ -259,6 +264,7 @@ def compile_once(
     cudagraphs: bool = False,
     cudagraph_sizes: Sequence[int] | None = None,
     cudagraph_outputs: CudagraphOutputs = "static",
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> Callable[[Callable[P, R]], CompiledFunction[P, R]]: ...
 
 
@@ -279,6 +285,7 @@ def compile_once(
     cudagraphs: bool = False,
     cudagraph_sizes: Sequence[int] | None = None,
     cudagraph_outputs: CudagraphOutputs = "static",
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> Any:
     """Compile a function once with ``torch.compile`` and call Dynamo's bytecode directly after.
 
@@ -331,6 +338,10 @@ def compile_once(
             the next call overwrites (as ``torch.cuda.graph`` does): ``.clone()`` what you keep.
             ``"copy"`` returns fresh copies (one extra copy kernel per output; use it with
             several threads).
+        cache_dir: a directory (created with mode 0o700) where each specialization's compiled
+            artifact is saved and from which a later process loads it instead of compiling.
+            ``None`` (default) uses ``NOCOMPILE_CACHE_DIR`` when that is set. Not with
+            ``guards="dynamo"`` or a backend callable. See docs/persistence.md.
 
     Every option is validated here, when the decorator is applied.
     """
@@ -349,6 +360,7 @@ def compile_once(
         cudagraphs=cudagraphs,
         cudagraph_sizes=cudagraph_sizes,
         cudagraph_outputs=cudagraph_outputs,
+        cache_dir=cache_dir,
     )
 
     def decorate(f: Any) -> Any:

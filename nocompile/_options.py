@@ -44,6 +44,8 @@ class CompileOptions:
     cudagraphs: bool = False
     cudagraph_sizes: tuple[int, ...] | None = None
     cudagraph_outputs: CudagraphOutputs = "static"
+    cache_dir: str | None = None
+    """Directory of compiled artifacts (``None``: ``NOCOMPILE_CACHE_DIR``, if set, at compile time)."""
 
     @property
     def drops_guards(self) -> bool:
@@ -85,6 +87,8 @@ class CompileOptions:
             parts.append(f"cudagraphs=True, cudagraph_outputs={self.cudagraph_outputs!r}")
             if self.cudagraph_sizes:
                 parts.append(f"cudagraph_sizes={list(self.cudagraph_sizes)!r}")
+        if self.cache_dir is not None:
+            parts.append(f"cache_dir={self.cache_dir!r}")
         return ", ".join(parts)
 
 
@@ -119,6 +123,7 @@ def validate_options(
     cudagraphs: object = False,
     cudagraph_sizes: object = None,
     cudagraph_outputs: object = "static",
+    cache_dir: object = None,
 ) -> CompileOptions:
     """Check every option and return the frozen record, or raise ``TypeError``/``ValueError``."""
     _choice("guards", guards, GUARD_POLICIES)
@@ -204,6 +209,7 @@ def validate_options(
         cudagraphs, cudagraph_sizes, cudagraph_outputs,
         guards=guards, dispatch=dispatch, mode=mode, options=options, dynamic=dynamic_dims, on_mismatch=on_mismatch,
     )
+    cache_path = _cache_dir(cache_dir, backend, guards)
 
     return CompileOptions(
         backend=backend,
@@ -219,6 +225,7 @@ def validate_options(
         cudagraphs=cudagraphs,  # type: ignore[arg-type]
         cudagraph_sizes=sizes,
         cudagraph_outputs=cudagraph_outputs,  # type: ignore[arg-type]
+        cache_dir=cache_path,
     )
 
 
@@ -293,6 +300,25 @@ def _cudagraph_options(
             "compiles and captures its own graph). Add on_mismatch='recompile', or drop 1 from the sizes."
         )
     return tuple(sizes)
+
+
+def _cache_dir(cache_dir: object, backend: object, guards: object) -> str | None:
+    """``cache_dir`` as an absolute path; persistence needs a backend name and dropped guards."""
+    if cache_dir is None:
+        return None
+    if not isinstance(cache_dir, (str, os.PathLike)) or not os.fspath(cache_dir):
+        raise TypeError(f"compile_once(cache_dir=...) takes a directory path (str or os.PathLike) or None; got {cache_dir!r}.")
+    if guards == "dynamo":
+        raise ValueError(
+            f"compile_once(cache_dir={cache_dir!r}, guards='dynamo'): a saved artifact cannot keep Dynamo's "
+            "recompile-on-guard-failure behaviour. Use guards='inputs' (default) or 'none' with cache_dir."
+        )
+    if not isinstance(backend, str):
+        raise ValueError(
+            f"compile_once(cache_dir={cache_dir!r}) with a backend callable: an artifact's key needs a "
+            "backend name that means the same thing in the next process. Register the backend and pass its name."
+        )
+    return os.path.abspath(os.path.expanduser(os.fspath(cache_dir)))
 
 
 def _dynamic_dims(dynamic: object) -> dict[str, tuple[int, ...]]:

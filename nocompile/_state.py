@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from . import _capture, _compat, _cudagraphs, _dump
+from . import _artifacts, _capture, _compat, _cudagraphs, _dump
 from ._errors import GuardMismatchError, NoCompileError
 from ._explain import ExplainReport, build_report, state_label
 from ._options import CompileOptions
@@ -76,6 +76,8 @@ class CompileStats:
     """Wall-clock seconds spent in compiling calls (compile plus that first run)."""
     specializations: int = 0
     """Compiled specializations currently held."""
+    loads: int = 0
+    """Specializations loaded from a cache directory instead of compiled (not in ``compiles``)."""
 
     def __add__(self, other: CompileStats) -> CompileStats:
         return CompileStats(
@@ -83,6 +85,7 @@ class CompileStats:
             compiles=self.compiles + other.compiles,
             compile_seconds=self.compile_seconds + other.compile_seconds,
             specializations=self.specializations + other.specializations,
+            loads=self.loads + other.loads,
         )
 
 
@@ -112,6 +115,10 @@ class Specialization:
     """Under ``guards="inputs"``: the C++ tensor check built from the compiling call's tensors."""
     record: CompileRecord | None = None
     """What the compile saw (guards, FX graph, signature text), for ``explain()`` and dumps."""
+    origin: str = "compiled"
+    """``"compiled"`` in this process, or ``"loaded"`` from an artifact file."""
+    artifact_path: str | None = None
+    """The artifact file it was loaded from or saved to; ``None`` when not persisted."""
 
     def signature(self) -> str:
         """The compiled-for signature as text (``guards="inputs"`` only)."""
@@ -191,6 +198,7 @@ class CompileState:
         functools.update_wrapper(self, fn)
         self._lock = threading.Lock()
         self._compiling_thread: int | None = None
+        self._owner: weakref.ref[Any] | None = None  # per-instance states: the instance, for aot_compile
         self._clear()
 
     # -- the per-call path ------------------------------------------------------------------
@@ -220,6 +228,7 @@ class CompileState:
         self._disabled = False
         self._calls = 0
         self._compiles = 0
+        self._loads = 0
         self._compile_seconds = 0.0
         self._graph_pool = _cudagraphs.GraphPool() if self._options.cudagraphs else None
 
@@ -277,6 +286,11 @@ class CompileState:
         check: InputCheck | None = None
         if opts.guards == "inputs":
             check = self._input_check(args, kwargs)
+        directory = _artifacts.cache_dir_for(opts) if opts.drops_guards else None
+        if directory is not None and _artifacts.aot_usable():
+            spec = self._make_ahead(args, kwargs, check, directory, fall_back=True)
+            if spec is not None:
+                return spec.call(*args, **kwargs)
         # A private code object: Dynamo caches per code object, so this specialization never
         # sees (or disturbs) another's cache entries, and the bytecode hook matches on identity.
         source = fn.__code__.replace()
@@ -346,6 +360,44 @@ class CompileState:
             tensor_match=self._tensor_match(tensor_args(self._fn, args, kwargs, self._options.dynamic)),
         )
 
+    def _make_ahead(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        check: InputCheck | None,
+        directory: str | None,
+        fall_back: bool,
+    ) -> Specialization | None:
+        """Load the specialization from ``directory`` or compile it ahead of time (no run), install it.
+
+        With ``fall_back``, a failing ahead-of-time compile logs a warning and returns None so
+        the caller compiles in-process as usual (which also reports a graph break properly).
+        """
+        fn = self._fn
+        source = fn.__code__.replace()
+        marks = dynamic_marks(fn, args, kwargs, self._options.dynamic)  # ValueError on a bad name or dim
+        record = CompileRecord.for_call(fn, args, kwargs, self._options.dynamic, None, None)
+
+        def compile_kwargs(dropped: list[tuple[str, str]], shape_exprs: list[str]) -> dict[str, Any]:
+            # torch's ahead-of-time save needs torch.compile's own backend object, so no
+            # recording backend here: explain() shows the guards but not the FX graph.
+            return self._torch_compile_kwargs(dropped, shape_exprs, record, recording=False)
+
+        try:
+            made = _artifacts.make(
+                fn, function_on_code(source, fn), self._options, directory, args, kwargs, compile_kwargs, marks
+            )
+        except _artifacts.AheadOfTimeFailed as exc:
+            if not fall_back:
+                raise self._compile_error(exc.__cause__ or exc) from exc.__cause__
+            log.warning("%s: ahead-of-time compile failed (%s); compiling in-process, nothing saved", fn.__qualname__, exc)
+            return None
+        return self._install(
+            source, made.aot, [made.bytecode_fn.__code__], made.dropped, made.seconds, check,
+            made.shape_exprs, args, kwargs, record if made.origin == "compiled" else None,
+            origin=made.origin, artifact_path=made.path,
+        )
+
     def _table_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> KeyTable:
         """The table for this call's argument structure: an existing one, or a new one (not yet added)."""
         key_function, _unchecked = build_key_function(self._fn, args, kwargs, self._options.dynamic)
@@ -356,7 +408,7 @@ class CompileState:
         return KeyTable(key_function, selector)
 
     def _torch_compile_kwargs(
-        self, dropped: list[tuple[str, str]], shape_exprs: list[str], record: CompileRecord
+        self, dropped: list[tuple[str, str]], shape_exprs: list[str], record: CompileRecord, recording: bool = True
     ) -> dict[str, Any]:
         # The backend is wrapped by one that records Dynamo's FX graph for explain()/dump_dir and
         # then calls what torch.compile(backend=, mode=, options=) would have built itself.
@@ -380,6 +432,8 @@ class CompileState:
 
         inductor_options = _compat.inductor_mode_options(opts.mode) if opts.mode else {}
         backend_options = {**inductor_options, **dict(opts.options or {})}
+        if not recording:
+            return {"backend": opts.backend, "options": {**backend_options, "guard_filter_fn": drop_all_guards}}
         return {
             "backend": record.backend(opts.backend, None, backend_options),
             "options": {"guard_filter_fn": drop_all_guards},
@@ -398,7 +452,9 @@ class CompileState:
         kwargs: dict[str, Any],
         record: CompileRecord | None = None,
         state_before: dict[str, Any] | None = None,
-    ) -> None:
+        origin: str = "compiled",
+        artifact_path: str | None = None,
+    ) -> Specialization:
         transformed = captured[0]
         call: Callable[..., Any] = compiled
         if self._options.calls_bytecode:
@@ -424,6 +480,8 @@ class CompileState:
             dropped_guards=tuple(dropped),
             shape_check=shape_check,
             record=record,
+            origin=origin,
+            artifact_path=artifact_path,
         )
         if check is not None:
             spec.key_function = check.table.key_function
@@ -439,14 +497,18 @@ class CompileState:
                 state_before=state_before,
             )
         self._specs.append(spec)
-        self._compiles += 1
-        self._compile_seconds += seconds
+        if origin == "loaded":
+            self._loads += 1
+        else:
+            self._compiles += 1
+            self._compile_seconds += seconds
         if check is not None:
             self._add_to_table(spec, check)
         else:
             self._dispatch = spec.call
         if record is not None:
             _dump.after_compile(self, spec, len(self._specs))  # never raises: problems are WARNINGs
+        return spec
 
     @staticmethod
     def _tensor_match(tensors: list[TensorArg]) -> Any:
@@ -561,6 +623,7 @@ class CompileState:
             compiles=self._compiles,
             compile_seconds=self._compile_seconds,
             specializations=len(self._specs),
+            loads=self._loads,
         )
 
     @property
@@ -578,6 +641,41 @@ class CompileState:
         ``verbose`` lists every guard and adds the FX graph. Before the first compile it says so.
         """
         return self.report().render(verbose=verbose)
+
+    def aot_compile(self, *args: Any, **kwargs: Any) -> Specialization | None:
+        """Compile (or load from the cache directory) the specialization for these example
+        inputs now, without running the function; later calls with that signature are fast.
+
+        Returns the specialization (``origin``, ``artifact_path``), the existing one when these
+        inputs already have one, or None under ``NOCOMPILE_DISABLE``. For a method, called on
+        an instance (``model.forward.aot_compile(x)``) it compiles that instance's state.
+        """
+        owner = self._owner() if self._owner is not None else None
+        if owner is not None:
+            args = (owner, *args)
+        if self._options.guards == "dynamo":
+            raise NoCompileError(
+                f"{describe_function(self._fn)}: aot_compile() needs guards='inputs' or 'none'; under "
+                "guards='dynamo' Dynamo compiles on the first call. Call the function once instead."
+            )
+        with self._lock:
+            target = self._ready_target(args, kwargs)
+            if target is self._fn and self._disabled:
+                return None
+            if target is not None:
+                return next((s for s in reversed(self._specs) if s.call is target), self._specs[-1])
+            if not _artifacts.aot_usable():
+                raise NoCompileError(
+                    f"{describe_function(self._fn)}: aot_compile() needs torch's ahead-of-time path, which "
+                    f"torch {torch.__version__} lacks ({_compat.aot_available()}). Call the function once instead."
+                )
+            check = self._input_check(args, kwargs) if self._options.guards == "inputs" else None
+            self._compiling_thread = threading.get_ident()
+            try:
+                spec = self._make_ahead(args, kwargs, check, _artifacts.cache_dir_for(self._options), fall_back=False)
+            finally:
+                self._compiling_thread = None
+            return spec
 
     def reset(self) -> None:
         """Forget the compiled state and zero the counters; the next call compiles again."""

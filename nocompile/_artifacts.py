@@ -1,0 +1,451 @@
+"""Compiled artifacts on disk: compile in one process, load in the next.
+
+With ``compile_once(cache_dir=...)`` (or ``NOCOMPILE_CACHE_DIR``) a specialization is made with
+torch's ahead-of-time path instead of a first run under Dynamo: ``torch.compile(...).aot_compile``
+traces and compiles for the call's inputs, the result is serialized into one file, and a later
+process that needs the same specialization unpickles it with
+``torch.compiler.load_compiled_function`` instead of compiling. Either way the state ends up with
+the same thing it gets from an in-process compile — a function on Dynamo's transformed bytecode —
+and installs it in the same tables, so the per-call path (and the ``guards="inputs"`` check)
+does not know where it came from. See docs/persistence.md for the design and its measurements.
+
+The file name is the *artifact key*: a hash of everything the compiled code depends on that
+nocompile can see (the function's code and what it reaches by name, torch and Python versions,
+backend, options, mode, guard policy, dynamic dims, and the call's signature). A file that is
+truncated, corrupted or does not load is logged, renamed ``*.bad`` and compiled anew. Files are
+written to a temporary name and renamed, so racing processes each leave a complete file.
+
+Artifacts are pickles: loading one runs code. The directory is created owner-only (0o700) and a
+directory or file owned by another user, or writable by group or others, is refused with
+``NoCompileError`` before anything is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import stat
+import tempfile
+import time
+import types
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from . import _capture, _compat
+from ._errors import NoCompileError
+from ._options import CompileOptions
+from ._signature import bound_arguments, build_key_function, build_shape_check, describe_key
+
+log = logging.getLogger("nocompile")
+
+CACHE_ENV = "NOCOMPILE_CACHE_DIR"
+MAGIC = b"NOCOMPILE-ARTIFACT\n"
+FORMAT = 1
+SUFFIX = ".nocompile"
+
+#: The torch version the key uses. A module attribute so a test can pretend another release.
+TORCH_VERSION: str = torch.__version__
+
+_warned_unavailable = False
+
+
+class AheadOfTimeFailed(Exception):
+    """torch's ahead-of-time compile raised; ``__cause__`` says why. The caller may fall back."""
+
+
+class BadArtifact(Exception):
+    """An artifact file that cannot be used: truncated, corrupted, or from another format."""
+
+
+@dataclasses.dataclass
+class Made:
+    """A specialization made by this module: compiled ahead of time, or loaded from disk."""
+
+    aot: Any
+    """torch's ``AOTCompiledFunction``: callable, checks its (empty) guard set on each call."""
+    bytecode_fn: types.FunctionType
+    """The function on Dynamo's transformed bytecode inside ``aot``."""
+    dropped: list[tuple[str, str]]
+    shape_exprs: list[str]
+    origin: str
+    """``"compiled"`` or ``"loaded"``."""
+    path: str | None
+    """The artifact file: loaded from, or saved to (``None`` when saving failed)."""
+    seconds: float
+
+
+# -- where artifacts go ----------------------------------------------------------------------
+
+
+def cache_dir_for(options: CompileOptions) -> str | None:
+    """The cache directory this compile uses: the option, else ``NOCOMPILE_CACHE_DIR``, else None.
+
+    The environment variable is read at compile time. It applies only where persistence can
+    work (a backend given by name, guards dropped); elsewhere it is ignored with an info log.
+    """
+    if options.cache_dir is not None:
+        return options.cache_dir
+    env = os.environ.get(CACHE_ENV, "").strip()
+    if not env:
+        return None
+    if options.guards == "dynamo" or not isinstance(options.backend, str):
+        log.info("%s is set, but guards='dynamo' or a backend callable cannot be persisted; compiling as usual", CACHE_ENV)
+        return None
+    return os.path.abspath(os.path.expanduser(env))
+
+
+def aot_usable() -> bool:
+    """Whether this torch has the ahead-of-time path; warns once when it does not."""
+    global _warned_unavailable
+    reason = _compat.aot_available()
+    if reason is None:
+        return True
+    if not _warned_unavailable:
+        _warned_unavailable = True
+        log.warning("nocompile cache_dir: %s; compiling in-process without saving artifacts.", reason)
+    return False
+
+
+def ensure_private_dir(directory: str) -> None:
+    """Create ``directory`` owner-only, or check that an existing one is safe to load from.
+
+    Refused (``NoCompileError``): not a directory, owned by another uid, or writable by group or
+    others. Anyone who can write there can plant a pickle that runs code in this process.
+    """
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise NoCompileError(f"nocompile cache_dir {directory!r}: cannot create it ({exc}). Fix: choose a writable path.") from exc
+    check_safe(directory, os.stat(directory), "directory")
+
+
+def check_safe(path: str, st: os.stat_result, what: str) -> None:
+    """Refuse a file or directory another user owns or others may write."""
+    if what == "directory" and not stat.S_ISDIR(st.st_mode):
+        raise NoCompileError(f"nocompile cache_dir {path!r} exists and is not a directory. Fix: choose another path.")
+    if st.st_uid != os.getuid():
+        raise NoCompileError(
+            f"nocompile refuses the artifact {what} {path!r}: it is owned by uid {st.st_uid}, not by this "
+            f"process's uid {os.getuid()}. Artifacts are pickles that run code when loaded, so only your own "
+            "are trusted. Fix: use a cache_dir of your own (it is created with mode 0o700)."
+        )
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise NoCompileError(
+            f"nocompile refuses the artifact {what} {path!r}: mode {stat.S_IMODE(st.st_mode):o} lets group or "
+            "others write it, and anyone who can write there can plant a pickle that runs code in this "
+            f"process. Fix: chmod go-w {path!r} (nocompile creates its directories with mode 0o700)."
+        )
+
+
+# -- the key ---------------------------------------------------------------------------------
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _code_digest(code: types.CodeType, h: Any, reached: set[types.CodeType], fn_globals: dict[str, Any], depth: int) -> None:
+    """Feed ``code`` (bytecode, constants, names, nested code) and what it reaches by name into ``h``."""
+    if code in reached:
+        return
+    reached.add(code)
+    h.update(code.co_code)
+    h.update(repr((code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars, code.co_argcount,
+                   code.co_kwonlyargcount, code.co_posonlyargcount, code.co_flags)).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _code_digest(const, h, reached, fn_globals, depth)
+        else:
+            h.update(_ADDRESS.sub("", repr(const)).encode())
+    if depth <= 0:
+        return
+    for name in code.co_names:  # functions this one calls by global name, in the user's code
+        target = fn_globals.get(name)
+        target = getattr(target, "__wrapped__", target)
+        if isinstance(target, types.FunctionType) and not (target.__module__ or "").startswith("torch"):
+            h.update(f"->{name}".encode())
+            _code_digest(target.__code__, h, reached, target.__globals__, depth - 1)
+
+
+def function_digest(fn: types.FunctionType) -> str:
+    """Hash of ``fn``'s code, nested code objects and the functions it reaches through globals.
+
+    Covers what the compiled graph was traced from as far as names can be followed statically
+    (three calls deep). Code reached through attributes (``self.layer(x)``, ``module.helper``)
+    is not followed: change it and a stale artifact is loaded (docs/persistence.md).
+    """
+    h = hashlib.sha256()
+    _code_digest(fn.__code__, h, set(), fn.__globals__, depth=3)
+    for cell in fn.__closure__ or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if isinstance(value, types.FunctionType):
+            _code_digest(value.__code__, h, set(), value.__globals__, depth=2)
+    return h.hexdigest()
+
+
+_SCALAR_ATTRS = (int, float, bool, str, type(None), torch.dtype, torch.device)
+
+
+def _plain_value(value: Any) -> bool:
+    if isinstance(value, (tuple, list)):
+        return all(isinstance(v, _SCALAR_ATTRS) for v in value)
+    return isinstance(value, _SCALAR_ATTRS)
+
+
+def module_digest(module: torch.nn.Module) -> str:
+    """Hash of what a module argument (``self``) contributes to the compiled graph.
+
+    Dynamo bakes into the graph the shapes, dtypes and devices of the parameters and buffers,
+    the code of every submodule's ``forward`` and plain attributes such as ``eps`` or
+    ``in_features``; the per-call ``guards="inputs"`` check sees none of them. In one process
+    that is the model the compile saw; across processes it may be another (a config change),
+    so all of it goes into the artifact key.
+    """
+    h = hashlib.sha256()
+    forwards: dict[type, None] = {}
+    for name, sub in module.named_modules():
+        kind = type(sub)
+        h.update(f"{name}:{kind.__module__}.{kind.__qualname__};".encode())
+        attrs = sorted((k, repr(v)) for k, v in vars(sub).items() if not k.startswith("_") and _plain_value(v))
+        h.update(repr(attrs).encode())
+        forwards.setdefault(kind)
+    for tensors in (module.named_parameters(), module.named_buffers()):
+        for name, t in tensors:
+            h.update(f"{name}:{tuple(t.shape)}:{t.dtype}:{t.device}:{t.requires_grad}:{t.stride()};".encode())
+    for kind in forwards:
+        forward = getattr(kind.forward, "__wrapped__", kind.forward)
+        if isinstance(forward, types.FunctionType) and not (forward.__module__ or "").startswith("torch"):
+            _code_digest(forward.__code__, h, set(), forward.__globals__, depth=2)
+    return h.hexdigest()
+
+
+def key_material(
+    fn: types.FunctionType, options: CompileOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """Everything the artifact key hashes, as JSON-able text (also written into the header)."""
+    key_function, _unchecked = build_key_function(fn, args, kwargs, options.dynamic)
+    key = key_function.fn(*args, **kwargs)
+    modules = [
+        f"{name}={module_digest(value)}"
+        for name, value in bound_arguments(fn, args, kwargs).items()
+        if isinstance(value, torch.nn.Module)
+    ]
+    return {
+        "function": f"{fn.__module__}.{fn.__qualname__}",
+        "code": function_digest(fn),
+        "torch": TORCH_VERSION,
+        "python": platform.python_version(),
+        "backend": options.backend_name(),
+        "options": _ADDRESS.sub("", repr(sorted((options.options or {}).items()))),
+        "mode": options.mode,
+        "guards": options.guards,
+        "dynamic": sorted((k, list(v)) for k, v in options.dynamic.items()),
+        "signature": _ADDRESS.sub("", key_function.source + repr(key)),
+        "modules": modules,
+        "signature_text": describe_key(key_function, key),
+    }
+
+
+def artifact_key(material: dict[str, Any]) -> str:
+    hashed = {k: v for k, v in material.items() if k != "signature_text"}
+    return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:40]
+
+
+def artifact_path(directory: str, fn: types.FunctionType, key: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.]+", "_", f"{fn.__module__}.{fn.__qualname__}")[-80:]
+    return os.path.join(directory, f"{name}-{key}{SUFFIX}")
+
+
+# -- the file format -------------------------------------------------------------------------
+
+
+def encode(header: dict[str, Any], payload: bytes) -> bytes:
+    """``MAGIC``, 8-byte header length, JSON header (with the payload's sha256 and size), payload."""
+    header = {**header, "format": FORMAT, "payload_bytes": len(payload), "payload_sha256": hashlib.sha256(payload).hexdigest()}
+    head = json.dumps(header, sort_keys=True).encode()
+    return MAGIC + len(head).to_bytes(8, "big") + head + payload
+
+
+def decode(data: bytes) -> tuple[dict[str, Any], bytes]:
+    """The header and payload of an artifact; ``BadArtifact`` on any inconsistency."""
+    if not data.startswith(MAGIC):
+        raise BadArtifact("not a nocompile artifact (bad magic)")
+    start = len(MAGIC) + 8
+    if len(data) < start:
+        raise BadArtifact("truncated header")
+    head_len = int.from_bytes(data[len(MAGIC) : start], "big")
+    try:
+        header = json.loads(data[start : start + head_len])
+    except ValueError as exc:
+        raise BadArtifact(f"unreadable header ({exc})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise BadArtifact(f"format {header.get('format') if isinstance(header, dict) else '?'}, expected {FORMAT}")
+    payload = data[start + head_len :]
+    if len(payload) != header.get("payload_bytes"):
+        raise BadArtifact(f"payload is {len(payload)} bytes, header says {header.get('payload_bytes')} (truncated?)")
+    if hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
+        raise BadArtifact("payload checksum mismatch (corrupted)")
+    return header, payload
+
+
+def read_artifact(path: str) -> bytes | None:
+    """The file's bytes, ``None`` when absent; ``NoCompileError`` when it is not safe to load."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise NoCompileError(
+            f"nocompile refuses the artifact {path!r}: cannot open it without following links ({exc}). "
+            "Fix: remove it; artifacts must be regular files of your own."
+        ) from exc
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise NoCompileError(f"nocompile refuses the artifact {path!r}: not a regular file. Fix: remove it.")
+        check_safe(path, st, "file")
+        return fh.read()
+
+
+def write_artifact(path: str, data: bytes) -> None:
+    """Write ``data`` to a private temporary file beside ``path`` and rename it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=SUFFIX, dir=os.path.dirname(path))  # mode 0o600
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with _suppress_os_error():
+            os.unlink(tmp)
+        raise
+
+
+def set_aside(path: str, reason: str) -> None:
+    """Rename an unusable artifact to ``*.bad`` (kept for inspection) and log a warning."""
+    bad = path + ".bad"
+    try:
+        os.replace(path, bad)
+        where = f"moved to {bad!r}"
+    except OSError as exc:
+        where = f"could not be moved aside ({exc})"
+    log.warning("nocompile: artifact %r is unusable (%s); %s; compiling instead.", path, reason, where)
+
+
+class _suppress_os_error:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        return kind is not None and issubclass(kind, OSError)
+
+
+# -- making a specialization -----------------------------------------------------------------
+
+
+def install_dynamo_globals(loaded: types.FunctionType, fn_globals: dict[str, Any]) -> None:
+    """Put the compiled graph and Dynamo's import aliases into the function's own globals.
+
+    The state builds its call on ``fn.__globals__`` (live module globals, as an in-process
+    compile does) rather than on the AOT function's private snapshot of them; Dynamo's own
+    names carry a uuid, so they collide with nothing. They are overwritten, not just added:
+    while tracing, Dynamo already installs ``__compiled_fn_*`` in the module under the same
+    name, bound to the *uncompiled* graph module (an eager FX graph: measured 72 µs per call
+    against 15 µs for the inductor kernels on the 4-layer reference MLP); only the AOT
+    function's own globals hold the backend's compiled callable.
+    """
+    source = loaded.__globals__
+    for name in loaded.__code__.co_names:
+        if name.startswith(_compat.DYNAMO_GLOBAL_PREFIXES) and name in source:
+            fn_globals[name] = source[name]
+
+
+def _load(path: str, fn: types.FunctionType, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Made | None:
+    data = read_artifact(path)  # NoCompileError when unsafe: refused, nothing loaded
+    if data is None:
+        return None
+    started = time.perf_counter()
+    try:
+        header, payload = decode(data)
+        aot = _compat.aot_load(payload, fn.__globals__)
+        bytecode_fn = _compat.aot_bytecode_function(aot)
+    except Exception as exc:  # BadArtifact, an unpickling error, torch's compatibility check...
+        set_aside(path, f"{type(exc).__name__}: {exc}")
+        return None
+    shape_exprs = [str(e) for e in header.get("shape_guards", [])]
+    if shape_exprs:
+        check = build_shape_check(fn, list(dict.fromkeys(shape_exprs)))
+        if check is not None and not check(*args, **kwargs):
+            log.info("nocompile: artifact %r: its shape guards %s do not hold for this call; compiling", path, shape_exprs)
+            return None
+    install_dynamo_globals(bytecode_fn, fn.__globals__)
+    dropped = [(str(t), str(n)) for t, n in header.get("dropped_guards", [])]
+    return Made(aot, bytecode_fn, dropped, shape_exprs, "loaded", path, time.perf_counter() - started)
+
+
+def make(
+    fn: types.FunctionType,
+    fn_copy: types.FunctionType,
+    options: CompileOptions,
+    directory: str | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    compile_kwargs: Callable[[list[tuple[str, str]], list[str]], dict[str, Any]],
+    marks: list[tuple[torch.Tensor, tuple[int, ...]]],
+) -> Made:
+    """Load the specialization for this call from ``directory``, or compile it ahead of time and save it.
+
+    ``fn_copy`` is the state's private copy of ``fn``; ``compile_kwargs(dropped, shape_exprs)``
+    gives ``torch.compile``'s keyword arguments with the guard filter that records into the two
+    lists. ``directory=None`` compiles ahead of time without loading or saving.
+    ``AheadOfTimeFailed`` when torch's ahead-of-time compile raises; ``NoCompileError`` when the
+    directory or the artifact is refused as unsafe.
+    """
+    material: dict[str, Any] = {}
+    path: str | None = None
+    if directory is not None:
+        ensure_private_dir(directory)
+        material = key_material(fn, options, args, kwargs)
+        path = artifact_path(directory, fn, artifact_key(material))
+        made = _load(path, fn, args, kwargs)
+        if made is not None:
+            log.info("nocompile: loaded %s from %s in %.3f s", fn.__qualname__, path, made.seconds)
+            return made
+
+    dropped: list[tuple[str, str]] = []
+    shape_exprs: list[str] = []
+    started = time.perf_counter()
+    try:
+        with _capture.compilation_context(), _compat.marked_dynamic(marks):
+            aot = _compat.aot_compile(fn_copy, compile_kwargs(dropped, shape_exprs), args, kwargs)
+        bytecode_fn = _compat.aot_bytecode_function(aot)
+    except Exception as exc:
+        raise AheadOfTimeFailed(f"{type(exc).__name__}: {exc}") from exc
+    install_dynamo_globals(bytecode_fn, fn.__globals__)
+    seconds = time.perf_counter() - started
+    saved = path
+    if path is None:
+        return Made(aot, bytecode_fn, dropped, shape_exprs, "compiled", None, seconds)
+    try:
+        header = {
+            **material,
+            "dropped_guards": [list(d) for d in dropped],
+            "shape_guards": shape_exprs,
+            "compile_seconds": round(seconds, 3),
+            "created": time.time(),
+        }
+        write_artifact(path, encode(header, _compat.aot_payload(aot)))
+        log.info("nocompile: compiled %s in %.3f s, saved %s", fn.__qualname__, seconds, path)
+    except Exception as exc:  # not serializable (an unusual backend), disk full...
+        saved = None
+        log.warning("nocompile: compiled %s but could not save its artifact to %r (%s: %s)", fn.__qualname__, path, type(exc).__name__, exc)
+    return Made(aot, bytecode_fn, dropped, shape_exprs, "compiled", saved, seconds)
