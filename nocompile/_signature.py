@@ -329,9 +329,14 @@ class Selector:
     key whose tensor check (Dynamo's C++ tensor match on the call's tensors: class, dispatch
     keys, dtype, device, requires_grad, sizes, strides) and shape guards pass; None if none
     does. A hit that was not first moves to the front, so a repeated signature costs one check.
+
+    ``call(*args, **kwargs)`` is the per-call path itself: the same choice, then the chosen
+    callable called with the call's arguments — or, on a miss (or a call of another structure),
+    ``slow(args, kwargs)``. One generated frame, no tuple of arguments built on the hit.
     """
 
     select: Callable[..., Callable[..., Any] | None]
+    call: Callable[..., Any]
     key: KeyFn
     tensors: Callable[..., tuple[torch.Tensor, ...]]
     paths: tuple[str, ...]
@@ -353,17 +358,38 @@ def tensor_args(
     return _walk(fn, args, kwargs, dynamic).tensors
 
 
+def _pass_on(fn: types.FunctionType) -> tuple[str, str]:
+    """``(args tuple, kwargs dict)`` source rebuilding a call from ``fn``'s parameters."""
+    code = fn.__code__
+    names = code.co_varnames
+    n_pos, n_kwonly = code.co_argcount, code.co_kwonlyargcount
+    positional = [*names[:n_pos]]
+    if code.co_flags & inspect.CO_VARARGS:
+        positional.append("*" + names[n_pos + n_kwonly])
+    keywords = [f"{k!r}: {k}" for k in names[n_pos : n_pos + n_kwonly]]
+    varkw = _varkw_name(fn)
+    if varkw is not None:
+        keywords.append("**" + varkw)
+    return _tuple_source(positional), "{" + ", ".join(keywords) + "}"
+
+
+def _unreachable_slow(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    raise RuntimeError("nocompile: a selector built without a slow path was called")
+
+
 def build_selector(
     fn: types.FunctionType,
     args: Sequence[Any],
     kwargs: Mapping[str, Any],
     dynamic: Mapping[str, tuple[int, ...]],
+    slow: Callable[[tuple[Any, ...], dict[str, Any]], Any] = _unreachable_slow,
 ) -> Selector:
-    """Generate the selector for the structure of this call."""
+    """Generate the selector for the structure of this call; ``slow(args, kwargs)`` serves misses."""
     builder = _walk(fn, args, kwargs, dynamic)
     params, call = _parameter_list(fn), _call_list(fn)
     fast = _tuple_source([e.expr for e in builder.fast])
     tensors = ", ".join(t.expr for t in builder.tensors)
+    rebuilt_args, rebuilt_kwargs = _pass_on(fn)
     source = (
         f"def key({params}):\n    return {fast}\n\n"
         # The fast key first: it binds the locals (``_nocompile_oN``) that paths into argument
@@ -380,7 +406,26 @@ def build_selector(
         "            if __nc_target is not __nc_entries[0][2]:\n"
         "                __nc_promote(__nc_key, __nc_target)\n"
         "            return __nc_target\n"
-        "    return None\n"
+        "    return None\n\n"
+        # The per-call path: the check inside try (a call of another structure raises there),
+        # the chosen callable outside it (its own exceptions are the user's).
+        f"def call({params}):\n"
+        "    try:\n"
+        f"        __nc_key = {fast}\n"
+        "        __nc_entries = __nc_table.get(__nc_key)\n"
+        "        __nc_hit = None\n"
+        "        if __nc_entries is not None:\n"
+        "            for __nc_check, __nc_shape_ok, __nc_target in __nc_entries:\n"
+        f"                if __nc_check({tensors}) and (__nc_shape_ok is None or __nc_shape_ok({call})):\n"
+        "                    __nc_hit = __nc_target\n"
+        "                    break\n"
+        "    except Exception:\n"
+        "        __nc_hit = None\n"
+        "    if __nc_hit is None:\n"
+        f"        return __nc_slow({rebuilt_args}, {rebuilt_kwargs})\n"
+        "    if __nc_hit is not __nc_entries[0][2]:\n"
+        "        __nc_promote(__nc_key, __nc_hit)\n"
+        f"    return __nc_hit({call})\n"
     )
     table: dict[tuple[Any, ...], tuple[SelectorEntry, ...]] = {}
 
@@ -389,10 +434,13 @@ def build_selector(
         table[key] = tuple(sorted(entries, key=lambda entry: entry[2] is not target))
 
     defined = _define_like(
-        fn, source, {_GRAD_ENABLED: torch.is_grad_enabled, "__nc_table": table, "__nc_promote": promote}
+        fn,
+        source,
+        {_GRAD_ENABLED: torch.is_grad_enabled, "__nc_table": table, "__nc_promote": promote, "__nc_slow": slow},
     )
     return Selector(
         select=defined["select"],
+        call=defined["call"],
         key=defined["key"],
         tensors=defined["tensors"],
         paths=tuple(t.path for t in builder.tensors),

@@ -207,22 +207,22 @@ class CompileState:
         if _is_compiling():
             return self._fn(*args, **kwargs)
         self._calls += 1
-        select = self._select
-        if select is None:  # guards "none"/"dynamo", or nothing compiled yet
-            return self._dispatch(*args, **kwargs)
+        # The function on the transformed bytecode (guards "none"), torch.compile's callable
+        # (guards "dynamo"), the selector's generated ``call`` (guards "inputs": check, then the
+        # specialization, or the slow path), or ``_first_call`` before anything is compiled.
         try:
-            target = select(*args, **kwargs)
-        except Exception:  # another structure, a missing argument, an unhashable value...
-            target = None
-        if target is None:
-            return self._slow_call(args, kwargs)
-        return target(*args, **kwargs)
+            return self._dispatch(*args, **kwargs)
+        except TypeError as exc:
+            # Raised right here, not inside: the call does not bind to the function's parameters
+            # (the dispatch target has exactly those). The slow path says so in nocompile's terms.
+            if exc.__traceback__ is None or exc.__traceback__.tb_next is not None:
+                raise
+        return self._slow_call(args, kwargs)
 
     # -- compiling --------------------------------------------------------------------------
 
     def _clear(self) -> None:
         self._dispatch: Callable[..., Any] = self._first_call
-        self._select: Callable[..., Callable[..., Any] | None] | None = None
         self._tables: list[KeyTable] = []
         self._specs: list[Specialization] = []
         self._disabled = False
@@ -404,7 +404,7 @@ class CompileState:
         for table in self._tables:  # the same structure as an existing table: share it
             if table.key_function.source == key_function.source:
                 return table
-        selector = build_selector(self._fn, args, kwargs, self._options.dynamic)
+        selector = build_selector(self._fn, args, kwargs, self._options.dynamic, self._slow_call)
         return KeyTable(key_function, selector)
 
     def _torch_compile_kwargs(
@@ -538,21 +538,21 @@ class CompileState:
             self._tables.append(table)
         shape_ok = spec.shape_check.fn if spec.shape_check is not None else None
         table.selector.add(check.fast_key, (check.tensor_match.check, shape_ok, spec.call))
-        self._select = self._tables[0].selector.select
+        self._dispatch = self._tables[0].selector.call
 
     def _promote(self, table: KeyTable) -> None:
         """Make ``table`` the one the fast path reads: the structure seen last is the one seen next.
 
         Calls alternate between argument structures (a prefill without an attention mask, then
         many decode steps with one): without this, every call of the second structure would
-        take the slow path and the lock. ``_select`` is one attribute, swapped atomically, and
+        take the slow path and the lock. ``_dispatch`` is one attribute, swapped atomically, and
         each selector only finds its own structure's specializations.
         """
         if table is self._tables[0]:
             return
         self._tables.remove(table)
         self._tables.insert(0, table)
-        self._select = table.selector.select
+        self._dispatch = table.selector.call
 
     # -- errors -----------------------------------------------------------------------------
 
