@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 import torch
 
-from nocompile import NoCompileError, compile_once
-from nocompile import _artifacts
+from nocompile import NoCompileError, _artifacts, compile_once
 
 CHILD = r'''
 import json, os, sys
@@ -372,13 +371,13 @@ def test_module_digest_sees_parameters_attributes_and_forward_code() -> None:
 
 def test_function_digest_follows_called_functions_and_nested_code() -> None:
     namespace: dict[str, Any] = {}
-    exec("def helper(x):\n    return x + 1\ndef f(x):\n    return helper(x) * 2\n", namespace)  # noqa: S102
+    exec("def helper(x):\n    return x + 1\ndef f(x):\n    return helper(x) * 2\n", namespace)
     before = _artifacts.function_digest(namespace["f"])
-    exec("def helper(x):\n    return x + 2\n", namespace)  # noqa: S102
+    exec("def helper(x):\n    return x + 2\n", namespace)
     assert _artifacts.function_digest(namespace["f"]) != before
-    exec("def f(x):\n    g = lambda y: y - 1\n    return helper(g(x)) * 2\n", namespace)  # noqa: S102
+    exec("def f(x):\n    g = lambda y: y - 1\n    return helper(g(x)) * 2\n", namespace)
     one = _artifacts.function_digest(namespace["f"])
-    exec("def f(x):\n    g = lambda y: y - 3\n    return helper(g(x)) * 2\n", namespace)  # noqa: S102
+    exec("def f(x):\n    g = lambda y: y - 3\n    return helper(g(x)) * 2\n", namespace)
     assert _artifacts.function_digest(namespace["f"]) != one
 
 
@@ -419,11 +418,11 @@ def test_loaded_code_reads_live_module_globals(tmp_path: pathlib.Path, dispatch:
 def test_code_reached_through_an_attribute_is_not_in_the_key() -> None:
     """Sharp edge: change code reached as ``helpers.fn`` and the function's digest stays the same."""
     helpers = type(sys)("helpers_for_digest")
-    exec("def fn(x):\n    return x + 1\n", helpers.__dict__)  # noqa: S102
+    exec("def fn(x):\n    return x + 1\n", helpers.__dict__)
     namespace: dict[str, Any] = {"helpers": helpers}
-    exec("def f(x):\n    return helpers.fn(x) * 2\n", namespace)  # noqa: S102
+    exec("def f(x):\n    return helpers.fn(x) * 2\n", namespace)
     before = _artifacts.function_digest(namespace["f"])
-    exec("def fn(x):\n    return x + 2\n", helpers.__dict__)  # noqa: S102
+    exec("def fn(x):\n    return x + 2\n", helpers.__dict__)
     assert _artifacts.function_digest(namespace["f"]) == before
 
 
