@@ -210,8 +210,12 @@ def _incompatible(path: pathlib.Path) -> None:
     path.write_bytes(_artifacts.encode(header, b"\x80\x04not a pickle of an AOT function"))
 
 
-@pytest.mark.parametrize("damage", [_truncate, _flip_byte, _incompatible], ids=["truncated", "corrupted", "incompatible"])
-def test_damaged_artifact_is_set_aside_and_recompiled(damage: Any, cache_copy: pathlib.Path, tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize(
+    "damage", [_truncate, _flip_byte, _incompatible], ids=["truncated", "corrupted", "incompatible"]
+)
+def test_damaged_artifact_is_set_aside_and_recompiled(
+    damage: Any, cache_copy: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
     path = only_f(cache_copy)
     damage(path)
     result = run_child(tmp_path, cache_copy, PARTS="f")
@@ -332,7 +336,7 @@ def test_aot_compile_refuses_guards_dynamo() -> None:
 
 
 def test_cache_dir_option_validation() -> None:
-    with pytest.raises(TypeError, match="cache_dir=...\\) takes a directory path"):
+    with pytest.raises(TypeError, match=r"cache_dir=\.\.\.\) takes a directory path"):
         compile_once(cache_dir=42)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="guards='dynamo'"):
         compile_once(cache_dir="/tmp/x", guards="dynamo")
@@ -455,7 +459,9 @@ def test_graph_break_with_cache_dir_raises_the_usual_error_and_saves_nothing(
     assert artifacts(cache) == [] and broken.stats.compiles == 0
 
 
-def test_aot_compile_of_a_graph_break_raises_without_running(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_aot_compile_of_a_graph_break_raises_without_running(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     broken = _graph_break(None)
     with pytest.raises(NoCompileError, match="as one graph"):
         broken.aot_compile(torch.ones(2))
