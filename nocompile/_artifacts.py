@@ -96,7 +96,9 @@ def cache_dir_for(options: CompileOptions) -> str | None:
     if not env:
         return None
     if options.guards == "dynamo" or not isinstance(options.backend, str):
-        log.info("%s is set, but guards='dynamo' or a backend callable cannot be persisted; compiling as usual", CACHE_ENV)
+        log.info(
+            "%s is set, but guards='dynamo' or a backend callable cannot be persisted; compiling as usual", CACHE_ENV
+        )
         return None
     return os.path.abspath(os.path.expanduser(env))
 
@@ -122,7 +124,9 @@ def ensure_private_dir(directory: str) -> None:
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
     except OSError as exc:
-        raise NoCompileError(f"nocompile cache_dir {directory!r}: cannot create it ({exc}). Fix: choose a writable path.") from exc
+        raise NoCompileError(
+            f"nocompile cache_dir {directory!r}: cannot create it ({exc}). Fix: choose a writable path."
+        ) from exc
     check_safe(directory, os.stat(directory), "directory")
 
 
@@ -149,7 +153,9 @@ def check_safe(path: str, st: os.stat_result, what: str) -> None:
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
-def _code_digest(code: types.CodeType, h: Any, reached: set[types.CodeType], fn_globals: dict[str, Any], depth: int) -> None:
+def _code_digest(
+    code: types.CodeType, h: Any, reached: set[types.CodeType], fn_globals: dict[str, Any], depth: int
+) -> None:
     """Feed ``code`` (bytecode, constants, names, nested code) and what it reaches by name into ``h``."""
     if code in reached:
         return
@@ -269,7 +275,12 @@ def artifact_path(directory: str, fn: types.FunctionType, key: str) -> str:
 
 def encode(header: dict[str, Any], payload: bytes) -> bytes:
     """``MAGIC``, 8-byte header length, JSON header (with the payload's sha256 and size), payload."""
-    header = {**header, "format": FORMAT, "payload_bytes": len(payload), "payload_sha256": hashlib.sha256(payload).hexdigest()}
+    header = {
+        **header,
+        "format": FORMAT,
+        "payload_bytes": len(payload),
+        "payload_sha256": hashlib.sha256(payload).hexdigest(),
+    }
     head = json.dumps(header, sort_keys=True).encode()
     return MAGIC + len(head).to_bytes(8, "big") + head + payload
 
@@ -385,7 +396,9 @@ def _load(path: str, fn: types.FunctionType, args: tuple[Any, ...], kwargs: dict
     if shape_exprs:
         check = build_shape_check(fn, list(dict.fromkeys(shape_exprs)))
         if check is not None and not check(*args, **kwargs):
-            log.info("nocompile: artifact %r: its shape guards %s do not hold for this call; compiling", path, shape_exprs)
+            log.info(
+                "nocompile: artifact %r: its shape guards %s do not hold for this call; compiling", path, shape_exprs
+            )
             return None
     install_dynamo_globals(bytecode_fn, fn.__globals__)
     dropped = [(str(t), str(n)) for t, n in header.get("dropped_guards", [])]
@@ -447,5 +460,11 @@ def make(
         log.info("nocompile: compiled %s in %.3f s, saved %s", fn.__qualname__, seconds, path)
     except Exception as exc:  # not serializable (an unusual backend), disk full...
         saved = None
-        log.warning("nocompile: compiled %s but could not save its artifact to %r (%s: %s)", fn.__qualname__, path, type(exc).__name__, exc)
+        log.warning(
+            "nocompile: compiled %s but could not save its artifact to %r (%s: %s)",
+            fn.__qualname__,
+            path,
+            type(exc).__name__,
+            exc,
+        )
     return Made(aot, bytecode_fn, dropped, shape_exprs, "compiled", saved, seconds)

@@ -94,7 +94,9 @@ def _run(cfg: CacheBenchConfig, layers: int, cache: str | None, inductor_dir: st
     for name in ("NOCOMPILE_CACHE_DIR", "NOCOMPILE_DISABLE"):
         env.pop(name, None)
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     assert proc.stdout is not None
     line = ""
     for line in proc.stdout:
@@ -121,7 +123,8 @@ def measure(cfg: CacheBenchConfig, log: Any = None) -> dict[str, Any]:
                 inductor_dir = os.path.join(tmp, f"ind-{layers}-{r}")
                 samples["cold"].append(_run(cfg, layers, cache, inductor_dir))
                 samples["warm"].append(_run(cfg, layers, cache, inductor_dir))
-                samples["warm, new inductor dir"].append(_run(cfg, layers, cache, os.path.join(tmp, f"ind-{layers}-{r}-new")))
+                new_inductor_dir = os.path.join(tmp, f"ind-{layers}-{r}-new")
+                samples["warm, new inductor dir"].append(_run(cfg, layers, cache, new_inductor_dir))
                 samples["torch caches only"].append(_run(cfg, layers, None, torch_dir))
                 if log is not None:
                     log(f"  {layers} layers, round {r + 1}/{cfg.rounds}: "
@@ -143,7 +146,8 @@ def measure(cfg: CacheBenchConfig, log: Any = None) -> dict[str, Any]:
             rows.append(row)
     import torch
 
-    return {"config": {**dataclasses.asdict(cfg), "torch": torch.__version__, "python": sys.version.split()[0]}, "rows": rows}
+    config = {**dataclasses.asdict(cfg), "torch": torch.__version__, "python": sys.version.split()[0]}
+    return {"config": config, "rows": rows}
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -152,13 +156,15 @@ def format_table(result: dict[str, Any]) -> str:
         f"process start -> first result, reference MLP width {cfg['width']}, backend {cfg['backend']!r}, "
         f"torch {cfg['torch']}, {cfg['threads']} thread(s), median of {cfg['rounds']} runs (seconds)",
         "",
-        f"{'layers':>6}  {'run':<24} {'start->result':>13} {'first call':>10} {'cold / this':>11} {'us/call after':>13}",
+        f"{'layers':>6}  {'run':<24} {'start->result':>13} {'first call':>10} "
+        f"{'cold / this':>11} {'us/call after':>13}",
     ]
     for row in result["rows"]:
         for name in KINDS:
             ratio = row.get(f"cold / {name}")
             lines.append(
-                f"{row['layers']:>6}  {name:<24} {row[name]['median_s']:>13.2f} {row[name]['median_first_call_s']:>10.2f} "
+                f"{row['layers']:>6}  {name:<24} {row[name]['median_s']:>13.2f} "
+                f"{row[name]['median_first_call_s']:>10.2f} "
                 + (f"{ratio:>10.2f}x" if ratio is not None else f"{'':>11}")
                 + f" {row[name]['median_us_per_call']:>13.1f}"
             )
@@ -167,7 +173,10 @@ def format_table(result: dict[str, Any]) -> str:
             lines.append(f"        WRONG RESULT in: {', '.join(bad)}")
         for name in ("warm", "warm, new inductor dir"):
             if set(row[name]["loads"]) != {1} or set(row[name]["compiles"]) != {0}:
-                lines.append(f"        {name}: not every run loaded: loads {row[name]['loads']}, compiles {row[name]['compiles']}")
+                lines.append(
+                    f"        {name}: not every run loaded: "
+                    f"loads {row[name]['loads']}, compiles {row[name]['compiles']}"
+                )
     return "\n".join(lines)
 
 

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import dataclasses
 import dis
-import inspect
 import threading
 import types
 import weakref

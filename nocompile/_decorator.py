@@ -17,6 +17,7 @@ Nothing is ever assigned to the class or to a shared code object.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -147,10 +148,10 @@ class CompiledFunction(CompileState, Generic[P, R]):
             state = namespace.get(self._instance_attr)
             if state is None:
                 state = CompileState(self._fn, self._options)
-                try:  # a weak reference, so instance.method.aot_compile(x) knows its self
+                # A weak reference, so instance.method.aot_compile(x) knows its self (TypeError: not weakly
+                # referenceable, e.g. a class with __slots__ and no __weakref__).
+                with contextlib.suppress(TypeError):
                     state._owner = weakref.ref(instance)
-                except TypeError:
-                    pass
                 namespace[self._instance_attr] = state
                 self._instance_states.add(state)
             return state

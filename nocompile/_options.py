@@ -307,7 +307,9 @@ def _cache_dir(cache_dir: object, backend: object, guards: object) -> str | None
     if cache_dir is None:
         return None
     if not isinstance(cache_dir, (str, os.PathLike)) or not os.fspath(cache_dir):
-        raise TypeError(f"compile_once(cache_dir=...) takes a directory path (str or os.PathLike) or None; got {cache_dir!r}.")
+        raise TypeError(
+            f"compile_once(cache_dir=...) takes a directory path (str or os.PathLike) or None; got {cache_dir!r}."
+        )
     if guards == "dynamo":
         raise ValueError(
             f"compile_once(cache_dir={cache_dir!r}, guards='dynamo'): a saved artifact cannot keep Dynamo's "

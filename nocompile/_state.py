@@ -390,7 +390,9 @@ class CompileState:
         except _artifacts.AheadOfTimeFailed as exc:
             if not fall_back:
                 raise self._compile_error(exc.__cause__ or exc) from exc.__cause__
-            log.warning("%s: ahead-of-time compile failed (%s); compiling in-process, nothing saved", fn.__qualname__, exc)
+            log.warning(
+                "%s: ahead-of-time compile failed (%s); compiling in-process, nothing saved", fn.__qualname__, exc
+            )
             return None
         return self._install(
             source, made.aot, [made.bytecode_fn.__code__], made.dropped, made.seconds, check,

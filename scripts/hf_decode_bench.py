@@ -187,8 +187,10 @@ def main() -> int:
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
           f"{torch.cuda.get_device_name() if cuda else args.device}, "
           f"{args.dtype}; Llama hidden {args.hidden}, {args.layers} layers, static cache {args.cache}, batch 1")
-    print("decode step arguments:", {k: (tuple(v.shape), str(v.dtype)) if isinstance(v, torch.Tensor) else type(v).__name__
-                                     for k, v in decode_kwargs.items()})
+    print("decode step arguments:", {
+        k: (tuple(v.shape), str(v.dtype)) if isinstance(v, torch.Tensor) else type(v).__name__
+        for k, v in decode_kwargs.items()
+    })
 
     original = model.forward
     notes: dict[str, str] = {}

@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 import torch
 
-from nocompile import NoCompileError, compile_once
-from nocompile import _artifacts
+from nocompile import NoCompileError, _artifacts, compile_once
 
 CHILD = r'''
 import json, os, sys
@@ -211,8 +210,12 @@ def _incompatible(path: pathlib.Path) -> None:
     path.write_bytes(_artifacts.encode(header, b"\x80\x04not a pickle of an AOT function"))
 
 
-@pytest.mark.parametrize("damage", [_truncate, _flip_byte, _incompatible], ids=["truncated", "corrupted", "incompatible"])
-def test_damaged_artifact_is_set_aside_and_recompiled(damage: Any, cache_copy: pathlib.Path, tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize(
+    "damage", [_truncate, _flip_byte, _incompatible], ids=["truncated", "corrupted", "incompatible"]
+)
+def test_damaged_artifact_is_set_aside_and_recompiled(
+    damage: Any, cache_copy: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
     path = only_f(cache_copy)
     damage(path)
     result = run_child(tmp_path, cache_copy, PARTS="f")
@@ -333,7 +336,7 @@ def test_aot_compile_refuses_guards_dynamo() -> None:
 
 
 def test_cache_dir_option_validation() -> None:
-    with pytest.raises(TypeError, match="cache_dir=...\\) takes a directory path"):
+    with pytest.raises(TypeError, match=r"cache_dir=\.\.\.\) takes a directory path"):
         compile_once(cache_dir=42)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="guards='dynamo'"):
         compile_once(cache_dir="/tmp/x", guards="dynamo")
@@ -372,13 +375,13 @@ def test_module_digest_sees_parameters_attributes_and_forward_code() -> None:
 
 def test_function_digest_follows_called_functions_and_nested_code() -> None:
     namespace: dict[str, Any] = {}
-    exec("def helper(x):\n    return x + 1\ndef f(x):\n    return helper(x) * 2\n", namespace)  # noqa: S102
+    exec("def helper(x):\n    return x + 1\ndef f(x):\n    return helper(x) * 2\n", namespace)
     before = _artifacts.function_digest(namespace["f"])
-    exec("def helper(x):\n    return x + 2\n", namespace)  # noqa: S102
+    exec("def helper(x):\n    return x + 2\n", namespace)
     assert _artifacts.function_digest(namespace["f"]) != before
-    exec("def f(x):\n    g = lambda y: y - 1\n    return helper(g(x)) * 2\n", namespace)  # noqa: S102
+    exec("def f(x):\n    g = lambda y: y - 1\n    return helper(g(x)) * 2\n", namespace)
     one = _artifacts.function_digest(namespace["f"])
-    exec("def f(x):\n    g = lambda y: y - 3\n    return helper(g(x)) * 2\n", namespace)  # noqa: S102
+    exec("def f(x):\n    g = lambda y: y - 3\n    return helper(g(x)) * 2\n", namespace)
     assert _artifacts.function_digest(namespace["f"]) != one
 
 
@@ -419,11 +422,11 @@ def test_loaded_code_reads_live_module_globals(tmp_path: pathlib.Path, dispatch:
 def test_code_reached_through_an_attribute_is_not_in_the_key() -> None:
     """Sharp edge: change code reached as ``helpers.fn`` and the function's digest stays the same."""
     helpers = type(sys)("helpers_for_digest")
-    exec("def fn(x):\n    return x + 1\n", helpers.__dict__)  # noqa: S102
+    exec("def fn(x):\n    return x + 1\n", helpers.__dict__)
     namespace: dict[str, Any] = {"helpers": helpers}
-    exec("def f(x):\n    return helpers.fn(x) * 2\n", namespace)  # noqa: S102
+    exec("def f(x):\n    return helpers.fn(x) * 2\n", namespace)
     before = _artifacts.function_digest(namespace["f"])
-    exec("def fn(x):\n    return x + 2\n", helpers.__dict__)  # noqa: S102
+    exec("def fn(x):\n    return x + 2\n", helpers.__dict__)
     assert _artifacts.function_digest(namespace["f"]) == before
 
 
@@ -456,7 +459,9 @@ def test_graph_break_with_cache_dir_raises_the_usual_error_and_saves_nothing(
     assert artifacts(cache) == [] and broken.stats.compiles == 0
 
 
-def test_aot_compile_of_a_graph_break_raises_without_running(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_aot_compile_of_a_graph_break_raises_without_running(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     broken = _graph_break(None)
     with pytest.raises(NoCompileError, match="as one graph"):
         broken.aot_compile(torch.ones(2))
