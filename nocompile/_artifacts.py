@@ -187,14 +187,35 @@ def function_digest(fn: types.FunctionType) -> str:
     """
     h = hashlib.sha256()
     _code_digest(fn.__code__, h, set(), fn.__globals__, depth=3)
-    for cell in fn.__closure__ or ():
+    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False):
         try:
             value = cell.cell_contents
         except ValueError:  # an empty cell
+            h.update(f"cell {name}: empty;".encode())
             continue
+        h.update(f"cell {name}: {_closure_value(value)};".encode())
         if isinstance(value, types.FunctionType):
             _code_digest(value.__code__, h, set(), value.__globals__, depth=2)
     return h.hexdigest()
+
+
+def _closure_value(value: Any) -> str:
+    """What a captured variable contributes to the key: Dynamo bakes its value into the graph.
+
+    Plain values by ``repr``, tensors by shape, dtype and device (their data is read at run
+    time), functions and classes by name (their code is hashed separately). Anything else by
+    identity, which no other process shares: such a function compiles in each process rather
+    than load an artifact made for another value.
+    """
+    if _plain_value(value):
+        return repr(value)
+    if isinstance(value, torch.Tensor):
+        return f"tensor{tuple(value.shape)}:{value.dtype}:{value.device}"
+    if isinstance(value, (types.FunctionType, type)):
+        return f"{value.__module__}.{value.__qualname__}"
+    if isinstance(value, torch.nn.Module):
+        return module_digest(value)
+    return f"{type(value).__qualname__}@{id(value):x}"
 
 
 _SCALAR_ATTRS = (int, float, bool, str, type(None), torch.dtype, torch.device)

@@ -8,6 +8,7 @@ versions it was checked on.
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import re
 import types
@@ -105,22 +106,23 @@ def marked_dynamic(marks: list[tuple[torch.Tensor, tuple[int, ...]]]) -> Iterato
     """Mark dims dynamic for one compile, then leave the caller's tensors as they were.
 
     ``torch._dynamo.mark_dynamic`` records the dims on the tensor object itself
-    (``_dynamo_dynamic_indices``); left there, they would change how any later
-    ``torch.compile`` treats the user's tensor. Checked on torch 2.11 and 2.13.
+    (``_dynamo_dynamic_indices``, ``_dynamo_dynamic_range``, ``_specialize_on``, ... in 2.13) and
+    mutates sets already there; left there, they would change how any later ``torch.compile``
+    treats the user's tensor. So every attribute it adds or changes is put back: removed, or
+    restored from a copy taken before. Checked on torch 2.11 and 2.13.
     """
-    attribute = "_dynamo_dynamic_indices"
-    saved = [(t, getattr(t, attribute, None)) for t, _ in marks]
+    saved = [(t, {name: copy.copy(value) for name, value in vars(t).items()}) for t, _ in marks]
     try:
         for tensor, dims in marks:
             torch._dynamo.mark_dynamic(tensor, list(dims))
         yield
     finally:
         for tensor, before in saved:
-            if before is None:
-                if hasattr(tensor, attribute):
-                    delattr(tensor, attribute)
-            else:
-                setattr(tensor, attribute, before)
+            for name in list(vars(tensor)):
+                if name not in before:
+                    delattr(tensor, name)
+                elif vars(tensor)[name] != before[name]:
+                    setattr(tensor, name, before[name])
 
 
 def inductor_mode_options(mode: str) -> dict[str, Any]:

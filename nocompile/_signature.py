@@ -35,6 +35,7 @@ import functools
 import inspect
 import math
 import re
+import threading
 import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -44,6 +45,8 @@ import torch
 KeyFn = Callable[..., tuple[Any, ...]]
 
 _SCALARS = (int, float, bool, str, type(None), enum.Enum, torch.dtype, torch.device)
+# Arguments the compiled code calls or indexes with: Dynamo specializes on exactly which.
+_BY_VALUE = (types.FunctionType, types.BuiltinFunctionType, type, range)
 _GRAD_ENABLED = "_grad_enabled"
 
 
@@ -179,11 +182,18 @@ class _Builder:
         if isinstance(value, torch.Tensor):
             self.tensor(value, expr, path, top_name)
         elif isinstance(value, torch.nn.Module):
+            if path != "self":  # a method's own module is fixed by the state that compiled it
+                self.add(path, "type", f"{expr}.__class__")
             self.add(path, "training", f"{expr}.training")
         elif isinstance(value, _SCALARS):
-            if not self.depth or isinstance(value, float):  # an object's ints, bools, str: value only
-                self.add(path, "type", f"{expr}.__class__")
+            self.add(path, "type", f"{expr}.__class__")  # 1, 1.0 and True hash alike
             self.add(path, "value", expr)
+        elif isinstance(value, _BY_VALUE):  # functions, builtins, classes by identity; ranges by value
+            self.add(path, "type", f"{expr}.__class__")
+            self.add(path, "value", expr)
+        elif isinstance(value, slice):  # not hashable before Python 3.12
+            self.add(path, "type", f"{expr}.__class__")
+            self.add(path, "value", f"({expr}.start, {expr}.stop, {expr}.step)")
         elif isinstance(value, (list, tuple)):
             self.add(path, "type", f"{expr}.__class__")
             self.add(path, "length", f"len({expr})")
@@ -342,10 +352,13 @@ class Selector:
     paths: tuple[str, ...]
     source: str
     table: dict[tuple[Any, ...], tuple[SelectorEntry, ...]]
+    lock: threading.Lock
+    """Taken by ``add`` and by the generated code's reordering, so neither loses the other's entry."""
 
     def add(self, key: tuple[Any, ...], entry: SelectorEntry) -> None:
         """Make ``entry`` the first candidate under ``key``."""
-        self.table[key] = (entry, *self.table.get(key, ()))
+        with self.lock:
+            self.table[key] = (entry, *self.table.get(key, ()))
 
 
 def tensor_args(
@@ -429,9 +442,12 @@ def build_selector(
     )
     table: dict[tuple[Any, ...], tuple[SelectorEntry, ...]] = {}
 
+    lock = threading.Lock()
+
     def promote(key: tuple[Any, ...], target: Callable[..., Any]) -> None:
-        entries = table.get(key, ())
-        table[key] = tuple(sorted(entries, key=lambda entry: entry[2] is not target))
+        with lock:  # rare (a hit that was not first); never loses an entry a compile adds meanwhile
+            entries = table.get(key, ())
+            table[key] = tuple(sorted(entries, key=lambda entry: entry[2] is not target))
 
     defined = _define_like(
         fn,
@@ -446,6 +462,7 @@ def build_selector(
         paths=tuple(t.path for t in builder.tensors),
         source=source,
         table=table,
+        lock=lock,
     )
 
 

@@ -402,7 +402,13 @@ class CompileState:
 
     def _table_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> KeyTable:
         """The table for this call's argument structure: an existing one, or a new one (not yet added)."""
-        key_function, _unchecked = build_key_function(self._fn, args, kwargs, self._options.dynamic)
+        key_function, unchecked = build_key_function(self._fn, args, kwargs, self._options.dynamic)
+        if unchecked:
+            log.warning(
+                "%s: guards='inputs' cannot check %s; a later call that changes them runs the code "
+                "compiled for these (see docs/footguns.md)",
+                self._fn.__qualname__, ", ".join(unchecked),
+            )
         for table in self._tables:  # the same structure as an existing table: share it
             if table.key_function.source == key_function.source:
                 return table

@@ -6,6 +6,8 @@ baked in) and its Python values as constants; the check covers both, bounded in 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -116,6 +118,53 @@ def test_depth_is_bounded_and_cycles_terminate() -> None:
     assert any(u.startswith("node" + ".me" * MAX_OBJECT_DEPTH) for u in unchecked)
 
 
-def test_functions_and_classes_passed_as_arguments_are_not_followed() -> None:
-    _, unchecked = build_key_function(lambda x, f, c: x, (torch.zeros(1), len, Cache), {}, {})
-    assert unchecked == ["f (builtin_function_or_method)", "c (type)"]
+def test_functions_classes_ranges_and_slices_are_checked_by_value() -> None:
+    """Dynamo specializes on which function, class, range or slice a call passes: so does the check."""
+    kf, unchecked = build_key_function(
+        lambda x, f, c, r, s: x, (torch.zeros(1), len, Cache, range(3), slice(0, 2)), {}, {}
+    )
+    assert unchecked == []
+    assert {(e.path, e.prop) for e in kf.entries} >= {("f", "value"), ("c", "value"), ("r", "value"), ("s", "value")}
+
+    @compile_once(backend="eager")
+    def apply(x: torch.Tensor, act: Any, part: slice, steps: range) -> torch.Tensor:
+        for _ in steps:
+            x = act(x)
+        return x[part]
+
+    x = torch.linspace(-1, 1, 6)
+    torch.testing.assert_close(apply(x, torch.relu, slice(0, 4), range(2)), torch.relu(x)[0:4])
+    for changed in (
+        (x, torch.tanh, slice(0, 4), range(2)),
+        (x, torch.relu, slice(1, 4), range(2)),
+        (x, torch.relu, slice(0, 4), range(3)),
+    ):
+        with pytest.raises(GuardMismatchError, match="value compiled for"):
+            apply(*changed)
+
+
+def test_a_module_argument_of_another_class_is_a_mismatch() -> None:
+    @compile_once(backend="eager")
+    def run(x: torch.Tensor, act: torch.nn.Module) -> torch.Tensor:
+        return act(x)
+
+    x = torch.linspace(-1, 1, 4)
+    torch.testing.assert_close(run(x, torch.nn.ReLU()), torch.relu(x))
+    torch.testing.assert_close(run(x, torch.nn.ReLU()), torch.relu(x))  # another instance, same class
+    with pytest.raises(GuardMismatchError, match="act: type compiled for ReLU, got Tanh"):
+        run(x, torch.nn.Tanh())
+
+
+def test_int_and_bool_attributes_of_an_argument_object_are_told_apart() -> None:
+    class Config:
+        def __init__(self, n: Any) -> None:
+            self.n = n
+
+    @compile_once(backend="eager")
+    def scale(x: torch.Tensor, config: Config) -> torch.Tensor:
+        return x * config.n
+
+    x = torch.arange(3)
+    assert scale(x, Config(1)).dtype == torch.int64
+    with pytest.raises(GuardMismatchError, match=r"config\.n: type compiled for int, got float"):
+        scale(x, Config(1.0))

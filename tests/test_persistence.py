@@ -485,3 +485,23 @@ def test_calls_run_the_backends_compiled_graph_not_dynamos_placeholder(tmp_path:
         assert names
         for name in names:
             assert spec.call.__globals__[name] is aot_globals[name]
+
+
+def test_a_captured_value_is_part_of_the_key(tmp_path: pathlib.Path) -> None:
+    """Dynamo bakes a closure's value into the graph: another value must compile, not load."""
+
+    def make(scale: float) -> Any:
+        @compile_once(backend="eager", cache_dir=tmp_path)
+        def scaled(x: torch.Tensor) -> torch.Tensor:
+            return x * scale
+
+        return scaled
+
+    x = torch.ones(3)
+    torch.testing.assert_close(make(2.0)(x), x * 2)
+    three = make(3.0)
+    torch.testing.assert_close(three(x), x * 3)
+    assert (three.stats.compiles, three.stats.loads) == (1, 0)
+    again = make(2.0)
+    torch.testing.assert_close(again(x), x * 2)
+    assert (again.stats.compiles, again.stats.loads) == (0, 1)
