@@ -95,9 +95,11 @@ def cache_dir_for(options: CompileOptions) -> str | None:
     env = os.environ.get(CACHE_ENV, "").strip()
     if not env:
         return None
-    if options.guards == "dynamo" or not isinstance(options.backend, str):
+    if options.guards == "dynamo" or not isinstance(options.backend, str) or options.cudagraphs:
         log.info(
-            "%s is set, but guards='dynamo' or a backend callable cannot be persisted; compiling as usual", CACHE_ENV
+            "%s is set, but guards='dynamo', a backend callable or cudagraphs=True cannot be persisted; "
+            "compiling as usual",
+            CACHE_ENV,
         )
         return None
     return os.path.abspath(os.path.expanduser(env))

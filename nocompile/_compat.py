@@ -307,3 +307,12 @@ def aot_bytecode_function(aot: Any) -> types.FunctionType:
     if not isinstance(fn, types.FunctionType):
         raise RuntimeError(f"torch {torch.__version__}: the AOT-compiled function exposes no bytecode function")
     return fn
+
+
+def guard_code(entry: Any) -> tuple[str, ...]:
+    """The Python source of a guard handed to ``guard_filter_fn`` (``orig_guard.code_list``).
+
+    For a ``SHAPE_ENV`` entry these are the symbolic shape expressions, such as
+    ``4 <= L['x'].size()[0]``. Checked on torch 2.11 and 2.13.
+    """
+    return tuple(map(str, getattr(getattr(entry, "orig_guard", None), "code_list", None) or ()))

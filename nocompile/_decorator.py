@@ -192,6 +192,20 @@ class CompiledFunction(CompileState, Generic[P, R]):
         for state in instance_states:
             state.reset()
 
+    def aot_compile(self, *args: Any, **kwargs: Any) -> Any:
+        """Compile (or load) a specialization for these example inputs now, without running.
+
+        On the class of a method with ``per_instance=True`` (``Model.forward.aot_compile(model,
+        x)``), the instance's own state compiles, as ``model.forward.aot_compile(x)`` would.
+        """
+        if self._options.per_instance and args and self._is_method_of(args[0]):
+            return self.__get__(args[0], type(args[0])).aot_compile(*args[1:], **kwargs)
+        return CompileState.aot_compile(self, *args, **kwargs)
+
+    def _is_method_of(self, obj: object) -> bool:
+        """Whether ``obj``'s class has this descriptor as a method."""
+        return any(vars(klass).get(self._fn.__name__) is self for klass in type(obj).__mro__)
+
     def __reduce__(self) -> str:  # type: ignore[override]
         # Pickled by reference, like a plain function: by its module and qualified name.
         return self.__qualname__
@@ -223,6 +237,7 @@ def compile_once(  # type: ignore[overload-overlap]
     cudagraphs: bool = False,
     cudagraph_sizes: Sequence[int] | None = None,
     cudagraph_outputs: CudagraphOutputs = "static",
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> CompiledModule[M]: ...
 
 
@@ -244,6 +259,7 @@ def compile_once(
     cudagraphs: bool = False,
     cudagraph_sizes: Sequence[int] | None = None,
     cudagraph_outputs: CudagraphOutputs = "static",
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> CompiledFunction[P, R]: ...
 
 

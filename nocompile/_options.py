@@ -210,6 +210,12 @@ def validate_options(
         guards=guards, dispatch=dispatch, mode=mode, options=options, dynamic=dynamic_dims, on_mismatch=on_mismatch,
     )
     cache_path = _cache_dir(cache_dir, backend, guards)
+    if cache_path is not None and cudagraphs is True:
+        raise ValueError(
+            f"compile_once(cache_dir={cache_dir!r}, cudagraphs=True): a loaded artifact skips the compiling "
+            "call, which is where cudagraphs=True checks that the function leaves its arguments' Python "
+            "state alone; the two are not combined yet. Drop one of them."
+        )
 
     return CompileOptions(
         backend=backend,

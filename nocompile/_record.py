@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from . import _compat
-from ._signature import KeyFunction, build_key_function, describe_key
+from ._signature import build_key_function, describe_key
 
 log = logging.getLogger("nocompile")
 
@@ -204,15 +204,11 @@ class CompileRecord:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         dynamic: Mapping[str, tuple[int, ...]],
-        key_function: KeyFunction | None,
-        key: tuple[Any, ...] | None,
     ) -> CompileRecord:
         """The record of a compile about to run for this call (signature text computed here)."""
         try:
-            built, unchecked = build_key_function(fn, args, kwargs, dynamic)
-            if key_function is None or key is None:
-                key_function, key = built, built.fn(*args, **kwargs)
-            signature = describe_key(key_function, key)
+            key_function, unchecked = build_key_function(fn, args, kwargs, dynamic)
+            signature = describe_key(key_function, key_function.fn(*args, **kwargs))
         except Exception as exc:  # the call will fail to bind in torch.compile too; say so, don't raise here
             return cls(signature=f"(could not describe the call: {type(exc).__name__}: {exc})")
         return cls(signature=signature, unchecked=tuple(unchecked))
@@ -224,7 +220,7 @@ class CompileRecord:
             self._filter_calls += 1
             batch = self._filter_calls
             for e in entries:
-                code = getattr(getattr(e, "orig_guard", None), "code_list", None) or ()
+                code = _compat.guard_code(e)
                 self.guards.append(GuardRecord(str(e.guard_type), str(e.name), tuple(map(str, code)), kept, batch))
 
     def keep_all_guards(self, entries: Iterable[Any]) -> list[bool]:

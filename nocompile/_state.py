@@ -37,12 +37,14 @@ from ._signature import (
     Selector,
     ShapeCheck,
     TensorArg,
+    bound_arguments,
     build_key_function,
     build_selector,
     build_shape_check,
     describe_difference,
     describe_key,
     dynamic_marks,
+    parameter_names,
     tensor_args,
 )
 
@@ -237,6 +239,10 @@ class CompileState:
 
     def _slow_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Everything that is not the fast path: first compile, lookups, mismatches, recompiles."""
+        try:
+            bound_arguments(self._fn, args, kwargs)
+        except TypeError as exc:  # as Python would say it, with the function named
+            raise TypeError(f"{describe_function(self._fn)}: {exc}") from None
         if self._compiling_thread == threading.get_ident():
             # Re-entered from our own compilation (e.g. Dynamo fell back to running Python):
             # run the original rather than deadlock on our own lock.
@@ -298,7 +304,7 @@ class CompileState:
         dropped: list[tuple[str, str]] = []
         shape_exprs: list[str] = []
         captured: list[types.CodeType] = []
-        record = CompileRecord.for_call(fn, args, kwargs, opts.dynamic, None, None)
+        record = CompileRecord.for_call(fn, args, kwargs, opts.dynamic)
         compiled = torch.compile(
             fn_copy, fullgraph=True, dynamic=False, **self._torch_compile_kwargs(dropped, shape_exprs, record)
         )
@@ -376,7 +382,7 @@ class CompileState:
         fn = self._fn
         source = fn.__code__.replace()
         marks = dynamic_marks(fn, args, kwargs, self._options.dynamic)  # ValueError on a bad name or dim
-        record = CompileRecord.for_call(fn, args, kwargs, self._options.dynamic, None, None)
+        record = CompileRecord.for_call(fn, args, kwargs, self._options.dynamic)
 
         def compile_kwargs(dropped: list[tuple[str, str]], shape_exprs: list[str]) -> dict[str, Any]:
             # torch's ahead-of-time save needs torch.compile's own backend object, so no
@@ -435,7 +441,7 @@ class CompileState:
             for e in entries:
                 dropped.append((str(e.guard_type), str(e.name)))
                 if e.guard_type == "SHAPE_ENV":
-                    shape_exprs.extend(getattr(e.orig_guard, "code_list", None) or ())
+                    shape_exprs.extend(_compat.guard_code(e))
             return [False] * len(entries)
 
         inductor_options = _compat.inductor_mode_options(opts.mode) if opts.mode else {}
@@ -597,7 +603,9 @@ class CompileState:
     def _mismatch_error(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> GuardMismatchError:
         lines = self._differences(args, kwargs)
         hints = []
-        shape_paths = [line.split(":", 1)[0] for line in lines if ": shape" in line]
+        parameters = set(parameter_names(self._fn))
+        # Only a parameter's own dims can be dynamic (not a tensor inside a list or an object).
+        shape_paths = [p for p in (line.split(":", 1)[0] for line in lines if ": shape" in line) if p in parameters]
         if shape_paths:
             hints.append(f"mark the varying dim dynamic, e.g. compile_once(dynamic={{{shape_paths[0]!r}: <dim>}})")
         hints.append(

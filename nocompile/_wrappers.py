@@ -34,6 +34,7 @@ from typing import Any, Generic, TypeVar
 from torch import nn
 
 from ._errors import NoCompileError
+from ._explain import ExplainReport
 from ._options import CompileOptions
 from ._signature import parameter_names
 from ._state import CompileState, CompileStats, Specialization
@@ -95,6 +96,18 @@ class _CompiledOnObject:
         """Forget the compiled code; the next call compiles again."""
         self._state.reset()
 
+    def explain(self, verbose: bool = False) -> str:
+        """The compile report of this object's method (see ``CompiledFunction.explain``)."""
+        return self._state.explain(verbose=verbose)
+
+    def report(self) -> ExplainReport:
+        """The compile report as a frozen record (see ``CompiledFunction.report``)."""
+        return self._state.report()
+
+    def aot_compile(self, *args: Any, **kwargs: Any) -> Specialization | None:
+        """Compile (or load) the specialization for these example inputs now, without running."""
+        return self._state.aot_compile(*args, **kwargs)
+
 
 class CompiledBoundMethod(_CompiledOnObject):
     """``compile_once(obj.method)``: the compiled method, bound to ``obj`` by a weak reference.
@@ -117,6 +130,7 @@ class CompiledBoundMethod(_CompiledOnObject):
                 "its object alive. Add '__weakref__' to the class's __slots__, or decorate the method."
             ) from None
         self._state = CompileState(func, options)
+        self._state._owner = self._ref  # aot_compile passes the object first
         self.__func__ = func
         self.__name__ = func.__name__
         self.__qualname__ = func.__qualname__
@@ -184,6 +198,7 @@ class CompiledModule(_CompiledOnObject, Generic[M]):
         check_object_options(func, options, skip_first=True)
         object.__setattr__(self, "_module", module)
         object.__setattr__(self, "_state", CompileState(func, options))
+        self._state._owner = weakref.ref(module)  # aot_compile passes the module first
 
     @property
     def module(self) -> M:

@@ -563,3 +563,16 @@ def test_mutating_an_argument_list_is_a_side_effect() -> None:
 
     with pytest.raises(NoCompileError, match=r"changed its arguments' Python state \(xs, xs\[1\]\)"):
         grow([torch.ones(2)])
+
+
+def test_cudagraphs_with_cache_dir_is_refused_and_the_env_variable_ignored(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ValueError, match=r"cache_dir=.*cudagraphs=True.*Drop one"):
+        compile_once(cudagraphs=True, cache_dir=str(tmp_path))
+    from nocompile import _artifacts
+    from nocompile._options import CompileOptions
+
+    monkeypatch.setenv("NOCOMPILE_CACHE_DIR", str(tmp_path))
+    assert _artifacts.cache_dir_for(CompileOptions(cudagraphs=True)) is None
+    assert _artifacts.cache_dir_for(CompileOptions()) == str(tmp_path)

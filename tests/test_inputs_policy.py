@@ -33,8 +33,6 @@ def test_same_signature_passed_differently_does_not_mismatch() -> None:
         (lambda f, x, y: f(x, y, 3.0), r"k: value compiled for 2.0, got 3.0"),
         (lambda f, x, y: f(x, y, 2), r"k: type compiled for float, got int"),
         (lambda f, x, y: f([1.0], y), r"x: type compiled for Tensor, got list"),
-        (lambda f, x, y: f(x), r"missing a required argument: 'y'"),
-        (lambda f, x, y: f(x, y, z=1), r"unexpected keyword argument 'z'"),
         (lambda f, x, y: f(x.requires_grad_(True), y), r"x: requires_grad compiled for False, got True"),
         (lambda f, x, y: f(torch.randn(3, 2).t(), y), r"x: stride compiled for \(3, 1\), got \(1, 2\)"),
         (lambda f, x, y: f(x.to("meta"), y), r"x: device compiled for device\(type='cpu'\), got device\(type='meta'\)"),
@@ -50,6 +48,35 @@ def test_mismatch_raises_naming_argument_property_and_fix(call, pattern) -> None
     assert "scaled" in message and "test_inputs_policy.py" in message
     assert 'on_mismatch="recompile"' in message
     assert f.stats.compiles == 1  # nothing compiled, nothing changed
+
+
+@pytest.mark.parametrize(
+    ("call", "pattern"),
+    [
+        (lambda f, x, y: f(x), r"scaled .*missing a required argument: 'y'"),
+        (lambda f, x, y: f(x, y, z=1), r"scaled .*unexpected keyword argument 'z'"),
+        (lambda f, x, y: f(x, y, 2.0, 3.0), r"scaled .*too many positional arguments"),
+    ],
+)
+@pytest.mark.parametrize("policy", ["raise", "recompile"])
+def test_a_call_that_does_not_bind_is_a_type_error_naming_the_function(call, pattern, policy) -> None:  # type: ignore[no-untyped-def]
+    """As Python says it for the plain function, with the function named; never a recompile."""
+    f = compile_once(backend="eager", on_mismatch=policy)(scaled)
+    x, y = torch.randn(2, 3), torch.randn(2, 3)
+    with pytest.raises(TypeError, match=pattern):
+        call(f, x, y)  # before the first compile, too
+    f(x, y)
+    with pytest.raises(TypeError, match=pattern):
+        call(f, x, y)
+    assert f.stats.compiles == 1
+
+
+def test_a_nested_tensor_shape_mismatch_does_not_suggest_an_impossible_dynamic() -> None:
+    f = compile_once(backend="eager")(lambda xs: xs[0] * 2)
+    f([torch.randn(2, 3)])
+    with pytest.raises(GuardMismatchError) as info:
+        f([torch.randn(5, 3)])
+    assert "dynamic=" not in str(info.value) and 'on_mismatch="recompile"' in str(info.value)
 
 
 def test_shape_mismatch_suggests_dynamic() -> None:

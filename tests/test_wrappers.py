@@ -352,3 +352,44 @@ def test_both_forms_are_inlined_inside_an_outer_torch_compile() -> None:
     proxy = compile_once(Net(), backend="eager")
     torch.testing.assert_close(torch.compile(proxy, backend="eager", fullgraph=True)(x), eager(proxy.module, x))
     assert net.forward.stats.compiles == 0 and proxy.stats.compiles == 0  # the outer compile traced the originals
+
+
+class _Small(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) * 2
+
+
+def test_both_forms_have_explain_report_and_aot_compile() -> None:
+    x = torch.randn(2, 4)
+    model = _Small()
+    proxy = compile_once(model, backend="eager")
+    assert "not compiled yet" in proxy.explain().lower()
+    proxy(x)
+    assert proxy.report().states and "TENSOR_MATCH" in proxy.explain()
+
+    other = _Small()
+    bound = compile_once(other.forward, backend="eager")
+    spec = bound.aot_compile(x)  # compiles for other, without running
+    assert spec is not None and bound.stats.compiles == 1
+    torch.testing.assert_close(bound(x), other(x))
+    assert bound.stats.compiles == 1
+
+
+def test_class_level_aot_compile_compiles_the_instances_own_state() -> None:
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(4, 4)
+
+        @compile_once(backend="eager")
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(x)
+
+    block, x = Block(), torch.randn(2, 4)
+    Block.forward.aot_compile(block, x)
+    block(x)
+    assert block.forward.stats.compiles == 1 and block.forward.stats.calls == 1
