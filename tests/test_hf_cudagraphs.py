@@ -15,26 +15,16 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from test_hf import VOCAB  # noqa: E402
+from test_hf import tiny_llama as _cpu_tiny_llama  # noqa: E402
+
 from nocompile import NoCompileError, compile_once  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-VOCAB = 128
-
 
 def tiny_llama() -> Any:
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=VOCAB,
-        max_position_embeddings=128,
-        eos_token_id=None,
-    )
-    return transformers.LlamaForCausalLM(config).to("cuda").eval()
+    return _cpu_tiny_llama().to("cuda")
 
 
 def initialized_cache(model: Any, length: int) -> Any:
