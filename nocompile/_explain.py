@@ -139,7 +139,7 @@ def state_label(state: CompileState, role: str) -> str:
 
 def _specialization_report(fn: types.FunctionType, index: int, spec: Specialization) -> SpecializationReport:
     record: CompileRecord | None = getattr(spec, "record", None)
-    if record is None:  # pragma: no cover - every compile path records
+    if record is None:  # a specialization loaded from an artifact: no compile to record
         record = CompileRecord(signature=spec.signature())
     source, error = record.decompiled(spec.transformed_code, f"{fn.__module__}.{fn.__qualname__}")
     return SpecializationReport(

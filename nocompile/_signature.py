@@ -421,7 +421,8 @@ def build_selector(
         "            return __nc_target\n"
         "    return None\n\n"
         # The per-call path: the check inside try (a call of another structure raises there),
-        # the chosen callable outside it (its own exceptions are the user's).
+        # the chosen callable outside it (its own exceptions are the user's). The loop repeats
+        # select's on purpose: calling select from here costs 0.2-0.3 us more per call (measured).
         f"def call({params}):\n"
         "    try:\n"
         f"        __nc_key = {fast}\n"
