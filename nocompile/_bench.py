@@ -83,7 +83,7 @@ def graph_floor(model: ReferenceMLP, x: torch.Tensor) -> Call:
     Runs the model's captured bytecode once with the ``__compiled_fn_*`` global it loads
     swapped for a recorder, then calls the real graph callable with what was recorded.
     """
-    state = model.forward.__func__  # type: ignore[attr-defined]
+    state = model.forward.__func__.state  # type: ignore[attr-defined]
     if not isinstance(state, CompileState) or not state.specializations:
         raise RuntimeError("graph_floor needs a compiled compile_once model")
     spec = state.specializations[0]

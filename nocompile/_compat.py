@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import inspect
 import re
 import types
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
@@ -316,3 +318,79 @@ def guard_code(entry: Any) -> tuple[str, ...]:
     ``4 <= L['x'].size()[0]``. Checked on torch 2.11 and 2.13.
     """
     return tuple(map(str, getattr(getattr(entry, "orig_guard", None), "code_list", None) or ()))
+
+
+# -- nn.Module.__call__ -------------------------------------------------------------------------
+#
+# ``nn.Module.__call__`` is ``_wrapped_call_impl``: it calls ``self._compiled_call_impl(*args,
+# **kwargs)`` when that instance attribute is set (``Module.compile()`` sets it) and
+# ``self._call_impl(*args, **kwargs)`` otherwise. ``_call_impl`` runs ``self.forward(*args,
+# **kwargs)`` directly when the module and the process have no hooks and no JIT trace is
+# running; its setup alone (a closure's cells, the hook checks, the ``forward`` lookup) costs
+# about 1 µs per call in a hot loop. ``module_call`` takes that shortcut itself and hands every
+# other case back to ``_call_impl``. Checked on torch 2.11 and 2.13;
+# ``tests/test_module_call.py`` compares the hook names with ``_call_impl``'s source.
+
+from torch.nn.modules import module as _module_module  # noqa: E402
+
+#: Per-module hook dicts that make ``_call_impl`` leave its shortcut when non-empty.
+MODULE_HOOK_ATTRS = ("_backward_hooks", "_backward_pre_hooks", "_forward_hooks", "_forward_pre_hooks")
+#: Process-wide hook dicts (``torch.nn.modules.module``) that do the same. Mutated in place by
+#: ``register_module_*_hook``, never rebound, so holding them here sees every registration.
+GLOBAL_HOOK_NAMES = (
+    "_global_backward_pre_hooks",
+    "_global_backward_hooks",
+    "_global_forward_hooks",
+    "_global_forward_pre_hooks",
+)
+_global_backward_pre_hooks, _global_backward_hooks, _global_forward_hooks, _global_forward_pre_hooks = (
+    getattr(_module_module, name) for name in GLOBAL_HOOK_NAMES
+)
+_tracing_state = torch._C._get_tracing_state
+CALL_SLOT = "_compiled_call_impl"
+
+
+def module_call_available() -> bool:
+    """Whether this torch's ``nn.Module`` has the ``_compiled_call_impl`` slot ``module_call`` fills."""
+    return hasattr(torch.nn.Module, "_wrapped_call_impl") and hasattr(torch.nn.Module, CALL_SLOT)
+
+
+def _module_call(module_ref: Callable[[], Any], state: Any, /, *args: Any, **kwargs: Any) -> Any:
+    self = module_ref()
+    if self is None:
+        raise ReferenceError("nocompile: a module's call slot outlived its module")
+    if (
+        self._backward_hooks
+        or self._backward_pre_hooks
+        or self._forward_hooks
+        or self._forward_pre_hooks
+        or _global_backward_pre_hooks
+        or _global_backward_hooks
+        or _global_forward_hooks
+        or _global_forward_pre_hooks
+        or _tracing_state()
+        or "forward" in self.__dict__
+    ):
+        return self._call_impl(*args, **kwargs)
+    return state._entry(self, *args, **kwargs)
+
+
+def install_module_call(module: torch.nn.Module, state: Any) -> bool:
+    """Make ``module(...)`` enter ``state._entry(module, ...)`` without ``_call_impl`` when it can.
+
+    Only for a module whose class's ``forward`` is the compiled one (the caller checks that),
+    and never over a slot already set (``Module.compile()``). The slot holds the module weakly
+    (no reference cycle: ``del module`` frees it at once) and ``Module.__getstate__`` drops
+    it, so copies and pickles never carry it.
+    """
+    if not module_call_available() or module.__dict__.get(CALL_SLOT) is not None:
+        return False
+    module.__dict__[CALL_SLOT] = functools.partial(_module_call, weakref.ref(module), state)
+    return True
+
+
+def uninstall_module_call(module: torch.nn.Module) -> None:
+    """Remove the slot ``install_module_call`` set (and only that one)."""
+    slot = module.__dict__.get(CALL_SLOT)
+    if isinstance(slot, functools.partial) and slot.func is _module_call:
+        del module.__dict__[CALL_SLOT]

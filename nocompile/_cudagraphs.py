@@ -63,8 +63,9 @@ from typing import Any
 import torch
 
 from . import _compat
+from ._codegen import code_signature, define_like, parameter_list
 from ._errors import GuardMismatchError, NoCompileError
-from ._signature import ShapeCheck, _code_signature, _define_like, _parameter_list, bound_arguments
+from ._signature import ShapeCheck, bound_arguments
 
 MAX_OBJECT_SETS = 8
 """Graph sets one specialization captures for different non-tensor argument objects."""
@@ -305,8 +306,8 @@ def build_extractor(
     """A function with ``fn``'s parameters returning ``(objects, tensors)`` of a call: the per-call walk."""
     objs = "".join(f"{e}, " for e in layout.object_exprs)
     tens = "".join(f"{e}, " for e in layout.tensor_exprs)
-    source = f"def extract({_parameter_list(fn)}):\n    return ({objs}), ({tens})\n"
-    return _define_like(fn, source, {})["extract"]
+    source = f"def extract({parameter_list(fn)}):\n    return ({objs}), ({tens})\n"
+    return define_like(fn, source, {})["extract"]
 
 
 def substitute(
@@ -329,7 +330,7 @@ def substitute(
             return {k: rebuild(item) for k, item in value.items()}
         return value
 
-    bound = _code_signature(fn).bind(*args, **kwargs)  # the wrapper's own parameters, as the check binds
+    bound = code_signature(fn).bind(*args, **kwargs)  # the wrapper's own parameters, as the check binds
     bound.apply_defaults()
     for name in list(bound.arguments):
         bound.arguments[name] = rebuild(bound.arguments[name])

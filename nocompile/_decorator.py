@@ -20,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import inspect
+import logging
 import os
 import threading
 import types
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol
 from torch import nn
 from typing_extensions import Self
 
-from ._compat import check_torch_supported
+from ._compat import CALL_SLOT, check_torch_supported, install_module_call, module_call_available
 from ._explain import ExplainReport, build_report, state_label
 from ._options import CompileOptions, CudagraphOutputs, Dispatch, DynamicSpec, GuardPolicy, OnMismatch, validate_options
 from ._record import state_tag
@@ -44,6 +46,8 @@ R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 T = TypeVar("T")
 M = TypeVar("M", bound=nn.Module)
+
+log = logging.getLogger("nocompile")
 
 
 class BoundCompiledMethod(Protocol[P, R_co]):
@@ -92,6 +96,9 @@ class CompiledFunction(CompileState, Generic[P, R]):
                 f"for; its parameters are {parameter_names(fn)}."
             )
         super().__init__(fn, options)
+        self._shared = not options.per_instance
+        # Per class of instance: whether this is the forward its module call runs (module-call slot).
+        self._forward_of: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
         self._instance_attr = f"_nocompile_state_{fn.__name__}_{id(self):x}"
         self._instance_states: weakref.WeakSet[CompileState] = weakref.WeakSet()
         self._instance_lock = threading.Lock()
@@ -123,11 +130,20 @@ class CompiledFunction(CompileState, Generic[P, R]):
             return self
         if _is_compiling():
             # An outer torch.compile is tracing: hand it the original to inline. Dynamo can
-            # neither build a MethodType on our state nor trace the lock that guards creation;
+            # neither build a MethodType on our entry nor trace the lock that guards creation;
             # a partial, unlike ``function.__get__``, is traceable on torch 2.11 too.
             return functools.partial(self._fn, instance)
-        if not self._options.per_instance:
-            return types.MethodType(self, instance)
+        if self._shared:
+            if self._module_call_pending(instance):
+                self._install_module_call(instance, self)
+            return types.MethodType(self._bound, instance)
+        # The per-call path (``model(x)`` looks ``forward`` up on every call): one dict read.
+        try:
+            return types.MethodType(instance.__dict__[self._instance_attr]._bound, instance)
+        except (KeyError, AttributeError):  # no state yet; a copy's None; no __dict__ at all
+            return types.MethodType(self._instance_state(instance)._bound, instance)
+
+    def _instance_state(self, instance: object) -> CompileState:
         try:
             namespace = instance.__dict__
         except AttributeError:
@@ -139,7 +155,7 @@ class CompiledFunction(CompileState, Generic[P, R]):
         state = namespace.get(self._instance_attr)
         if state is None:
             state = self._new_instance_state(namespace, instance)
-        return types.MethodType(state, instance)
+        return state
 
     def _new_instance_state(self, namespace: dict[str, Any], instance: object) -> CompileState:
         with self._instance_lock:
@@ -154,7 +170,30 @@ class CompiledFunction(CompileState, Generic[P, R]):
                     state._owner = weakref.ref(instance)
                 namespace[self._instance_attr] = state
                 self._instance_states.add(state)
+                self._install_module_call(instance, state)
             return state
+
+    def _module_call_pending(self, instance: object) -> bool:
+        """Shared state: whether ``instance`` may still get the module-call slot (cheap, per call)."""
+        calls_forward = self._forward_of.get(type(instance))
+        if calls_forward is None:
+            calls_forward = self._forward_of[type(instance)] = self._is_forward_of(type(instance))
+        return calls_forward and CALL_SLOT not in instance.__dict__
+
+    def _is_forward_of(self, cls: type) -> bool:
+        """Whether this is the ``forward`` that ``cls``'s instances run when called as modules."""
+        return (
+            issubclass(cls, nn.Module)
+            and inspect.getattr_static(cls, "forward", None) is self
+            and module_call_available()
+        )
+
+    def _install_module_call(self, instance: object, state: CompileState) -> None:
+        """Let ``instance(...)`` skip ``nn.Module._call_impl`` (see ``_compat.install_module_call``)."""
+        if self._forward_of.get(type(instance)) is None:
+            self._forward_of[type(instance)] = self._is_forward_of(type(instance))
+        if self._forward_of[type(instance)] and install_module_call(instance, state):  # type: ignore[arg-type]
+            log.debug("%s: module calls of this instance skip Module._call_impl", self.__qualname__)
 
     @property
     def stats(self) -> CompileStats:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
-import inspect
 import math
 import re
 import threading
@@ -41,6 +40,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
+
+from ._codegen import call_list, code_signature, define_like, parameter_list, pass_on, tuple_source, varkw_name
 
 KeyFn = Callable[..., tuple[Any, ...]]
 
@@ -72,47 +73,13 @@ class KeyFunction:
         return [(e.path, e.prop, v) for e, v in zip(self.entries, key, strict=True)]
 
 
-def _code_signature(fn: types.FunctionType) -> inspect.Signature:
-    """The signature of ``fn``'s own code, not of what ``functools.wraps`` says it wraps.
-
-    The generated functions below are written from ``fn.__code__``; a wrapper such as
-    transformers' ``can_return_tuple`` (``wrapper(self, *args, **kwargs)`` with ``__wrapped__``)
-    must be bound as the wrapper, or the generated code names parameters it does not have.
-    """
-    return inspect.signature(fn, follow_wrapped=False)
-
-
 def parameter_names(fn: types.FunctionType) -> list[str]:
-    return list(_code_signature(fn).parameters)
-
-
-def _parameter_list(fn: types.FunctionType) -> str:
-    """The parameter list of ``fn`` as source text, defaults by reference to ``__defaults__``."""
-    code = fn.__code__
-    names = code.co_varnames
-    pos_only = code.co_posonlyargcount
-    n_pos = code.co_argcount
-    n_kwonly = code.co_kwonlyargcount
-    parts: list[str] = []
-    for i in range(n_pos):
-        parts.append(names[i])
-        if pos_only and i == pos_only - 1:
-            parts.append("/")
-    index = n_pos
-    if code.co_flags & inspect.CO_VARARGS:
-        parts.append("*" + names[n_pos + n_kwonly])
-    elif n_kwonly:
-        parts.append("*")
-    parts.extend(names[index : index + n_kwonly])
-    if code.co_flags & inspect.CO_VARKEYWORDS:
-        extra = 1 if code.co_flags & inspect.CO_VARARGS else 0
-        parts.append("**" + names[n_pos + n_kwonly + extra])
-    return ", ".join(parts)
+    return list(code_signature(fn).parameters)
 
 
 def bound_arguments(fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """The call's arguments by parameter name, defaults applied (the slow, exact binding)."""
-    bound = _code_signature(fn).bind(*args, **kwargs)
+    bound = code_signature(fn).bind(*args, **kwargs)
     bound.apply_defaults()
     return dict(bound.arguments)
 
@@ -268,7 +235,7 @@ def _walk(
 ) -> _Builder:
     """Walk the call's arguments, bound to ``fn``'s parameters (TypeError if they do not bind)."""
     builder = _Builder(dynamic)
-    varkw = _varkw_name(fn)
+    varkw = varkw_name(fn)
     for name, value in bound_arguments(fn, args, kwargs).items():
         if name == varkw:
             builder.add(name, "keys", f"tuple(sorted({name}))")
@@ -278,33 +245,6 @@ def _walk(
             builder.visit(value, name, name, name)
     builder.add("torch", "grad_enabled", f"{_GRAD_ENABLED}()")
     return builder
-
-
-def _varkw_name(fn: types.FunctionType) -> str | None:
-    code = fn.__code__
-    if not code.co_flags & inspect.CO_VARKEYWORDS:
-        return None
-    varargs = 1 if code.co_flags & inspect.CO_VARARGS else 0
-    return code.co_varnames[code.co_argcount + code.co_kwonlyargcount + varargs]
-
-
-def _call_list(fn: types.FunctionType) -> str:
-    """Arguments that pass ``fn``'s parameters on, as source text: ``self, x, *rest, k=k, **kw``."""
-    code = fn.__code__
-    names = code.co_varnames
-    n_pos, n_kwonly = code.co_argcount, code.co_kwonlyargcount
-    parts = list(names[:n_pos])
-    if code.co_flags & inspect.CO_VARARGS:
-        parts.append("*" + names[n_pos + n_kwonly])
-    parts.extend(f"{k}={k}" for k in names[n_pos : n_pos + n_kwonly])
-    varkw = _varkw_name(fn)
-    if varkw is not None:
-        parts.append("**" + varkw)
-    return ", ".join(parts)
-
-
-def _tuple_source(exprs: Sequence[str]) -> str:
-    return "(" + "".join(f"{e}, " for e in exprs) + ")"
 
 
 def build_key_function(
@@ -320,8 +260,8 @@ def build_key_function(
     """
     builder = _walk(fn, args, kwargs, dynamic)
     body = ",\n        ".join(e.expr for e in builder.entries)
-    source = f"def key({_parameter_list(fn)}):\n    return (\n        {body},\n    )\n"
-    key_fn = _define_like(fn, source, {_GRAD_ENABLED: torch.is_grad_enabled})["key"]
+    source = f"def key({parameter_list(fn)}):\n    return (\n        {body},\n    )\n"
+    key_fn = define_like(fn, source, {_GRAD_ENABLED: torch.is_grad_enabled})["key"]
     return KeyFunction(key_fn, tuple(builder.entries), source), builder.unchecked
 
 
@@ -371,21 +311,6 @@ def tensor_args(
     return _walk(fn, args, kwargs, dynamic).tensors
 
 
-def _pass_on(fn: types.FunctionType) -> tuple[str, str]:
-    """``(args tuple, kwargs dict)`` source rebuilding a call from ``fn``'s parameters."""
-    code = fn.__code__
-    names = code.co_varnames
-    n_pos, n_kwonly = code.co_argcount, code.co_kwonlyargcount
-    positional = [*names[:n_pos]]
-    if code.co_flags & inspect.CO_VARARGS:
-        positional.append("*" + names[n_pos + n_kwonly])
-    keywords = [f"{k!r}: {k}" for k in names[n_pos : n_pos + n_kwonly]]
-    varkw = _varkw_name(fn)
-    if varkw is not None:
-        keywords.append("**" + varkw)
-    return _tuple_source(positional), "{" + ", ".join(keywords) + "}"
-
-
 def _unreachable_slow(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     raise RuntimeError("nocompile: a selector built without a slow path was called")
 
@@ -396,19 +321,24 @@ def build_selector(
     kwargs: Mapping[str, Any],
     dynamic: Mapping[str, tuple[int, ...]],
     slow: Callable[[tuple[Any, ...], dict[str, Any]], Any] = _unreachable_slow,
+    entry_prologue: tuple[str, Mapping[str, Any]] = ("", {}),
 ) -> Selector:
-    """Generate the selector for the structure of this call; ``slow(args, kwargs)`` serves misses."""
+    """Generate the selector for the structure of this call; ``slow(args, kwargs)`` serves misses.
+
+    ``entry_prologue`` is source (and the globals it reads) that ``call`` runs first: with the
+    state's prologue (``_entry.prologue``), ``call`` is the state's entry itself.
+    """
     builder = _walk(fn, args, kwargs, dynamic)
-    params, call = _parameter_list(fn), _call_list(fn)
-    fast = _tuple_source([e.expr for e in builder.fast])
+    params, call = parameter_list(fn), call_list(fn)
+    fast = tuple_source([e.expr for e in builder.fast])
     tensors = ", ".join(t.expr for t in builder.tensors)
-    rebuilt_args, rebuilt_kwargs = _pass_on(fn)
+    rebuilt_args, rebuilt_kwargs = pass_on(fn)
     source = (
         f"def key({params}):\n    return {fast}\n\n"
         # The fast key first: it binds the locals (``_nocompile_oN``) that paths into argument
         # objects go through.
         f"def tensors({params}):\n    __nc_key = {fast}\n"
-        f"    return {_tuple_source([t.expr for t in builder.tensors])}\n\n"
+        f"    return {tuple_source([t.expr for t in builder.tensors])}\n\n"
         f"def select({params}):\n"
         f"    __nc_key = {fast}\n"
         "    __nc_entries = __nc_table.get(__nc_key)\n"
@@ -424,6 +354,7 @@ def build_selector(
         # the chosen callable outside it (its own exceptions are the user's). The loop repeats
         # select's on purpose: calling select from here costs 0.2-0.3 us more per call (measured).
         f"def call({params}):\n"
+        f"{entry_prologue[0]}"
         "    try:\n"
         f"        __nc_key = {fast}\n"
         "        __nc_entries = __nc_table.get(__nc_key)\n"
@@ -450,10 +381,17 @@ def build_selector(
             entries = table.get(key, ())
             table[key] = tuple(sorted(entries, key=lambda entry: entry[2] is not target))
 
-    defined = _define_like(
+    defined = define_like(
         fn,
         source,
-        {_GRAD_ENABLED: torch.is_grad_enabled, "__nc_table": table, "__nc_promote": promote, "__nc_slow": slow},
+        {
+            **entry_prologue[1],
+            _GRAD_ENABLED: torch.is_grad_enabled,
+            "__nc_table": table,
+            "__nc_promote": promote,
+            "__nc_slow": slow,
+        },
+        named_like=("call",),
     )
     return Selector(
         select=defined["select"],
@@ -465,24 +403,6 @@ def build_selector(
         table=table,
         lock=lock,
     )
-
-
-def _define_like(fn: types.FunctionType, source: str, namespace: dict[str, Any]) -> dict[str, types.FunctionType]:
-    """Run ``source`` (``def name(<fn's parameters>)`` blocks); give each function ``fn``'s defaults.
-
-    Sharing the parameter list and the very default objects makes Python bind a call to a
-    generated function exactly as it binds it to ``fn``.
-    """
-    before = set(namespace)
-    exec(compile(source, f"<nocompile checks of {fn.__qualname__}>", "exec"), namespace)
-    defined = {}
-    for name in set(namespace) - before:
-        generated = namespace[name]
-        if isinstance(generated, types.FunctionType):
-            function = types.FunctionType(generated.__code__, namespace, name, fn.__defaults__)
-            function.__kwdefaults__ = fn.__kwdefaults__
-            defined[name] = function
-    return defined
 
 
 _LOCAL = re.compile(r"L\['([A-Za-z_][A-Za-z0-9_]*)'\]")
@@ -505,8 +425,8 @@ def build_shape_check(fn: types.FunctionType, expressions: Sequence[str]) -> Sha
         return None
     rewritten = [_LOCAL.sub(r"\1", e) for e in expressions]
     body = " and ".join(f"({e})" for e in rewritten)
-    source = f"def shape_ok({_parameter_list(fn)}):\n    return bool({body})\n"
-    check = _define_like(fn, source, {"torch": torch, "math": math})["shape_ok"]
+    source = f"def shape_ok({parameter_list(fn)}):\n    return bool({body})\n"
+    check = define_like(fn, source, {"torch": torch, "math": math})["shape_ok"]
     return ShapeCheck(tuple(expressions), check)
 
 

@@ -4,12 +4,14 @@ A ``CompileState`` owns everything about one compiled function: the validated op
 specialization it compiled (the code copy Dynamo saw, the transformed bytecode it produced,
 the function object built on that bytecode) and the counters behind ``stats``.
 
-The call path is deliberately tiny. ``__call__`` checks whether an outer ``torch.compile`` is
-tracing (then it runs the original so the outer trace inlines it), counts the call and jumps
-through ``self._dispatch``: before the first compile that is ``_first_call``; afterwards it is
-the function built on Dynamo's transformed bytecode (``dispatch="bytecode"``) or the
-``torch.compile`` callable (``dispatch="dynamo"``, ``guards="dynamo"``). Swapping that one
-attribute is atomic, so concurrent callers always see either the old or the new target.
+The call path is deliberately tiny: every call enters ``self._entry``, a generated function with
+the decorated function's own parameters (see ``_entry``). It runs the original under an outer
+``torch.compile`` trace, counts the call, and calls the current target: ``_first_call`` before
+the first compile; afterwards the function built on Dynamo's transformed bytecode
+(``dispatch="bytecode"``) or the ``torch.compile`` callable (``dispatch="dynamo"``,
+``guards="dynamo"``); under ``guards="inputs"`` the entry is the selector's ``call``, which
+checks the call's signature and picks the specialization itself. Rebinding the entry or its
+target is one atomic store, so concurrent callers always see either the old or the new one.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 import torch
 
 from . import _artifacts, _capture, _compat, _cudagraphs, _dump
+from ._entry import TARGET, BoundEntry, build_direct_entry, prologue, prologue_globals
 from ._errors import GuardMismatchError, NoCompileError
 from ._explain import ExplainReport, build_report, state_label
 from ._options import CompileOptions
@@ -201,31 +204,33 @@ class CompileState:
         self._lock = threading.Lock()
         self._compiling_thread: int | None = None
         self._owner: weakref.ref[Any] | None = None  # per-instance states: the instance, for aot_compile
+        self._direct_entry, self._direct_globals = build_direct_entry(fn, self)
+        self._tables: list[KeyTable] = []
         self._clear()
 
     # -- the per-call path ------------------------------------------------------------------
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if _is_compiling():
-            return self._fn(*args, **kwargs)
-        self._calls += 1
-        # The function on the transformed bytecode (guards "none"), torch.compile's callable
-        # (guards "dynamo"), the selector's generated ``call`` (guards "inputs": check, then the
-        # specialization, or the slow path), or ``_first_call`` before anything is compiled.
-        try:
-            return self._dispatch(*args, **kwargs)
-        except TypeError as exc:
-            # Raised right here, not inside: the call does not bind to the function's parameters
-            # (the dispatch target has exactly those). The slow path says so in nocompile's terms.
-            if exc.__traceback__ is None or exc.__traceback__.tb_next is not None:
-                raise
-        return self._slow_call(args, kwargs)
+        # A call that does not bind raises TypeError here, as Python words it for the function.
+        return self._entry(*args, **kwargs)
+
+    def _set_entry(self, entry: Callable[..., Any]) -> None:
+        """Make ``entry`` what calls enter; ``_bound`` is what ``instance.method`` binds."""
+        self._bound = BoundEntry(entry, self)
+        self._entry = entry
+
+    def _set_target(self, target: Callable[..., Any]) -> None:
+        """Make the direct entry call ``target``, and make the direct entry what calls enter."""
+        self._direct_globals[TARGET] = target
+        self._set_entry(self._direct_entry)
 
     # -- compiling --------------------------------------------------------------------------
 
     def _clear(self) -> None:
-        self._dispatch: Callable[..., Any] = self._first_call
-        self._tables: list[KeyTable] = []
+        for table in self._tables:  # a bound method may still hold a selector: make it miss
+            with table.selector.lock:
+                table.selector.table.clear()
+        self._tables = []
         self._specs: list[Specialization] = []
         self._disabled = False
         self._calls = 0
@@ -233,16 +238,16 @@ class CompileState:
         self._loads = 0
         self._compile_seconds = 0.0
         self._graph_pool = _cudagraphs.GraphPool() if self._options.cudagraphs else None
+        self._set_target(self._first_call)
 
     def _first_call(self, *args: Any, **kwargs: Any) -> Any:
         return self._slow_call(args, kwargs)
 
     def _slow_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Everything that is not the fast path: first compile, lookups, mismatches, recompiles."""
-        try:
-            bound_arguments(self._fn, args, kwargs)
-        except TypeError as exc:  # as Python would say it, with the function named
-            raise TypeError(f"{describe_function(self._fn)}: {exc}") from None
+        """Everything that is not the fast path: first compile, lookups, mismatches, recompiles.
+
+        Only entries call it, so the call binds to the function's parameters.
+        """
         if self._compiling_thread == threading.get_ident():
             # Re-entered from our own compilation (e.g. Dynamo fell back to running Python):
             # run the original rather than deadlock on our own lock.
@@ -265,7 +270,7 @@ class CompileState:
             if disabled_by_env():
                 log.info("%s set: %s runs eagerly", DISABLE_ENV, self._fn.__qualname__)
                 self._disabled = True
-                self._dispatch = self._fn
+                self._set_target(self._fn)
                 return self._fn
             return None
         if self._options.guards != "inputs":
@@ -418,7 +423,10 @@ class CompileState:
         for table in self._tables:  # the same structure as an existing table: share it
             if table.key_function.source == key_function.source:
                 return table
-        selector = build_selector(self._fn, args, kwargs, self._options.dynamic, self._slow_call)
+        selector = build_selector(
+            self._fn, args, kwargs, self._options.dynamic, self._slow_call,
+            entry_prologue=(prologue(self._fn), prologue_globals(self._fn, self)),
+        )
         return KeyTable(key_function, selector)
 
     def _torch_compile_kwargs(
@@ -519,7 +527,7 @@ class CompileState:
         if check is not None:
             self._add_to_table(spec, check)
         else:
-            self._dispatch = spec.call
+            self._set_target(spec.call)
         if record is not None:
             _dump.after_compile(self, spec, len(self._specs))  # never raises: problems are WARNINGs
         return spec
@@ -552,21 +560,21 @@ class CompileState:
             self._tables.append(table)
         shape_ok = spec.shape_check.fn if spec.shape_check is not None else None
         table.selector.add(check.fast_key, (check.tensor_match.check, shape_ok, spec.call))
-        self._dispatch = self._tables[0].selector.call
+        self._set_entry(self._tables[0].selector.call)
 
     def _promote(self, table: KeyTable) -> None:
         """Make ``table`` the one the fast path reads: the structure seen last is the one seen next.
 
         Calls alternate between argument structures (a prefill without an attention mask, then
         many decode steps with one): without this, every call of the second structure would
-        take the slow path and the lock. ``_dispatch`` is one attribute, swapped atomically, and
+        take the slow path and the lock. The entry is one attribute, swapped atomically, and
         each selector only finds its own structure's specializations.
         """
         if table is self._tables[0]:
             return
         self._tables.remove(table)
         self._tables.insert(0, table)
-        self._dispatch = table.selector.call
+        self._set_entry(table.selector.call)
 
     # -- errors -----------------------------------------------------------------------------
 
@@ -669,6 +677,10 @@ class CompileState:
         owner = self._owner() if self._owner is not None else None
         if owner is not None:
             args = (owner, *args)
+        try:
+            bound_arguments(self._fn, args, kwargs)
+        except TypeError as exc:  # as Python would say it, with the function named
+            raise TypeError(f"aot_compile of {describe_function(self._fn)}: {exc}") from None
         if self._options.guards == "dynamo":
             raise NoCompileError(
                 f"{describe_function(self._fn)}: aot_compile() needs guards='inputs' or 'none'; under "

@@ -33,11 +33,11 @@ from typing import Any, Generic, TypeVar
 
 from torch import nn
 
+from ._entry import BoundEntry, StateSurface
 from ._errors import NoCompileError
-from ._explain import ExplainReport
 from ._options import CompileOptions
 from ._signature import parameter_names
-from ._state import CompileState, CompileStats, Specialization
+from ._state import CompileState
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -45,9 +45,9 @@ M = TypeVar("M", bound=nn.Module)
 def _unbound_function(method: types.MethodType, what: str) -> types.FunctionType:
     """The plain function behind a bound method, or a TypeError saying why it cannot be compiled."""
     func = method.__func__
-    if isinstance(func, CompileState):
+    if isinstance(func, BoundEntry):
         raise TypeError(
-            f"compile_once({what}): {func._fn.__qualname__} is already compiled with compile_once "
+            f"compile_once({what}): {func.state._fn.__qualname__} is already compiled with compile_once "
             "(its class decorates it). Call it as it is; compiling it twice would nest two states."
         )
     if not isinstance(func, types.FunctionType):
@@ -76,40 +76,7 @@ def check_object_options(fn: types.FunctionType, options: CompileOptions, skip_f
         )
 
 
-class _CompiledOnObject:
-    """What both forms share: one ``CompileState`` for ``type(obj).<method>`` and its public surface."""
-
-    __slots__ = ()
-    _state: CompileState
-
-    @property
-    def stats(self) -> CompileStats:
-        """This object's compile counters (``calls``, ``compiles``, ...)."""
-        return self._state.stats
-
-    @property
-    def specializations(self) -> tuple[Specialization, ...]:
-        """The compiled specializations, oldest first."""
-        return self._state.specializations
-
-    def reset(self) -> None:
-        """Forget the compiled code; the next call compiles again."""
-        self._state.reset()
-
-    def explain(self, verbose: bool = False) -> str:
-        """The compile report of this object's method (see ``CompiledFunction.explain``)."""
-        return self._state.explain(verbose=verbose)
-
-    def report(self) -> ExplainReport:
-        """The compile report as a frozen record (see ``CompiledFunction.report``)."""
-        return self._state.report()
-
-    def aot_compile(self, *args: Any, **kwargs: Any) -> Specialization | None:
-        """Compile (or load) the specialization for these example inputs now, without running."""
-        return self._state.aot_compile(*args, **kwargs)
-
-
-class CompiledBoundMethod(_CompiledOnObject):
+class CompiledBoundMethod(StateSurface):
     """``compile_once(obj.method)``: the compiled method, bound to ``obj`` by a weak reference.
 
     ``__func__`` is the original (unbound) function, ``__self__`` the object (while it lives).
@@ -146,7 +113,7 @@ class CompiledBoundMethod(_CompiledOnObject):
                 "garbage collected; the compiled method holds it only weakly. Keep the object alive "
                 "while you call its method."
             )
-        return self._state(obj, *args, **kwargs)
+        return self._state._entry(obj, *args, **kwargs)
 
     @property
     def __self__(self) -> Any:
@@ -169,7 +136,7 @@ def compile_bound_method(method: types.MethodType, options: CompileOptions) -> C
     return CompiledBoundMethod(method, options)
 
 
-class CompiledModule(_CompiledOnObject, Generic[M]):
+class CompiledModule(StateSurface, Generic[M]):
     """``compile_once(module)``: a proxy that calls the module's compiled ``forward``.
 
     Everything but calling (and ``forward``, the compiled one) goes to the original module
@@ -210,12 +177,12 @@ class CompiledModule(_CompiledOnObject, Generic[M]):
         return self._module  # type: ignore[no-any-return]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._state(self._module, *args, **kwargs)
+        return self._state._entry(self._module, *args, **kwargs)
 
     @property
     def forward(self) -> Any:
         """The compiled forward, bound to the module (``w.forward(x)`` is ``w(x)``)."""
-        return types.MethodType(self._state, self._module)
+        return types.MethodType(self._state._bound, self._module)
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for names the proxy itself lacks: everything of the module's.

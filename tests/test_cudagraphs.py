@@ -64,7 +64,7 @@ def test_results_equal_eager(backend: str, dtype: torch.dtype) -> None:
         if i == 0:
             first = out
     assert first is not out  # the compiling call returned its own tensor; replays return the static one
-    assert _graphed(model.forward.__func__).captures == 1
+    assert _graphed(model.forward.__func__.state).captures == 1
 
 
 @torch.no_grad()
@@ -195,7 +195,7 @@ def test_two_states_in_one_process() -> None:
         out_a, out_b = model_a(xa), model_b(xb)
         torch.testing.assert_close(out_a, Wrapped(body_a)(xa))
         torch.testing.assert_close(out_b, Wrapped(body_b)(xb))
-    assert model_a.forward.__func__._graph_pool is not model_b.forward.__func__._graph_pool
+    assert model_a.forward.__func__.state._graph_pool is not model_b.forward.__func__.state._graph_pool
 
 
 @torch.no_grad()
@@ -232,7 +232,7 @@ def test_four_threads_each_on_its_own_stream() -> None:
         assert len(outs) == len(xs)
         for x, out in zip(xs, outs, strict=True):
             torch.testing.assert_close(out, reference(x))
-    assert _graphed(model.forward.__func__).captures == 1
+    assert _graphed(model.forward.__func__.state).captures == 1
 
 
 @pytest.mark.parametrize("guards", ["none", "inputs"])

@@ -215,7 +215,7 @@ def test_replays_equal_eager_and_static_outputs_are_overwritten(fake: FakeCuda) 
     second = net(a)  # runs on the static inputs (the warm-up), then captures
     third = net(a)  # replays
     fourth = net(b)  # replays
-    graphed = _graphed(net.forward.__func__)
+    graphed = _graphed(net.forward.__func__.state)
     assert graphed.captures == 1 and len(fake.graphs) == 1
     for out in (first, second):
         torch.testing.assert_close(out, torch.relu(net.linear(a)) + 1)
@@ -476,7 +476,7 @@ def test_reset_drops_graphs_and_recaptures(fake: FakeCuda) -> None:
     net.forward.reset()
     net(x)
     net(x)
-    assert _graphed(net.forward.__func__).captures == 1
+    assert _graphed(net.forward.__func__.state).captures == 1
     assert len(fake.graphs) == 2 and len(fake.pools) == 2
 
 

@@ -1,0 +1,119 @@
+"""Source text for generated functions that take exactly a decorated function's parameters.
+
+The input check's key and selector functions, the shape check and the per-call entry are all
+written as Python source with the decorated function's own parameter list, so that Python binds
+a call to them exactly as it binds it to the function (positional or keyword, defaults, missing
+or extra arguments), and then compiled with ``define_like``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+from collections.abc import Collection, Sequence
+from typing import Any
+
+
+def code_signature(fn: types.FunctionType) -> inspect.Signature:
+    """The signature of ``fn``'s own code, not of what ``functools.wraps`` says it wraps.
+
+    The generated functions below are written from ``fn.__code__``; a wrapper such as
+    transformers' ``can_return_tuple`` (``wrapper(self, *args, **kwargs)`` with ``__wrapped__``)
+    must be bound as the wrapper, or the generated code names parameters it does not have.
+    """
+    return inspect.signature(fn, follow_wrapped=False)
+
+
+def parameter_list(fn: types.FunctionType) -> str:
+    """The parameter list of ``fn`` as source text, defaults by reference to ``__defaults__``."""
+    code = fn.__code__
+    names = code.co_varnames
+    pos_only = code.co_posonlyargcount
+    n_pos = code.co_argcount
+    n_kwonly = code.co_kwonlyargcount
+    parts: list[str] = []
+    for i in range(n_pos):
+        parts.append(names[i])
+        if pos_only and i == pos_only - 1:
+            parts.append("/")
+    index = n_pos
+    if code.co_flags & inspect.CO_VARARGS:
+        parts.append("*" + names[n_pos + n_kwonly])
+    elif n_kwonly:
+        parts.append("*")
+    parts.extend(names[index : index + n_kwonly])
+    if code.co_flags & inspect.CO_VARKEYWORDS:
+        extra = 1 if code.co_flags & inspect.CO_VARARGS else 0
+        parts.append("**" + names[n_pos + n_kwonly + extra])
+    return ", ".join(parts)
+
+
+def varkw_name(fn: types.FunctionType) -> str | None:
+    code = fn.__code__
+    if not code.co_flags & inspect.CO_VARKEYWORDS:
+        return None
+    varargs = 1 if code.co_flags & inspect.CO_VARARGS else 0
+    return code.co_varnames[code.co_argcount + code.co_kwonlyargcount + varargs]
+
+
+def call_list(fn: types.FunctionType) -> str:
+    """Arguments that pass ``fn``'s parameters on, as source text: ``self, x, *rest, k=k, **kw``."""
+    code = fn.__code__
+    names = code.co_varnames
+    n_pos, n_kwonly = code.co_argcount, code.co_kwonlyargcount
+    parts = list(names[:n_pos])
+    if code.co_flags & inspect.CO_VARARGS:
+        parts.append("*" + names[n_pos + n_kwonly])
+    parts.extend(f"{k}={k}" for k in names[n_pos : n_pos + n_kwonly])
+    varkw = varkw_name(fn)
+    if varkw is not None:
+        parts.append("**" + varkw)
+    return ", ".join(parts)
+
+
+def tuple_source(exprs: Sequence[str]) -> str:
+    return "(" + "".join(f"{e}, " for e in exprs) + ")"
+
+
+def pass_on(fn: types.FunctionType) -> tuple[str, str]:
+    """``(args tuple, kwargs dict)`` source rebuilding a call from ``fn``'s parameters."""
+    code = fn.__code__
+    names = code.co_varnames
+    n_pos, n_kwonly = code.co_argcount, code.co_kwonlyargcount
+    positional = [*names[:n_pos]]
+    if code.co_flags & inspect.CO_VARARGS:
+        positional.append("*" + names[n_pos + n_kwonly])
+    keywords = [f"{k!r}: {k}" for k in names[n_pos : n_pos + n_kwonly]]
+    varkw = varkw_name(fn)
+    if varkw is not None:
+        keywords.append("**" + varkw)
+    return tuple_source(positional), "{" + ", ".join(keywords) + "}"
+
+
+def define_like(
+    fn: types.FunctionType, source: str, namespace: dict[str, Any], named_like: Collection[str] = ()
+) -> dict[str, types.FunctionType]:
+    """Run ``source`` (``def name(<fn's parameters>)`` blocks); give each function ``fn``'s defaults.
+
+    Sharing the parameter list and the very default objects makes Python bind a call to a
+    generated function exactly as it binds it to ``fn``. The functions in ``named_like`` also
+    take ``fn``'s name and qualified name (code object included): they are what a call enters
+    first, so Python's own binding errors ("f() missing 1 required positional argument") and
+    tracebacks read as they would for ``fn``.
+    """
+    before = set(namespace)
+    exec(compile(source, f"<nocompile: generated for {fn.__qualname__}>", "exec"), namespace)
+    defined = {}
+    for name in set(namespace) - before:
+        generated = namespace[name]
+        if isinstance(generated, types.FunctionType):
+            code, qualname = generated.__code__, name
+            if name in named_like:
+                code, qualname = code.replace(co_name=fn.__name__), fn.__qualname__
+                if hasattr(code, "co_qualname"):  # Python 3.11+
+                    code = code.replace(co_qualname=qualname)
+            function = types.FunctionType(code, namespace, code.co_name, fn.__defaults__)
+            function.__kwdefaults__ = fn.__kwdefaults__
+            function.__qualname__ = qualname
+            defined[name] = function
+    return defined

@@ -1,0 +1,118 @@
+"""The per-call entry: the first frame of every call of a compiled function.
+
+Each ``CompileState`` has one *entry* at a time, a generated function with exactly the decorated
+function's parameters (and its name, so Python's own binding errors read as they would for the
+undecorated function). Every entry starts with the same prologue:
+
+* inside an outer ``torch.compile`` trace (``torch.compiler.is_compiling()``), run the original
+  function, so the outer trace inlines it;
+* count the call (``stats.calls``).
+
+Then it does its policy's work. The *direct* entry (``guards="none"``/``"dynamo"``, and every
+state before its first compile) calls ``__nc_target``, a name in its own globals that the state
+rebinds: ``_first_call`` before the first compile, then the function on Dynamo's transformed
+bytecode, ``torch.compile``'s callable, a CUDA-graph replay or the original (``NOCOMPILE_DISABLE``).
+Under ``guards="inputs"`` the entry is the selector's generated ``call`` (see ``_signature``),
+which has this prologue too: check, choose a specialization, call it, in one frame.
+
+``instance.method`` binds a ``BoundEntry``: a ``functools.partial`` on the state's current entry,
+so the call enters the generated function straight from C, with no ``__call__`` method and no
+``*args`` tuple in between; its class gives the bound method the state's public surface
+(``stats``, ``reset()``, ``explain()``...), which a bound method reads from its ``__func__``.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ._codegen import call_list, define_like, parameter_list
+
+if TYPE_CHECKING:
+    from ._explain import ExplainReport
+    from ._state import CompileState, CompileStats, Specialization
+
+TARGET = "__nc_target"
+"""The name, in the direct entry's globals, of what it calls."""
+
+
+def prologue(fn: types.FunctionType) -> str:
+    """The first lines of every entry of ``fn`` (indented for a function body)."""
+    return (
+        "    if __nc_is_compiling():\n"
+        f"        return __nc_original({call_list(fn)})\n"
+        "    __nc_state._calls += 1\n"
+    )
+
+
+def prologue_globals(fn: types.FunctionType, state: CompileState) -> dict[str, Any]:
+    """The names ``prologue`` reads."""
+    return {"__nc_is_compiling": torch.compiler.is_compiling, "__nc_original": fn, "__nc_state": state}
+
+
+def build_direct_entry(fn: types.FunctionType, state: CompileState) -> tuple[types.FunctionType, dict[str, Any]]:
+    """The direct entry of ``fn`` and its globals (rebind ``globals[TARGET]`` to change its target)."""
+    source = f"def entry({parameter_list(fn)}):\n{prologue(fn)}    return {TARGET}({call_list(fn)})\n"
+    namespace = {**prologue_globals(fn, state), TARGET: None}
+    return define_like(fn, source, namespace, named_like=("entry",))["entry"], namespace
+
+
+class StateSurface:
+    """The public surface of a compiled state, for objects that stand for one (``_state``)."""
+
+    __slots__ = ()
+    _state: CompileState
+
+    @property
+    def stats(self) -> CompileStats:
+        """Counters of this state (see ``CompileStats``)."""
+        return self._state.stats
+
+    @property
+    def specializations(self) -> tuple[Specialization, ...]:
+        """The compiled specializations, oldest first."""
+        return self._state.specializations
+
+    def reset(self) -> None:
+        """Forget the compiled state; the next call compiles again."""
+        self._state.reset()
+
+    def explain(self, verbose: bool = False) -> str:
+        """A readable report of what was compiled and which guards were given up."""
+        return self._state.explain(verbose=verbose)
+
+    def report(self) -> ExplainReport:
+        """The same report as a frozen record."""
+        return self._state.report()
+
+    def aot_compile(self, *args: Any, **kwargs: Any) -> Specialization | None:
+        """Compile (or load) the specialization for these example inputs now, without running."""
+        return self._state.aot_compile(*args, **kwargs)
+
+
+class BoundEntry(StateSurface, functools.partial):  # type: ignore[type-arg]
+    """A state's current entry, as the ``__func__`` of ``instance.method``.
+
+    Calling it calls the entry (``functools.partial`` calls from C); reading ``stats``,
+    ``reset``, ``__name__``, ``__wrapped__``... gives the state's. The state makes a new one
+    whenever its entry changes, so the one a bound method holds never goes stale in a way
+    that matters: an old entry still counts and dispatches through the same state.
+    """
+
+    def __new__(cls, entry: Callable[..., Any], state: CompileState) -> BoundEntry:
+        self = super().__new__(cls, entry)
+        self._state = state
+        functools.update_wrapper(self, state._fn)
+        return self
+
+    @property
+    def state(self) -> CompileState:
+        """The compiled state this entry belongs to."""
+        return self._state
+
+    def __repr__(self) -> str:
+        return f"<nocompile entry of {self._state._fn.__qualname__}>"
