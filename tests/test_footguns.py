@@ -178,6 +178,53 @@ def test_inputs_class_attributes_of_argument_objects_are_unchecked() -> None:
     torch.testing.assert_close(f(torch.ones(1), cfg), torch.full((1,), 2.0))  # WRONG on purpose
 
 
+class WithInner(nn.Module):
+    def __init__(self, guards: str) -> None:
+        super().__init__()
+        self.inner = nn.Linear(2, 2)
+        self.forward = compile_once(backend="eager", guards=guards)(self.forward)  # type: ignore[method-assign]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("guards", ["none", "inputs"])
+def test_a_hook_added_to_a_submodule_after_compiling_does_not_run(guards: str) -> None:
+    """The submodule's forward was inlined into the graph; Dynamo's hook guards were dropped."""
+    module, x = WithInner(guards), torch.ones(1, 2)
+    module(x)
+    seen: list[int] = []
+    module.inner.register_forward_hook(lambda *_: seen.append(1))
+    module(x)
+    assert seen == []  # WRONG on purpose: eager would run the hook
+
+
+def test_a_hook_on_the_compiled_module_itself_runs() -> None:
+    """Module.__call__ runs the compiled module's own hooks around the compiled forward."""
+    module, x = WithInner("none"), torch.ones(1, 2)
+    module(x)
+    seen: list[int] = []
+    module.register_forward_hook(lambda *_: seen.append(1))
+    module(x)
+    assert seen == [1]
+
+
+def test_stock_torch_compile_and_dynamo_policy_miss_it_too() -> None:
+    """torch._dynamo.config.skip_nnmodule_hook_guards is True by default: no guard, no recompile."""
+    x = torch.ones(1, 2)
+    module = WithInner("dynamo")
+    plain = nn.Sequential(nn.Linear(2, 2))
+    stock = torch.compile(plain, backend="eager")
+    module(x)
+    stock(x)
+    seen: list[int] = []
+    module.inner.register_forward_hook(lambda *_: seen.append(1))
+    plain[0].register_forward_hook(lambda *_: seen.append(2))
+    module(x)
+    stock(x)
+    assert seen == []
+
+
 def test_dynamo_policy_sees_everything_dynamo_guards() -> None:
     global OFFSET
     f = compile_once(backend="eager", guards="dynamo")(read_global)
