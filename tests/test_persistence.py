@@ -335,6 +335,16 @@ def test_aot_compile_refuses_guards_dynamo() -> None:
         h.aot_compile(torch.ones(2))
 
 
+def test_aot_compile_of_arguments_that_do_not_bind_is_a_type_error_naming_the_function() -> None:
+    @compile_once(backend="eager")
+    def h(x: torch.Tensor) -> torch.Tensor:
+        return x + 1
+
+    with pytest.raises(TypeError, match=r"aot_compile of .*h .*too many positional arguments"):
+        h.aot_compile(torch.ones(2), torch.ones(2))
+    assert h.stats.compiles == 0
+
+
 def test_cache_dir_option_validation() -> None:
     with pytest.raises(TypeError, match=r"cache_dir=\.\.\.\) takes a directory path"):
         compile_once(cache_dir=42)  # type: ignore[arg-type]
