@@ -394,3 +394,19 @@ def uninstall_module_call(module: torch.nn.Module) -> None:
     slot = module.__dict__.get(CALL_SLOT)
     if isinstance(slot, functools.partial) and slot.func is _module_call:
         del module.__dict__[CALL_SLOT]
+
+
+def is_tracing_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) is Dynamo refusing to trace the code
+    (a graph break under ``fullgraph=True``, an unsupported construct, a user error), as opposed
+    to a failure after tracing (a backend, torch's ahead-of-time save). Checked on torch 2.11 and 2.13.
+    """
+    from torch._dynamo import exc as dynamo_exc
+
+    kinds = tuple(k for k in (getattr(dynamo_exc, "Unsupported", None), getattr(dynamo_exc, "UserError", None)) if k)
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kinds):
+            return True
+        seen = seen.__cause__
+    return False

@@ -399,8 +399,17 @@ class CompileState:
                 fn, function_on_code(source, fn), self._options, directory, args, kwargs, compile_kwargs, marks
             )
         except _artifacts.AheadOfTimeFailed as exc:
+            cause = exc.__cause__ or exc
+            if not fall_back and _compat.is_tracing_error(cause):
+                raise self._compile_error(cause) from cause
             if not fall_back:
-                raise self._compile_error(exc.__cause__ or exc) from exc.__cause__
+                raise NoCompileError(
+                    f"{describe_function(fn)}: torch's ahead-of-time compile failed after Dynamo traced the "
+                    f"function (backend={self._options.backend_name()!r}, torch {torch.__version__}): {exc}\n"
+                    "Fix: call the function instead of aot_compile(): the first call compiles in-process "
+                    "(nothing is saved). docs/persistence.md lists the torch releases and backends whose "
+                    "ahead-of-time path is known to fail."
+                ) from cause
             log.warning(
                 "%s: ahead-of-time compile failed (%s); compiling in-process, nothing saved", fn.__qualname__, exc
             )

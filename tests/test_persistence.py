@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import torch
 
-from nocompile import NoCompileError, _artifacts, compile_once
+from nocompile import NoCompileError, _artifacts, _compat, compile_once
 
 CHILD = r'''
 import json, os, sys
@@ -41,7 +41,7 @@ class Net(torch.nn.Module):
         super().__init__()
         self.lin = torch.nn.Linear(8, int(os.environ.get("NET_OUT", "8")))
 
-    @compile_once(backend="aot_eager", cache_dir=CACHE)
+    @compile_once(backend=os.environ["NET_BACKEND"], cache_dir=CACHE)
     def forward(self, x):
         return torch.nn.functional.gelu(self.lin(x)) * 2
 
@@ -90,13 +90,26 @@ print("RESULT " + json.dumps(out))
 
 BODY = "torch.relu(x @ y) + 1"
 
+#: torch 2.11's ahead-of-time path cannot save an aot_eager graph that has tensor inputs besides
+#: the call's (AOTAutogradCache: "expected OutputCode, got <class 'function'>"), so on releases
+#: before 2.13 the module in these tests uses "eager" (its artifact saves there);
+#: test_aot_eager_artifacts_by_torch_release pins the aot_eager behaviour itself.
+AOT_EAGER_SAVES = _compat.torch_version() >= (2, 13)
+NET_BACKEND = "aot_eager" if AOT_EAGER_SAVES else "eager"
+
 
 def run_child(
     tmp: pathlib.Path, cache: pathlib.Path, body: str = BODY, wait: bool = True, **env: str
 ) -> dict[str, Any] | subprocess.Popen[str]:
     script = tmp / f"child_{abs(hash((body, tuple(sorted(env.items()))))):x}.py"
     script.write_text(CHILD.replace("BODY", body))
-    full_env = {**os.environ, "TEST_CACHE": str(cache), "NOCOMPILE_CACHE_DIR": str(cache), **env}
+    full_env = {
+        **os.environ,
+        "TEST_CACHE": str(cache),
+        "NOCOMPILE_CACHE_DIR": str(cache),
+        "NET_BACKEND": NET_BACKEND,
+        **env,
+    }
     full_env.pop("NOCOMPILE_DISABLE", None)
     proc = subprocess.Popen(
         [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env
@@ -343,6 +356,61 @@ def test_aot_compile_of_arguments_that_do_not_bind_is_a_type_error_naming_the_fu
     with pytest.raises(TypeError, match=r"aot_compile of .*h .*too many positional arguments"):
         h.aot_compile(torch.ones(2), torch.ones(2))
     assert h.stats.compiles == 0
+
+
+def _failing_save(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's ahead-of-time path failing after Dynamo traced (as torch 2.11 does for a module
+    under aot_eager: "expected OutputCode, got <class 'function'>")."""
+    from nocompile import _compat
+
+    def fail(aot: Any) -> Any:
+        raise AssertionError("expected OutputCode, got <class 'function'>")
+
+    monkeypatch.setattr(_compat, "aot_bytecode_function", fail)
+
+
+def test_aot_compile_failing_after_tracing_says_so_and_how_to_go_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    _failing_save(monkeypatch)
+    f = compile_once(backend="eager")(lambda x: x + 1)
+    with pytest.raises(NoCompileError, match=r"ahead-of-time compile failed after Dynamo traced.*expected OutputCode"):
+        f.aot_compile(torch.ones(2))
+    assert f.stats.compiles == 0
+    torch.testing.assert_close(f(torch.ones(2)), torch.full((2,), 2.0))  # the call compiles in-process
+    assert f.stats.compiles == 1
+
+
+def test_cache_dir_whose_save_fails_compiles_in_process_and_warns(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _failing_save(monkeypatch)
+    f = _plain(tmp_path / "cache")
+    with caplog.at_level("WARNING", logger="nocompile"):
+        torch.testing.assert_close(f(torch.ones(2)), torch.full((2,), 3.0))
+    assert "ahead-of-time compile failed" in caplog.text
+    assert f.stats.compiles == 1 and f.specializations[0].artifact_path is None
+    assert artifacts(tmp_path / "cache") == []
+
+
+def test_aot_eager_artifacts_by_torch_release(tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture) -> None:
+    """torch 2.13 saves an aot_eager module; torch 2.11 cannot, and the call compiles in-process."""
+    if (2, 12) <= _compat.torch_version() < (2, 13):
+        pytest.skip("not verified on torch 2.12")
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 4)
+
+        @compile_once(backend="aot_eager", cache_dir=tmp_path / "cache")
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lin(x) * 2
+
+    net, x = Net(), torch.randn(2, 4)
+    with caplog.at_level("WARNING", logger="nocompile"), torch.no_grad():
+        torch.testing.assert_close(net(x), net.lin(x) * 2)
+    saved = net.forward.specializations[0].artifact_path is not None
+    assert saved == AOT_EAGER_SAVES
+    assert ("ahead-of-time compile failed" in caplog.text) == (not AOT_EAGER_SAVES)
 
 
 def test_cache_dir_option_validation() -> None:
