@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import torch
+from torch.nn.modules import module as _module_module
 
 #: Oldest torch release nocompile runs on: the oldest the test suite has run against
 #: (docs/versions.md). Releases before 2.10 cannot filter the GLOBAL_STATE and
@@ -330,8 +331,6 @@ def guard_code(entry: Any) -> tuple[str, ...]:
 # about 1 µs per call in a hot loop. ``module_call`` takes that shortcut itself and hands every
 # other case back to ``_call_impl``. Checked on torch 2.11 and 2.13;
 # ``tests/test_module_call.py`` compares the hook names with ``_call_impl``'s source.
-
-from torch.nn.modules import module as _module_module  # noqa: E402
 
 #: Per-module hook dicts that make ``_call_impl`` leave its shortcut when non-empty.
 MODULE_HOOK_ATTRS = ("_backward_hooks", "_backward_pre_hooks", "_forward_hooks", "_forward_pre_hooks")
