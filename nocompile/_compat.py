@@ -349,9 +349,8 @@ _tracing_state = torch._C._get_tracing_state
 CALL_SLOT = "_compiled_call_impl"
 
 
-def module_call_available() -> bool:
-    """Whether this torch's ``nn.Module`` has the ``_compiled_call_impl`` slot ``module_call`` fills."""
-    return hasattr(torch.nn.Module, "_wrapped_call_impl") and hasattr(torch.nn.Module, CALL_SLOT)
+#: Whether this torch's ``nn.Module`` has the ``_compiled_call_impl`` slot ``install_module_call`` fills.
+MODULE_CALL_AVAILABLE = hasattr(torch.nn.Module, "_wrapped_call_impl") and hasattr(torch.nn.Module, CALL_SLOT)
 
 
 def _module_call(module_ref: Callable[[], Any], state: Any, /, *args: Any, **kwargs: Any) -> Any:
@@ -382,17 +381,10 @@ def install_module_call(module: torch.nn.Module, state: Any) -> bool:
     (no reference cycle: ``del module`` frees it at once) and ``Module.__getstate__`` drops
     it, so copies and pickles never carry it.
     """
-    if not module_call_available() or module.__dict__.get(CALL_SLOT) is not None:
+    if not MODULE_CALL_AVAILABLE or module.__dict__.get(CALL_SLOT) is not None:
         return False
     module.__dict__[CALL_SLOT] = functools.partial(_module_call, weakref.ref(module), state)
     return True
-
-
-def uninstall_module_call(module: torch.nn.Module) -> None:
-    """Remove the slot ``install_module_call`` set (and only that one)."""
-    slot = module.__dict__.get(CALL_SLOT)
-    if isinstance(slot, functools.partial) and slot.func is _module_call:
-        del module.__dict__[CALL_SLOT]
 
 
 def is_tracing_error(exc: BaseException) -> bool:

@@ -29,15 +29,16 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
+import torch
 from torch import nn
 from typing_extensions import Self
 
-from ._compat import CALL_SLOT, check_torch_supported, install_module_call, module_call_available
+from ._compat import CALL_SLOT, MODULE_CALL_AVAILABLE, check_torch_supported, install_module_call
 from ._explain import ExplainReport, build_report, state_label
 from ._options import CompileOptions, CudagraphOutputs, Dispatch, DynamicSpec, GuardPolicy, OnMismatch, validate_options
 from ._record import state_tag
 from ._signature import parameter_names
-from ._state import CompileState, CompileStats, _is_compiling
+from ._state import CompileState, CompileStats
 from ._wrappers import CompiledModule, compile_bound_method, compile_module
 
 P = ParamSpec("P")
@@ -48,6 +49,8 @@ T = TypeVar("T")
 M = TypeVar("M", bound=nn.Module)
 
 log = logging.getLogger("nocompile")
+
+_is_compiling = torch.compiler.is_compiling
 
 
 class BoundCompiledMethod(Protocol[P, R_co]):
@@ -134,7 +137,7 @@ class CompiledFunction(CompileState, Generic[P, R]):
             # a partial, unlike ``function.__get__``, is traceable on torch 2.11 too.
             return functools.partial(self._fn, instance)
         if self._shared:
-            if self._module_call_pending(instance):
+            if self._calls_as_forward(type(instance)) and CALL_SLOT not in instance.__dict__:
                 self._install_module_call(instance, self)
             return types.MethodType(self._bound, instance)
         # The per-call path (``model(x)`` looks ``forward`` up on every call): one dict read.
@@ -170,29 +173,25 @@ class CompiledFunction(CompileState, Generic[P, R]):
                     state._owner = weakref.ref(instance)
                 namespace[self._instance_attr] = state
                 self._instance_states.add(state)
-                self._install_module_call(instance, state)
+                if self._calls_as_forward(type(instance)):
+                    self._install_module_call(instance, state)
             return state
 
-    def _module_call_pending(self, instance: object) -> bool:
-        """Shared state: whether ``instance`` may still get the module-call slot (cheap, per call)."""
-        calls_forward = self._forward_of.get(type(instance))
-        if calls_forward is None:
-            calls_forward = self._forward_of[type(instance)] = self._is_forward_of(type(instance))
-        return calls_forward and CALL_SLOT not in instance.__dict__
-
-    def _is_forward_of(self, cls: type) -> bool:
-        """Whether this is the ``forward`` that ``cls``'s instances run when called as modules."""
-        return (
-            issubclass(cls, nn.Module)
-            and inspect.getattr_static(cls, "forward", None) is self
-            and module_call_available()
-        )
+    def _calls_as_forward(self, cls: type) -> bool:
+        """Whether this is the ``forward`` that ``cls``'s instances run when called as modules
+        (and the module-call slot exists); computed once per class."""
+        known = self._forward_of.get(cls)
+        if known is None:
+            known = self._forward_of[cls] = (
+                MODULE_CALL_AVAILABLE
+                and issubclass(cls, nn.Module)
+                and inspect.getattr_static(cls, "forward", None) is self
+            )
+        return known
 
     def _install_module_call(self, instance: object, state: CompileState) -> None:
         """Let ``instance(...)`` skip ``nn.Module._call_impl`` (see ``_compat.install_module_call``)."""
-        if self._forward_of.get(type(instance)) is None:
-            self._forward_of[type(instance)] = self._is_forward_of(type(instance))
-        if self._forward_of[type(instance)] and install_module_call(instance, state):  # type: ignore[arg-type]
+        if install_module_call(instance, state):  # type: ignore[arg-type]
             log.debug("%s: module calls of this instance skip Module._call_impl", self.__qualname__)
 
     @property

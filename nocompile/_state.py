@@ -53,8 +53,6 @@ from ._signature import (
 
 log = logging.getLogger("nocompile")
 
-_is_compiling = torch.compiler.is_compiling
-
 DISABLE_ENV = "NOCOMPILE_DISABLE"
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
