@@ -109,19 +109,6 @@ def reset_positions(cache: Any, position: int) -> None:
             length.fill_(position)
 
 
-def bare_replay(fn: Callable[[], Any]) -> Callable[[], Any]:
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
-
-
 def time_rows(
     rows: dict[str, Callable[[], Any]], cache: Any, position: int, calls: int, rounds: int, sync: Callable[[], Any]
 ) -> dict[str, float]:
@@ -179,6 +166,7 @@ def main() -> int:
     import transformers
 
     from nocompile import compile_once
+    from nocompile._bench import bare_replay
 
     model, config = build(args)
     prompt = torch.randint(1, args.vocab, (1, args.prompt), device=args.device)
