@@ -346,6 +346,7 @@ _global_backward_pre_hooks, _global_backward_hooks, _global_forward_hooks, _glob
     getattr(_module_module, name) for name in GLOBAL_HOOK_NAMES
 )
 _tracing_state = torch._C._get_tracing_state
+_is_compiling = torch.compiler.is_compiling
 CALL_SLOT = "_compiled_call_impl"
 
 
@@ -368,6 +369,7 @@ def _module_call(module_ref: Callable[[], Any], state: Any, /, *args: Any, **kwa
         or _global_forward_pre_hooks
         or _tracing_state()
         or "forward" in self.__dict__
+        or _is_compiling()
     ):
         return self._call_impl(*args, **kwargs)
     return state._entry(self, *args, **kwargs)
@@ -383,7 +385,12 @@ def install_module_call(module: torch.nn.Module, state: Any) -> bool:
     """
     if not MODULE_CALL_AVAILABLE or module.__dict__.get(CALL_SLOT) is not None:
         return False
-    module.__dict__[CALL_SLOT] = functools.partial(_module_call, weakref.ref(module), state)
+    # A code object of its own per slot: when ``torch.compile(module)`` runs, Dynamo compiles
+    # this function's frame (``Module.__call__``, the frame above it, is one Dynamo skips) and
+    # caches per code object, so a shared code object would count every module in the process
+    # against one recompile limit.
+    call = types.FunctionType(_module_call.__code__.replace(), _module_call.__globals__, _module_call.__name__)
+    module.__dict__[CALL_SLOT] = functools.partial(call, weakref.ref(module), state)
     return True
 
 

@@ -34,6 +34,7 @@ from torch import nn
 from typing_extensions import Self
 
 from ._compat import CALL_SLOT, MODULE_CALL_AVAILABLE, check_torch_supported, install_module_call
+from ._entry import FunctionLike
 from ._explain import ExplainReport, build_report, state_label
 from ._options import CompileOptions, CudagraphOutputs, Dispatch, DynamicSpec, GuardPolicy, OnMismatch, validate_options
 from ._record import state_tag
@@ -74,7 +75,7 @@ class BoundCompiledMethod(Protocol[P, R_co]):
     def aot_compile(self, *args: P.args, **kwargs: P.kwargs) -> Any: ...
 
 
-class CompiledFunction(CompileState, Generic[P, R]):
+class CompiledFunction(FunctionLike, CompileState, Generic[P, R]):
     """A function decorated with ``compile_once``.
 
     Call it like the original. ``stats`` and ``reset()`` cover this function; for a method with
@@ -86,6 +87,11 @@ class CompiledFunction(CompileState, Generic[P, R]):
     __qualname__: str  # set by functools.update_wrapper in CompileState.__init__
 
     def __init__(self, fn: Callable[P, R], options: CompileOptions) -> None:
+        if isinstance(fn, CompileState):
+            raise TypeError(
+                f"compile_once({fn.__qualname__}): it is already compiled with compile_once. Call it as "
+                "it is; compiling it twice would nest two states."
+            )
         if not isinstance(fn, types.FunctionType):
             raise TypeError(
                 f"compile_once decorates a Python function (def or lambda); got {fn!r} of type "
@@ -145,6 +151,9 @@ class CompiledFunction(CompileState, Generic[P, R]):
             return types.MethodType(instance.__dict__[self._instance_attr]._bound, instance)
         except (KeyError, AttributeError):  # no state yet; a copy's None; no __dict__ at all
             return types.MethodType(self._instance_state(instance)._bound, instance)
+
+    def _stands_for(self) -> types.FunctionType:
+        return self._fn
 
     def _instance_state(self, instance: object) -> CompileState:
         try:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import types
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -59,6 +59,52 @@ def build_direct_entry(fn: types.FunctionType, state: CompileState) -> tuple[typ
     source = f"def entry({parameter_list(fn)}):\n{prologue(fn)}    return {TARGET}({call_list(fn)})\n"
     namespace = {**prologue_globals(fn, state), TARGET: None}
     return define_like(fn, source, namespace, named_like=("entry",))["entry"], namespace
+
+
+class FunctionLike:
+    """Lets a stand-in for a Python function pass for that function where only functions are accepted.
+
+    ``inspect.getfile`` accepts functions, methods and code objects only (it does not follow
+    ``__wrapped__``), and Dynamo's ``trace_rules.check`` asks it about ``module.forward`` when
+    ``torch.compile(module)`` wraps a module. A compiled state and its bound entry must carry live
+    state (``stats``) that a real function cannot, so they are objects; this mixin makes
+    ``isinstance(obj, types.FunctionType)`` true (through ``__class__``, as ``unittest.mock`` does)
+    and forwards the function attributes that such callers read next to the original function.
+    Anyone who treats the stand-in as a function therefore sees the original: its file, source,
+    signature and code. ``type(obj)`` still tells the truth.
+    """
+
+    __slots__ = ()
+    _passes_as: ClassVar[type] = types.FunctionType
+    """What ``isinstance`` sees: a function, or (for a stand-in of a bound method) a method."""
+
+    def _stands_for(self) -> types.FunctionType:
+        """The function whose code, globals, closure and defaults this object shows."""
+        raise NotImplementedError
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return self._passes_as
+
+    @property
+    def __code__(self) -> types.CodeType:
+        return self._stands_for().__code__
+
+    @property
+    def __globals__(self) -> dict[str, Any]:
+        return self._stands_for().__globals__
+
+    @property
+    def __closure__(self) -> tuple[types.CellType, ...] | None:
+        return self._stands_for().__closure__
+
+    @property
+    def __defaults__(self) -> tuple[Any, ...] | None:
+        return self._stands_for().__defaults__
+
+    @property
+    def __kwdefaults__(self) -> dict[str, Any] | None:
+        return self._stands_for().__kwdefaults__
 
 
 class StateSurface:
@@ -94,7 +140,7 @@ class StateSurface:
         return self._state.aot_compile(*args, **kwargs)
 
 
-class BoundEntry(StateSurface, functools.partial):  # type: ignore[type-arg]
+class BoundEntry(FunctionLike, StateSurface, functools.partial):  # type: ignore[type-arg]
     """A state's current entry, as the ``__func__`` of ``instance.method``.
 
     Calling it calls the entry (``functools.partial`` calls from C); reading ``stats``,
@@ -108,6 +154,9 @@ class BoundEntry(StateSurface, functools.partial):  # type: ignore[type-arg]
         self._state = state
         functools.update_wrapper(self, state._fn)
         return self
+
+    def _stands_for(self) -> types.FunctionType:
+        return self._state._fn
 
     @property
     def state(self) -> CompileState:

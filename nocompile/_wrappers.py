@@ -33,7 +33,7 @@ from typing import Any, Generic, TypeVar
 
 from torch import nn
 
-from ._entry import BoundEntry, StateSurface
+from ._entry import BoundEntry, FunctionLike, StateSurface
 from ._errors import NoCompileError
 from ._options import CompileOptions
 from ._signature import parameter_names
@@ -76,13 +76,16 @@ def check_object_options(fn: types.FunctionType, options: CompileOptions, skip_f
         )
 
 
-class CompiledBoundMethod(StateSurface):
+class CompiledBoundMethod(FunctionLike, StateSurface):
     """``compile_once(obj.method)``: the compiled method, bound to ``obj`` by a weak reference.
 
     ``__func__`` is the original (unbound) function, ``__self__`` the object (while it lives).
     ``inspect.signature`` sees the original bound method's signature, which matters to callers
-    that inspect it (transformers' ``generate`` decides what to pass to ``forward`` by it).
+    that inspect it (transformers' ``generate`` decides what to pass to ``forward`` by it), and
+    ``inspect.getfile`` its file (see ``FunctionLike``: it passes for a bound method).
     """
+
+    _passes_as = types.MethodType
 
     def __init__(self, method: types.MethodType, options: CompileOptions) -> None:
         what = f"{type(method.__self__).__name__}.{method.__func__.__name__}"
@@ -118,6 +121,9 @@ class CompiledBoundMethod(StateSurface):
     @property
     def __self__(self) -> Any:
         return self._ref()
+
+    def _stands_for(self) -> types.FunctionType:
+        return self.__func__
 
     def __reduce__(self) -> Any:
         raise TypeError(
