@@ -61,12 +61,16 @@ if __name__ == "__main__":
     for (ref, _), (out, _) in zip(eager, compiled, strict=True):
         assert torch.equal(ref, out), "compiled generate() differs from eager"
     stats = model.forward.stats
-    print(f"tokens equal to eager for {len(prompts)} prompts; {stats.compiles} compiles (prefill, decode) "
-          f"in {stats.compile_seconds:.1f} s for {stats.calls} forward calls")
+    print(
+        f"tokens equal to eager for {len(prompts)} prompts; {stats.compiles} compiles (prefill, decode) "
+        f"in {stats.compile_seconds:.1f} s for {stats.calls} forward calls"
+    )
     for i, spec in enumerate(model.forward.specializations):
         assert spec.key_function is not None and spec.key is not None
         shapes = {path: tuple(v) for path, prop, v in spec.key_function.describe(spec.key) if prop == "shape"}
         ids, mask = shapes["kwargs['input_ids']"], shapes.get("kwargs['attention_mask']", "not passed")
         print(f"  specialization #{i + 1}: input_ids {ids}, attention_mask {mask}")
-    print(f"last generate(): eager {eager[-1][1] / new_tokens * 1e6:.0f} us/token, "
-          f"compile_once {compiled[-1][1] / new_tokens * 1e6:.0f} us/token")
+    print(
+        f"last generate(): eager {eager[-1][1] / new_tokens * 1e6:.0f} us/token, "
+        f"compile_once {compiled[-1][1] / new_tokens * 1e6:.0f} us/token"
+    )

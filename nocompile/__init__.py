@@ -7,22 +7,22 @@ Public API::
 See the README and docs/ for the guide; ``python -m nocompile bench`` for the comparison table.
 """
 
-from ._decorator import BoundCompiledMethod, CompiledFunction, compile_once
+from ._decorator import CompiledFunction, MethodOnInstance, compile_once
 from ._errors import GuardMismatchError, NoCompileError
 from ._explain import ExplainReport
-from ._state import CompileStats
+from ._view import CompileStats
 from ._wrappers import CompiledBoundMethod, CompiledModule
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
-    "BoundCompiledMethod",
     "CompileStats",
     "CompiledBoundMethod",
     "CompiledFunction",
     "CompiledModule",
     "ExplainReport",
     "GuardMismatchError",
+    "MethodOnInstance",
     "NoCompileError",
     "__version__",
     "compile_once",

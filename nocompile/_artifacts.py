@@ -33,15 +33,15 @@ import stat
 import tempfile
 import time
 import types
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
-from . import _capture, _compat
+from . import _bytecode_hook, _compat
+from ._arguments import ArgumentTree, Kind
 from ._errors import NoCompileError
 from ._options import CompileOptions
-from ._signature import bound_arguments, build_key_function, build_shape_check, describe_key
+from ._signature import CheckLayout, build_shape_check, describe_key, key_function
 
 log = logging.getLogger("nocompile")
 
@@ -163,8 +163,20 @@ def _code_digest(
         return
     reached.add(code)
     h.update(code.co_code)
-    h.update(repr((code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars, code.co_argcount,
-                   code.co_kwonlyargcount, code.co_posonlyargcount, code.co_flags)).encode())
+    h.update(
+        repr(
+            (
+                code.co_names,
+                code.co_varnames,
+                code.co_freevars,
+                code.co_cellvars,
+                code.co_argcount,
+                code.co_kwonlyargcount,
+                code.co_posonlyargcount,
+                code.co_flags,
+            )
+        ).encode()
+    )
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             _code_digest(const, h, reached, fn_globals, depth)
@@ -257,16 +269,16 @@ def module_digest(module: torch.nn.Module) -> str:
 
 
 def key_material(
-    fn: types.FunctionType, options: CompileOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+    fn: types.FunctionType,
+    options: CompileOptions,
+    tree: ArgumentTree,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> dict[str, Any]:
     """Everything the artifact key hashes, as JSON-able text (also written into the header)."""
-    key_function, _unchecked = build_key_function(fn, args, kwargs, options.dynamic)
-    key = key_function.fn(*args, **kwargs)
-    modules = [
-        f"{name}={module_digest(value)}"
-        for name, value in bound_arguments(fn, args, kwargs).items()
-        if isinstance(value, torch.nn.Module)
-    ]
+    key_fn = key_function(CheckLayout.of(tree))
+    key = key_fn.fn(*args, **kwargs)
+    modules = [f"{root.path}={module_digest(root.value)}" for root in tree.roots if root.kind is Kind.MODULE]
     return {
         "function": f"{fn.__module__}.{fn.__qualname__}",
         "code": function_digest(fn),
@@ -277,9 +289,9 @@ def key_material(
         "mode": options.mode,
         "guards": options.guards,
         "dynamic": sorted((k, list(v)) for k, v in options.dynamic.items()),
-        "signature": _ADDRESS.sub("", key_function.source + repr(key)),
+        "signature": _ADDRESS.sub("", key_fn.source + repr(key)),
         "modules": modules,
-        "signature_text": describe_key(key_function, key),
+        "signature_text": describe_key(key_fn, key),
     }
 
 
@@ -393,8 +405,8 @@ def install_dynamo_globals(loaded: types.FunctionType, fn_globals: dict[str, Any
     compile does) rather than on the AOT function's private snapshot of them; Dynamo's own
     names carry a uuid, so they collide with nothing. They are overwritten, not just added:
     while tracing, Dynamo already installs ``__compiled_fn_*`` in the module under the same
-    name, bound to the *uncompiled* graph module (an eager FX graph: measured 72 µs per call
-    against 15 µs for the inductor kernels on the 4-layer reference MLP); only the AOT
+    name, bound to the *uncompiled* graph module (an eager FX graph, several times slower than the
+    backend's kernels; docs/persistence.md); only the AOT
     function's own globals hold the backend's compiled callable.
     """
     source = loaded.__globals__
@@ -428,6 +440,13 @@ def _load(path: str, fn: types.FunctionType, args: tuple[Any, ...], kwargs: dict
     return Made(aot, bytecode_fn, dropped, shape_exprs, "loaded", path, time.perf_counter() - started)
 
 
+class GuardsSeen(Protocol):
+    """What a compile's guard filter collected (``_compiler``'s collector)."""
+
+    dropped: list[tuple[str, str]]
+    shape_exprs: list[str]
+
+
 def make(
     fn: types.FunctionType,
     fn_copy: types.FunctionType,
@@ -435,14 +454,16 @@ def make(
     directory: str | None,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    compile_kwargs: Callable[[list[tuple[str, str]], list[str]], dict[str, Any]],
+    tree: ArgumentTree,
+    guards: GuardsSeen,
+    compile_kwargs: dict[str, Any],
     marks: list[tuple[torch.Tensor, tuple[int, ...]]],
 ) -> Made:
     """Load the specialization for this call from ``directory``, or compile it ahead of time and save it.
 
-    ``fn_copy`` is the state's private copy of ``fn``; ``compile_kwargs(dropped, shape_exprs)``
-    gives ``torch.compile``'s keyword arguments with the guard filter that records into the two
-    lists. ``directory=None`` compiles ahead of time without loading or saving.
+    ``fn_copy`` is the state's private copy of ``fn``; ``compile_kwargs`` are ``torch.compile``'s
+    keyword arguments, whose guard filter records into ``guards``. ``directory=None`` compiles
+    ahead of time without loading or saving.
     ``AheadOfTimeFailed`` when torch's ahead-of-time compile raises; ``NoCompileError`` when the
     directory or the artifact is refused as unsafe.
     """
@@ -450,24 +471,23 @@ def make(
     path: str | None = None
     if directory is not None:
         ensure_private_dir(directory)
-        material = key_material(fn, options, args, kwargs)
+        material = key_material(fn, options, tree, args, kwargs)
         path = artifact_path(directory, fn, artifact_key(material))
         made = _load(path, fn, args, kwargs)
         if made is not None:
             log.info("nocompile: loaded %s from %s in %.3f s", fn.__qualname__, path, made.seconds)
             return made
 
-    dropped: list[tuple[str, str]] = []
-    shape_exprs: list[str] = []
     started = time.perf_counter()
     try:
-        with _capture.compilation_context(), _compat.marked_dynamic(marks):
-            aot = _compat.aot_compile(fn_copy, compile_kwargs(dropped, shape_exprs), args, kwargs)
+        with _bytecode_hook.compilation_context(), _compat.marked_dynamic(marks):
+            aot = _compat.aot_compile(fn_copy, compile_kwargs, args, kwargs)
         bytecode_fn = _compat.aot_bytecode_function(aot)
     except Exception as exc:
         raise AheadOfTimeFailed(f"{type(exc).__name__}: {exc}") from exc
     install_dynamo_globals(bytecode_fn, fn.__globals__)
     seconds = time.perf_counter() - started
+    dropped, shape_exprs = list(guards.dropped), list(guards.shape_exprs)
     saved = path
     if path is None:
         return Made(aot, bytecode_fn, dropped, shape_exprs, "compiled", None, seconds)

@@ -93,7 +93,7 @@ def graph_floor(model: ReferenceMLP, x: torch.Tensor) -> Call:
     names = [n for n in code.co_names if n.startswith("__compiled_fn")]
     if len(names) != 1:
         raise RuntimeError(f"expected one compiled graph in the transformed code, found {names}")
-    namespace = state._fn.__globals__
+    namespace = state.function.__globals__
     graph = namespace[names[0]]
     recorded: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
 

@@ -127,8 +127,10 @@ def measure(cfg: CacheBenchConfig, log: Any = None) -> dict[str, Any]:
                 samples["warm, new inductor dir"].append(_run(cfg, layers, cache, new_inductor_dir))
                 samples["torch caches only"].append(_run(cfg, layers, None, torch_dir))
                 if log is not None:
-                    log(f"  {layers} layers, round {r + 1}/{cfg.rounds}: "
-                        + ", ".join(f"{k} {v[-1]['start_to_result_s']:.2f} s" for k, v in samples.items()))
+                    log(
+                        f"  {layers} layers, round {r + 1}/{cfg.rounds}: "
+                        + ", ".join(f"{k} {v[-1]['start_to_result_s']:.2f} s" for k, v in samples.items())
+                    )
             row: dict[str, Any] = {"layers": layers}
             for name, runs in samples.items():
                 row[name] = {

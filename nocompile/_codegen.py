@@ -8,7 +8,9 @@ or extra arguments), and then compiled with ``define_like``.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import linecache
 import types
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -90,6 +92,21 @@ def pass_on(fn: types.FunctionType) -> tuple[str, str]:
     return tuple_source(positional), "{" + ", ".join(keywords) + "}"
 
 
+def _register_source(fn: types.FunctionType, source: str) -> str:
+    """A file name for generated ``source``, registered in ``linecache`` so that tracebacks, ``pdb``
+    and ``inspect.getsource`` show the generated lines (as attrs does for its generated methods).
+
+    The name carries a hash of the source: every state of one function and argument structure
+    generates the same text and shares one entry, so the cache grows with the distinct sources,
+    not with the instances.
+    """
+    digest = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()[:12]
+    filename = f"<nocompile generated for {fn.__qualname__} {digest}>"
+    if filename not in linecache.cache:
+        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    return filename
+
+
 def define_like(
     fn: types.FunctionType, source: str, namespace: dict[str, Any], named_like: Collection[str] = ()
 ) -> dict[str, types.FunctionType]:
@@ -102,7 +119,7 @@ def define_like(
     tracebacks read as they would for ``fn``.
     """
     before = set(namespace)
-    exec(compile(source, f"<nocompile: generated for {fn.__qualname__}>", "exec"), namespace)
+    exec(compile(source, _register_source(fn, source), "exec"), namespace)
     defined = {}
     for name in set(namespace) - before:
         generated = namespace[name]

@@ -1,8 +1,9 @@
 """The one place that touches private torch names.
 
 Everything else in nocompile uses public torch API. When a torch release moves one of the
-names below, this module is the only file that changes. Each helper says which torch
-versions it was checked on.
+names below, this module is the only file that changes. Every helper runs on each release in the
+supported range (``MIN_TORCH`` to ``NEWEST_VERIFIED_TORCH``; docs/versions.md says which
+releases and Pythons ran the test suite); where releases differ, the helper's docstring says how.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def check_torch_supported() -> None:
 def register_bytecode_hook(hook: BytecodeHook) -> Any:
     """Register ``hook(old_code, new_code)`` for every frame Dynamo transforms.
 
-    Returns a handle with ``remove()``. Checked on torch 2.11 and 2.13.
+    Returns a handle with ``remove()``.
     """
     from torch._dynamo.convert_frame import register_bytecode_hook as register
 
@@ -89,11 +90,9 @@ def compilation_config(limit: int = 1 << 20) -> Iterator[None]:
     * ``record_runtime_overhead`` off (where the torch version has it): otherwise the
       transformed bytecode brackets its weight-fetching prologue with profiler bookkeeping
       calls (``record_pregraph_bytecode_enter/exit``, the latter wrapped in a Dynamo-disable
-      shim) that cost about a microsecond per call and only feed the profiler's
-      "Pregraph bytecode" event.
+      shim) that cost noticeably per call and only feed the profiler's "Pregraph bytecode" event.
 
-    ``config.patch`` restores the previous values also when compilation raises. Checked on
-    torch 2.11 and 2.13.
+    ``config.patch`` restores the previous values also when compilation raises.
     """
     import torch._dynamo.config as dynamo_config
 
@@ -112,7 +111,7 @@ def marked_dynamic(marks: list[tuple[torch.Tensor, tuple[int, ...]]]) -> Iterato
     (``_dynamo_dynamic_indices``, ``_dynamo_dynamic_range``, ``_specialize_on``, ... in 2.13) and
     mutates sets already there; left there, they would change how any later ``torch.compile``
     treats the user's tensor. So every attribute it adds or changes is put back: removed, or
-    restored from a copy taken before. Checked on torch 2.11 and 2.13.
+    restored from a copy taken before.
     """
     saved = [(t, {name: copy.copy(value) for name, value in vars(t).items()}) for t, _ in marks]
     try:
@@ -160,12 +159,12 @@ def registered_backends() -> list[str]:
     return list(torch._dynamo.list_backends(exclude_tags=()))
 
 
-def has_compiled_entry(code: types.CodeType) -> bool:
+def has_dynamo_cache_entry(code: types.CodeType) -> bool:
     """Whether Dynamo finished compiling ``code``: a cache entry (guards and all) exists.
 
     The bytecode hook fires before Dynamo builds guards, and guard building can still fail
     (a dynamic dim the code specialized raises a constraint violation there); only the cache
-    entry says the compilation really completed. Checked on torch 2.11 and 2.13.
+    entry says the compilation really completed.
     """
     from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
@@ -178,8 +177,7 @@ def tensor_match(tensors: list[torch.Tensor], sizes: list[list[int | None]], str
     ``check`` compares each tensor's Python class, dispatch key set (under the thread's current
     dispatch state, as when built), dtype, device, requires_grad, sizes and strides with what
     was recorded here — ``None`` in ``sizes``/``strides`` means "any value" (a dynamic dim) —
-    in about 100 ns per tensor. It keeps no reference to the tensors. Checked on torch 2.11
-    and 2.13.
+    in C++, a small fraction of a microsecond per tensor. It keeps no reference to the tensors.
     """
     from torch._C._dynamo.guards import TensorGuards
 
@@ -224,7 +222,7 @@ def tensor_version(tensor: torch.Tensor) -> int:
     """The version counter of ``tensor``: bumped by every in-place change to its data.
 
     Used to notice a function that mutates one of its tensor arguments in place, which a CUDA
-    graph's static input copy would hide. Checked on torch 2.11 and 2.13.
+    graph's static input copy would hide.
     """
     return int(tensor._version)
 
@@ -235,7 +233,7 @@ def current_raw_stream_getter() -> Callable[[int], int]:
     ``torch._C._cuda_getCurrentRawStream`` (what inductor's generated code calls each launch)
     costs a fraction of ``torch.cuda.current_stream()``, which builds a ``Stream`` object: it
     lets the CUDA-graph replay path notice a change of stream cheaply. Falls back to the public
-    ``torch.cuda.current_stream(index).cuda_stream``. Checked on torch 2.11 and 2.13.
+    ``torch.cuda.current_stream(index).cuda_stream``.
     """
     getter = getattr(torch._C, "_cuda_getCurrentRawStream", None)
     if getter is None:
@@ -247,7 +245,7 @@ def current_raw_stream_getter() -> Callable[[int], int]:
 
 #: Prefixes of the globals Dynamo's transformed bytecode loads that Dynamo itself creates: the
 #: compiled graph (``__compiled_fn_<n>_<uuid>``) and aliases of modules it imports
-#: (``__import_torch_dot_nn_dot_modules_dot_linear``). Checked on torch 2.13.
+#: (``__import_torch_dot_nn_dot_modules_dot_linear``).
 DYNAMO_GLOBAL_PREFIXES = ("__compiled_fn", "__import_")
 
 
@@ -256,7 +254,7 @@ def aot_available() -> str | None:
 
     Needs ``torch.compiler.load_compiled_function`` and the ``aot_compile`` attribute that
     ``torch.compile`` adds to its wrapper while ``torch._dynamo.config.enable_aot_compile`` is
-    on (the default on torch 2.13). Checked on torch 2.13.
+    on (the default on torch 2.13).
     """
     import torch._dynamo.config as dynamo_config
 
@@ -275,7 +273,6 @@ def aot_compile(
     Traces and compiles for ``(args, kwargs)`` without running the function and without adding
     a Dynamo cache entry. Returns torch's ``AOTCompiledFunction``. ``guard_filter_fn`` in the
     options replaces torch's default filter, so the artifact keeps only the guards it keeps.
-    Checked on torch 2.13.
     """
     import torch._dynamo.config as dynamo_config
 
@@ -288,7 +285,7 @@ def aot_compile(
 
 
 def aot_payload(aot: Any) -> bytes:
-    """The bytes ``save_compiled_function`` would write for ``aot``. Checked on torch 2.13."""
+    """The bytes ``save_compiled_function`` would write for ``aot``."""
     return bytes(type(aot).serialize(aot).serialized_data)
 
 
@@ -303,8 +300,8 @@ def aot_bytecode_function(aot: Any) -> types.FunctionType:
     """The function on Dynamo's transformed bytecode inside an ``AOTCompiledFunction``.
 
     ``AOTCompiledFunction.__call__`` evaluates the artifact's guard manager on every call
-    (about 30 µs here even with every guard dropped) and then calls this function, ``aot.fn``.
-    Its globals are a private dict holding the compiled graph. Checked on torch 2.13.
+    (a guard-manager call per call, even with every guard dropped) and then calls this function, ``aot.fn``.
+    Its globals are a private dict holding the compiled graph.
     """
     fn = getattr(aot, "fn", None)
     if not isinstance(fn, types.FunctionType):
@@ -316,7 +313,7 @@ def guard_code(entry: Any) -> tuple[str, ...]:
     """The Python source of a guard handed to ``guard_filter_fn`` (``orig_guard.code_list``).
 
     For a ``SHAPE_ENV`` entry these are the symbolic shape expressions, such as
-    ``4 <= L['x'].size()[0]``. Checked on torch 2.11 and 2.13.
+    ``4 <= L['x'].size()[0]``.
     """
     return tuple(map(str, getattr(getattr(entry, "orig_guard", None), "code_list", None) or ()))
 
@@ -327,9 +324,9 @@ def guard_code(entry: Any) -> tuple[str, ...]:
 # **kwargs)`` when that instance attribute is set (``Module.compile()`` sets it) and
 # ``self._call_impl(*args, **kwargs)`` otherwise. ``_call_impl`` runs ``self.forward(*args,
 # **kwargs)`` directly when the module and the process have no hooks and no JIT trace is
-# running; its setup alone (a closure's cells, the hook checks, the ``forward`` lookup) costs
-# about 1 µs per call in a hot loop. ``module_call`` takes that shortcut itself and hands every
-# other case back to ``_call_impl``. Checked on torch 2.11 and 2.13;
+# running; its setup alone (a closure's cells, the hook checks, the ``forward`` lookup) is a
+# large share of a small call (docs/design.md has the figure). ``_module_call`` takes that
+# shortcut itself and hands every other case back to ``_call_impl``;
 # ``tests/test_module_call.py`` compares the hook names with ``_call_impl``'s source.
 
 #: Per-module hook dicts that make ``_call_impl`` leave its shortcut when non-empty.
@@ -372,11 +369,11 @@ def _module_call(module_ref: Callable[[], Any], state: Any, /, *args: Any, **kwa
         or _is_compiling()
     ):
         return self._call_impl(*args, **kwargs)
-    return state._entry(self, *args, **kwargs)
+    return state.entry(self, *args, **kwargs)
 
 
 def install_module_call(module: torch.nn.Module, state: Any) -> bool:
-    """Make ``module(...)`` enter ``state._entry(module, ...)`` without ``_call_impl`` when it can.
+    """Make ``module(...)`` enter ``state.entry(module, ...)`` without ``_call_impl`` when it can.
 
     Only for a module whose class's ``forward`` is the compiled one (the caller checks that),
     and never over a slot already set (``Module.compile()``). The slot holds the module weakly
@@ -397,7 +394,7 @@ def install_module_call(module: torch.nn.Module, state: Any) -> bool:
 def is_tracing_error(exc: BaseException) -> bool:
     """Whether ``exc`` (or an exception it was raised from) is Dynamo refusing to trace the code
     (a graph break under ``fullgraph=True``, an unsupported construct, a user error), as opposed
-    to a failure after tracing (a backend, torch's ahead-of-time save). Checked on torch 2.11 and 2.13.
+    to a failure after tracing (a backend, torch's ahead-of-time save).
     """
     from torch._dynamo import exc as dynamo_exc
 

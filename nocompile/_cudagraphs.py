@@ -63,29 +63,26 @@ from typing import Any
 import torch
 
 from . import _compat
-from ._codegen import code_signature, define_like, parameter_list
+from ._arguments import ArgumentTree, identity_snapshot, rebuild, walk
+from ._codegen import define_like, parameter_list
 from ._errors import GuardMismatchError, NoCompileError
-from ._signature import ShapeCheck, bound_arguments
+from ._signature import ShapeCheck
 
 MAX_OBJECT_SETS = 8
 """Graph sets one specialization captures for different non-tensor argument objects."""
-
-_SCALARS = (int, float, bool, str, type(None), complex, torch.dtype, torch.device, torch.Size)
 
 # Bytecode that rebinds a global or a closure cell: a replay would skip it. Attribute and item
 # stores are not judged by opcode: torch 2.11 writes an attribute set as STORE_ATTR where 2.13
 # calls a helper, and both also build new objects (a returned ModelOutput) and reset library
 # globals (transformers' output-capturing flags). What matters — a change to the arguments — is
-# found by ``argument_state``; attribute changes of global objects are not seen (docs/cudagraphs.md).
+# found by ``_arguments.identity_snapshot``; attribute changes of global objects are not seen (docs/cudagraphs.md).
 _SIDE_EFFECT_OPS = frozenset({"STORE_GLOBAL", "DELETE_GLOBAL", "STORE_DEREF"})
 # No method names: ``update``, ``clear``, ``__setitem__``, ``object_setattr_ignore_descriptor``
 # also appear when the code builds a *new* object it returns (transformers' ``ModelOutput``) or
 # rewrites its own ``**kwargs`` dict (transformers 5.17). Mutations of the arguments — a module
 # buffer reassigned (``self._buffers.update(...)``), an attribute set on a cache — are found by
-# comparing the arguments before and after the compiling call instead (``argument_state``),
+# comparing the arguments before and after the compiling call instead (``_arguments.identity_snapshot``),
 # which names exactly what changed.
-_MAX_STATE_DEPTH = 4
-_NOT_FOLLOWED = (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.ModuleType)
 
 
 class CudaOps:
@@ -156,48 +153,10 @@ def side_effects(code: types.CodeType) -> list[str]:
     """The stores in the transformed bytecode that a graph replay would not repeat.
 
     Only the opcodes: method calls that mutate are judged by their effect on the arguments
-    (``argument_state``), since the same calls also build new objects.
+    (``_arguments.identity_snapshot``), since the same calls also build new objects.
     """
     ops = {i.opname for i in dis.get_instructions(code)} & _SIDE_EFFECT_OPS
     return [f"executes {op}" for op in sorted(ops)]
-
-
-def argument_state(fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """What the call's arguments *are*, path by path: tensors by identity, scalars by value,
-    containers by length and keys, objects by identity and their instance attributes (modules'
-    parameters and buffers included), ``_MAX_STATE_DEPTH`` objects deep.
-
-    Compared before and after the compiling call, it shows every rebinding a CUDA graph replay
-    would not repeat (a cache allocating its tensors, a counter attribute); in-place tensor
-    updates, which a replay does repeat, leave it unchanged.
-    """
-    state: dict[str, Any] = {}
-
-    def visit(value: Any, path: str, depth: int) -> None:
-        if isinstance(value, torch.Tensor):
-            state[path] = ("tensor", id(value))
-        elif isinstance(value, _SCALARS):
-            state[path] = ("value", type(value), value)
-        elif isinstance(value, (list, tuple)):
-            state[path] = (type(value), len(value))
-            for i, item in enumerate(value):
-                visit(item, f"{path}[{i}]", depth)
-        elif isinstance(value, dict):
-            state[path] = (type(value), tuple(map(repr, value)))
-            for k, item in list(value.items()):
-                visit(item, f"{path}[{k!r}]", depth)
-        elif depth < _MAX_STATE_DEPTH and isinstance(getattr(value, "__dict__", None), dict) and not isinstance(
-            value, _NOT_FOLLOWED
-        ):
-            state[path] = ("object", id(value))
-            for name, item in list(vars(value).items()):
-                visit(item, f"{path}.{name}", depth + 1)
-        else:
-            state[path] = ("other", id(value))
-
-    for name, value in bound_arguments(fn, args, kwargs).items():
-        visit(value, name, 0)
-    return state
 
 
 def check_arguments_unchanged(
@@ -268,36 +227,19 @@ class Layout:
     tensors: tuple[torch.Tensor, ...]
     objects: tuple[Any, ...]
 
-
-def layout_of(fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Layout:
-    t_exprs: list[str] = []
-    t_paths: list[str] = []
-    tensors: list[torch.Tensor] = []
-    o_exprs: list[str] = []
-    o_paths: list[str] = []
-    objects: list[Any] = []
-
-    def visit(value: Any, expr: str, path: str) -> None:
-        if isinstance(value, torch.Tensor):
-            t_exprs.append(expr)
-            t_paths.append(path)
-            tensors.append(value)
-        elif isinstance(value, (*_SCALARS, type)):
-            return
-        elif isinstance(value, (list, tuple)):
-            for i, item in enumerate(value):
-                visit(item, f"{expr}[{i}]", f"{path}[{i}]")
-        elif isinstance(value, dict) and all(isinstance(k, (str, int)) for k in value):
-            for k, item in value.items():
-                visit(item, f"{expr}[{k!r}]", f"{path}[{k!r}]")
-        else:
-            o_exprs.append(expr)
-            o_paths.append(path)
-            objects.append(value)
-
-    for name, value in bound_arguments(fn, args, kwargs).items():
-        visit(value, name, name)
-    return Layout(tuple(t_exprs), tuple(t_paths), tuple(o_exprs), tuple(o_paths), tuple(tensors), tuple(objects))
+    @classmethod
+    def of(cls, tree: ArgumentTree) -> Layout:
+        """The layout of a walked call: its argument tensors and the objects that hold state."""
+        tensors = tree.argument_tensors()
+        objects = tree.argument_objects()
+        return cls(
+            tuple(str(n.expr) for n in tensors),
+            tuple(n.path for n in tensors),
+            tuple(str(n.expr) for n in objects),
+            tuple(n.path for n in objects),
+            tuple(n.value for n in tensors),
+            tuple(n.value for n in objects),
+        )
 
 
 def build_extractor(
@@ -313,28 +255,8 @@ def build_extractor(
 def substitute(
     fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping[str, Any], tensors: Sequence[torch.Tensor]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """``(args, kwargs)`` of the call with its tensors replaced, in ``layout_of`` order, by ``tensors``."""
-    replacements = iter(tensors)
-
-    def rebuild(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            return next(replacements)
-        if isinstance(value, (*_SCALARS, type)):
-            return value
-        if isinstance(value, (list, tuple)):
-            items = [rebuild(item) for item in value]
-            if isinstance(value, list):
-                return items
-            return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
-        if isinstance(value, dict) and all(isinstance(k, (str, int)) for k in value):
-            return {k: rebuild(item) for k, item in value.items()}
-        return value
-
-    bound = code_signature(fn).bind(*args, **kwargs)  # the wrapper's own parameters, as the check binds
-    bound.apply_defaults()
-    for name in list(bound.arguments):
-        bound.arguments[name] = rebuild(bound.arguments[name])
-    return tuple(bound.args), dict(bound.kwargs)
+    """``(args, kwargs)`` of the call with its argument tensors replaced, in layout order, by ``tensors``."""
+    return rebuild(walk(fn, args, kwargs), tensors)
 
 
 def _keep_any(value: Any) -> bool:
@@ -451,8 +373,7 @@ class GraphedCall:
         fn: types.FunctionType,
         inner: Callable[..., Any],
         pool: GraphPool,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        tree: ArgumentTree,
         *,
         transformed_code: types.CodeType | None,
         copy_outputs: bool,
@@ -461,17 +382,19 @@ class GraphedCall:
         shape_check: ShapeCheck | None,
         state_before: dict[str, Any] | None = None,
     ) -> GraphedCall:
+        """The graphed call of a specialization; ``tree`` is the compiling call's arguments walked
+        after it ran (modules followed), ``state_before`` their ``identity_snapshot`` before it."""
         where = f"{fn.__module__}.{fn.__qualname__}"
         check_bytecode(transformed_code, where)
         if state_before is not None:
-            check_arguments_unchanged(state_before, argument_state(fn, args, kwargs), where, transformed_code)
+            check_arguments_unchanged(state_before, identity_snapshot(tree), where, transformed_code)
         if not CUDA.is_available():
             raise NoCompileError(
                 f"compile_once(cudagraphs=True) on {where}: CUDA graphs need a CUDA device and "
                 "torch.cuda.is_available() is False in this process. Fix: use cudagraphs=False here "
                 "(e.g. cudagraphs=torch.cuda.is_available())."
             )
-        layout = layout_of(fn, args, kwargs)
+        layout = Layout.of(tree)
         devices = set()
         for path, t in zip(layout.tensor_paths, layout.tensors, strict=True):
             if t.device.type != CUDA.device_type:

@@ -27,19 +27,19 @@ import threading
 import types
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
 import torch
 from torch import nn
 from typing_extensions import Self
 
 from ._compat import CALL_SLOT, MODULE_CALL_AVAILABLE, check_torch_supported, install_module_call
-from ._entry import FunctionLike
-from ._explain import ExplainReport, build_report, state_label
+from ._entry import FunctionLike, MethodFunction, StateSurface
+from ._explain import ExplainReport, build_report
 from ._options import CompileOptions, CudagraphOutputs, Dispatch, DynamicSpec, GuardPolicy, OnMismatch, validate_options
-from ._record import state_tag
 from ._signature import parameter_names
-from ._state import CompileState, CompileStats
+from ._state import CompileState
+from ._view import CompileStats
 from ._wrappers import CompiledModule, compile_bound_method, compile_module
 
 P = ParamSpec("P")
@@ -54,7 +54,7 @@ log = logging.getLogger("nocompile")
 _is_compiling = torch.compiler.is_compiling
 
 
-class BoundCompiledMethod(Protocol[P, R_co]):
+class MethodOnInstance(Protocol[P, R_co]):
     """What ``instance.method`` is for a ``compile_once`` method, as a type checker sees it.
 
     For instances of classes other than ``nn.Module``: on a module, ``module.forward`` is typed
@@ -72,24 +72,26 @@ class BoundCompiledMethod(Protocol[P, R_co]):
     def explain(self, verbose: bool = False) -> str: ...
 
     def report(self) -> ExplainReport: ...
+
     def aot_compile(self, *args: P.args, **kwargs: P.kwargs) -> Any: ...
 
 
-class CompiledFunction(FunctionLike, CompileState, Generic[P, R]):
+class CompiledFunction(FunctionLike, StateSurface, Generic[P, R]):
     """A function decorated with ``compile_once``.
 
     Call it like the original. ``stats`` and ``reset()`` cover this function; for a method with
     ``per_instance=True`` they cover every live instance (``instance.method.stats`` covers one).
-    ``__wrapped__`` is the original function.
+    ``__wrapped__`` is the original function. It passes for that function where only functions
+    are accepted (``inspect.getfile``, Dynamo's trace rules; see ``FunctionLike``).
     """
 
     __wrapped__: Callable[P, R]
-    __qualname__: str  # set by functools.update_wrapper in CompileState.__init__
+    __qualname__: str  # set by functools.update_wrapper
 
     def __init__(self, fn: Callable[P, R], options: CompileOptions) -> None:
-        if isinstance(fn, CompileState):
+        if isinstance(fn, (CompiledFunction, MethodFunction)):
             raise TypeError(
-                f"compile_once({fn.__qualname__}): it is already compiled with compile_once. Call it as "
+                f"compile_once({fn._stands_for().__qualname__}): it is already compiled with compile_once. Call it as "
                 "it is; compiling it twice would nest two states."
             )
         if not isinstance(fn, types.FunctionType):
@@ -104,7 +106,11 @@ class CompiledFunction(FunctionLike, CompileState, Generic[P, R]):
                 f"compile_once(dynamic=...) names {unknown}, which {fn.__qualname__} has no parameter "
                 f"for; its parameters are {parameter_names(fn)}."
             )
-        super().__init__(fn, options)
+        functools.update_wrapper(self, fn)
+        self._fn = fn
+        self._options = options
+        # The function's own state: a plain function's, or the one a per_instance=False method shares.
+        self._state = CompileState(fn, options)
         self._shared = not options.per_instance
         # Per class of instance: whether this is the forward its module call runs (module-call slot).
         self._forward_of: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
@@ -112,9 +118,12 @@ class CompiledFunction(FunctionLike, CompileState, Generic[P, R]):
         self._instance_states: weakref.WeakSet[CompileState] = weakref.WeakSet()
         self._instance_lock = threading.Lock()
 
-    if TYPE_CHECKING:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        result: R = self._state.entry(*args, **kwargs)
+        return result
 
-        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    def _stands_for(self) -> types.FunctionType:
+        return self._fn
 
     # For a checker: on a class, the CompiledFunction itself; on an nn.Module instance, a plain
     # callable with the method's parameters minus ``self`` (nn.Module declares ``forward`` as a
@@ -132,7 +141,7 @@ class CompiledFunction(FunctionLike, CompileState, Generic[P, R]):
     @overload
     def __get__(
         self: CompiledFunction[Concatenate[T, P2], R], instance: T, owner: type | None = None
-    ) -> BoundCompiledMethod[P2, R]: ...
+    ) -> MethodOnInstance[P2, R]: ...
 
     def __get__(self, instance: object, owner: type | None = None) -> Any:
         if instance is None:
@@ -144,16 +153,13 @@ class CompiledFunction(FunctionLike, CompileState, Generic[P, R]):
             return functools.partial(self._fn, instance)
         if self._shared:
             if self._calls_as_forward(type(instance)) and CALL_SLOT not in instance.__dict__:
-                self._install_module_call(instance, self)
-            return types.MethodType(self._bound, instance)
+                self._install_module_call(instance, self._state)
+            return types.MethodType(self._state.bound, instance)
         # The per-call path (``model(x)`` looks ``forward`` up on every call): one dict read.
         try:
-            return types.MethodType(instance.__dict__[self._instance_attr]._bound, instance)
+            return types.MethodType(instance.__dict__[self._instance_attr].bound, instance)
         except (KeyError, AttributeError):  # no state yet; a copy's None; no __dict__ at all
-            return types.MethodType(self._instance_state(instance)._bound, instance)
-
-    def _stands_for(self) -> types.FunctionType:
-        return self._fn
+            return types.MethodType(self._instance_state(instance).bound, instance)
 
     def _instance_state(self, instance: object) -> CompileState:
         try:
@@ -179,7 +185,7 @@ class CompiledFunction(FunctionLike, CompileState, Generic[P, R]):
                 # A weak reference, so instance.method.aot_compile(x) knows its self (TypeError: not weakly
                 # referenceable, e.g. a class with __slots__ and no __weakref__).
                 with contextlib.suppress(TypeError):
-                    state._owner = weakref.ref(instance)
+                    state.owner = weakref.ref(instance)
                 namespace[self._instance_attr] = state
                 self._instance_states.add(state)
                 if self._calls_as_forward(type(instance)):
@@ -203,13 +209,16 @@ class CompiledFunction(FunctionLike, CompileState, Generic[P, R]):
         if install_module_call(instance, state):  # type: ignore[arg-type]
             log.debug("%s: module calls of this instance skip Module._call_impl", self.__qualname__)
 
+    def _live_instance_states(self) -> list[CompileState]:
+        with self._instance_lock:
+            states = list(self._instance_states)
+        return sorted(states, key=lambda s: s.serial)  # creation order
+
     @property
     def stats(self) -> CompileStats:
         """Counters summed over this function's state and every live instance's state."""
-        total: CompileStats = CompileState.stats.fget(self)  # type: ignore[attr-defined]
-        with self._instance_lock:
-            instance_states = list(self._instance_states)
-        for state in instance_states:
+        total = self._state.stats
+        for state in self._live_instance_states():
             total = total + state.stats
         return total
 
@@ -220,23 +229,22 @@ class CompiledFunction(FunctionLike, CompileState, Generic[P, R]):
         that have not); ``model.forward.report()`` covers one instance.
         """
         role = "shared state" if not self._options.per_instance else "state"
-        states: list[tuple[str, CompileState]] = [(state_label(self, role), self)]
-        with self._instance_lock:
-            instance_states = list(self._instance_states)
-        instance_states.sort(key=lambda s: int(state_tag(s)[1:]))  # creation order
-        states += [(state_label(s, "instance state"), s) for s in instance_states]
-        report = build_report(self._fn, self._options, states)
-        if instance_states and not CompileState.specializations.fget(self):  # type: ignore[attr-defined]
+        instance_states = self._live_instance_states()
+        views = [(role, self._state.view())] + [("instance state", s.view()) for s in instance_states]
+        report = build_report(self._fn, self._options, views)
+        if instance_states and not self._state.specializations:
             # A per-instance method: the descriptor's own state never compiles; don't count it.
             report = dataclasses.replace(report, uncompiled_states=report.uncompiled_states - 1)
         return report
 
+    def explain(self, verbose: bool = False) -> str:
+        """The text of ``report()``: this function's state and, for a method, every live instance's."""
+        return self.report().render(verbose=verbose)
+
     def reset(self) -> None:
         """Forget every compiled state of this function (all instances' too)."""
-        CompileState.reset(self)
-        with self._instance_lock:
-            instance_states = list(self._instance_states)
-        for state in instance_states:
+        self._state.reset()
+        for state in self._live_instance_states():
             state.reset()
 
     def aot_compile(self, *args: Any, **kwargs: Any) -> Any:
@@ -247,20 +255,20 @@ class CompiledFunction(FunctionLike, CompileState, Generic[P, R]):
         """
         if self._options.per_instance and args and self._is_method_of(args[0]):
             return self.__get__(args[0], type(args[0])).aot_compile(*args[1:], **kwargs)
-        return CompileState.aot_compile(self, *args, **kwargs)
+        return self._state.aot_compile(*args, **kwargs)
 
     def _is_method_of(self, obj: object) -> bool:
         """Whether ``obj``'s class has this descriptor as a method."""
         return any(vars(klass).get(self._fn.__name__) is self for klass in type(obj).__mro__)
 
-    def __reduce__(self) -> str:  # type: ignore[override]
+    def __reduce__(self) -> str:
         # Pickled by reference, like a plain function: by its module and qualified name.
         return self.__qualname__
 
     def __repr__(self) -> str:
         return (
             f"<compile_once function {self.__module__}.{self.__qualname__}: "
-            f"{self._options.describe()}; {self._status()}>"
+            f"{self._options.describe()}; {self._state.status()}>"
         )
 
 

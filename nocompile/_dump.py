@@ -26,11 +26,11 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ._explain import build_report, state_label
-from ._record import CompileRecord, GuardRecord, state_tag
+from ._explain import build_report
+from ._record import CompileRecord, GuardRecord
 
 if TYPE_CHECKING:
-    from ._state import CompileState, Specialization
+    from ._view import Specialization, StateView
 
 log = logging.getLogger("nocompile")
 
@@ -46,23 +46,28 @@ def dump_root(option: str | None) -> str | None:
     return os.environ.get(DUMP_ENV, "").strip() or None
 
 
-def after_compile(state: CompileState, spec: Specialization, index: int) -> None:
+def after_compile(state: StateView, spec: Specialization, index: int) -> None:
     """Dump one freshly installed specialization if a dump directory is set. Never raises."""
-    fn = state._fn
+    fn = state.function
     where = f"{fn.__module__}.{fn.__qualname__}"
     root: str | None = None
     try:
-        root = dump_root(state._options.dump_dir)
+        root = dump_root(state.options.dump_dir)
         if root is None:
             return
         record = spec.record
         if record is None:  # every compile path records; nothing to dump without one
             return
-        name = _UNSAFE.sub("_", f"{where}-{state_tag(state)}-pid{os.getpid()}-spec{index}")
+        name = _UNSAFE.sub("_", f"{where}-{state.tag}-pid{os.getpid()}-spec{index}")
         folder = _new_folder(os.path.abspath(os.path.expanduser(root)), name)
     except OSError as exc:
-        log.warning("%s: could not create a dump folder under %r (%s: %s); nothing dumped for this compile",
-                    where, root, type(exc).__name__, exc.strerror or exc)
+        log.warning(
+            "%s: could not create a dump folder under %r (%s: %s); nothing dumped for this compile",
+            where,
+            root,
+            type(exc).__name__,
+            exc.strerror or exc,
+        )
         return
     except Exception as exc:  # a bug here must not break the user's call
         log.warning("%s: dump failed before writing (%s: %s)", where, type(exc).__name__, exc)
@@ -72,7 +77,7 @@ def after_compile(state: CompileState, spec: Specialization, index: int) -> None
         "transformed_code.py": lambda: _transformed_code(record, spec, where),
         "fx_graph.py": lambda: _fx_graphs(record, where),
         "guards.txt": lambda: _guards_text(record.guards, where),
-        "explain.txt": lambda: str(build_report(fn, state._options, [(state_label(state, "state"), state)])),
+        "explain.txt": lambda: str(build_report(fn, state.options, [("state", state)])),
     }
     written = []
     for filename, make in files.items():
@@ -109,12 +114,21 @@ def _transformed_code(record: CompileRecord, spec: Specialization, where: str) -
     )
     source, error = record.decompiled(spec.transformed_code, where)
     if source is not None:
-        return header + source
+        return header + _valid_def_names(source)
     listing = io.StringIO()
     if spec.transformed_code is not None:
         dis.dis(spec.transformed_code, file=listing)
     commented = "".join(f"# {line}\n" for line in listing.getvalue().splitlines())
     return header + f"# Not decompiled: {error}\n# The bytecode, disassembled:\n" + commented
+
+
+_INVALID_DEF = re.compile(r"^(\s*def )<(\w+)>\(", re.MULTILINE)
+
+
+def _valid_def_names(source: str) -> str:
+    """``def <lambda>(x):`` (what depyf writes for a lambda's code) as ``def _lambda_(x):``, so
+    the file is valid Python."""
+    return _INVALID_DEF.sub(lambda m: f"{m.group(1)}_{m.group(2)}_(", source)
 
 
 def _fx_graphs(record: CompileRecord, where: str) -> str:

@@ -15,7 +15,7 @@ bytecode, ``torch.compile``'s callable, a CUDA-graph replay or the original (``N
 Under ``guards="inputs"`` the entry is the selector's generated ``call`` (see ``_signature``),
 which has this prologue too: check, choose a specialization, call it, in one frame.
 
-``instance.method`` binds a ``BoundEntry``: a ``functools.partial`` on the state's current entry,
+``instance.method`` binds a ``MethodFunction``: a ``functools.partial`` on the state's current entry,
 so the call enters the generated function straight from C, with no ``__call__`` method and no
 ``*args`` tuple in between; its class gives the bound method the state's public surface
 (``stats``, ``reset()``, ``explain()``...), which a bound method reads from its ``__func__``.
@@ -34,7 +34,8 @@ from ._codegen import call_list, define_like, parameter_list
 
 if TYPE_CHECKING:
     from ._explain import ExplainReport
-    from ._state import CompileState, CompileStats, Specialization
+    from ._state import CompileState
+    from ._view import CompileStats, Specialization
 
 TARGET = "__nc_target"
 """The name, in the direct entry's globals, of what it calls."""
@@ -42,11 +43,7 @@ TARGET = "__nc_target"
 
 def prologue(fn: types.FunctionType) -> str:
     """The first lines of every entry of ``fn`` (indented for a function body)."""
-    return (
-        "    if __nc_is_compiling():\n"
-        f"        return __nc_original({call_list(fn)})\n"
-        "    __nc_state._calls += 1\n"
-    )
+    return f"    if __nc_is_compiling():\n        return __nc_original({call_list(fn)})\n    __nc_state.calls += 1\n"
 
 
 def prologue_globals(fn: types.FunctionType, state: CompileState) -> dict[str, Any]:
@@ -140,7 +137,7 @@ class StateSurface:
         return self._state.aot_compile(*args, **kwargs)
 
 
-class BoundEntry(FunctionLike, StateSurface, functools.partial):  # type: ignore[type-arg]
+class MethodFunction(FunctionLike, StateSurface, functools.partial):  # type: ignore[type-arg]
     """A state's current entry, as the ``__func__`` of ``instance.method``.
 
     Calling it calls the entry (``functools.partial`` calls from C); reading ``stats``,
@@ -149,14 +146,14 @@ class BoundEntry(FunctionLike, StateSurface, functools.partial):  # type: ignore
     that matters: an old entry still counts and dispatches through the same state.
     """
 
-    def __new__(cls, entry: Callable[..., Any], state: CompileState) -> BoundEntry:
+    def __new__(cls, entry: Callable[..., Any], state: CompileState) -> MethodFunction:
         self = super().__new__(cls, entry)
         self._state = state
-        functools.update_wrapper(self, state._fn)
+        functools.update_wrapper(self, state.function)
         return self
 
     def _stands_for(self) -> types.FunctionType:
-        return self._state._fn
+        return self._state.function
 
     @property
     def state(self) -> CompileState:
@@ -164,4 +161,4 @@ class BoundEntry(FunctionLike, StateSurface, functools.partial):  # type: ignore
         return self._state
 
     def __repr__(self) -> str:
-        return f"<nocompile entry of {self._state._fn.__qualname__}>"
+        return f"<nocompile entry of {self._state.function.__qualname__}>"

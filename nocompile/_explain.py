@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ._options import CompileOptions
-from ._record import GUARD_KINDS, OTHER_KIND, CompileRecord, GraphRecord, GuardRecord, state_tag
+from ._record import GUARD_KINDS, OTHER_KIND, CompileRecord, GraphRecord, GuardRecord
 
 if TYPE_CHECKING:
-    from ._state import CompileState, Specialization
+    from ._view import Specialization, StateView
 
 POLICY_TEXT = {
     "none": "every guard Dynamo wanted is dropped and nothing is checked per call: a call whose "
@@ -106,19 +106,19 @@ class ExplainReport:
 
 
 def build_report(
-    fn: types.FunctionType, options: CompileOptions, states: Sequence[tuple[str, CompileState]]
+    fn: types.FunctionType, options: CompileOptions, states: Sequence[tuple[str, StateView]]
 ) -> ExplainReport:
+    """The report of ``fn``'s states, each given as ``(role, view)``: ``"state"``, ``"instance state"``..."""
     compiled: list[StateReport] = []
     uncompiled = 0
     disabled = False
-    for label, state in states:
-        specs = state.specializations
-        if not specs:
+    for role, view in states:
+        if not view.specializations:
             uncompiled += 1
-            disabled = disabled or state._disabled
+            disabled = disabled or view.disabled
             continue
-        reports = tuple(_specialization_report(fn, i + 1, spec) for i, spec in enumerate(specs))
-        compiled.append(StateReport(label, state._status(), reports))
+        reports = tuple(_specialization_report(fn, i + 1, spec) for i, spec in enumerate(view.specializations))
+        compiled.append(StateReport(f"{role} {view.tag}", view.status, reports))
     code = fn.__code__
     return ExplainReport(
         qualname=fn.__qualname__,
@@ -131,10 +131,6 @@ def build_report(
         uncompiled_states=uncompiled,
         disabled=disabled,
     )
-
-
-def state_label(state: CompileState, role: str) -> str:
-    return f"{role} {state_tag(state)}"
 
 
 def _specialization_report(fn: types.FunctionType, index: int, spec: Specialization) -> SpecializationReport:
@@ -261,5 +257,6 @@ def _guard_text(g: GuardRecord) -> str:
 
 
 def _wrap(text: str, first: str, rest: str, width: int = 100) -> list[str]:
-    return textwrap.wrap(text, width=width, initial_indent=first, subsequent_indent=rest,
-                         break_long_words=False, break_on_hyphens=False) or [first.rstrip()]
+    return textwrap.wrap(
+        text, width=width, initial_indent=first, subsequent_indent=rest, break_long_words=False, break_on_hyphens=False
+    ) or [first.rstrip()]

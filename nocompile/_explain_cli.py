@@ -39,8 +39,12 @@ def add_parser(commands: Any) -> None:
     p.add_argument("target", help="module:function or module:Class.method")
     p.add_argument("--example", metavar="MODULE:FACTORY", help="a function returning the example call's arguments")
     p.add_argument("--backend", default="inductor", help="backend for an undecorated target (default inductor)")
-    p.add_argument("--guards", default="inputs", choices=("none", "inputs", "dynamo"),
-                   help="guard policy for an undecorated target (default inputs)")
+    p.add_argument(
+        "--guards",
+        default="inputs",
+        choices=("none", "inputs", "dynamo"),
+        help="guard policy for an undecorated target (default inputs)",
+    )
     p.add_argument("--no-grad", action="store_true", help="run the example call under torch.no_grad()")
     p.add_argument("--verbose", action="store_true", help="list every guard and print the FX graph")
     p.add_argument("--dump-dir", help=f"also dump the compile's files here (sets {DUMP_ENV})")

@@ -95,13 +95,10 @@ class CompileOptions:
 def _choice(option: str, value: object, allowed: tuple[str, ...]) -> None:
     if not isinstance(value, str):
         raise TypeError(
-            f"compile_once({option}=...) takes one of {_quoted(allowed)}; "
-            f"got {value!r} of type {type(value).__name__}."
+            f"compile_once({option}=...) takes one of {_quoted(allowed)}; got {value!r} of type {type(value).__name__}."
         )
     if value not in allowed:
-        raise ValueError(
-            f"compile_once({option}={value!r}) is not allowed; choose one of {_quoted(allowed)}."
-        )
+        raise ValueError(f"compile_once({option}={value!r}) is not allowed; choose one of {_quoted(allowed)}.")
 
 
 def _quoted(values: tuple[str, ...] | list[str]) -> str:
@@ -141,9 +138,7 @@ def validate_options(
             "guards='inputs' (default), which keeps them, or guards='dynamo'."
         )
     if not isinstance(per_instance, bool):
-        raise TypeError(
-            f"compile_once(per_instance=...) takes True or False; got {per_instance!r}."
-        )
+        raise TypeError(f"compile_once(per_instance=...) takes True or False; got {per_instance!r}.")
 
     if isinstance(backend, str):
         known = _compat.registered_backends()
@@ -183,8 +178,7 @@ def validate_options(
             modes = _compat.inductor_modes()
             if mode not in modes:
                 raise ValueError(
-                    f"compile_once(mode={mode!r}) is not an inductor mode; choose one of "
-                    f"{_quoted(modes)}."
+                    f"compile_once(mode={mode!r}) is not an inductor mode; choose one of {_quoted(modes)}."
                 )
         elif guards != "dynamo":
             raise ValueError(
@@ -206,8 +200,15 @@ def validate_options(
                 "for no dump (NOCOMPILE_DUMP_DIR then decides)."
             )
     sizes = _cudagraph_options(
-        cudagraphs, cudagraph_sizes, cudagraph_outputs,
-        guards=guards, dispatch=dispatch, mode=mode, options=options, dynamic=dynamic_dims, on_mismatch=on_mismatch,
+        cudagraphs,
+        cudagraph_sizes,
+        cudagraph_outputs,
+        guards=guards,
+        dispatch=dispatch,
+        mode=mode,
+        options=options,
+        dynamic=dynamic_dims,
+        on_mismatch=on_mismatch,
     )
     cache_path = _cache_dir(cache_dir, backend, guards)
     if cache_path is not None and cudagraphs is True:
@@ -254,9 +255,7 @@ def _cudagraph_options(
     if not cudagraphs:
         if sizes is not None or outputs != "static":
             given = "cudagraph_sizes" if sizes is not None else f"cudagraph_outputs={outputs!r}"
-            raise ValueError(
-                f"compile_once({given}) only applies to CUDA graphs; add cudagraphs=True, or drop it."
-            )
+            raise ValueError(f"compile_once({given}) only applies to CUDA graphs; add cudagraphs=True, or drop it.")
         return None
     if guards == "dynamo":
         raise ValueError(
@@ -284,8 +283,10 @@ def _cudagraph_options(
         )
     if sizes is None:
         return None
-    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or not all(
-        isinstance(s, int) and not isinstance(s, bool) for s in sizes
+    if (
+        isinstance(sizes, (str, bytes))
+        or not isinstance(sizes, Sequence)
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in sizes)
     ):
         raise TypeError(f"compile_once(cudagraph_sizes=...) takes a list of ints, e.g. [1, 2, 4, 8]; got {sizes!r}.")
     if not sizes or any(s < 1 for s in sizes) or list(sizes) != sorted(set(sizes)):

@@ -6,7 +6,7 @@ A ``CompileRecord`` is filled during a compile by three observers that cost noth
   dropped or kept it;
 * a small recording backend notes Dynamo's FX graph (its readable code and its inputs) and then
   calls the backend ``torch.compile`` would have called; it never changes what is compiled;
-* the state adds the signature the compile was for and the arguments the input check cannot see.
+* the state gives it the signature the compile was for and the paths the input check cannot see.
 
 Decompiling the transformed bytecode with ``depyf`` is done lazily (it is slow on large code and
 only needed by a report) and cached; a failure is kept as a reason, logged once, never raised.
@@ -15,19 +15,16 @@ only needed by a report) and cached; a failure is kept as a reason, logged once,
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import re
 import threading
 import types
-import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 
 from . import _compat
-from ._signature import build_key_function, describe_key
 
 log = logging.getLogger("nocompile")
 
@@ -47,32 +44,73 @@ GUARD_KINDS: tuple[tuple[str, str, frozenset[str]], ...] = (
         "module and global identity",
         "the same classes, modules, functions and objects as at compile time, attributes present or "
         "absent, no hooks added, inputs that aliased still alias",
-        frozenset({
-            "ID_MATCH", "TYPE_MATCH", "CLASS_MATCH", "MODULE_MATCH", "BUILTIN_MATCH", "CLOSURE_MATCH",
-            "FUNCTION_MATCH", "NN_MODULE", "NONE_MATCH", "NOT_NONE_MATCH", "WEAKREF_ALIVE", "HASATTR",
-            "NOT_PRESENT_IN_GENERIC_DICT", "EMPTY_NN_MODULE_HOOKS_DICT", "DICT_VERSION", "DUPLICATE_INPUT",
-            "FAKE_SCRIPT_TYPE_MATCH", "OPAQUE_OBJ_GUARD_FN_MATCH", "NO_TENSOR_ALIASING",
-        }),
+        frozenset(
+            {
+                "ID_MATCH",
+                "TYPE_MATCH",
+                "CLASS_MATCH",
+                "MODULE_MATCH",
+                "BUILTIN_MATCH",
+                "CLOSURE_MATCH",
+                "FUNCTION_MATCH",
+                "NN_MODULE",
+                "NONE_MATCH",
+                "NOT_NONE_MATCH",
+                "WEAKREF_ALIVE",
+                "HASATTR",
+                "NOT_PRESENT_IN_GENERIC_DICT",
+                "EMPTY_NN_MODULE_HOOKS_DICT",
+                "DICT_VERSION",
+                "DUPLICATE_INPUT",
+                "FAKE_SCRIPT_TYPE_MATCH",
+                "OPAQUE_OBJ_GUARD_FN_MATCH",
+                "NO_TENSOR_ALIASING",
+            }
+        ),
     ),
     (
         "constants",
         "Python values the code was specialized on: module attributes (eps, normalized_shape), "
         "scalars, lengths, dict keys",
-        frozenset({
-            "CONSTANT_MATCH", "CONSTANT_SUBCLASS_MATCH", "EQUALS_MATCH", "BOOL_MATCH", "SEQUENCE_LENGTH",
-            "DICT_KEYS_MATCH", "DICT_CONTAINS", "DICT_NOT_CONTAINS", "MAPPING_KEYS_CHECK", "SET_CONTAINS",
-            "SET_NOT_CONTAINS", "TUPLE_ITERATOR_LEN", "RANGE_ITERATOR_MATCH", "COUNT_ITERATOR_MATCH",
-            "DICT_LENGTH", "LIST_LENGTH",
-        }),
+        frozenset(
+            {
+                "CONSTANT_MATCH",
+                "CONSTANT_SUBCLASS_MATCH",
+                "EQUALS_MATCH",
+                "BOOL_MATCH",
+                "SEQUENCE_LENGTH",
+                "DICT_KEYS_MATCH",
+                "DICT_CONTAINS",
+                "DICT_NOT_CONTAINS",
+                "MAPPING_KEYS_CHECK",
+                "SET_CONTAINS",
+                "SET_NOT_CONTAINS",
+                "TUPLE_ITERATOR_LEN",
+                "RANGE_ITERATOR_MATCH",
+                "COUNT_ITERATOR_MATCH",
+                "DICT_LENGTH",
+                "LIST_LENGTH",
+            }
+        ),
     ),
     (
         "global state",
         "grad mode, deterministic algorithms, default device, autocast and other torch-global state",
-        frozenset({
-            "GLOBAL_STATE", "GRAD_MODE", "DETERMINISTIC_ALGORITHMS", "TORCH_FUNCTION_STATE",
-            "TORCH_FUNCTION_MODE_STACK", "DEFAULT_DEVICE", "AUTOGRAD_SAVED_TENSORS_HOOKS", "DUAL_LEVEL",
-            "FUNCTORCH_STACK_MATCH", "FSDP_TRAINING_STATE", "BACKEND_MATCH",
-        }),
+        frozenset(
+            {
+                "GLOBAL_STATE",
+                "GRAD_MODE",
+                "DETERMINISTIC_ALGORITHMS",
+                "TORCH_FUNCTION_STATE",
+                "TORCH_FUNCTION_MODE_STACK",
+                "DEFAULT_DEVICE",
+                "AUTOGRAD_SAVED_TENSORS_HOOKS",
+                "DUAL_LEVEL",
+                "FUNCTORCH_STACK_MATCH",
+                "FSDP_TRAINING_STATE",
+                "BACKEND_MATCH",
+            }
+        ),
     ),
 )
 OTHER_KIND = ("other", "guard types nocompile does not group (see the guard type)")
@@ -170,7 +208,10 @@ class RecordingBackend:
             self._record.graphs.append(graph)
             log.debug(
                 "FX graph for the backend: %d inputs (%d parameters, %d buffers), %d get_attr",
-                graph.inputs, graph.parameters, graph.buffers, graph.attributes,
+                graph.inputs,
+                graph.parameters,
+                graph.buffers,
+                graph.attributes,
             )
         except Exception as exc:  # recording is for reports only: never fail the compile
             log.warning("could not record the FX graph for explain(): %s: %s", type(exc).__name__, exc)
@@ -196,22 +237,6 @@ class CompileRecord:
     _filter_calls: int = 0
     _decompiled: tuple[str | None, str | None] | None = None
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
-
-    @classmethod
-    def for_call(
-        cls,
-        fn: types.FunctionType,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        dynamic: Mapping[str, tuple[int, ...]],
-    ) -> CompileRecord:
-        """The record of a compile about to run for this call (signature text computed here)."""
-        try:
-            key_function, unchecked = build_key_function(fn, args, kwargs, dynamic)
-            signature = describe_key(key_function, key_function.fn(*args, **kwargs))
-        except Exception as exc:  # the call will fail to bind in torch.compile too; say so, don't raise here
-            return cls(signature=f"(could not describe the call: {type(exc).__name__}: {exc})")
-        return cls(signature=signature, unchecked=tuple(unchecked))
 
     # -- observers, called by Dynamo during the compile ------------------------------------
 
@@ -264,18 +289,3 @@ class CompileRecord:
                     log.warning("%s: transformed bytecode not decompiled (%s)", where, reason)
                     self._decompiled = (None, reason)
         return self._decompiled
-
-
-_TAGS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-_TAG_COUNTER = itertools.count(1)
-_TAG_LOCK = threading.Lock()
-
-
-def state_tag(state: object) -> str:
-    """A short id of a state, unique in this process (``s1``, ``s2``, ...): names reports and dumps."""
-    with _TAG_LOCK:
-        tag = _TAGS.get(state)
-        if tag is None:
-            tag = f"s{next(_TAG_COUNTER)}"
-            _TAGS[state] = tag
-        return tag

@@ -1,7 +1,8 @@
 """The input check of ``guards="inputs"``: what a specialization was compiled for, checked cheaply.
 
-At compile time nocompile walks the compiling call's arguments and writes a small Python
-function, the *key function*, with exactly the decorated function's parameters (so Python binds
+At compile time nocompile projects the compiling call's ``ArgumentTree`` (``_arguments``: the
+one walk over a call's arguments) onto what the check compares, a ``CheckLayout``, and writes a
+small Python function, the *key function*, with exactly the decorated function's parameters (so Python binds
 a call to it exactly as it binds the real call: positional or keyword, defaults, missing or extra
 arguments). It returns one tuple, the *key*, of everything the compiled graph was specialized on:
 
@@ -30,8 +31,6 @@ compiles them into a function with the same parameters, evaluated after the key 
 from __future__ import annotations
 
 import dataclasses
-import enum
-import functools
 import math
 import re
 import threading
@@ -41,18 +40,16 @@ from typing import Any
 
 import torch
 
-from ._codegen import call_list, code_signature, define_like, parameter_list, pass_on, tuple_source, varkw_name
+from ._arguments import ArgumentTree, Kind, Node, walk
+from ._codegen import call_list, code_signature, define_like, parameter_list, pass_on, tuple_source
 
 KeyFn = Callable[..., tuple[Any, ...]]
 
-_SCALARS = (int, float, bool, str, type(None), enum.Enum, torch.dtype, torch.device)
-# Arguments the compiled code calls or indexes with: Dynamo specializes on exactly which.
-_BY_VALUE = (types.FunctionType, types.BuiltinFunctionType, type, range)
 _GRAD_ENABLED = "_grad_enabled"
 
 
 @dataclasses.dataclass(frozen=True)
-class Entry:
+class KeyElement:
     """One element of the key: which argument (``path``), which property, how to compute it."""
 
     path: str
@@ -65,23 +62,16 @@ class KeyFunction:
     """A generated key function for one argument structure, with its labels and source."""
 
     fn: KeyFn
-    entries: tuple[Entry, ...]
+    elements: tuple[KeyElement, ...]
     source: str
 
     def describe(self, key: tuple[Any, ...]) -> list[tuple[str, str, Any]]:
         """``(path, property, value)`` for each element of ``key``."""
-        return [(e.path, e.prop, v) for e, v in zip(self.entries, key, strict=True)]
+        return [(e.path, e.prop, v) for e, v in zip(self.elements, key, strict=True)]
 
 
 def parameter_names(fn: types.FunctionType) -> list[str]:
     return list(code_signature(fn).parameters)
-
-
-def bound_arguments(fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """The call's arguments by parameter name, defaults applied (the slow, exact binding)."""
-    bound = code_signature(fn).bind(*args, **kwargs)
-    bound.apply_defaults()
-    return dict(bound.arguments)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,109 +95,81 @@ class TensorArg:
         one of those is dynamic.
         """
         stride = self.tensor.stride()
-        return [
-            None if any(d > i for d in self.dynamic_dims) else int(stride[i]) for i in range(self.tensor.ndim)
-        ]
-#: How deep the check follows objects' attributes (a cache object -> its list of layers -> a
-#: layer is depth 2), and how many key elements it writes before it stops following them.
-MAX_OBJECT_DEPTH = 4
-MAX_ENTRIES = 20_000
-_NOT_FOLLOWED = (
-    type,
-    types.FunctionType,
-    types.BuiltinFunctionType,
-    types.MethodType,
-    types.ModuleType,
-    functools.partial,
-)
+        return [None if any(d > i for d in self.dynamic_dims) else int(stride[i]) for i in range(self.tensor.ndim)]
 
 
-class _Builder:
-    """Walks one call's arguments and writes down what to check, two ways.
+class _KeyWriter:
+    """Projects an ``ArgumentTree`` onto what the check compares, two ways.
 
-    ``entries`` is the full description (every property of every argument), for messages and
-    reports. The per-call path uses ``fast`` (everything except what the tensor check
-    covers) plus ``tensors`` (checked in C++ by Dynamo's own tensor-match check).
+    ``elements`` is the full description (every property of every argument), for messages and
+    reports. The per-call path uses ``fast`` (everything except what the tensor check covers)
+    plus ``tensors`` (checked in C++ by Dynamo's own tensor-match check).
     """
 
-    def __init__(self, dynamic: Mapping[str, tuple[int, ...]]) -> None:
-        self.dynamic = dynamic
-        self.entries: list[Entry] = []
-        self.fast: list[Entry] = []
+    def __init__(self, tree: ArgumentTree) -> None:
+        self.elements: list[KeyElement] = []
+        self.fast: list[KeyElement] = []
         self.tensors: list[TensorArg] = []
         self.unchecked: list[str] = []
-        self.objects = 0
-        self.depth = 0
+        for root in tree.roots:
+            self.visit(root)
+        self.add("torch", "grad_enabled", f"{_GRAD_ENABLED}()")
 
     def add(self, path: str, prop: str, expr: str, *, fast: bool = True) -> None:
-        entry = Entry(path, prop, expr)
-        self.entries.append(entry)
+        element = KeyElement(path, prop, expr)
+        self.elements.append(element)
         if fast:
-            self.fast.append(entry)
+            self.fast.append(element)
 
-    def visit(self, value: Any, expr: str, path: str, top_name: str | None) -> None:
-        if isinstance(value, torch.Tensor):
-            self.tensor(value, expr, path, top_name)
-        elif isinstance(value, torch.nn.Module):
+    def visit(self, node: Node) -> None:
+        path, expr = node.path, node.expr
+        if expr is None:  # an attribute whose name Python cannot spell after a dot
+            self.unchecked.append(path)
+            return
+        kind = node.kind
+        if kind is Kind.TENSOR:
+            self.tensor(node, expr)
+        elif kind is Kind.MODULE:
             if path != "self":  # a method's own module is fixed by the state that compiled it
                 self.add(path, "type", f"{expr}.__class__")
             self.add(path, "training", f"{expr}.training")
-        elif isinstance(value, _SCALARS):
+        elif kind is Kind.SCALAR:
             self.add(path, "type", f"{expr}.__class__")  # 1, 1.0 and True hash alike
             self.add(path, "value", expr)
-        elif isinstance(value, _BY_VALUE):  # functions, builtins, classes by identity; ranges by value
+        elif kind is Kind.CONSTANT:  # functions, builtins, classes by identity; ranges and slices by value
             self.add(path, "type", f"{expr}.__class__")
-            self.add(path, "value", expr)
-        elif isinstance(value, slice):  # not hashable before Python 3.12
-            self.add(path, "type", f"{expr}.__class__")
-            self.add(path, "value", f"({expr}.start, {expr}.stop, {expr}.step)")
-        elif isinstance(value, (list, tuple)):
+            if isinstance(node.value, slice):  # not hashable before Python 3.12
+                self.add(path, "value", f"({expr}.start, {expr}.stop, {expr}.step)")
+            else:
+                self.add(path, "value", expr)
+        elif kind is Kind.SEQUENCE:
             self.add(path, "type", f"{expr}.__class__")
             self.add(path, "length", f"len({expr})")
-            for i, item in enumerate(value):
-                self.visit(item, f"{expr}[{i}]", f"{path}[{i}]", None)
-        elif isinstance(value, dict) and all(isinstance(k, (str, int)) for k in value):
-            self.add(path, "keys", f"tuple({expr})")
-            for k, item in value.items():
-                self.visit(item, f"{expr}[{k!r}]", f"{path}[{k!r}]", None)
-        elif self.followable(value):
-            self.obj(value, expr, path)
+            self.children(node)
+        elif kind is Kind.MAPPING:
+            self.add(path, "keys", f"tuple(sorted({expr}))" if node.varkw else f"tuple({expr})")
+            self.children(node)
+        elif kind is Kind.OBJECT:
+            # An argument object (a KV cache, a config): its class, its instance attributes' names,
+            # and each attribute checked like an argument. The compiled code reads the tensors
+            # inside it (their shapes were baked in) and its Python values (baked in as
+            # constants). Class attributes, properties and ``__slots__`` are not followed. The
+            # object is bound to a local where it is first read, so deep paths stay cheap.
+            self.add(path, "type", f"({node.local} := {expr}).__class__")
+            self.add(path, "attributes", f"tuple({node.local}.__dict__)")
+            self.children(node)
         else:
-            self.unchecked.append(f"{path} ({type(value).__name__})")
+            self.unchecked.append(f"{path} ({node.note})")
 
-    def followable(self, value: Any) -> bool:
-        return (
-            isinstance(getattr(value, "__dict__", None), dict)
-            and not isinstance(value, _NOT_FOLLOWED)
-            and self.depth < MAX_OBJECT_DEPTH
-            and len(self.entries) < MAX_ENTRIES
-        )
+    def children(self, node: Node) -> None:
+        for child in node.children:
+            self.visit(child)
 
-    def obj(self, value: Any, expr: str, path: str) -> None:
-        """An argument object (a KV cache, a config): its class, its instance attributes' names,
-        and each attribute checked like an argument. The compiled code reads the tensors inside
-        it (their shapes were baked in) and Python values of it (baked in as constants), so those
-        are what a later call must match. Class attributes, properties and ``__slots__`` are not
-        followed. The object is bound to a local on first use, so deep paths stay cheap."""
-        self.objects += 1
-        local = f"_nocompile_o{self.objects}"
-        self.add(path, "type", f"({local} := {expr}).__class__")
-        self.add(path, "attributes", f"tuple({local}.__dict__)")
-        self.depth += 1
-        try:
-            for name, item in vars(value).items():
-                if name.isidentifier() and not name.startswith("__"):
-                    self.visit(item, f"{local}.{name}", f"{path}.{name}", None)
-                else:
-                    self.unchecked.append(f"{path}.{name}")
-        finally:
-            self.depth -= 1
-
-    def tensor(self, t: torch.Tensor, expr: str, path: str, top_name: str | None) -> None:
+    def tensor(self, node: Node, expr: str) -> None:
         # The tensor check (class, dispatch keys, dtype, device, requires_grad, sizes, strides)
         # runs in C++; the fast key keeps only what it cannot express: for a dynamic dim,
         # whether the size is 0, 1 or more (Dynamo specializes 0 and 1), and contiguity.
-        dims = tuple(d for d in (self.dynamic.get(top_name, ()) if top_name is not None else ()) if d < t.ndim)
+        t, path, dims = node.value, node.path, node.dynamic_dims
         self.tensors.append(TensorArg(path, expr, t, dims))
         self.add(path, "type", f"{expr}.__class__", fast=False)
         if dims:
@@ -227,24 +189,41 @@ class _Builder:
             self.add(path, "stride", f"{expr}.stride()", fast=False)
 
 
-def _walk(
-    fn: types.FunctionType,
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any],
-    dynamic: Mapping[str, tuple[int, ...]],
-) -> _Builder:
-    """Walk the call's arguments, bound to ``fn``'s parameters (TypeError if they do not bind)."""
-    builder = _Builder(dynamic)
-    varkw = varkw_name(fn)
-    for name, value in bound_arguments(fn, args, kwargs).items():
-        if name == varkw:
-            builder.add(name, "keys", f"tuple(sorted({name}))")
-            for k in sorted(value):
-                builder.visit(value[k], f"{name}[{k!r}]", f"{name}[{k!r}]", None)
-        else:
-            builder.visit(value, name, name, name)
-    builder.add("torch", "grad_enabled", f"{_GRAD_ENABLED}()")
-    return builder
+@dataclasses.dataclass(frozen=True)
+class CheckLayout:
+    """What the input check compares for one argument structure: the projection of its tree."""
+
+    fn: types.FunctionType
+    elements: tuple[KeyElement, ...]
+    """Every property of every argument: what messages and reports show (the full key)."""
+    fast: tuple[KeyElement, ...]
+    """What the per-call key computes: everything the C++ tensor check does not cover."""
+    tensors: tuple[TensorArg, ...]
+    """The tensors the C++ tensor check compares, arguments' objects' tensors included."""
+    unchecked: tuple[str, ...]
+    """Paths the check cannot look into."""
+
+    @classmethod
+    def of(cls, tree: ArgumentTree) -> CheckLayout:
+        writer = _KeyWriter(tree)
+        return cls(tree.fn, tuple(writer.elements), tuple(writer.fast), tuple(writer.tensors), tuple(writer.unchecked))
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(t.path for t in self.tensors)
+
+
+def key_function(layout: CheckLayout) -> KeyFunction:
+    """Generate the full key function of this structure (for messages and reports).
+
+    The full key describes every property of every argument. The per-call path uses a
+    ``Selector`` instead.
+    """
+    fn = layout.fn
+    body = ",\n        ".join(e.expr for e in layout.elements)
+    source = f"def key({parameter_list(fn)}):\n    return (\n        {body},\n    )\n"
+    key_fn = define_like(fn, source, {_GRAD_ENABLED: torch.is_grad_enabled})["key"]
+    return KeyFunction(key_fn, layout.elements, source)
 
 
 def build_key_function(
@@ -253,20 +232,14 @@ def build_key_function(
     kwargs: Mapping[str, Any],
     dynamic: Mapping[str, tuple[int, ...]],
 ) -> tuple[KeyFunction, list[str]]:
-    """Generate the full key function for the structure of this call; also the unchecked arguments.
-
-    The full key describes every property of every argument: what messages and reports show.
-    The per-call path uses a ``Selector`` instead.
-    """
-    builder = _walk(fn, args, kwargs, dynamic)
-    body = ",\n        ".join(e.expr for e in builder.entries)
-    source = f"def key({parameter_list(fn)}):\n    return (\n        {body},\n    )\n"
-    key_fn = define_like(fn, source, {_GRAD_ENABLED: torch.is_grad_enabled})["key"]
-    return KeyFunction(key_fn, tuple(builder.entries), source), builder.unchecked
+    """The full key function of this call's structure and its unchecked paths, for a one-off call
+    (a mismatch message describing the call that missed). Raises TypeError if the call does not bind."""
+    layout = CheckLayout.of(walk(fn, args, kwargs, dynamic))
+    return key_function(layout), list(layout.unchecked)
 
 
-#: One way to run a specialization: its tensor check, its shape check (or None), its callable.
-SelectorEntry = tuple[Callable[..., bool], "Callable[..., bool] | None", Callable[..., Any]]
+#: One specialization a selector may pick: its tensor check, its shape check (or None), its callable.
+Candidate = tuple[Callable[..., bool], "Callable[..., bool] | None", Callable[..., Any]]
 
 
 @dataclasses.dataclass
@@ -291,24 +264,14 @@ class Selector:
     tensors: Callable[..., tuple[torch.Tensor, ...]]
     paths: tuple[str, ...]
     source: str
-    table: dict[tuple[Any, ...], tuple[SelectorEntry, ...]]
+    table: dict[tuple[Any, ...], tuple[Candidate, ...]]
     lock: threading.Lock
-    """Taken by ``add`` and by the generated code's reordering, so neither loses the other's entry."""
+    """Taken by ``add`` and by the generated code's reordering, so neither loses the other's candidate."""
 
-    def add(self, key: tuple[Any, ...], entry: SelectorEntry) -> None:
-        """Make ``entry`` the first candidate under ``key``."""
+    def add(self, key: tuple[Any, ...], candidate: Candidate) -> None:
+        """Make ``candidate`` the first one under ``key``."""
         with self.lock:
-            self.table[key] = (entry, *self.table.get(key, ()))
-
-
-def tensor_args(
-    fn: types.FunctionType,
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any],
-    dynamic: Mapping[str, tuple[int, ...]],
-) -> list[TensorArg]:
-    """The call's tensors, in the order a selector for its structure checks them."""
-    return _walk(fn, args, kwargs, dynamic).tensors
+            self.table[key] = (candidate, *self.table.get(key, ()))
 
 
 def _unreachable_slow(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -321,46 +284,54 @@ def build_selector(
     kwargs: Mapping[str, Any],
     dynamic: Mapping[str, tuple[int, ...]],
     slow: Callable[[tuple[Any, ...], dict[str, Any]], Any] = _unreachable_slow,
+) -> Selector:
+    """The selector of this call's structure, walked afresh (for tests and one-off checks)."""
+    return selector(CheckLayout.of(walk(fn, args, kwargs, dynamic)), slow)
+
+
+def selector(
+    layout: CheckLayout,
+    slow: Callable[[tuple[Any, ...], dict[str, Any]], Any] = _unreachable_slow,
     entry_prologue: tuple[str, Mapping[str, Any]] = ("", {}),
 ) -> Selector:
-    """Generate the selector for the structure of this call; ``slow(args, kwargs)`` serves misses.
+    """Generate the selector of this structure; ``slow(args, kwargs)`` serves misses.
 
     ``entry_prologue`` is source (and the globals it reads) that ``call`` runs first: with the
     state's prologue (``_entry.prologue``), ``call`` is the state's entry itself.
     """
-    builder = _walk(fn, args, kwargs, dynamic)
+    fn = layout.fn
     params, call = parameter_list(fn), call_list(fn)
-    fast = tuple_source([e.expr for e in builder.fast])
-    tensors = ", ".join(t.expr for t in builder.tensors)
+    fast = tuple_source([e.expr for e in layout.fast])
+    tensors = ", ".join(t.expr for t in layout.tensors)
     rebuilt_args, rebuilt_kwargs = pass_on(fn)
     source = (
         f"def key({params}):\n    return {fast}\n\n"
-        # The fast key first: it binds the locals (``_nocompile_oN``) that paths into argument
+        # The fast key first: it binds the locals (``_nc_oN``) that paths into argument
         # objects go through.
         f"def tensors({params}):\n    __nc_key = {fast}\n"
-        f"    return {tuple_source([t.expr for t in builder.tensors])}\n\n"
+        f"    return {tuple_source([t.expr for t in layout.tensors])}\n\n"
         f"def select({params}):\n"
         f"    __nc_key = {fast}\n"
-        "    __nc_entries = __nc_table.get(__nc_key)\n"
-        "    if __nc_entries is None:\n"
+        "    __nc_candidates = __nc_table.get(__nc_key)\n"
+        "    if __nc_candidates is None:\n"
         "        return None\n"
-        "    for __nc_check, __nc_shape_ok, __nc_target in __nc_entries:\n"
+        "    for __nc_check, __nc_shape_ok, __nc_target in __nc_candidates:\n"
         f"        if __nc_check({tensors}) and (__nc_shape_ok is None or __nc_shape_ok({call})):\n"
-        "            if __nc_target is not __nc_entries[0][2]:\n"
+        "            if __nc_target is not __nc_candidates[0][2]:\n"
         "                __nc_promote(__nc_key, __nc_target)\n"
         "            return __nc_target\n"
         "    return None\n\n"
         # The per-call path: the check inside try (a call of another structure raises there),
         # the chosen callable outside it (its own exceptions are the user's). The loop repeats
-        # select's on purpose: calling select from here costs 0.2-0.3 us more per call (measured).
+        # select's on purpose: one more Python call per call is a measurable share of the check.
         f"def call({params}):\n"
         f"{entry_prologue[0]}"
         "    try:\n"
         f"        __nc_key = {fast}\n"
-        "        __nc_entries = __nc_table.get(__nc_key)\n"
+        "        __nc_candidates = __nc_table.get(__nc_key)\n"
         "        __nc_hit = None\n"
-        "        if __nc_entries is not None:\n"
-        "            for __nc_check, __nc_shape_ok, __nc_target in __nc_entries:\n"
+        "        if __nc_candidates is not None:\n"
+        "            for __nc_check, __nc_shape_ok, __nc_target in __nc_candidates:\n"
         f"                if __nc_check({tensors}) and (__nc_shape_ok is None or __nc_shape_ok({call})):\n"
         "                    __nc_hit = __nc_target\n"
         "                    break\n"
@@ -368,18 +339,18 @@ def build_selector(
         "        __nc_hit = None\n"
         "    if __nc_hit is None:\n"
         f"        return __nc_slow({rebuilt_args}, {rebuilt_kwargs})\n"
-        "    if __nc_hit is not __nc_entries[0][2]:\n"
+        "    if __nc_hit is not __nc_candidates[0][2]:\n"
         "        __nc_promote(__nc_key, __nc_hit)\n"
         f"    return __nc_hit({call})\n"
     )
-    table: dict[tuple[Any, ...], tuple[SelectorEntry, ...]] = {}
+    table: dict[tuple[Any, ...], tuple[Candidate, ...]] = {}
 
     lock = threading.Lock()
 
     def promote(key: tuple[Any, ...], target: Callable[..., Any]) -> None:
-        with lock:  # rare (a hit that was not first); never loses an entry a compile adds meanwhile
-            entries = table.get(key, ())
-            table[key] = tuple(sorted(entries, key=lambda entry: entry[2] is not target))
+        with lock:  # rare (a hit that was not first); never loses a candidate a compile adds meanwhile
+            candidates = table.get(key, ())
+            table[key] = tuple(sorted(candidates, key=lambda candidate: candidate[2] is not target))
 
     defined = define_like(
         fn,
@@ -398,7 +369,7 @@ def build_selector(
         call=defined["call"],
         key=defined["key"],
         tensors=defined["tensors"],
-        paths=tuple(t.path for t in builder.tensors),
+        paths=layout.paths,
         source=source,
         table=table,
         lock=lock,
@@ -466,47 +437,10 @@ def describe_difference(
             continue
         if new[(path, prop)] != value:
             lines.append(
-                f"{path}: {prop} compiled for {format_value(prop, value)}, "
-                f"got {format_value(prop, new[(path, prop)])}"
+                f"{path}: {prop} compiled for {format_value(prop, value)}, got {format_value(prop, new[(path, prop)])}"
             )
     for path, _prop in new:
         if not any(p == path for p, _ in old):
             lines.append(f"{path}: not in the compiled signature (new argument or element)")
             break
     return list(dict.fromkeys(lines))
-
-
-def dynamic_marks(
-    fn: types.FunctionType,
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any],
-    dynamic: Mapping[str, tuple[int, ...]],
-) -> list[tuple[torch.Tensor, tuple[int, ...]]]:
-    """Which dims of which tensors to mark dynamic for this compile; ValueError on a bad spec.
-
-    Dims of size 0 or 1 are left static: Dynamo specializes those sizes anyway (marking them
-    raises a constraint violation), and the key buckets sizes as 0, 1 and "2 or more", so such
-    a call gets a static specialization of its own.
-    """
-    if not dynamic:
-        return []
-    bound = bound_arguments(fn, args, kwargs)
-    marks = []
-    for name, dims in dynamic.items():
-        value = bound.get(name)
-        if not isinstance(value, torch.Tensor):
-            raise ValueError(
-                f"compile_once(dynamic={{{name!r}: ...}}) on {fn.__qualname__}: argument {name!r} is "
-                f"{type(value).__name__}, not a tensor; only a tensor argument's dims can be dynamic."
-            )
-        bad = [d for d in dims if d >= value.ndim]
-        if bad:
-            raise ValueError(
-                f"compile_once(dynamic={{{name!r}: {dims if len(dims) > 1 else dims[0]!r}}}) on "
-                f"{fn.__qualname__}: {name!r} has {value.ndim} dim(s) (shape {tuple(value.shape)}), so "
-                f"dim {bad[0]} does not exist. Use dims 0..{value.ndim - 1}."
-            )
-        sized = tuple(d for d in dims if value.shape[d] >= 2)
-        if sized:
-            marks.append((value, sized))
-    return marks

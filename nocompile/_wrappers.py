@@ -33,7 +33,7 @@ from typing import Any, Generic, TypeVar
 
 from torch import nn
 
-from ._entry import BoundEntry, FunctionLike, StateSurface
+from ._entry import FunctionLike, MethodFunction, StateSurface
 from ._errors import NoCompileError
 from ._options import CompileOptions
 from ._signature import parameter_names
@@ -45,9 +45,9 @@ M = TypeVar("M", bound=nn.Module)
 def _unbound_function(method: types.MethodType, what: str) -> types.FunctionType:
     """The plain function behind a bound method, or a TypeError saying why it cannot be compiled."""
     func = method.__func__
-    if isinstance(func, BoundEntry):
+    if isinstance(func, MethodFunction):
         raise TypeError(
-            f"compile_once({what}): {func.state._fn.__qualname__} is already compiled with compile_once "
+            f"compile_once({what}): {func.state.function.__qualname__} is already compiled with compile_once "
             "(its class decorates it). Call it as it is; compiling it twice would nest two states."
         )
     if not isinstance(func, types.FunctionType):
@@ -100,7 +100,7 @@ class CompiledBoundMethod(FunctionLike, StateSurface):
                 "its object alive. Add '__weakref__' to the class's __slots__, or decorate the method."
             ) from None
         self._state = CompileState(func, options)
-        self._state._owner = self._ref  # aot_compile passes the object first
+        self._state.owner = self._ref  # aot_compile passes the object first
         self.__func__ = func
         self.__name__ = func.__name__
         self.__qualname__ = func.__qualname__
@@ -116,7 +116,7 @@ class CompiledBoundMethod(FunctionLike, StateSurface):
                 "garbage collected; the compiled method holds it only weakly. Keep the object alive "
                 "while you call its method."
             )
-        return self._state._entry(obj, *args, **kwargs)
+        return self._state.entry(obj, *args, **kwargs)
 
     @property
     def __self__(self) -> Any:
@@ -135,7 +135,7 @@ class CompiledBoundMethod(FunctionLike, StateSurface):
     def __repr__(self) -> str:
         obj = self._ref()
         target = f"{type(obj).__name__} object at {id(obj):#x}" if obj is not None else "a dead object"
-        return f"<compile_once bound method {self.__qualname__} of {target}; {self._state._status()}>"
+        return f"<compile_once bound method {self.__qualname__} of {target}; {self._state.status()}>"
 
 
 def compile_bound_method(method: types.MethodType, options: CompileOptions) -> CompiledBoundMethod:
@@ -171,7 +171,7 @@ class CompiledModule(StateSurface, Generic[M]):
         check_object_options(func, options, skip_first=True)
         object.__setattr__(self, "_module", module)
         object.__setattr__(self, "_state", CompileState(func, options))
-        self._state._owner = weakref.ref(module)  # aot_compile passes the module first
+        self._state.owner = weakref.ref(module)  # aot_compile passes the module first
 
     @property
     def module(self) -> M:
@@ -183,12 +183,12 @@ class CompiledModule(StateSurface, Generic[M]):
         return self._module  # type: ignore[no-any-return]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._state._entry(self._module, *args, **kwargs)
+        return self._state.entry(self._module, *args, **kwargs)
 
     @property
     def forward(self) -> Any:
         """The compiled forward, bound to the module (``w.forward(x)`` is ``w(x)``)."""
-        return types.MethodType(self._state._bound, self._module)
+        return types.MethodType(self._state.bound, self._module)
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for names the proxy itself lacks: everything of the module's.
@@ -215,7 +215,7 @@ class CompiledModule(StateSurface, Generic[M]):
         )
 
     def __repr__(self) -> str:
-        return f"<compile_once module {type(self._module).__name__}: {self._state._status()}>\n{self._module!r}"
+        return f"<compile_once module {type(self._module).__name__}: {self._state.status()}>\n{self._module!r}"
 
 
 class _ReturnsProxy:

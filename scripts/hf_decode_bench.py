@@ -64,9 +64,7 @@ def new_cache(model: Any, config: Any, length: int) -> Any:
     cache = StaticCache(config=config, max_cache_len=length)
     heads = config.num_key_value_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    cache.early_initialization(
-        batch_size=1, num_heads=heads, head_dim=head_dim, dtype=model.dtype, device=model.device
-    )
+    cache.early_initialization(batch_size=1, num_heads=heads, head_dim=head_dim, dtype=model.dtype, device=model.device)
     return cache
 
 
@@ -172,13 +170,18 @@ def main() -> int:
     prompt = torch.randint(1, args.vocab, (1, args.prompt), device=args.device)
     decode_kwargs, cache = record_decode_kwargs(model, config, prompt, args.cache)
     position = args.prompt + 1
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
-          f"{torch.cuda.get_device_name() if cuda else args.device}, "
-          f"{args.dtype}; Llama hidden {args.hidden}, {args.layers} layers, static cache {args.cache}, batch 1")
-    print("decode step arguments:", {
-        k: (tuple(v.shape), str(v.dtype)) if isinstance(v, torch.Tensor) else type(v).__name__
-        for k, v in decode_kwargs.items()
-    })
+    print(
+        f"torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"{torch.cuda.get_device_name() if cuda else args.device}, "
+        f"{args.dtype}; Llama hidden {args.hidden}, {args.layers} layers, static cache {args.cache}, batch 1"
+    )
+    print(
+        "decode step arguments:",
+        {
+            k: (tuple(v.shape), str(v.dtype)) if isinstance(v, torch.Tensor) else type(v).__name__
+            for k, v in decode_kwargs.items()
+        },
+    )
 
     original = model.forward
     notes: dict[str, str] = {}
@@ -262,8 +265,10 @@ def main() -> int:
                 extra = ""
                 if hasattr(model.forward, "stats"):
                     extra = f"  ({model.forward.stats.compiles} compiles for {args.generations + 2} generate calls)"
-                print(f"generate {args.new_tokens} tokens, {name:<32} {seconds * 1e3:8.1f} ms  "
-                      f"{args.new_tokens / seconds:8.1f} tokens/s  {agreement(sequences, name)}{extra}")
+                print(
+                    f"generate {args.new_tokens} tokens, {name:<32} {seconds * 1e3:8.1f} ms  "
+                    f"{args.new_tokens / seconds:8.1f} tokens/s  {agreement(sequences, name)}{extra}"
+                )
             except Exception as exc:
                 print(f"generate, {name}: failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
                 traceback.print_exc(limit=4)
@@ -272,9 +277,18 @@ def main() -> int:
                     del model.forward
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"step_us": step, "failed": notes, "generate_us_per_token": per_token,
-                       "torch": torch.__version__, "transformers": transformers.__version__,
-                       "config": vars(args)}, handle, indent=2)
+            json.dump(
+                {
+                    "step_us": step,
+                    "failed": notes,
+                    "generate_us_per_token": per_token,
+                    "torch": torch.__version__,
+                    "transformers": transformers.__version__,
+                    "config": vars(args),
+                },
+                handle,
+                indent=2,
+            )
     return 0
 
 

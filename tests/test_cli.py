@@ -33,9 +33,28 @@ def test_bench_json_has_every_row_and_ratios_to_the_floor(capsys: pytest.Capture
 
 def test_bench_table_in_a_subprocess() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "nocompile", "bench", "--backend", "eager", "--layers", "2", "--width", "8",
-         "--rounds", "1", "--round-seconds", "0.002", "--device", "cpu"],
-        capture_output=True, text=True, timeout=300, check=True,
+        [
+            sys.executable,
+            "-m",
+            "nocompile",
+            "bench",
+            "--backend",
+            "eager",
+            "--layers",
+            "2",
+            "--width",
+            "8",
+            "--rounds",
+            "1",
+            "--round-seconds",
+            "0.002",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     ).stdout
     assert "2 layers, width 8" in out
     assert "x floor" in out

@@ -21,6 +21,7 @@ from fake_cuda import FakeCuda, FakeStream
 from torch import nn
 
 from nocompile import GuardMismatchError, NoCompileError, _cudagraphs, compile_once
+from nocompile._arguments import walk
 
 # -- options, validated at decoration time ------------------------------------------------------
 
@@ -487,7 +488,7 @@ def test_layout_and_substitute_follow_the_same_order() -> None:
     obj = Cache()
     args = (torch.ones(1), [torch.ones(2), 3, obj], torch.ones(3))
     kwargs = {"c": {"k": torch.ones(4)}, "z": torch.ones(5)}
-    layout = _cudagraphs.layout_of(fn, args, kwargs)  # type: ignore[arg-type]
+    layout = _cudagraphs.Layout.of(walk(fn, args, kwargs))  # type: ignore[arg-type]
     assert layout.tensor_paths == ("a", "b[0]", "rest[0]", "c['k']", "extra['z']")
     assert layout.object_paths == ("b[2]",)
     extract = _cudagraphs.build_extractor(fn, layout)  # type: ignore[arg-type]

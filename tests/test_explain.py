@@ -242,8 +242,9 @@ def test_unwritable_dump_dir_logs_a_warning_and_the_call_still_returns_the_right
     assert f.stats.compiles == 1
 
 
-def test_a_file_that_cannot_be_written_is_a_warning_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_a_file_that_cannot_be_written_is_a_warning_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     @compile_once(backend="eager", dump_dir=tmp_path)
     def f(x: torch.Tensor) -> torch.Tensor:
         return x + 2
@@ -261,8 +262,9 @@ def test_a_file_that_cannot_be_written_is_a_warning_naming_it(tmp_path: Path, mo
     assert str(folder / "fx_graph.py") in warning and "No space left on device" in warning
 
 
-def test_undecompilable_bytecode_is_dumped_disassembled_with_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_undecompilable_bytecode_is_dumped_disassembled_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     import depyf
 
     monkeypatch.setattr(depyf, "decompile", lambda code: (_ for _ in ()).throw(ValueError("bad bytecode")))
@@ -279,6 +281,32 @@ def test_undecompilable_bytecode_is_dumped_disassembled_with_a_warning(tmp_path:
     assert "Not decompiled: depyf could not decompile it: ValueError: bad bytecode" in text
     assert "__compiled_fn" in text  # the disassembly names the graph call
     assert any("not decompiled" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
+def test_the_dump_of_a_lambda_is_valid_python(tmp_path: Path) -> None:
+    """depyf names a lambda's code ``<lambda>``; the dumped file renames it so it parses."""
+    f = compile_once(backend="eager", dump_dir=str(tmp_path))(lambda x: x.sin() + 1)
+    f(torch.ones(2))
+    (path,) = tmp_path.glob("*/transformed_code.py")
+    source = path.read_text()
+    ast.parse(source)
+    assert "def _lambda_(x):" in source and "<lambda>" not in source.split("\n\n", 1)[1]
+
+
+def test_generated_functions_show_their_source_in_tracebacks_and_inspect() -> None:
+    """Generated code is registered in linecache (as attrs does): tracebacks and pdb show its lines."""
+    import inspect
+    import linecache
+
+    @compile_once(backend="eager")
+    def scale(x: torch.Tensor, n: int) -> torch.Tensor:
+        return x * n
+
+    scale(torch.ones(2), 2)
+    entry = scale._state.entry
+    filename = entry.__code__.co_filename
+    assert filename.startswith("<nocompile generated for ") and linecache.getline(filename, 1).startswith("def ")
+    assert "__nc_state.calls += 1" in inspect.getsource(entry)
 
 
 def test_dump_dir_is_validated_at_decoration() -> None:
@@ -312,10 +340,20 @@ def test_log_levels(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixt
     assert not [m for level, m in first if level >= logging.WARNING]
     assert any(level == logging.DEBUG and "dropping all" in m for level, m in first)
 
-    (warning,) = [m for level, m in second if level == logging.WARNING]
-    assert "recompiling for a new signature" in warning and "shape compiled for (2,), got (3,)" in warning
-    assert sum(level == logging.INFO for level, _ in second) == 2
+    # An expected recompile (on_mismatch="recompile") is INFO; WARNING only once the bound is near.
+    (recompiling,) = [m for level, m in second if "recompiling for a new signature" in m]
+    assert "shape compiled for (2,), got (3,)" in recompiling
+    assert not [m for level, m in second if level >= logging.WARNING]
+    assert sum(level == logging.INFO for level, _ in second) == 3
     assert capsys.readouterr() == ("", "")  # nothing printed
+
+    near = compile_once(backend="eager", on_mismatch="recompile", max_compiles=3)(lambda x: x.cos())
+    with caplog.at_level(logging.INFO, logger="nocompile"):
+        near(torch.ones(2))
+        caplog.clear()
+        near(torch.ones(3))  # specialization #2 of 3: the bound is near
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "specialization #2 of at most 3" in warning
 
 
 # -- CLI ---------------------------------------------------------------------------------------------
@@ -348,8 +386,19 @@ def test_cli_bad_targets_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_cli_a_function_that_cannot_compile_exits_1_with_the_reason(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["explain", "explain_targets:graph_break", "--example", "explain_targets:make_mlp_inputs",
-                 "--backend", "eager"]) == 1
+    assert (
+        main(
+            [
+                "explain",
+                "explain_targets:graph_break",
+                "--example",
+                "explain_targets:make_mlp_inputs",
+                "--backend",
+                "eager",
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.startswith("error: torch.compile could not compile explain_targets.graph_break")
 
@@ -357,10 +406,25 @@ def test_cli_a_function_that_cannot_compile_exits_1_with_the_reason(capsys: pyte
 def test_cli_explain_undecorated_reference_model_in_a_subprocess(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(
-        [sys.executable, "-m", "nocompile", "explain", "nocompile._reference:ReferenceMLP.forward",
-         "--example", "explain_targets:make_mlp_inputs", "--backend", "eager", "--no-grad",
-         "--dump-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=300, check=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "nocompile",
+            "explain",
+            "nocompile._reference:ReferenceMLP.forward",
+            "--example",
+            "explain_targets:make_mlp_inputs",
+            "--backend",
+            "eager",
+            "--no-grad",
+            "--dump-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+        env=env,
     )
     out = done.stdout
     # logging is not configured in that process: INFO/DEBUG records print nothing by default

@@ -193,7 +193,6 @@ def test_an_outer_torch_compile_traces_through_the_slot(block: Block) -> None:
     assert block.forward.stats.compiles == 1  # inlined into the outer graph, not run compiled
 
 
-
 def test_a_jit_trace_in_progress_goes_through_call_impl(block: Block, monkeypatch: pytest.MonkeyPatch) -> None:
     import nocompile._compat
 

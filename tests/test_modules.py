@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from models import Block, SharedBlock, eager_block
-from nocompile import CompileStats, NoCompileError, compile_once
+from nocompile import CompileStats, compile_once
 
 
 def test_two_instances_compile_separately_and_match_eager() -> None:

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from nocompile import GuardMismatchError, compile_once
-from nocompile._signature import MAX_OBJECT_DEPTH, build_key_function, build_selector
+from nocompile._arguments import MAX_OBJECT_DEPTH
+from nocompile._signature import build_key_function, build_selector
 
 
 class Layer:
@@ -99,7 +100,7 @@ def test_state_tensors_are_checked_like_tensor_arguments() -> None:
     argument (class, dispatch keys, dtype, device, requires_grad, sizes, strides)."""
     args = (torch.zeros(1), Cache(layers=1))
     kf, unchecked = build_key_function(read_cache, args, {}, {})
-    props = [e.prop for e in kf.entries if e.path == "cache.layers[0].keys"]
+    props = [e.prop for e in kf.elements if e.path == "cache.layers[0].keys"]
     assert props == ["type", "shape", "dtype", "device", "requires_grad", "stride"]
     assert unchecked == []
     selector = build_selector(read_cache, args, {}, {})
@@ -114,7 +115,7 @@ def test_depth_is_bounded_and_cycles_terminate() -> None:
             self.n = 1
 
     kf, unchecked = build_key_function(lambda x, node: x, (torch.zeros(1), Node()), {}, {})
-    assert max(e.path.count(".me") for e in kf.entries) == MAX_OBJECT_DEPTH - 1
+    assert max(e.path.count(".me") for e in kf.elements) == MAX_OBJECT_DEPTH - 1
     assert any(u.startswith("node" + ".me" * MAX_OBJECT_DEPTH) for u in unchecked)
 
 
@@ -124,7 +125,7 @@ def test_functions_classes_ranges_and_slices_are_checked_by_value() -> None:
         lambda x, f, c, r, s: x, (torch.zeros(1), len, Cache, range(3), slice(0, 2)), {}, {}
     )
     assert unchecked == []
-    assert {(e.path, e.prop) for e in kf.entries} >= {("f", "value"), ("c", "value"), ("r", "value"), ("s", "value")}
+    assert {(e.path, e.prop) for e in kf.elements} >= {("f", "value"), ("c", "value"), ("r", "value"), ("s", "value")}
 
     @compile_once(backend="eager")
     def apply(x: torch.Tensor, act: Any, part: slice, steps: range) -> torch.Tensor:

@@ -126,7 +126,10 @@ def test_inspect_sees_the_decorated_function(guards: str) -> None:
     cls = _decorated_class(guards)
     model = cls()
     original = cls.forward.__wrapped__
-    for obj, signature in ((cls.forward, "(self, x: 'torch.Tensor') -> 'torch.Tensor'"), (model.forward, "(x: 'torch.Tensor') -> 'torch.Tensor'")):
+    for obj, signature in (
+        (cls.forward, "(self, x: 'torch.Tensor') -> 'torch.Tensor'"),
+        (model.forward, "(x: 'torch.Tensor') -> 'torch.Tensor'"),
+    ):
         assert inspect.getfile(obj) == __file__
         assert inspect.getsource(obj) == inspect.getsource(original)
         assert inspect.getsourcelines(obj)[1] == inspect.getsourcelines(original)[1]

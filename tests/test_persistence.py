@@ -20,7 +20,7 @@ import torch
 
 from nocompile import NoCompileError, _artifacts, _compat, compile_once
 
-CHILD = r'''
+CHILD = r"""
 import json, os, sys
 import torch
 torch.set_num_threads(1)
@@ -86,7 +86,7 @@ if "g" in PARTS:
     out["g5"] = g(torch.arange(5.0).reshape(5, 1)).tolist()
     out["g_stats"] = report(g)
 print("RESULT " + json.dumps(out))
-'''
+"""
 
 BODY = "torch.relu(x @ y) + 1"
 

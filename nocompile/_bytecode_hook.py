@@ -1,4 +1,4 @@
-"""Catching Dynamo's transformed bytecode, and the context every compilation runs in.
+"""The bytecode hook that catches Dynamo's transformed code, and the context every compilation runs in.
 
 One bytecode hook serves the whole package. It is registered while at least one code object is
 being watched and removed when the last watcher goes away, so nocompile leaves no hook behind.
@@ -67,7 +67,7 @@ def compilation_context() -> Iterator[None]:
     Today that is Dynamo's recompile limits and its runtime-overhead bookkeeping (see
     ``_compat.compilation_config``). The guards on
     global state and the torch-function-mode stack are dropped through ``guard_filter_fn``,
-    which every supported torch (>= 2.10) honours for them, so no patching is needed.
+    which every supported torch honours for them, so no patching is needed.
     """
     with _compat.compilation_config():
         yield

@@ -1,0 +1,270 @@
+"""Compiling one specialization: in this process under Dynamo, or ahead of time (and from disk).
+
+The state (``_state``) decides *when* a call needs a new specialization and installs what comes
+back; this module does the compiling, the same way for a first call, a recompile, ``cache_dir``
+and ``aot_compile()``:
+
+* ``compile_in_process`` runs the call under ``torch.compile`` on a private copy of the
+  function's code object — Dynamo caches per code object, so this specialization never sees (or
+  disturbs) another's cache entries, and the package's bytecode hook matches it by identity —
+  and returns Dynamo's transformed bytecode together with the call's result;
+* ``compile_ahead`` loads the specialization from a cache directory, or compiles it with torch's
+  ahead-of-time path without running it (and saves it when there is a directory).
+
+Either way the result is a ``Compiled``: the private code object, the transformed bytecode,
+the guards Dynamo wanted and the shape guards to keep, and a ``CompileRecord`` for reports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import types
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from . import _artifacts, _bytecode_hook, _compat
+from ._arguments import ArgumentTree, dynamic_marks
+from ._errors import NoCompileError
+from ._options import CompileOptions
+from ._record import CompileRecord
+
+log = logging.getLogger("nocompile")
+
+
+@dataclasses.dataclass
+class Compiled:
+    """What one compilation produced, before the state installs it as a specialization."""
+
+    source_code: types.CodeType
+    """The private copy of the function's code object that Dynamo compiled."""
+    compiled: Callable[..., Any]
+    """``torch.compile``'s callable (in process) or torch's ``AOTCompiledFunction`` (ahead of time)."""
+    transformed_code: types.CodeType
+    """Dynamo's transformed bytecode: what later calls run."""
+    seconds: float
+    dropped: tuple[tuple[str, str], ...]
+    """``(guard_type, name)`` of each guard Dynamo wanted and nocompile dropped."""
+    shape_exprs: tuple[str, ...]
+    """Dynamo's shape guards (``SHAPE_ENV``) on dynamic dims, which the input check keeps."""
+    record: CompileRecord | None
+    origin: str = "compiled"
+    """``"compiled"`` in this process, or ``"loaded"`` from an artifact file."""
+    artifact_path: str | None = None
+
+
+def function_on_code(code: types.CodeType, like: types.FunctionType) -> types.FunctionType:
+    """A new function running ``code`` with the globals, defaults and closure of ``like``."""
+    fn = types.FunctionType(code, like.__globals__, like.__name__, like.__defaults__, like.__closure__)
+    fn.__kwdefaults__ = dict(like.__kwdefaults__) if like.__kwdefaults__ else None
+    fn.__qualname__ = like.__qualname__
+    fn.__module__ = like.__module__
+    return fn
+
+
+def describe_function(fn: types.FunctionType) -> str:
+    """``module.qualname (file:line)``, for messages."""
+    code = fn.__code__
+    return f"{fn.__module__}.{fn.__qualname__} ({code.co_filename}:{code.co_firstlineno})"
+
+
+def _dynamo_reason(exc: BaseException, limit: int = 25) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    lines = text.splitlines()
+    if len(lines) > limit:
+        lines = [*lines[:limit], f"... ({len(lines) - limit} more lines; see the chained exception)"]
+    return "\n".join("    " + line for line in lines)
+
+
+def compile_error(fn: types.FunctionType, options: CompileOptions, exc: BaseException) -> NoCompileError:
+    """The error for a function Dynamo could not trace as one graph."""
+    return NoCompileError(
+        f"torch.compile could not compile {describe_function(fn)} as one graph "
+        f"(backend={options.backend_name()!r}, fullgraph=True). Dynamo said:\n"
+        f"{_dynamo_reason(exc)}\n"
+        "Fix: remove the graph break (print, data-dependent Python control flow, unsupported "
+        "calls) from the function, or leave this function undecorated. Nothing was kept: the "
+        "next call tries again."
+    )
+
+
+class _GuardCollector:
+    """The ``guard_filter_fn`` of one compile: records every guard, keeps or drops them all."""
+
+    def __init__(self, record: CompileRecord, keep: bool, where: str) -> None:
+        self.record = record
+        self.keep = keep
+        self.where = where
+        self.dropped: list[tuple[str, str]] = []
+        self.shape_exprs: list[str] = []
+
+    def __call__(self, entries: Iterable[Any]) -> list[bool]:
+        entries = list(entries)
+        self.record.note_guards(entries, kept=self.keep)
+        if self.keep:
+            return [True] * len(entries)
+        log.debug("%s: dropping all %d guards Dynamo wanted", self.where, len(entries))
+        for e in entries:
+            self.dropped.append((str(e.guard_type), str(e.name)))
+            if e.guard_type == "SHAPE_ENV":
+                self.shape_exprs.extend(_compat.guard_code(e))
+        return [False] * len(entries)
+
+
+def _compile_kwargs(options: CompileOptions, guards: _GuardCollector, recording: bool = True) -> dict[str, Any]:
+    """``torch.compile``'s keyword arguments (beside ``fullgraph``/``dynamic``) for these options.
+
+    The backend is wrapped by one that records Dynamo's FX graph for ``explain()``/``dump_dir``
+    and then calls what ``torch.compile(backend=, mode=, options=)`` would have built itself.
+    ``mode`` is expanded into inductor options because guards are filtered through ``options``,
+    which ``torch.compile`` refuses next to ``mode``.
+    """
+    record = guards.record
+    if not options.drops_guards:
+        user_options = dict(options.options) if options.options else None
+        return {
+            "backend": record.backend(options.backend, options.mode, user_options),
+            "options": {"guard_filter_fn": guards},
+        }
+    mode_options = _compat.inductor_mode_options(options.mode) if options.mode else {}
+    backend_options = {**mode_options, **dict(options.options or {})}
+    if not recording:  # torch's ahead-of-time save needs torch.compile's own backend object
+        return {"backend": options.backend, "options": {**backend_options, "guard_filter_fn": guards}}
+    return {
+        "backend": record.backend(options.backend, None, backend_options),
+        "options": {"guard_filter_fn": guards},
+    }
+
+
+def compile_in_process(
+    fn: types.FunctionType,
+    options: CompileOptions,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    tree: ArgumentTree,
+    record: CompileRecord,
+    on_recompile: Callable[[], None],
+) -> tuple[Compiled, Any, BaseException | None]:
+    """Compile by running this call under Dynamo: ``(compiled, result, error)``.
+
+    ``error`` is an exception the call raised *after* Dynamo compiled it (the caller keeps the
+    specialization and re-raises it). A function Dynamo cannot trace as one graph is a
+    ``NoCompileError`` here, and nothing is left watched. ``on_recompile`` is called for each
+    later Dynamo recompile of this code (``guards="dynamo"`` only: the other policies drop the
+    guards that would trigger one).
+    """
+    source = fn.__code__.replace()
+    fn_copy = function_on_code(source, fn)
+    guards = _GuardCollector(record, keep=not options.drops_guards, where=fn.__qualname__)
+    compiled = torch.compile(fn_copy, fullgraph=True, dynamic=False, **_compile_kwargs(options, guards))
+    caught: list[types.CodeType] = []
+    keep_watching = options.guards == "dynamo"
+
+    def on_bytecode(new_code: types.CodeType) -> None:
+        caught.append(new_code)
+        log.debug("%s: caught Dynamo's transformed bytecode (%d bytes)", fn.__qualname__, len(new_code.co_code))
+        if keep_watching and len(caught) > 1:
+            on_recompile()
+
+    marks = dynamic_marks(tree, options.dynamic)  # ValueError on a bad name or dim
+    _bytecode_hook.ROUTER.watch(source, on_bytecode)
+    log.info("compiling %s for %s (%s)", describe_function(fn), record.signature, options.describe())
+    started = time.perf_counter()
+    result: Any = None
+    error: BaseException | None = None
+    try:
+        with _bytecode_hook.compilation_context(), _compat.marked_dynamic(marks):
+            result = compiled(*args, **kwargs)
+    except BaseException as exc:
+        if not caught or not _compat.has_dynamo_cache_entry(source):
+            _bytecode_hook.ROUTER.unwatch(source)
+            raise compile_error(fn, options, exc) from exc
+        error = exc  # compiled fine, then the first run raised
+    finally:
+        if not keep_watching:
+            _bytecode_hook.ROUTER.unwatch(source)
+    seconds = time.perf_counter() - started
+    if not caught:
+        raise NoCompileError(
+            f"torch.compile did not compile {describe_function(fn)}: Dynamo ran it without "
+            "transforming it (the frame was skipped — a set_stance('force_eager'), "
+            "torch._dynamo.config.disable, or a file Dynamo never traces). "
+            "Remove what disables Dynamo, or set NOCOMPILE_DISABLE=1 to run eagerly on purpose."
+        )
+    made = Compiled(
+        source_code=source,
+        compiled=compiled,
+        transformed_code=caught[0],
+        seconds=seconds,
+        dropped=tuple(guards.dropped),
+        shape_exprs=tuple(guards.shape_exprs),
+        record=record,
+    )
+    if error is None:
+        log.info("compiled %s for %s in %.3f s", fn.__qualname__, record.signature, seconds)
+    return made, result, error
+
+
+def compile_ahead(
+    fn: types.FunctionType,
+    options: CompileOptions,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    tree: ArgumentTree,
+    record: CompileRecord,
+    directory: str | None,
+    fall_back: bool,
+) -> Compiled | None:
+    """Load the specialization from ``directory``, or compile it ahead of time (without running it).
+
+    With ``fall_back``, a failing ahead-of-time compile logs a warning and returns None, so the
+    caller compiles in process as usual (which also reports a graph break properly); without,
+    it raises ``NoCompileError``.
+    """
+    source = fn.__code__.replace()
+    marks = dynamic_marks(tree, options.dynamic)  # ValueError on a bad name or dim
+
+    # torch's ahead-of-time save needs torch.compile's own backend object, so no recording
+    # backend here: explain() shows the guards but not the FX graph.
+    guards = _GuardCollector(record, keep=False, where=fn.__qualname__)
+    try:
+        made = _artifacts.make(
+            fn,
+            function_on_code(source, fn),
+            options,
+            directory,
+            args,
+            kwargs,
+            tree,
+            guards,
+            _compile_kwargs(options, guards, recording=False),
+            marks,
+        )
+    except _artifacts.AheadOfTimeFailed as exc:
+        cause = exc.__cause__ or exc
+        if not fall_back and _compat.is_tracing_error(cause):
+            raise compile_error(fn, options, cause) from cause
+        if not fall_back:
+            raise NoCompileError(
+                f"{describe_function(fn)}: torch's ahead-of-time compile failed after Dynamo traced the "
+                f"function (backend={options.backend_name()!r}, torch {torch.__version__}): {exc}\n"
+                "Fix: call the function instead of aot_compile(): the first call compiles in-process "
+                "(nothing is saved). docs/persistence.md lists the torch releases and backends whose "
+                "ahead-of-time path is known to fail."
+            ) from cause
+        log.warning("%s: ahead-of-time compile failed (%s); compiling in-process, nothing saved", fn.__qualname__, exc)
+        return None
+    return Compiled(
+        source_code=source,
+        compiled=made.aot,
+        transformed_code=made.bytecode_fn.__code__,
+        seconds=made.seconds,
+        dropped=tuple(made.dropped),
+        shape_exprs=tuple(made.shape_exprs),
+        record=record if made.origin == "compiled" else None,
+        origin=made.origin,
+        artifact_path=made.path,
+    )

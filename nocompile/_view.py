@@ -1,0 +1,100 @@
+"""Records of a state that other modules read: its counters, its specializations, a frozen view.
+
+``_state`` owns and mutates these; ``_explain``, ``_dump``, ``_bench`` and the public surface only
+read them, and import them from here rather than reaching into the state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Callable
+from typing import Any
+
+from ._options import CompileOptions
+from ._record import CompileRecord
+from ._signature import KeyFunction, Selector, ShapeCheck, describe_key
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileStats:
+    """Counters of one compiled function (or the sum over a method's instances).
+
+    ``calls`` counts every call, the compiling one included. Under concurrent callers an
+    increment can be lost (the counter is a plain attribute, not a lock-protected one); in
+    single-threaded use it is exact.
+    """
+
+    calls: int = 0
+    """Calls made, including the one that compiled."""
+    compiles: int = 0
+    """Compilations run (with ``guards="dynamo"``, Dynamo's recompiles are counted too)."""
+    compile_seconds: float = 0.0
+    """Wall-clock seconds spent in compiling calls (compile plus that first run)."""
+    specializations: int = 0
+    """Compiled specializations currently held."""
+    loads: int = 0
+    """Specializations loaded from a cache directory instead of compiled (not in ``compiles``)."""
+
+    def __add__(self, other: CompileStats) -> CompileStats:
+        return CompileStats(
+            calls=self.calls + other.calls,
+            compiles=self.compiles + other.compiles,
+            compile_seconds=self.compile_seconds + other.compile_seconds,
+            specializations=self.specializations + other.specializations,
+            loads=self.loads + other.loads,
+        )
+
+
+@dataclasses.dataclass
+class Specialization:
+    """One compilation of the function, installed.
+
+    ``source_code`` is the private copy of the function's code object that Dynamo compiled;
+    ``transformed_code`` what Dynamo turned it into; ``call`` what later calls run.
+    """
+
+    source_code: types.CodeType
+    compiled: Callable[..., Any]
+    transformed_code: types.CodeType | None
+    call: Callable[..., Any]
+    compile_seconds: float
+    dropped_guards: tuple[tuple[str, str], ...]
+    """``(guard_type, name)`` of each guard Dynamo wanted and nocompile dropped."""
+    key: tuple[Any, ...] | None = None
+    """Under ``guards="inputs"``: the signature key this specialization was compiled for."""
+    key_function: KeyFunction | None = None
+    shape_check: ShapeCheck | None = None
+    """Under ``guards="inputs"`` with dynamic dims: Dynamo's shape guards, kept and checked."""
+    selector: Selector | None = None
+    """Under ``guards="inputs"``: the per-call check this specialization is registered in."""
+    tensor_match: Any = None
+    """Under ``guards="inputs"``: the C++ tensor check built from the compiling call's tensors."""
+    record: CompileRecord | None = None
+    """What the compile saw (guards, FX graph, signature text), for ``explain()`` and dumps."""
+    origin: str = "compiled"
+    """``"compiled"`` in this process, or ``"loaded"`` from an artifact file."""
+    artifact_path: str | None = None
+    """The artifact file it was loaded from or saved to; ``None`` when not persisted."""
+
+    def signature(self) -> str:
+        """The compiled-for signature as text (``guards="inputs"`` only)."""
+        if self.key is None or self.key_function is None:
+            return "(not recorded: no input check under this guard policy)"
+        text = describe_key(self.key_function, self.key)
+        if self.shape_check is not None:
+            text += "; shape guards: " + " and ".join(self.shape_check.expressions)
+        return text
+
+
+@dataclasses.dataclass(frozen=True)
+class StateView:
+    """A frozen view of one state, for reports and dumps (``_explain``, ``_dump``)."""
+
+    function: types.FunctionType
+    options: CompileOptions
+    tag: str
+    """Unique in the process (``s1``, ``s2``, ...): names reports and dump folders."""
+    status: str
+    disabled: bool
+    specializations: tuple[Specialization, ...]
