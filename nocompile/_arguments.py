@@ -38,6 +38,11 @@ from ._codegen import code_signature, varkw_name
 MAX_OBJECT_DEPTH = 4
 #: How many nodes one walk makes before it stops following objects (a huge object graph).
 MAX_NODES = 20_000
+#: How the attribute holding an instance's nocompile state is named (``instance.__dict__``): never
+#: watched or walked as the instance's data.
+STATE_ATTRIBUTE_PREFIX = "_nocompile_state_"
+#: The name generated code binds the function's ``__closure__`` to (closure variables' expressions read it).
+CLOSURE_CELLS = "__nc_cells"
 
 
 class Kind(str, enum.Enum):
@@ -129,6 +134,8 @@ class Node:
     """OPAQUE nodes: why nocompile does not look inside."""
     inside_object: bool = False
     """Reached through an object's or module's attribute (read in place by the compiled code)."""
+    closure: bool = False
+    """A closure variable of the function (or inside one), not an argument of the call."""
 
     def walk(self) -> Iterator[Node]:
         """This node and every node below it, parents first."""
@@ -145,9 +152,19 @@ class ArgumentTree:
     roots: list[Node]
     follows_modules: bool
     """Whether modules' attributes were walked too (for the CUDA-graph snapshot)."""
+    closure_roots: list[Node] = dataclasses.field(default_factory=list)
+    """The function's closure variables, one node per free variable (``CLOSURE_CELLS[i].cell_contents``):
+    values the compiled code reads like arguments, though no call passes them."""
 
     def nodes(self) -> Iterator[Node]:
+        """The call's arguments, parents first (closure variables not included)."""
         for root in self.roots:
+            yield from root.walk()
+
+    def all_nodes(self) -> Iterator[Node]:
+        """The arguments, then the closure variables."""
+        yield from self.nodes()
+        for root in self.closure_roots:
             yield from root.walk()
 
     def of_kind(self, *kinds: Kind) -> list[Node]:
@@ -180,19 +197,32 @@ class _Walker:
         self.count = 0
         self.locals = 0
 
-    def node(self, value: Any, path: str, expr: str | None, depth: int, parameter: str | None, inside: bool) -> Node:
+    def node(
+        self,
+        value: Any,
+        path: str,
+        expr: str | None,
+        depth: int,
+        parameter: str | None,
+        inside: bool,
+        closure: bool = False,
+    ) -> Node:
         self.count += 1
         kind = classify(value)
-        node = Node(kind, path, expr, value, depth, parameter=parameter, inside_object=inside)
+        node = Node(kind, path, expr, value, depth, parameter=parameter, inside_object=inside, closure=closure)
         if kind is Kind.TENSOR:
             if parameter is not None:
                 node.dynamic_dims = tuple(d for d in self.dynamic.get(parameter, ()) if d < value.ndim)
         elif kind is Kind.SEQUENCE:
             for i, item in enumerate(value):
-                node.children.append(self.node(item, f"{path}[{i}]", _sub(expr, f"[{i}]"), depth, None, inside))
+                node.children.append(
+                    self.node(item, f"{path}[{i}]", _sub(expr, f"[{i}]"), depth, None, inside, closure)
+                )
         elif kind is Kind.MAPPING:
             for k, item in value.items():
-                node.children.append(self.node(item, f"{path}[{k!r}]", _sub(expr, f"[{k!r}]"), depth, None, inside))
+                node.children.append(
+                    self.node(item, f"{path}[{k!r}]", _sub(expr, f"[{k!r}]"), depth, None, inside, closure)
+                )
         elif kind is Kind.OBJECT or (kind is Kind.MODULE and self.follow_modules):
             if depth >= MAX_OBJECT_DEPTH or self.count >= MAX_NODES:
                 if kind is Kind.OBJECT:
@@ -210,7 +240,7 @@ class _Walker:
         for name, item in list(vars(node.value).items()):
             spellable = node.local is not None and name.isidentifier() and not name.startswith("__")
             expr = f"{node.local}.{name}" if spellable else None
-            node.children.append(self.node(item, f"{node.path}.{name}", expr, node.depth + 1, None, True))
+            node.children.append(self.node(item, f"{node.path}.{name}", expr, node.depth + 1, None, True, node.closure))
 
 
 def _sub(expr: str | None, suffix: str) -> str | None:
@@ -248,7 +278,16 @@ def walk(
             roots.append(root)
         else:
             roots.append(walker.node(value, name, name, 0, name, False))
-    return ArgumentTree(fn, roots, follow_modules)
+    closure_roots = []
+    for i, (name, cell) in enumerate(zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False)):
+        expr = f"{CLOSURE_CELLS}[{i}].cell_contents"
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell: assigned later, or never
+            closure_roots.append(Node(Kind.OPAQUE, name, expr, None, 0, note="empty closure cell", closure=True))
+            continue
+        closure_roots.append(walker.node(value, name, expr, 0, None, False, closure=True))
+    return ArgumentTree(fn, roots, follow_modules, closure_roots)
 
 
 # -- projections that are not the input check's ---------------------------------------------

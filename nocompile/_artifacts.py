@@ -291,8 +291,23 @@ def key_material(
         "dynamic": sorted((k, list(v)) for k, v in options.dynamic.items()),
         "signature": _ADDRESS.sub("", key_fn.source + repr(key)),
         "modules": modules,
+        "distributed": _distributed_identity(),
         "signature_text": describe_key(key_fn, key),
     }
+
+
+def _distributed_identity() -> list[int] | None:
+    """``[rank, world_size]`` when ``torch.distributed`` is initialised, else None.
+
+    A graph may bake in the rank and the world size (a forward that reads ``dist.get_rank()``),
+    and ranks on one CPU host, or on hosts sharing a directory each on its own ``cuda:0``, would
+    otherwise compute one key and load each other's graphs.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    return [dist.get_rank(), dist.get_world_size()]
 
 
 def artifact_key(material: dict[str, Any]) -> str:

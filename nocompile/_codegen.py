@@ -73,6 +73,44 @@ def call_list(fn: types.FunctionType) -> str:
     return ", ".join(parts)
 
 
+class _Unset:
+    """The default of every defaulted parameter of an entry: "not passed, use the live default"."""
+
+    def __repr__(self) -> str:
+        return "<not passed>"
+
+
+UNSET: Any = _Unset()
+
+
+def live_defaults(fn: types.FunctionType) -> tuple[str, str]:
+    """``(parameters, resolve)``: source of ``fn``'s parameter list with ``__nc_unset`` as every
+    default, and of the lines (indented for a function body) that replace a parameter still
+    ``__nc_unset`` with ``__nc_fn``'s *current* default.
+
+    A function generated with these binds a call as Python binds it to ``fn`` now, also after
+    ``fn.__defaults__`` or ``fn.__kwdefaults__`` were reassigned: the default is read at the call,
+    not copied when the entry was written. Parameters without a default cost nothing; a
+    defaulted one costs an identity check, and a read of the default when it was not passed.
+    """
+    code = fn.__code__
+    names = code.co_varnames
+    n_pos, n_kwonly = code.co_argcount, code.co_kwonlyargcount
+    n_defaults = len(fn.__defaults__ or ())
+    defaulted_pos = set(names[n_pos - n_defaults : n_pos])
+    defaulted_kw = set(fn.__kwdefaults__ or ())
+    parts = []
+    for part in parameter_list(fn).split(", ") if parameter_list(fn) else []:
+        parts.append(f"{part}=__nc_unset" if part in defaulted_pos or part in defaulted_kw else part)
+    lines = []
+    for p in range(n_pos - n_defaults, n_pos):
+        lines.append(f"    if {names[p]} is __nc_unset:\n        {names[p]} = __nc_fn.__defaults__[-{n_pos - p}]\n")
+    for name in names[n_pos : n_pos + n_kwonly]:
+        if name in defaulted_kw:
+            lines.append(f"    if {name} is __nc_unset:\n        {name} = __nc_fn.__kwdefaults__[{name!r}]\n")
+    return ", ".join(parts), "".join(lines)
+
+
 def tuple_source(exprs: Sequence[str]) -> str:
     return "(" + "".join(f"{e}, " for e in exprs) + ")"
 
@@ -108,7 +146,11 @@ def _register_source(fn: types.FunctionType, source: str) -> str:
 
 
 def define_like(
-    fn: types.FunctionType, source: str, namespace: dict[str, Any], named_like: Collection[str] = ()
+    fn: types.FunctionType,
+    source: str,
+    namespace: dict[str, Any],
+    named_like: Collection[str] = (),
+    own_defaults: Collection[str] = (),
 ) -> dict[str, types.FunctionType]:
     """Run ``source`` (``def name(<fn's parameters>)`` blocks); give each function ``fn``'s defaults.
 
@@ -116,7 +158,8 @@ def define_like(
     generated function exactly as it binds it to ``fn``. The functions in ``named_like`` also
     take ``fn``'s name and qualified name (code object included): they are what a call enters
     first, so Python's own binding errors ("f() missing 1 required positional argument") and
-    tracebacks read as they would for ``fn``.
+    tracebacks read as they would for ``fn``. The functions in ``own_defaults`` keep the defaults
+    their source gives them (``live_defaults``) instead.
     """
     before = set(namespace)
     exec(compile(source, _register_source(fn, source), "exec"), namespace)
@@ -129,8 +172,12 @@ def define_like(
                 code, qualname = code.replace(co_name=fn.__name__), fn.__qualname__
                 if hasattr(code, "co_qualname"):  # Python 3.11+
                     code = code.replace(co_qualname=qualname)
-            function = types.FunctionType(code, namespace, code.co_name, fn.__defaults__)
-            function.__kwdefaults__ = fn.__kwdefaults__
+            if name in own_defaults:  # written with ``live_defaults``: keeps its own (sentinel) defaults
+                defaults, kwdefaults = generated.__defaults__, generated.__kwdefaults__
+            else:
+                defaults, kwdefaults = fn.__defaults__, fn.__kwdefaults__
+            function = types.FunctionType(code, namespace, code.co_name, defaults)
+            function.__kwdefaults__ = kwdefaults
             function.__qualname__ = qualname
             defined[name] = function
     return defined

@@ -405,3 +405,81 @@ def is_tracing_error(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__
     return False
+
+
+# -- evidence that nothing changed: the input check's watch (``_watch``) -------------------------
+
+
+def _dict_version_function() -> Callable[[dict[str, Any]], int] | None:
+    """``torch._C._dynamo.guards.dict_version`` where it tells dicts' versions apart, else None.
+
+    It returns CPython's per-dict version tag, which every store into the dict changes (also a
+    store of an equal value; not a store of the very same object). On Python 3.13 it returns a
+    constant, so a probe decides: the watch then compares dict contents instead.
+    """
+    try:
+        from torch._C._dynamo.guards import dict_version
+    except ImportError:  # pragma: no cover - every supported torch has it
+        return None
+    probe: dict[str, Any] = {"a": 1}
+    before = dict_version(probe)
+    probe["a"] = 2
+    if dict_version(probe) == before:
+        return None
+    return dict_version
+
+
+#: ``dict -> int`` that changes with every store into the dict, or None where this Python has none.
+DICT_VERSION = _dict_version_function()
+
+
+def global_state_guard() -> Any:
+    """Dynamo's C++ check of torch's global state as it is now (``check()`` -> bool, ``reason()``).
+
+    It covers what Dynamo's ``GLOBAL_STATE`` guard covers: grad mode, deterministic algorithms,
+    matmul precision and TF32/reduced-precision flags, the default dtype, autocast, the torch
+    function state, the number of threads.
+    """
+    from torch._C._dynamo.guards import GlobalStateGuard
+
+    return GlobalStateGuard()
+
+
+def torch_function_modes() -> tuple[Any, ...]:
+    """The ``TorchFunctionMode`` objects on the stack now, innermost last.
+
+    ``torch.set_default_device`` pushes one too (a new mode object per call), so this also
+    tells default devices apart.
+    """
+    return tuple(torch._C._get_function_stack_at(i) for i in range(torch._C._len_torch_function_stack()))
+
+
+#: ``() -> int``: how many torch-function modes are on the stack (cheap enough for every call).
+torch_function_mode_count: Callable[[], int] = torch._C._len_torch_function_stack
+
+
+def dynamo_guard_manager(code: types.CodeType) -> Any | None:
+    """The guard manager of Dynamo's first cache entry for ``code``, or None.
+
+    ``check(f_locals)`` evaluates every guard Dynamo built for that compile without its frame
+    hook; ``check_verbose(f_locals).verbose_code_parts`` says which failed. ``f_locals`` maps the
+    function's parameter and free-variable names to the call's values.
+    """
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    entries = _debug_get_cache_entry_list(code)
+    return entries[0].guard_manager if entries else None
+
+
+def guard_failure(manager: Any, f_locals: dict[str, Any]) -> str | None:
+    """Why ``manager.check(f_locals)`` fails, in Dynamo's words (None when every guard holds)."""
+    if manager.check(f_locals):
+        return None
+    verbose = manager.check_verbose(f_locals)
+    parts = []
+    for part in getattr(verbose, "verbose_code_parts", ()):
+        # "L['self'].scale == 1.0      #   # model.py:9 in forward": the check, then where it was read.
+        check, _, where = str(part).partition("#")
+        where = where.strip(" #")
+        parts.append(f"{check.strip()} (read at {where})" if where else check.strip())
+    return "; ".join(parts) if parts else "a Dynamo guard failed"

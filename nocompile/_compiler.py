@@ -54,6 +54,8 @@ class Compiled:
     origin: str = "compiled"
     """``"compiled"`` in this process, or ``"loaded"`` from an artifact file."""
     artifact_path: str | None = None
+    keeps_guards: bool = False
+    """Whether Dynamo's cache entry for ``source_code`` kept its guards (see ``keeps_guards``)."""
 
 
 def function_on_code(code: types.CodeType, like: types.FunctionType) -> types.FunctionType:
@@ -104,14 +106,26 @@ class _GuardCollector:
     def __call__(self, entries: Iterable[Any]) -> list[bool]:
         entries = list(entries)
         self.record.note_guards(entries, kept=self.keep)
+        for e in entries:
+            if e.guard_type == "SHAPE_ENV":  # the input check evaluates these on every call
+                self.shape_exprs.extend(_compat.guard_code(e))
         if self.keep:
+            log.debug("%s: keeping all %d guards Dynamo wanted", self.where, len(entries))
             return [True] * len(entries)
         log.debug("%s: dropping all %d guards Dynamo wanted", self.where, len(entries))
-        for e in entries:
-            self.dropped.append((str(e.guard_type), str(e.name)))
-            if e.guard_type == "SHAPE_ENV":
-                self.shape_exprs.extend(_compat.guard_code(e))
+        self.dropped.extend((str(e.guard_type), str(e.name)) for e in entries)
         return [False] * len(entries)
+
+
+def keeps_guards(options: CompileOptions) -> bool:
+    """Whether an in-process compile keeps Dynamo's guards in its cache entry.
+
+    ``guards="dynamo"`` does, for Dynamo to evaluate on every call. So does ``guards="inputs"``
+    with ``dispatch="bytecode"``: calls never go through Dynamo's frame hook, so nothing evaluates
+    them per call, and the state evaluates them through the guard manager when the watch sees a
+    change (``_watch``). ``guards="none"`` and ``dispatch="dynamo"`` drop them all.
+    """
+    return options.guards == "dynamo" or (options.guards == "inputs" and options.dispatch == "bytecode")
 
 
 def _compile_kwargs(options: CompileOptions, guards: _GuardCollector, recording: bool = True) -> dict[str, Any]:
@@ -158,7 +172,7 @@ def compile_in_process(
     """
     source = fn.__code__.replace()
     fn_copy = function_on_code(source, fn)
-    guards = _GuardCollector(record, keep=not options.drops_guards, where=fn.__qualname__)
+    guards = _GuardCollector(record, keep=keeps_guards(options), where=fn.__qualname__)
     compiled = torch.compile(fn_copy, fullgraph=True, dynamic=False, **_compile_kwargs(options, guards))
     caught: list[types.CodeType] = []
     keep_watching = options.guards == "dynamo"
@@ -202,6 +216,7 @@ def compile_in_process(
         dropped=tuple(guards.dropped),
         shape_exprs=tuple(guards.shape_exprs),
         record=record,
+        keeps_guards=guards.keep,
     )
     if error is None:
         log.info("compiled %s for %s in %.3f s", fn.__qualname__, record.signature, seconds)

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from typing_extensions import Self
 
+from ._arguments import STATE_ATTRIBUTE_PREFIX
 from ._compat import CALL_SLOT, MODULE_CALL_AVAILABLE, check_torch_supported, install_module_call
 from ._entry import FunctionLike, MethodFunction, StateSurface
 from ._explain import ExplainReport, build_report
@@ -114,7 +115,7 @@ class CompiledFunction(FunctionLike, StateSurface, Generic[P, R]):
         self._shared = not options.per_instance
         # Per class of instance: whether this is the forward its module call runs (module-call slot).
         self._forward_of: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
-        self._instance_attr = f"_nocompile_state_{fn.__name__}_{id(self):x}"
+        self._instance_attr = f"{STATE_ATTRIBUTE_PREFIX}{fn.__name__}_{id(self):x}"
         self._instance_states: weakref.WeakSet[CompileState] = weakref.WeakSet()
         self._instance_lock = threading.Lock()
 

@@ -76,7 +76,7 @@ def after_compile(state: StateView, spec: Specialization, index: int) -> None:
     files: dict[str, Callable[[], str]] = {
         "transformed_code.py": lambda: _transformed_code(record, spec, where),
         "fx_graph.py": lambda: _fx_graphs(record, where),
-        "guards.txt": lambda: _guards_text(record.guards, where),
+        "guards.txt": lambda: _guards_text(record.guards, where, state.options.guards),
         "explain.txt": lambda: str(build_report(fn, state.options, [("state", state)])),
     }
     written = []
@@ -143,10 +143,13 @@ def _fx_graphs(record: CompileRecord, where: str) -> str:
     return "\n\n".join(parts)
 
 
-def _guards_text(guards: list[GuardRecord], where: str) -> str:
+def _guards_text(guards: list[GuardRecord], where: str, policy: str) -> str:
     lines = [f"# Guards Dynamo wanted for {where}: {len(guards)}", "# status\tkind\tguard type\tname\tcheck"]
+    if policy == "inputs":
+        lines.insert(1, "# watched: kept, evaluated when the per-call fingerprint changes (guards='inputs')")
+    kept = "watched" if policy == "inputs" else "kept"
     for g in guards:
-        status = "kept" if g.kept else "dropped"
+        status = kept if g.kept else "dropped"
         check = " and ".join(g.code)
         lines.append(f"{status}\t{g.kind}\t{g.guard_type}\t{g.name or '-'}\t{check or '-'}")
     return "\n".join(lines) + "\n"

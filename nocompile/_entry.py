@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from ._codegen import call_list, define_like, parameter_list
+from ._codegen import UNSET, call_list, define_like, live_defaults
 
 if TYPE_CHECKING:
     from ._explain import ExplainReport
@@ -47,15 +47,26 @@ def prologue(fn: types.FunctionType) -> str:
 
 
 def prologue_globals(fn: types.FunctionType, state: CompileState) -> dict[str, Any]:
-    """The names ``prologue`` reads."""
-    return {"__nc_is_compiling": torch.compiler.is_compiling, "__nc_original": fn, "__nc_state": state}
+    """The names ``prologue`` and ``live_defaults``' lines read."""
+    return {
+        "__nc_is_compiling": torch.compiler.is_compiling,
+        "__nc_original": fn,
+        "__nc_state": state,
+        "__nc_fn": fn,
+        "__nc_unset": UNSET,
+    }
 
 
 def build_direct_entry(fn: types.FunctionType, state: CompileState) -> tuple[types.FunctionType, dict[str, Any]]:
-    """The direct entry of ``fn`` and its globals (rebind ``globals[TARGET]`` to change its target)."""
-    source = f"def entry({parameter_list(fn)}):\n{prologue(fn)}    return {TARGET}({call_list(fn)})\n"
+    """The direct entry of ``fn`` and its globals (rebind ``globals[TARGET]`` to change its target).
+
+    Like every entry it binds ``fn``'s current defaults (``_codegen.live_defaults``).
+    """
+    params, resolve = live_defaults(fn)
+    source = f"def entry({params}):\n{resolve}{prologue(fn)}    return {TARGET}({call_list(fn)})\n"
     namespace = {**prologue_globals(fn, state), TARGET: None}
-    return define_like(fn, source, namespace, named_like=("entry",))["entry"], namespace
+    entry = define_like(fn, source, namespace, named_like=("entry",), own_defaults=("entry",))["entry"]
+    return entry, namespace
 
 
 class FunctionLike:

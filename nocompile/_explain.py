@@ -27,10 +27,14 @@ if TYPE_CHECKING:
 POLICY_TEXT = {
     "none": "every guard Dynamo wanted is dropped and nothing is checked per call: a call whose "
     "inputs differ from the compiled signature below may return a wrong result silently.",
-    "inputs": "every guard Dynamo wanted is dropped; instead each call's signature (below: tensor "
-    "class/shape/dtype/device/requires_grad/strides, scalar values, structure, grad mode, "
-    "self.training) is checked before the compiled code runs. What is not an argument (parameters' "
-    "shapes, module attributes such as eps, globals) is no longer checked.",
+    "inputs": "each call's signature (below: tensor class/shape/dtype/device/requires_grad/strides, "
+    "scalar values, structure, grad mode, self.training) and torch's global state are checked before "
+    "the compiled code runs; Dynamo's guards on everything else (attributes of self and its "
+    "submodules, closure cells, globals, argument objects) are kept but evaluated only when a cheap "
+    "per-call fingerprint of where those values live changes (a registration on a watched module, "
+    "a store into self's, a module argument's, an argument object's or the globals' dict). What the "
+    "fingerprint does not see (a plain attribute of a submodule set later, a tensor resized in "
+    "place) is listed in docs/footguns.md.",
     "dynamo": "Dynamo keeps its guards and checks them on every call (stock torch.compile behaviour).",
 }
 
@@ -203,10 +207,13 @@ def _render_spec(spec: SpecializationReport, policy: str, verbose: bool) -> list
         dropped = [g for g in spec.guards_dropped if g.compile == n]
         kept = [g for g in spec.guards_kept if g.compile == n]
         which = "" if compiles == 1 else f" in Dynamo compile {n} of {compiles}" + (" (a recompile)" if n > 1 else "")
+        kept_word = "watched" if policy == "inputs" else "kept"
+        note = " (evaluated when the per-call fingerprint changes)" if kept and policy == "inputs" else ""
         out.append(
-            f"    guards Dynamo wanted{which}: {len(dropped) + len(kept)}; dropped {len(dropped)}, kept {len(kept)}"
+            f"    guards Dynamo wanted{which}: {len(dropped) + len(kept)}; dropped {len(dropped)}, "
+            f"{kept_word} {len(kept)}{note}"
         )
-        for verb, guards in (("dropped", dropped), ("kept", kept)):
+        for verb, guards in (("dropped", dropped), (kept_word, kept)):
             out += _render_guards(verb, guards, verbose)
     first = " (of Dynamo's first compile)" if compiles > 1 else ""
     out.append(f"    transformed bytecode{first}, decompiled by depyf:")

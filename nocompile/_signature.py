@@ -31,7 +31,9 @@ compiles them into a function with the same parameters, evaluated after the key 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import operator
 import re
 import threading
 import types
@@ -40,12 +42,27 @@ from typing import Any
 
 import torch
 
-from ._arguments import ArgumentTree, Kind, Node, walk
-from ._codegen import call_list, code_signature, define_like, parameter_list, pass_on, tuple_source
+from . import _compat, _watch
+from ._arguments import CLOSURE_CELLS, STATE_ATTRIBUTE_PREFIX, ArgumentTree, Kind, Node, classify, walk
+from ._codegen import (
+    UNSET,
+    call_list,
+    code_signature,
+    define_like,
+    live_defaults,
+    parameter_list,
+    pass_on,
+    tuple_source,
+)
 
 KeyFn = Callable[..., tuple[Any, ...]]
 
 _GRAD_ENABLED = "_grad_enabled"
+_EPOCH = "__nc_epoch"
+_MODES = "__nc_modes"
+_FINGERPRINT = "__nc_fp"
+_GETDICT = "__nc_getdict"
+_GLOBALS = "__nc_globals"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,94 +116,203 @@ class TensorArg:
 
 
 class _KeyWriter:
-    """Projects an ``ArgumentTree`` onto what the check compares, two ways.
+    """Projects an ``ArgumentTree`` onto what the check compares.
 
-    ``elements`` is the full description (every property of every argument), for messages and
-    reports. The per-call path uses ``fast`` (everything except what the tensor check covers)
-    plus ``tensors`` (checked in C++ by Dynamo's own tensor-match check).
+    ``elements`` is the full description (every property of every argument and closure
+    variable), for messages and reports. The per-call path computes ``fast`` (what the C++
+    tensor check does not cover, outside argument objects), runs the C++ check on
+    ``tensors`` (outside argument objects), and compares the ``fingerprint`` (``_watch``) of
+    everything else; ``object_elements`` and ``object_tensors`` (inside argument objects) are
+    compared only when the fingerprint is new.
     """
 
     def __init__(self, tree: ArgumentTree) -> None:
         self.elements: list[KeyElement] = []
         self.fast: list[KeyElement] = []
+        self.object_elements: list[KeyElement] = []
         self.tensors: list[TensorArg] = []
+        self.object_tensors: list[TensorArg] = []
+        self.module_prints: list[str] = [f"{_EPOCH}.n", f"{_MODES}()", f"{_FINGERPRINT}({_GLOBALS})"]
+        self.object_prints: list[str] = []
+        self.seen: dict[tuple[bool, int], TensorArg] = {}
+        """Tensors already checked, by where (inside an argument object or not) and identity."""
+        self.mapped: set[int] = set()
+        """Objects inside a list whose fingerprint covers them item by item (``sequence_prints``)."""
         self.unchecked: list[str] = []
-        for root in tree.roots:
-            self.visit(root)
-        self.add("torch", "grad_enabled", f"{_GRAD_ENABLED}()")
+        self.global_prints(tree.fn)
+        for root in [*tree.roots, *tree.closure_roots]:
+            if root.path == "__class__" and root.closure:  # the cell super() reads: fixed with the class
+                continue
+            self.visit(root, inside=False)
+        self.add("torch", "grad_enabled", f"{_GRAD_ENABLED}()", inside=False)
 
-    def add(self, path: str, prop: str, expr: str, *, fast: bool = True) -> None:
+    def add(self, path: str, prop: str, expr: str, *, inside: bool, fast: bool = True) -> None:
         element = KeyElement(path, prop, expr)
         self.elements.append(element)
-        if fast:
+        if inside:
+            self.object_elements.append(element)
+        elif fast:
             self.fast.append(element)
 
-    def visit(self, node: Node) -> None:
+    def visit(self, node: Node, inside: bool) -> None:
         path, expr = node.path, node.expr
         if expr is None:  # an attribute whose name Python cannot spell after a dot
             self.unchecked.append(path)
             return
         kind = node.kind
         if kind is Kind.TENSOR:
-            self.tensor(node, expr)
+            self.tensor(node, expr, inside)
         elif kind is Kind.MODULE:
             if path != "self":  # a method's own module is fixed by the state that compiled it
-                self.add(path, "type", f"{expr}.__class__")
-            self.add(path, "training", f"{expr}.training")
+                self.add(path, "type", f"{expr}.__class__", inside=inside)
+            self.add(path, "training", f"{expr}.training", inside=inside)
+            self.module_prints_of(node.value, expr, self.object_prints if inside else self.module_prints)
         elif kind is Kind.SCALAR:
-            self.add(path, "type", f"{expr}.__class__")  # 1, 1.0 and True hash alike
-            self.add(path, "value", expr)
+            self.add(path, "type", f"{expr}.__class__", inside=inside)  # 1, 1.0 and True hash alike
+            self.add(path, "value", expr, inside=inside)
         elif kind is Kind.CONSTANT:  # functions, builtins, classes by identity; ranges and slices by value
-            self.add(path, "type", f"{expr}.__class__")
+            if not inside:
+                self.callable_prints(node.value, expr, self.module_prints)
+            self.add(path, "type", f"{expr}.__class__", inside=inside)
             if isinstance(node.value, slice):  # not hashable before Python 3.12
-                self.add(path, "value", f"({expr}.start, {expr}.stop, {expr}.step)")
+                self.add(path, "value", f"({expr}.start, {expr}.stop, {expr}.step)", inside=inside)
             else:
-                self.add(path, "value", expr)
+                self.add(path, "value", expr, inside=inside)
         elif kind is Kind.SEQUENCE:
-            self.add(path, "type", f"{expr}.__class__")
-            self.add(path, "length", f"len({expr})")
-            self.children(node)
+            self.add(path, "type", f"{expr}.__class__", inside=inside)
+            self.add(path, "length", f"len({expr})", inside=inside)
+            if inside and isinstance(node.value, list):  # a list can change in place: its items' identities
+                self.sequence_prints(node, expr)
+            self.children(node, inside)
         elif kind is Kind.MAPPING:
-            self.add(path, "keys", f"tuple(sorted({expr}))" if node.varkw else f"tuple({expr})")
-            self.children(node)
+            self.add(path, "keys", f"tuple(sorted({expr}))" if node.varkw else f"tuple({expr})", inside=inside)
+            if inside:  # a dict can change in place: its version
+                self.object_prints.append(f"{_FINGERPRINT}({expr})")
+            self.children(node, inside)
         elif kind is Kind.OBJECT:
             # An argument object (a KV cache, a config): its class, its instance attributes' names,
             # and each attribute checked like an argument. The compiled code reads the tensors
             # inside it (their shapes were baked in) and its Python values (baked in as
             # constants). Class attributes, properties and ``__slots__`` are not followed. The
-            # object is bound to a local where it is first read, so deep paths stay cheap.
-            self.add(path, "type", f"({node.local} := {expr}).__class__")
-            self.add(path, "attributes", f"tuple({node.local}.__dict__)")
-            self.children(node)
+            # object is bound to a local where it is first read, so deep paths stay cheap; the
+            # fingerprint reads it once per call, the object key only when the fingerprint is new.
+            self.add(path, "type", f"({node.local} := {expr}).__class__", inside=True)
+            self.add(path, "attributes", f"tuple({node.local}.__dict__)", inside=True)
+            if id(node) not in self.mapped:
+                self.object_prints.append(f"{_FINGERPRINT}(({node.local} := {expr}).__dict__)")
+            self.children(node, inside=True)
         else:
+            if not inside:
+                self.callable_prints(node.value, expr, self.module_prints)
             self.unchecked.append(f"{path} ({node.note})")
 
-    def children(self, node: Node) -> None:
-        for child in node.children:
-            self.visit(child)
+    @staticmethod
+    def module_prints_of(module: torch.nn.Module, expr: str, prints: list[str]) -> None:
+        """A module's class, its four dicts, and the dicts of plain objects it holds (a config)."""
+        prints.append(f"{expr}.__class__")
+        prints.extend(f"{_FINGERPRINT}({expr}.{d})" for d in ("__dict__", "_parameters", "_buffers", "_modules"))
+        for name, value in vars(module).items():
+            if name.startswith(STATE_ATTRIBUTE_PREFIX):  # nocompile's own state: changes on every call
+                continue
+            if name.isidentifier() and not name.startswith("__") and classify(value) is Kind.OBJECT:
+                prints.append(f"{_FINGERPRINT}({expr}.{name}.__dict__)")
 
-    def tensor(self, node: Node, expr: str) -> None:
+    def global_prints(self, fn: types.FunctionType) -> None:
+        """Objects, modules and dicts the function names as globals: their attributes or entries,
+        which a store into the globals dict itself would not show."""
+        namespace = fn.__globals__
+        for name in dict.fromkeys(_global_names(fn.__code__)):
+            value = namespace.get(name)
+            kind = classify(value)
+            where = f"{_GLOBALS}[{name!r}]"
+            if isinstance(value, torch.nn.Module):
+                self.module_prints_of(value, where, self.module_prints)
+            elif kind is Kind.OBJECT:
+                self.module_prints.append(f"{_FINGERPRINT}({where}.__dict__)")
+            elif kind is Kind.MAPPING or isinstance(value, dict):
+                self.module_prints.append(f"{_FINGERPRINT}({where})")
+            elif isinstance(value, types.FunctionType) and value.__globals__ is namespace:
+                self.callable_prints(value, where, self.module_prints)  # a helper of the same module
+
+    @staticmethod
+    def callable_prints(value: Any, expr: str, prints: list[str]) -> None:
+        """What a callable the code calls holds besides its identity: a function's defaults and
+        closure cells, a partial's arguments, a bound method's object (Dynamo inlines them all)."""
+        if isinstance(value, types.FunctionType):
+            prints.append(f"id({expr}.__defaults__)")
+            prints.append(f"id({expr}.__kwdefaults__)")
+            prints.extend(f"id({expr}.__closure__[{i}].cell_contents)" for i in range(len(value.__closure__ or ())))
+        elif isinstance(value, functools.partial):
+            prints.append(f"id({expr}.func)")
+            prints.append(f"id({expr}.args)")
+            prints.append(f"{_FINGERPRINT}({expr}.keywords)")
+        elif isinstance(value, types.MethodType):
+            prints.append(f"id({expr}.__func__)")
+            prints.append(f"id({expr}.__self__)")
+            if isinstance(getattr(value.__self__, "__dict__", None), dict):
+                prints.append(f"{_FINGERPRINT}({expr}.__self__.__dict__)")
+
+    def sequence_prints(self, node: Node, expr: str) -> None:
+        """A list inside an argument object: one fingerprint per item (its dict's, or its identity)."""
+        if node.children and all(_leaf_object(child) for child in node.children):
+            # Layers of a cache and the like: one C-level pass over the list.
+            self.object_prints.append(f"*map({_FINGERPRINT}, map({_GETDICT}, {expr}))")
+            self.mapped.update(id(child) for child in node.children)
+        else:
+            self.object_prints.append(f"*map(id, {expr})")
+
+    def children(self, node: Node, inside: bool) -> None:
+        for child in node.children:
+            self.visit(child, inside)
+
+    def tensor(self, node: Node, expr: str, inside: bool) -> None:
         # The tensor check (class, dispatch keys, dtype, device, requires_grad, sizes, strides)
-        # runs in C++; the fast key keeps only what it cannot express: for a dynamic dim,
-        # whether the size is 0, 1 or more (Dynamo specializes 0 and 1), and contiguity.
+        # runs in C++; the key keeps only what it cannot express: for a dynamic dim, whether the
+        # size is 0, 1 or more (Dynamo specializes 0 and 1), and contiguity.
         t, path, dims = node.value, node.path, node.dynamic_dims
-        self.tensors.append(TensorArg(path, expr, t, dims))
-        self.add(path, "type", f"{expr}.__class__", fast=False)
+        first = self.seen.get((inside, id(t)))
+        if first is not None:
+            # The same tensor object again (``f(a, a)``): Dynamo made it one graph input, so the
+            # call must pass one object there again. The C++ check takes each tensor once.
+            self.add(f"{first.path} is {path}", "same tensor", f"({first.expr} is {expr})", inside=inside)
+            return
+        arg = TensorArg(path, expr, t, dims)
+        self.seen[(inside, id(t))] = arg
+        (self.object_tensors if inside else self.tensors).append(arg)
+        self.add(path, "type", f"{expr}.__class__", inside=inside, fast=False)
         if dims:
-            self.add(path, "rank", f"{expr}.ndim", fast=False)
+            self.add(path, "rank", f"{expr}.ndim", inside=inside, fast=False)
             shape = ", ".join(
                 f"min({expr}.shape[{d}], 2)" if d in dims else f"{expr}.shape[{d}]" for d in range(t.ndim)
             )
-            self.add(path, "shape (dynamic dims as min(size, 2))", f"({shape},)")
+            self.add(path, "shape (dynamic dims as min(size, 2))", f"({shape},)", inside=inside)
         else:
-            self.add(path, "shape", f"{expr}.shape", fast=False)
-        self.add(path, "dtype", f"{expr}.dtype", fast=False)
-        self.add(path, "device", f"{expr}.device", fast=False)
-        self.add(path, "requires_grad", f"{expr}.requires_grad", fast=False)
+            self.add(path, "shape", f"{expr}.shape", inside=inside, fast=False)
+        self.add(path, "dtype", f"{expr}.dtype", inside=inside, fast=False)
+        self.add(path, "device", f"{expr}.device", inside=inside, fast=False)
+        self.add(path, "requires_grad", f"{expr}.requires_grad", inside=inside, fast=False)
         if dims:
-            self.add(path, "contiguous", f"{expr}.is_contiguous()")
+            self.add(path, "contiguous", f"{expr}.is_contiguous()", inside=inside)
         else:
-            self.add(path, "stride", f"{expr}.stride()", fast=False)
+            self.add(path, "stride", f"{expr}.stride()", inside=inside, fast=False)
+
+
+def _global_names(code: types.CodeType) -> list[str]:
+    """Names ``code`` (and the code nested in it) may load as globals."""
+    names = list(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names += _global_names(const)
+    return names
+
+
+def _leaf_object(node: Node) -> bool:
+    """An object whose attributes hold no other object, list or dict (its dict's fingerprint covers it)."""
+    return (
+        node.kind is Kind.OBJECT
+        and node.local is not None
+        and all(child.kind not in (Kind.OBJECT, Kind.MODULE, Kind.SEQUENCE, Kind.MAPPING) for child in node.children)
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,22 +321,46 @@ class CheckLayout:
 
     fn: types.FunctionType
     elements: tuple[KeyElement, ...]
-    """Every property of every argument: what messages and reports show (the full key)."""
+    """Every property of every argument and closure variable: what messages and reports show (the full key)."""
     fast: tuple[KeyElement, ...]
-    """What the per-call key computes: everything the C++ tensor check does not cover."""
+    """What the per-call key computes: outside argument objects, what the C++ tensor check does not cover."""
+    object_elements: tuple[KeyElement, ...]
+    """Inside argument objects: compared when the fingerprint is new (the object key)."""
     tensors: tuple[TensorArg, ...]
-    """The tensors the C++ tensor check compares, arguments' objects' tensors included."""
+    """Tensors outside argument objects: the C++ tensor check compares them on every call."""
+    object_tensors: tuple[TensorArg, ...]
+    """Tensors inside argument objects: compared when the fingerprint is new."""
+    fingerprint: tuple[str, ...]
+    """Expressions of the per-call fingerprint (``_watch``): the module part, then the object part."""
+    module_part: int
+    """How many leading fingerprint elements watch modules, globals and torch state (a change there
+    is verified with Dynamo's guards; the rest, with the object key)."""
     unchecked: tuple[str, ...]
     """Paths the check cannot look into."""
 
     @classmethod
     def of(cls, tree: ArgumentTree) -> CheckLayout:
-        writer = _KeyWriter(tree)
-        return cls(tree.fn, tuple(writer.elements), tuple(writer.fast), tuple(writer.tensors), tuple(writer.unchecked))
+        w = _KeyWriter(tree)
+        return cls(
+            fn=tree.fn,
+            elements=tuple(w.elements),
+            fast=tuple(w.fast),
+            object_elements=tuple(w.object_elements),
+            tensors=tuple(w.tensors),
+            object_tensors=tuple(w.object_tensors),
+            fingerprint=(*w.module_prints, *w.object_prints),
+            module_part=len(w.module_prints),
+            unchecked=tuple(w.unchecked),
+        )
+
+    @property
+    def all_tensors(self) -> tuple[TensorArg, ...]:
+        """Every tensor, in the order of the full key."""
+        return (*self.tensors, *self.object_tensors)
 
     @property
     def paths(self) -> tuple[str, ...]:
-        return tuple(t.path for t in self.tensors)
+        return tuple(t.path for t in self.all_tensors)
 
 
 def key_function(layout: CheckLayout) -> KeyFunction:
@@ -222,7 +372,7 @@ def key_function(layout: CheckLayout) -> KeyFunction:
     fn = layout.fn
     body = ",\n        ".join(e.expr for e in layout.elements)
     source = f"def key({parameter_list(fn)}):\n    return (\n        {body},\n    )\n"
-    key_fn = define_like(fn, source, {_GRAD_ENABLED: torch.is_grad_enabled})["key"]
+    key_fn = define_like(fn, source, _namespace(fn))["key"]
     return KeyFunction(key_fn, layout.elements, source)
 
 
@@ -238,40 +388,75 @@ def build_key_function(
     return key_function(layout), list(layout.unchecked)
 
 
-#: One specialization a selector may pick: its tensor check, its shape check (or None), its callable.
-Candidate = tuple[Callable[..., bool], "Callable[..., bool] | None", Callable[..., Any]]
+def _namespace(fn: types.FunctionType) -> dict[str, Any]:
+    """The globals every generated check reads."""
+    return {
+        _GRAD_ENABLED: torch.is_grad_enabled,
+        CLOSURE_CELLS: fn.__closure__ or (),
+        _EPOCH: _watch.EPOCH,
+        _MODES: _compat.torch_function_mode_count,
+        _FINGERPRINT: _watch.dict_fingerprint,
+        _GETDICT: operator.attrgetter("__dict__"),
+        _GLOBALS: fn.__globals__,
+    }
+
+
+#: One specialization a selector may pick: the object key it was verified for, its global-state
+#: check, its tensor check (tensors outside argument objects), its shape check (or None), its callable.
+Candidate = tuple[
+    tuple[Any, ...], Callable[[], bool], Callable[..., bool], "Callable[..., bool] | None", Callable[..., Any]
+]
 
 
 @dataclasses.dataclass
 class Selector:
     """The per-call check of ``guards="inputs"`` for one argument structure.
 
-    ``select(*args, **kwargs)`` (generated, with the decorated function's parameters) computes
-    the *fast key* — scalar values and types, container structure, ``training``, grad mode —
-    looks it up in ``table``, and returns the callable of the first specialization under that
-    key whose tensor check (Dynamo's C++ tensor match on the call's tensors: class, dispatch
-    keys, dtype, device, requires_grad, sizes, strides) and shape guards pass; None if none
-    does. A hit that was not first moves to the front, so a repeated signature costs one check.
+    ``call(*args, **kwargs)`` is the per-call path itself, one generated frame with the decorated
+    function's parameters: it computes the *fast key* (scalar values and types, container
+    structure, ``training``, grad mode, which tensors are the same object) and the *fingerprint*
+    (``_watch``), looks the fingerprint up among the verified ones (which gives the object key
+    the argument objects had when it was verified) and the fast key among the compiled
+    specializations, and calls the first candidate whose object key is that one and whose
+    global-state check, C++ tensor check and shape guards pass. Anything else — a new
+    fingerprint, a miss, a call of another structure — goes to ``slow(args, kwargs)``, which
+    verifies (``verify_inputs``), compiles or raises. A hit that was not first moves to the front.
 
-    ``call(*args, **kwargs)`` is the per-call path itself: the same choice, then the chosen
-    callable called with the call's arguments — or, on a miss (or a call of another structure),
-    ``slow(args, kwargs)``. One generated frame, no tuple of arguments built on the hit.
+    ``fast``, ``fingerprint``, ``object_key``, ``tensors`` (every tensor, for the verification and
+    messages) and ``argument_tensors`` are the same computations one by one, for the slow path.
     """
 
-    select: Callable[..., Callable[..., Any] | None]
     call: Callable[..., Any]
-    key: KeyFn
+    fast: KeyFn
+    fingerprint: KeyFn
+    object_key: KeyFn
     tensors: Callable[..., tuple[torch.Tensor, ...]]
+    argument_tensors: Callable[..., tuple[torch.Tensor, ...]]
     paths: tuple[str, ...]
+    module_part: int
     source: str
     table: dict[tuple[Any, ...], tuple[Candidate, ...]]
+    verified: _watch.Verified
     lock: threading.Lock
     """Taken by ``add`` and by the generated code's reordering, so neither loses the other's candidate."""
+    object_keys: dict[tuple[Any, ...], tuple[Any, ...]] = dataclasses.field(default_factory=dict)
+    """Equal object keys as one tuple object, so the per-call path compares them by identity."""
 
     def add(self, key: tuple[Any, ...], candidate: Candidate) -> None:
         """Make ``candidate`` the first one under ``key``."""
         with self.lock:
             self.table[key] = (candidate, *self.table.get(key, ()))
+
+    def intern(self, object_key: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The one tuple object standing for every object key equal to ``object_key``."""
+        return self.object_keys.setdefault(object_key, object_key)
+
+    def candidates(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Candidate, ...]:
+        """The candidates under this call's fast key (empty for a call of another structure)."""
+        try:
+            return self.table.get(self.fast(*args, **kwargs), ())
+        except Exception:
+            return ()
 
 
 def _unreachable_slow(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -297,81 +482,88 @@ def selector(
     """Generate the selector of this structure; ``slow(args, kwargs)`` serves misses.
 
     ``entry_prologue`` is source (and the globals it reads) that ``call`` runs first: with the
-    state's prologue (``_entry.prologue``), ``call`` is the state's entry itself.
+    state's prologue (``_entry.prologue``), ``call`` is the state's entry itself. ``call`` binds
+    the function's current defaults (``_codegen.live_defaults``), as Python would.
     """
     fn = layout.fn
     params, call = parameter_list(fn), call_list(fn)
     fast = tuple_source([e.expr for e in layout.fast])
-    tensors = ", ".join(t.expr for t in layout.tensors)
+    fingerprint = tuple_source(list(layout.fingerprint))
+    object_key = tuple_source([e.expr for e in layout.object_elements])
+    arg_tensors = ", ".join(t.expr for t in layout.tensors)
     rebuilt_args, rebuilt_kwargs = pass_on(fn)
+    live_params, resolve = live_defaults(fn)
     source = (
-        f"def key({params}):\n    return {fast}\n\n"
-        # The fast key first: it binds the locals (``_nc_oN``) that paths into argument
-        # objects go through.
-        f"def tensors({params}):\n    __nc_key = {fast}\n"
-        f"    return {tuple_source([t.expr for t in layout.tensors])}\n\n"
-        f"def select({params}):\n"
-        f"    __nc_key = {fast}\n"
-        "    __nc_candidates = __nc_table.get(__nc_key)\n"
-        "    if __nc_candidates is None:\n"
-        "        return None\n"
-        "    for __nc_check, __nc_shape_ok, __nc_target in __nc_candidates:\n"
-        f"        if __nc_check({tensors}) and (__nc_shape_ok is None or __nc_shape_ok({call})):\n"
-        "            if __nc_target is not __nc_candidates[0][2]:\n"
-        "                __nc_promote(__nc_key, __nc_target)\n"
-        "            return __nc_target\n"
-        "    return None\n\n"
+        f"def fast({params}):\n    return {fast}\n\n"
+        f"def fingerprint({params}):\n    return {fingerprint}\n\n"
+        f"def object_key({params}):\n    return {object_key}\n\n"
+        # The object key first: it binds the locals (``_nc_oN``) that paths into argument objects go through.
+        f"def tensors({params}):\n    __nc_okey = {object_key}\n"
+        f"    return {tuple_source([t.expr for t in layout.all_tensors])}\n\n"
+        f"def argument_tensors({params}):\n    return {tuple_source([t.expr for t in layout.tensors])}\n\n"
         # The per-call path: the check inside try (a call of another structure raises there),
-        # the chosen callable outside it (its own exceptions are the user's). The loop repeats
-        # select's on purpose: one more Python call per call is a measurable share of the check.
-        f"def call({params}):\n"
+        # the chosen callable outside it (its own exceptions are the user's).
+        f"def call({live_params}):\n"
+        f"{resolve}"
         f"{entry_prologue[0]}"
         "    try:\n"
         f"        __nc_key = {fast}\n"
         "        __nc_candidates = __nc_table.get(__nc_key)\n"
         "        __nc_hit = None\n"
         "        if __nc_candidates is not None:\n"
-        "            for __nc_check, __nc_shape_ok, __nc_target in __nc_candidates:\n"
-        f"                if __nc_check({tensors}) and (__nc_shape_ok is None or __nc_shape_ok({call})):\n"
-        "                    __nc_hit = __nc_target\n"
-        "                    break\n"
+        f"            __nc_okey = __nc_verified({fingerprint})\n"
+        "            if __nc_okey is not None:\n"
+        "                for __nc_o, __nc_gs, __nc_check, __nc_shape_ok, __nc_target in __nc_candidates:\n"
+        f"                    if __nc_o is __nc_okey and __nc_gs() and __nc_check({arg_tensors}) and (\n"
+        f"                        __nc_shape_ok is None or __nc_shape_ok({call})\n"
+        "                    ):\n"
+        "                        __nc_hit = __nc_target\n"
+        "                        break\n"
         "    except Exception:\n"
         "        __nc_hit = None\n"
         "    if __nc_hit is None:\n"
         f"        return __nc_slow({rebuilt_args}, {rebuilt_kwargs})\n"
-        "    if __nc_hit is not __nc_candidates[0][2]:\n"
+        "    if __nc_hit is not __nc_candidates[0][4]:\n"
         "        __nc_promote(__nc_key, __nc_hit)\n"
         f"    return __nc_hit({call})\n"
     )
     table: dict[tuple[Any, ...], tuple[Candidate, ...]] = {}
-
+    verified = _watch.Verified()
     lock = threading.Lock()
 
     def promote(key: tuple[Any, ...], target: Callable[..., Any]) -> None:
         with lock:  # rare (a hit that was not first); never loses a candidate a compile adds meanwhile
             candidates = table.get(key, ())
-            table[key] = tuple(sorted(candidates, key=lambda candidate: candidate[2] is not target))
+            table[key] = tuple(sorted(candidates, key=lambda candidate: candidate[4] is not target))
 
     defined = define_like(
         fn,
         source,
         {
             **entry_prologue[1],
-            _GRAD_ENABLED: torch.is_grad_enabled,
+            **_namespace(fn),
+            "__nc_fn": fn,
+            "__nc_unset": UNSET,
             "__nc_table": table,
+            "__nc_verified": verified.get,
             "__nc_promote": promote,
             "__nc_slow": slow,
         },
         named_like=("call",),
+        own_defaults=("call",),
     )
     return Selector(
-        select=defined["select"],
         call=defined["call"],
-        key=defined["key"],
+        fast=defined["fast"],
+        fingerprint=defined["fingerprint"],
+        object_key=defined["object_key"],
         tensors=defined["tensors"],
+        argument_tensors=defined["argument_tensors"],
         paths=layout.paths,
+        module_part=layout.module_part,
         source=source,
         table=table,
+        verified=verified,
         lock=lock,
     )
 

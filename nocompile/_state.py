@@ -18,6 +18,7 @@ target is one atomic store, so concurrent callers always see either the old or t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -30,8 +31,8 @@ from typing import Any
 
 import torch
 
-from . import _artifacts, _bytecode_hook, _compat, _cudagraphs, _dump
-from ._arguments import ArgumentTree, bound_arguments, identity_snapshot, walk
+from . import _artifacts, _bytecode_hook, _compat, _cudagraphs, _dump, _watch
+from ._arguments import ArgumentTree, Kind, bound_arguments, identity_snapshot, walk
 from ._compiler import Compiled, compile_ahead, compile_in_process, describe_function, function_on_code
 from ._entry import TARGET, MethodFunction, build_direct_entry, prologue, prologue_globals
 from ._errors import GuardMismatchError, NoCompileError
@@ -73,13 +74,6 @@ class KeyTable:
     key_function: KeyFunction
     selector: Selector
 
-    def find(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[..., Any] | None:
-        """What the per-call path would run for this call, or None."""
-        try:
-            return self.selector.select(*args, **kwargs)
-        except Exception:  # the call does not have this table's structure
-            return None
-
 
 @dataclasses.dataclass(frozen=True)
 class InputCheck:
@@ -92,7 +86,13 @@ class InputCheck:
     table: KeyTable
     key: tuple[Any, ...]
     fast_key: tuple[Any, ...]
+    object_key: tuple[Any, ...]
     tensor_match: Any
+    """The C++ tensor check of every tensor of the call (verification, messages)."""
+    modules: tuple[torch.nn.Module, ...]
+    """The modules among the arguments and closure variables, whose trees the registration epoch watches."""
+    argument_match: Any
+    """The C++ tensor check of the tensors outside argument objects (every call)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +105,8 @@ class _Request:
     layout: CheckLayout
     key_function: KeyFunction
     key: tuple[Any, ...]
+    global_state: Any = None
+    modes: tuple[type, ...] = ()
 
     @property
     def signature(self) -> str:
@@ -169,6 +171,10 @@ class CompileState:
         self._compile_seconds = 0.0
         self._graph_pool = _cudagraphs.GraphPool() if self.options.cudagraphs else None
         self._set_target(self._first_call)
+        release: weakref.finalize[Any, Any] | None = getattr(self, "_epoch_release", None)
+        if release is not None:
+            release()  # stop watching registrations until a specialization is installed again
+        self._epoch_release: weakref.finalize[Any, Any] | None = None
 
     def _first_call(self, *args: Any, **kwargs: Any) -> Any:
         return self._slow_call(args, kwargs)
@@ -202,7 +208,7 @@ class CompileState:
         if self.options.guards != "inputs":
             return self._specs[0].call  # another thread compiled while we waited
         for table in self._tables:
-            target = table.find(args, kwargs)
+            target = self._verified_target(table, args, kwargs)
             if target is not None:
                 self._promote(table)
                 return target
@@ -252,6 +258,12 @@ class CompileState:
         opts, fn = self.options, self.function
         check = self._input_check(request) if opts.guards == "inputs" else None
         record = CompileRecord(signature=request.signature, unchecked=request.layout.unchecked)
+        # Torch's global state and function modes as the call arrived: what the code is compiled under.
+        request = dataclasses.replace(
+            request,
+            global_state=_compat.global_state_guard(),
+            modes=tuple(type(m) for m in _compat.torch_function_modes()),
+        )
         directory = _artifacts.cache_dir_for(opts) if opts.drops_guards else None
         self._compiling_thread = threading.get_ident()
         try:
@@ -313,6 +325,17 @@ class CompileState:
             spec.key = check.key
             spec.selector = check.table.selector
             spec.tensor_match = check.tensor_match
+            spec.argument_match = check.argument_match
+            spec.global_state = request.global_state
+            spec.torch_function_modes = request.modes
+            if made.origin == "compiled" and made.keeps_guards:
+                spec.guard_manager = _compat.dynamo_guard_manager(made.source_code)
+            if spec.guard_manager is None:  # verified by digests instead (see _baked_in_failure)
+                spec.module_digests = {
+                    root.path: _artifacts.module_digest(root.value)
+                    for root in request.tree.roots
+                    if root.kind is Kind.MODULE
+                }
         if self._graph_pool is not None:  # replay a CUDA graph of the call (captured on first use)
             after = walk(fn, request.args, request.kwargs, follow_modules=True)  # what the call left
             spec.call = _cudagraphs.GraphedCall.for_call(
@@ -344,11 +367,15 @@ class CompileState:
     def _input_check(self, request: _Request) -> InputCheck:
         """The call's keys and tensor check, for the table of its argument structure."""
         table = self._table_for(request)
+        args, kwargs = request.args, request.kwargs
         return InputCheck(
             table=table,
             key=request.key,
-            fast_key=table.selector.key(*request.args, **request.kwargs),
-            tensor_match=_tensor_match(request.layout.tensors),
+            fast_key=table.selector.fast(*args, **kwargs),
+            object_key=table.selector.object_key(*args, **kwargs),
+            tensor_match=_tensor_match(request.layout.all_tensors),
+            argument_match=_tensor_match(request.layout.tensors),
+            modules=tuple(n.value for n in request.tree.all_nodes() if n.kind is Kind.MODULE and not n.inside_object),
         )
 
     def _table_for(self, request: _Request) -> KeyTable:
@@ -389,9 +416,88 @@ class CompileState:
         table = check.table
         if table not in self._tables:
             self._tables.append(table)
+        if self._epoch_release is None:  # this state now watches registrations (see _watch)
+            _watch.EPOCH.acquire()
+            self._epoch_release = weakref.finalize(self, _watch.EPOCH.release)
+        for root in check.modules:
+            _watch.EPOCH.watch(root)
         shape_ok = spec.shape_check.fn if spec.shape_check is not None else None
-        table.selector.add(check.fast_key, (check.tensor_match.check, shape_ok, spec.call))
+        spec.object_key = table.selector.intern(check.object_key)
+        candidate = (spec.object_key, spec.global_state.check, check.argument_match.check, shape_ok, spec.call)
+        table.selector.add(check.fast_key, candidate)
         self._set_entry(self._tables[0].selector.call)
+
+    # -- verification: a call whose fingerprint is new (see _watch) --------------------------
+
+    def _verified_target(
+        self, table: KeyTable, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Callable[..., Any] | None:
+        """Under the lock: the specialization of ``table`` this call may run, verified, or None.
+
+        The per-call path found no verified fingerprint (or no candidate passing); here every
+        check runs in full: the object key (argument objects' attributes), every tensor, torch's
+        global state, the shape guards, and — when the module part of the fingerprint is new for
+        the candidate — Dynamo's guards on what the code baked in. A pass records the
+        fingerprint, so the next such call is fast again.
+        """
+        check = table.selector
+        candidates = check.candidates(args, kwargs)
+        if not candidates:
+            return None
+        try:
+            fingerprint = check.fingerprint(*args, **kwargs)
+            object_key = check.object_key(*args, **kwargs)
+            tensors = check.tensors(*args, **kwargs)
+        except Exception:  # the call does not have this table's structure inside its objects
+            return None
+        for candidate in candidates:
+            spec = self._spec_of(candidate[4])
+            if spec is None or spec.object_key != object_key:
+                continue
+            if not spec.global_state.check() or not spec.tensor_match.check(*tensors):
+                continue
+            if spec.shape_check is not None and not spec.shape_check(*args, **kwargs):
+                continue
+            module_part = fingerprint[: check.module_part]
+            if module_part not in spec.verified_modules:
+                if self._baked_in_failure(spec, args, kwargs) is not None:
+                    continue
+                if len(spec.verified_modules) >= _watch.MAX_VERIFIED:
+                    spec.verified_modules.clear()
+                spec.verified_modules.add(module_part)
+            check.verified.add(fingerprint, spec.object_key)
+            return spec.call
+        return None
+
+    def _spec_of(self, call: Callable[..., Any]) -> Specialization | None:
+        return next((s for s in self._specs if s.call is call), None)
+
+    def _baked_in_failure(self, spec: Specialization, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        """Why values the code baked in (attributes of modules, closure cells, globals, torch
+        function modes) no longer hold for this call, or None when they do.
+
+        With Dynamo's guard manager (an in-process compile): every guard Dynamo built, evaluated
+        directly. Without one (ahead of time or loaded from ``cache_dir``, or ``dispatch="dynamo"``):
+        the digest of each module argument and the torch-function modes, as compiled for.
+        """
+        fn = self.function
+        if spec.guard_manager is not None:
+            f_locals = bound_arguments(fn, args, kwargs)
+            for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False):
+                with contextlib.suppress(ValueError):  # an empty cell is absent from the frame too
+                    f_locals[name] = cell.cell_contents
+            return _compat.guard_failure(spec.guard_manager, f_locals)
+        modes = tuple(type(m) for m in _compat.torch_function_modes())
+        if modes != spec.torch_function_modes:
+            return f"torch function modes compiled for {spec.torch_function_modes}, now {modes}"
+        bound = bound_arguments(fn, args, kwargs)
+        for name, digest in spec.module_digests.items():
+            if _artifacts.module_digest(bound[name]) != digest:
+                return (
+                    f"{name}: its parameters, buffers, submodules or plain attributes differ from what this "
+                    f"specialization was compiled for ({spec.origin} without Dynamo's guards)"
+                )
+        return None
 
     def _promote(self, table: KeyTable) -> None:
         """Make ``table`` the one the fast path reads: the structure seen last is the one seen next.
@@ -426,6 +532,12 @@ class CompileState:
                 lines = [f"tensor check: {reason}"]
         if not lines and spec.shape_check is not None and not spec.shape_check(*args, **kwargs):
             lines = ["Dynamo's shape guards do not hold: " + " and ".join(spec.shape_check.expressions)]
+        if not lines and spec.global_state is not None and not spec.global_state.check():
+            lines = [f"torch's global state changed since compiling: {spec.global_state.reason().strip()}"]
+        if not lines:
+            failure = self._baked_in_failure(spec, args, kwargs)
+            if failure is not None:
+                lines = [f"a value the compiled code baked in changed (Dynamo's guard): {failure}"]
         return lines or ["the signature differs in a way nocompile could not pin down"]
 
     def _mismatch_error(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> GuardMismatchError:

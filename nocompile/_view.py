@@ -76,6 +76,22 @@ class Specialization:
     """``"compiled"`` in this process, or ``"loaded"`` from an artifact file."""
     artifact_path: str | None = None
     """The artifact file it was loaded from or saved to; ``None`` when not persisted."""
+    guard_manager: Any = None
+    """Under ``guards="inputs"``, compiled in this process: Dynamo's guard manager for this compile,
+    evaluated (without Dynamo's frame hook) when the watch sees a change (``_watch``)."""
+    global_state: Any = None
+    """Under ``guards="inputs"``: Dynamo's check of torch's global state as the compiling call had it."""
+    argument_match: Any = None
+    """Under ``guards="inputs"``: the C++ tensor check of the tensors outside argument objects (per call)."""
+    object_key: tuple[Any, ...] = ()
+    """Under ``guards="inputs"``: the argument objects' part of the key, as the compiling call had it."""
+    module_digests: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Without a guard manager (ahead of time, loaded, ``dispatch="dynamo"``): a digest of each module
+    argument as compiled for, what a change the watch sees is verified against."""
+    torch_function_modes: tuple[type, ...] = ()
+    """The classes of the torch-function modes active when it compiled."""
+    verified_modules: set[tuple[Any, ...]] = dataclasses.field(default_factory=set)
+    """The module parts of fingerprints this specialization was verified under (``_state``)."""
 
     def signature(self) -> str:
         """The compiled-for signature as text (``guards="inputs"`` only)."""

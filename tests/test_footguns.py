@@ -2,7 +2,8 @@
 
 Under guards="none" the silently-wrong cases are shown as silent: these tests assert the WRONG
 answer on purpose, so that a change in behaviour is noticed. Under guards="inputs" each is an
-error, except what the check cannot see (a global the function reads), pinned as such.
+error, except what its per-call fingerprint does not see (``nocompile._watch``: a plain attribute
+of a submodule, a class attribute of an argument object), pinned as such.
 """
 
 from __future__ import annotations
@@ -134,46 +135,67 @@ def test_inputs_grad_mode_raises() -> None:
         f(w)
 
 
-def test_inputs_changed_global_is_not_seen_unchecked() -> None:
-    """The check covers arguments, not globals: a global changed after compiling is NOT seen."""
+def test_inputs_changed_global_is_caught() -> None:
+    """The function's globals are watched: a global changed after compiling is a mismatch, also
+    after calls that verified the first value."""
     global OFFSET
     f = compile_once(backend="eager")(read_global)
     x = torch.zeros(1)
     f(x)
+    f(x)  # verified: the fast path from here on
     OFFSET = 10.0
     try:
-        torch.testing.assert_close(f(x), torch.ones(1))  # WRONG on purpose: unchecked by design
+        with pytest.raises(GuardMismatchError, match=r"G\['OFFSET'\] == 1.0"):
+            f(x)
     finally:
         OFFSET = 1.0
+    torch.testing.assert_close(f(x), torch.ones(1))
 
 
-def test_inputs_submodule_training_flag_is_unchecked() -> None:
-    """Only the training flag of module *arguments* (self) is checked, not of submodules."""
+class Outer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = Dropper()
 
-    class Outer(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = Dropper()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.inner(x)
 
+def test_inputs_submodule_training_flag_set_alone_is_unchecked() -> None:
+    """The fingerprint watches self's own dicts, not each submodule's: ``model.inner.train()``
+    alone, after a verified call, is NOT seen (``model.train()`` is: it sets self.training too)."""
     module = Outer().eval()
     f = compile_once(backend="eager")(Outer.forward).__get__(module)
     f(torch.ones(2))
-    module.inner.train()  # self.training unchanged
+    f(torch.ones(2))  # verified
+    module.inner.train()  # self.training unchanged, self.__dict__ untouched
     torch.testing.assert_close(f(torch.ones(2)), torch.ones(2))  # WRONG on purpose
+    module.train()
+    with pytest.raises(GuardMismatchError, match="training"):
+        f(torch.ones(2))
+
+
+def test_inputs_submodule_change_is_caught_when_anything_watched_changes_with_it() -> None:
+    """A change the fingerprint does not see is still caught when the next call's fingerprint is
+    new for another reason (here: the first call after compiling is always verified)."""
+    module = Outer().eval()
+    f = compile_once(backend="eager")(Outer.forward).__get__(module)
+    f(torch.ones(2))
+    module.inner.train()
+    with pytest.raises(GuardMismatchError, match=r"_modules\['inner'\]\.training == False"):
+        f(torch.ones(2))
 
 
 def test_inputs_class_attributes_of_argument_objects_are_unchecked() -> None:
-    # Instance attributes of an argument object are checked (tests/test_object_arguments.py);
-    # class attributes, properties and __slots__ are not.
+    # Instance attributes of an argument object are watched (tests/test_object_arguments.py);
+    # class attributes, properties and __slots__ are not, once a call verified them.
     class Config:
         scale = 2.0
 
     cfg = Config()
     f = compile_once(backend="eager")(lambda x, c: x * c.scale)
     f(torch.ones(1), cfg)
+    f(torch.ones(1), cfg)  # verified
     Config.scale = 3.0
     torch.testing.assert_close(f(torch.ones(1), cfg), torch.full((1,), 2.0))  # WRONG on purpose
 
