@@ -483,3 +483,24 @@ def guard_failure(manager: Any, f_locals: dict[str, Any]) -> str | None:
         where = where.strip(" #")
         parts.append(f"{check.strip()} (read at {where})" if where else check.strip())
     return "; ".join(parts) if parts else "a Dynamo guard failed"
+
+
+#: The dicts an ``nn.Module`` keeps its state in: plain attributes, parameters, buffers, submodules.
+MODULE_DICTS = ("__dict__", "_parameters", "_buffers", "_modules")
+
+
+def first_parameter_path(module: torch.nn.Module, depth: int = 0) -> str | None:
+    """The suffix (``._modules['0']._parameters['weight']``) reaching ``module``'s first parameter
+    through its ``_parameters`` and ``_modules`` dicts (no ``__getattr__``), or None when it has
+    none within a few levels."""
+    for name, p in module._parameters.items():
+        if p is not None:
+            return f"._parameters[{name!r}]"
+    if depth >= 6:
+        return None
+    for name, sub in module._modules.items():
+        if sub is not None:
+            found = first_parameter_path(sub, depth + 1)
+            if found is not None:
+                return f"._modules[{name!r}]{found}"
+    return None

@@ -128,6 +128,19 @@ def keeps_guards(options: CompileOptions) -> bool:
     return options.guards == "dynamo" or (options.guards == "inputs" and options.dispatch == "bytecode")
 
 
+def _implied_options(options: CompileOptions) -> dict[str, Any]:
+    """Inductor options a guard policy implies (the user's ``options=`` override them).
+
+    Under ``guards="inputs"`` the generated code's per-input ``assert_size_stride`` checks what
+    the input check already checks for arguments, and what the watch verifies for parameters and
+    buffers replaced through registration: ``size_asserts`` is off. Under ``"none"`` they stay:
+    the only check that stops a call of another shape from reading out of bounds.
+    """
+    if options.guards == "inputs" and options.backend == "inductor":
+        return {"size_asserts": False}
+    return {}
+
+
 def _compile_kwargs(options: CompileOptions, guards: _GuardCollector, recording: bool = True) -> dict[str, Any]:
     """``torch.compile``'s keyword arguments (beside ``fullgraph``/``dynamic``) for these options.
 
@@ -144,7 +157,7 @@ def _compile_kwargs(options: CompileOptions, guards: _GuardCollector, recording:
             "options": {"guard_filter_fn": guards},
         }
     mode_options = _compat.inductor_mode_options(options.mode) if options.mode else {}
-    backend_options = {**mode_options, **dict(options.options or {})}
+    backend_options = {**_implied_options(options), **mode_options, **dict(options.options or {})}
     if not recording:  # torch's ahead-of-time save needs torch.compile's own backend object
         return {"backend": options.backend, "options": {**backend_options, "guard_filter_fn": guards}}
     return {

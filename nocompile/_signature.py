@@ -208,9 +208,14 @@ class _KeyWriter:
 
     @staticmethod
     def module_prints_of(module: torch.nn.Module, expr: str, prints: list[str]) -> None:
-        """A module's class, its four dicts, and the dicts of plain objects it holds (a config)."""
+        """A module's class, its four dicts, the dicts of plain objects it holds (a config), and
+        the dtype and device of its first parameter: ``model.half()`` and ``model.to(device)``
+        convert every parameter in place (``param.data = ...``), which no dict shows."""
         prints.append(f"{expr}.__class__")
-        prints.extend(f"{_FINGERPRINT}({expr}.{d})" for d in ("__dict__", "_parameters", "_buffers", "_modules"))
+        prints.extend(f"{_FINGERPRINT}({expr}.{d})" for d in _compat.MODULE_DICTS)
+        sentinel = _compat.first_parameter_path(module)
+        if sentinel is not None:
+            prints += [f"{expr}{sentinel}.dtype", f"{expr}{sentinel}.device"]
         for name, value in vars(module).items():
             if name.startswith(STATE_ATTRIBUTE_PREFIX):  # nocompile's own state: changes on every call
                 continue
@@ -401,11 +406,9 @@ def _namespace(fn: types.FunctionType) -> dict[str, Any]:
     }
 
 
-#: One specialization a selector may pick: the object key it was verified for, its global-state
-#: check, its tensor check (tensors outside argument objects), its shape check (or None), its callable.
-Candidate = tuple[
-    tuple[Any, ...], Callable[[], bool], Callable[..., bool], "Callable[..., bool] | None", Callable[..., Any]
-]
+#: One specialization a selector may pick: its global-state check, its tensor check (tensors
+#: outside argument objects), its shape check (or None), its callable.
+Candidate = tuple[Callable[[], bool], Callable[..., bool], "Callable[..., bool] | None", Callable[..., Any]]
 
 
 @dataclasses.dataclass
@@ -413,21 +416,23 @@ class Selector:
     """The per-call check of ``guards="inputs"`` for one argument structure.
 
     ``call(*args, **kwargs)`` is the per-call path itself, one generated frame with the decorated
-    function's parameters: it computes the *fast key* (scalar values and types, container
-    structure, ``training``, grad mode, which tensors are the same object) and the *fingerprint*
-    (``_watch``), looks the fingerprint up among the verified ones (which gives the object key
-    the argument objects had when it was verified) and the fast key among the compiled
-    specializations, and calls the first candidate whose object key is that one and whose
-    global-state check, C++ tensor check and shape guards pass. Anything else — a new
-    fingerprint, a miss, a call of another structure — goes to ``slow(args, kwargs)``, which
-    verifies (``verify_inputs``), compiles or raises. A hit that was not first moves to the front.
+    function's parameters. It computes one tuple, the *fast key* (scalar values and types,
+    container structure, ``training``, grad mode, which tensors are the same object) followed by
+    the *fingerprint* (``_watch``), and looks it up in ``verified``: the candidates verified for
+    exactly this key, whose argument objects, module attributes, globals and closures were found
+    to be what they were compiled for. It calls the first whose global-state check, C++ tensor
+    check and shape guards pass. Anything else — a new fingerprint, a miss, a call of another
+    structure — goes to ``slow(args, kwargs)``, which verifies, compiles or raises. A hit that was
+    not first moves to the front.
 
-    ``fast``, ``fingerprint``, ``object_key``, ``tensors`` (every tensor, for the verification and
-    messages) and ``argument_tensors`` are the same computations one by one, for the slow path.
+    ``table`` holds every candidate by fast key alone, for the slow path; ``fast``,
+    ``verified_key``, ``fingerprint``, ``object_key``, ``tensors`` (every tensor) and
+    ``argument_tensors`` are the per-call computations one by one.
     """
 
     call: Callable[..., Any]
     fast: KeyFn
+    verified_key: KeyFn
     fingerprint: KeyFn
     object_key: KeyFn
     tensors: Callable[..., tuple[torch.Tensor, ...]]
@@ -438,18 +443,18 @@ class Selector:
     table: dict[tuple[Any, ...], tuple[Candidate, ...]]
     verified: _watch.Verified
     lock: threading.Lock
-    """Taken by ``add`` and by the generated code's reordering, so neither loses the other's candidate."""
-    object_keys: dict[tuple[Any, ...], tuple[Any, ...]] = dataclasses.field(default_factory=dict)
-    """Equal object keys as one tuple object, so the per-call path compares them by identity."""
+    """Taken by ``add``, ``verify`` and the generated code's reordering, so none loses another's candidate."""
 
     def add(self, key: tuple[Any, ...], candidate: Candidate) -> None:
-        """Make ``candidate`` the first one under ``key``."""
+        """Make ``candidate`` the first one under the fast key ``key``."""
         with self.lock:
             self.table[key] = (candidate, *self.table.get(key, ()))
 
-    def intern(self, object_key: tuple[Any, ...]) -> tuple[Any, ...]:
-        """The one tuple object standing for every object key equal to ``object_key``."""
-        return self.object_keys.setdefault(object_key, object_key)
+    def verify(self, key: tuple[Any, ...], candidate: Candidate) -> None:
+        """Make ``candidate`` the first one the per-call path tries for ``key`` (a ``verified_key``)."""
+        with self.lock:
+            others = tuple(c for c in self.verified.get(key, ()) if c is not candidate)
+            self.verified.add(key, (candidate, *others))
 
     def candidates(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Candidate, ...]:
         """The candidates under this call's fast key (empty for a call of another structure)."""
@@ -489,6 +494,7 @@ def selector(
     params, call = parameter_list(fn), call_list(fn)
     fast = tuple_source([e.expr for e in layout.fast])
     fingerprint = tuple_source(list(layout.fingerprint))
+    verified_key = tuple_source([*(e.expr for e in layout.fast), *layout.fingerprint])
     object_key = tuple_source([e.expr for e in layout.object_elements])
     arg_tensors = ", ".join(t.expr for t in layout.tensors)
     rebuilt_args, rebuilt_kwargs = pass_on(fn)
@@ -496,6 +502,7 @@ def selector(
     source = (
         f"def fast({params}):\n    return {fast}\n\n"
         f"def fingerprint({params}):\n    return {fingerprint}\n\n"
+        f"def verified_key({params}):\n    return {verified_key}\n\n"
         f"def object_key({params}):\n    return {object_key}\n\n"
         # The object key first: it binds the locals (``_nc_oN``) that paths into argument objects go through.
         f"def tensors({params}):\n    __nc_okey = {object_key}\n"
@@ -507,23 +514,21 @@ def selector(
         f"{resolve}"
         f"{entry_prologue[0]}"
         "    try:\n"
-        f"        __nc_key = {fast}\n"
-        "        __nc_candidates = __nc_table.get(__nc_key)\n"
+        f"        __nc_key = {verified_key}\n"
+        "        __nc_candidates = __nc_verified(__nc_key)\n"
         "        __nc_hit = None\n"
         "        if __nc_candidates is not None:\n"
-        f"            __nc_okey = __nc_verified({fingerprint})\n"
-        "            if __nc_okey is not None:\n"
-        "                for __nc_o, __nc_gs, __nc_check, __nc_shape_ok, __nc_target in __nc_candidates:\n"
-        f"                    if __nc_o is __nc_okey and __nc_gs() and __nc_check({arg_tensors}) and (\n"
-        f"                        __nc_shape_ok is None or __nc_shape_ok({call})\n"
-        "                    ):\n"
-        "                        __nc_hit = __nc_target\n"
-        "                        break\n"
+        "            for __nc_gs, __nc_check, __nc_shape_ok, __nc_target in __nc_candidates:\n"
+        f"                if __nc_gs() and __nc_check({arg_tensors}) and (\n"
+        f"                    __nc_shape_ok is None or __nc_shape_ok({call})\n"
+        "                ):\n"
+        "                    __nc_hit = __nc_target\n"
+        "                    break\n"
         "    except Exception:\n"
         "        __nc_hit = None\n"
         "    if __nc_hit is None:\n"
         f"        return __nc_slow({rebuilt_args}, {rebuilt_kwargs})\n"
-        "    if __nc_hit is not __nc_candidates[0][4]:\n"
+        "    if __nc_hit is not __nc_candidates[0][3]:\n"
         "        __nc_promote(__nc_key, __nc_hit)\n"
         f"    return __nc_hit({call})\n"
     )
@@ -532,9 +537,9 @@ def selector(
     lock = threading.Lock()
 
     def promote(key: tuple[Any, ...], target: Callable[..., Any]) -> None:
-        with lock:  # rare (a hit that was not first); never loses a candidate a compile adds meanwhile
-            candidates = table.get(key, ())
-            table[key] = tuple(sorted(candidates, key=lambda candidate: candidate[4] is not target))
+        with lock:  # rare (a hit that was not first); never loses a candidate added meanwhile
+            candidates = verified.get(key, ())
+            verified.add(key, tuple(sorted(candidates, key=lambda candidate: candidate[3] is not target)))
 
     defined = define_like(
         fn,
@@ -556,6 +561,7 @@ def selector(
         call=defined["call"],
         fast=defined["fast"],
         fingerprint=defined["fingerprint"],
+        verified_key=defined["verified_key"],
         object_key=defined["object_key"],
         tensors=defined["tensors"],
         argument_tensors=defined["argument_tensors"],

@@ -422,8 +422,8 @@ class CompileState:
         for root in check.modules:
             _watch.EPOCH.watch(root)
         shape_ok = spec.shape_check.fn if spec.shape_check is not None else None
-        spec.object_key = table.selector.intern(check.object_key)
-        candidate = (spec.object_key, spec.global_state.check, check.argument_match.check, shape_ok, spec.call)
+        spec.object_key = check.object_key
+        candidate = (spec.global_state.check, check.argument_match.check, shape_ok, spec.call)
         table.selector.add(check.fast_key, candidate)
         self._set_entry(self._tables[0].selector.call)
 
@@ -445,13 +445,14 @@ class CompileState:
         if not candidates:
             return None
         try:
+            key = check.verified_key(*args, **kwargs)
             fingerprint = check.fingerprint(*args, **kwargs)
             object_key = check.object_key(*args, **kwargs)
             tensors = check.tensors(*args, **kwargs)
         except Exception:  # the call does not have this table's structure inside its objects
             return None
         for candidate in candidates:
-            spec = self._spec_of(candidate[4])
+            spec = self._spec_of(candidate[3])
             if spec is None or spec.object_key != object_key:
                 continue
             if not spec.global_state.check() or not spec.tensor_match.check(*tensors):
@@ -465,7 +466,7 @@ class CompileState:
                 if len(spec.verified_modules) >= _watch.MAX_VERIFIED:
                     spec.verified_modules.clear()
                 spec.verified_modules.add(module_part)
-            check.verified.add(fingerprint, spec.object_key)
+            check.verify(key, candidate)
             return spec.call
         return None
 

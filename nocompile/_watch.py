@@ -111,18 +111,19 @@ dict_fingerprint: Callable[[dict[str, Any]], Hashable] = _compat.DICT_VERSION or
 
 
 class Verified:
-    """The fingerprints one argument structure was verified under, each with its object key.
+    """What the per-call path may run for each key it has verified (fast key + fingerprint).
 
-    ``get(fingerprint)`` (per call) returns the object key verified for it, or None. ``add``
-    (slow path, under the state's lock) records one; beyond ``MAX_VERIFIED`` the oldest goes.
+    ``get(key)`` (per call) gives the candidates verified for that key, or None. ``add`` (slow
+    path) records them; beyond ``MAX_VERIFIED`` keys the oldest goes.
     """
 
     def __init__(self) -> None:
         self.table: dict[Hashable, tuple[Any, ...]] = {}
         self.get = self.table.get
 
-    def add(self, fingerprint: Hashable, object_key: tuple[Any, ...]) -> None:
-        self.table[fingerprint] = object_key
+    def add(self, key: Hashable, candidates: tuple[Any, ...]) -> None:
+        self.table.pop(key, None)  # re-inserted last: the newest is the last to be forgotten
+        self.table[key] = candidates
         while len(self.table) > MAX_VERIFIED:
             del self.table[next(iter(self.table))]
 

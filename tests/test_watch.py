@@ -1,0 +1,345 @@
+"""The watch of ``guards="inputs"`` (``nocompile._watch``): the per-call fingerprint, and what it
+costs and catches once a call has been verified (the steady state of a serving loop).
+
+Every mutation test first makes two calls — the compile, then the call that verifies the
+fingerprint — so the change meets the per-call check alone, as it would in a long-running
+process. Tests that count slow-path calls pin that nothing is re-verified while nothing changed.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.modules import module as module_hooks
+
+from nocompile import GuardMismatchError, _watch, compile_once
+
+
+def count_slow_calls(compiled: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record every call that leaves the per-call path (``__nc_slow`` of each selector)."""
+    state = getattr(compiled, "_state", None) or compiled.state
+    seen: list[int] = []
+    for table in state._tables:
+        namespace = table.selector.call.__globals__
+        original = namespace["__nc_slow"]
+
+        def counting(args: Any, kwargs: Any, original: Callable[..., Any] = original) -> Any:
+            seen.append(1)
+            return original(args, kwargs)
+
+        monkeypatch.setitem(namespace, "__nc_slow", counting)
+    return seen
+
+
+# -- argument objects (a KV cache and its layers) ----------------------------------------------
+
+
+class Layer:
+    def __init__(self, length: int = 4) -> None:
+        self.keys = torch.zeros(length, 2)
+        self.length = length
+        self.ready = True
+
+
+class Cache:
+    def __init__(self, layers: int = 3) -> None:
+        self.layers = [Layer() for _ in range(layers)]
+        self.step = 0
+
+
+def read_cache(x: torch.Tensor, cache: Cache) -> torch.Tensor:
+    total = x
+    for layer in cache.layers:
+        layer.keys.add_(1)  # in place: a static cache's update
+        total = total + layer.keys.sum() * layer.length * (2 if getattr(layer, "ready", False) else 1) + cache.step
+    return total
+
+
+def eager_cache(x: torch.Tensor, cache: Cache) -> torch.Tensor:
+    return read_cache(x, cache)
+
+
+MUTATIONS: dict[str, Callable[[Cache], None]] = {
+    "an int attribute of a layer": lambda c: setattr(c.layers[1], "length", 7),
+    "a bool attribute of a layer": lambda c: setattr(c.layers[2], "ready", False),
+    "an int attribute of the cache": lambda c: setattr(c, "step", 3),
+    "a tensor replaced by one of another shape": lambda c: setattr(c.layers[0], "keys", torch.zeros(6, 2)),
+    "a tensor replaced by one of another dtype": lambda c: setattr(c.layers[0], "keys", torch.zeros(4, 2).double()),
+    "an attribute added": lambda c: setattr(c.layers[1], "extra", 1),
+    "an attribute removed": lambda c: delattr(c.layers[1], "ready"),
+    "a layer replaced by an equal-looking new one": lambda c: c.layers.__setitem__(1, _equal_looking(c.layers[1])),
+    "a layer appended": lambda c: c.layers.append(Layer()),
+}
+
+
+def _equal_looking(layer: Layer) -> Layer:
+    new = Layer(layer.length)
+    new.keys = torch.zeros(6, 2)  # same attributes, same names; a tensor of another shape
+    return new
+
+
+@pytest.mark.parametrize("mutation", list(MUTATIONS))
+def test_a_change_to_an_argument_object_after_verified_calls_is_caught(mutation: str) -> None:
+    f = compile_once(backend="eager")(read_cache)
+    cache, x = Cache(), torch.zeros(1)
+    f(x, cache)
+    f(x, cache)  # verified: the fast path from here on
+    f(x, cache)
+    MUTATIONS[mutation](cache)
+    try:
+        with pytest.raises(GuardMismatchError):
+            f(x, cache)
+    except AssertionError:
+        raise
+    except Exception as exc:  # pragma: no cover - a clearer failure than an unrelated error
+        pytest.fail(f"{mutation}: {type(exc).__name__}: {exc}")
+
+
+@pytest.mark.parametrize("mutation", list(MUTATIONS))
+def test_a_change_to_an_argument_object_recompiles_and_matches_eager(mutation: str) -> None:
+    f = compile_once(backend="eager", on_mismatch="recompile")(read_cache)
+    compiled_cache, eager_cache_ = Cache(), Cache()
+    x = torch.zeros(1)
+    for _ in range(2):
+        torch.testing.assert_close(f(x, compiled_cache), eager_cache(x, eager_cache_))
+    MUTATIONS[mutation](compiled_cache)
+    MUTATIONS[mutation](eager_cache_)
+    for _ in range(2):
+        torch.testing.assert_close(f(x, compiled_cache), eager_cache(x, eager_cache_))
+    assert f.stats.compiles == 2
+
+
+def test_nothing_is_reverified_while_the_argument_object_is_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-place tensor updates (a static cache's writes) change no dict: every call stays fast."""
+    f = compile_once(backend="eager")(read_cache)
+    cache, x = Cache(layers=8), torch.zeros(1)
+    f(x, cache)
+    f(x, cache)
+    slow = count_slow_calls(f, monkeypatch)
+    for _ in range(10):
+        f(x, cache)
+    assert slow == []
+
+
+def test_a_new_argument_object_is_verified_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new cache per generate(): one verification on its first call, then the fast path."""
+    f = compile_once(backend="eager")(read_cache)
+    x = torch.zeros(1)
+    f(x, Cache())
+    f(x, Cache())
+    slow = count_slow_calls(f, monkeypatch)
+    fresh = Cache()
+    for _ in range(5):
+        f(x, fresh)
+    assert slow == [1]
+    assert f.stats.compiles == 1
+
+
+# -- self: attributes baked into the compiled code ---------------------------------------------
+
+
+class Scaled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+        self.act = nn.ReLU()
+        self.scale = 2.0
+        self.repeats = 2
+        self.config = type("Config", (), {})()
+        self.config.shift = 1.0
+
+    @compile_once(backend="eager")
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.repeats):
+            x = self.act(self.linear(x)) * self.scale
+        return x + self.config.shift
+
+
+SELF_CHANGES: dict[str, Callable[[Scaled], None]] = {
+    "a float attribute": lambda m: setattr(m, "scale", 3.0),
+    "an int attribute": lambda m: setattr(m, "repeats", 3),
+    "a submodule replaced": lambda m: setattr(m, "act", nn.Tanh()),
+    "an attribute of its config object": lambda m: setattr(m.config, "shift", 2.0),
+    "a parameter replaced by one of another shape": lambda m: setattr(m.linear, "bias", nn.Parameter(torch.zeros(1))),
+    "a parameter replaced by one of another dtype": lambda m: setattr(
+        m.linear, "weight", nn.Parameter(m.linear.weight.detach().double())
+    ),
+    "a parameter replaced on another device": lambda m: setattr(
+        m.linear, "weight", nn.Parameter(torch.empty(4, 4, device="meta"))
+    ),
+    "the whole model converted in place (.double())": lambda m: m.double(),
+    "an attribute deleted": lambda m: delattr(m, "repeats"),
+}
+
+
+@pytest.mark.parametrize("change", list(SELF_CHANGES))
+def test_a_change_to_self_after_verified_calls_is_caught(change: str) -> None:
+    model, x = Scaled(), torch.randn(2, 4)
+    with torch.no_grad():
+        model(x)
+        model(x)
+        model(x)
+        SELF_CHANGES[change](model)
+        with pytest.raises((GuardMismatchError, AttributeError)) as caught:
+            model(x)
+    if change == "an attribute deleted":  # eager raises AttributeError too; the check must not run stale code
+        assert caught.type in (GuardMismatchError, AttributeError)
+    else:
+        assert caught.type is GuardMismatchError, caught.value
+
+
+def test_a_submodule_hook_only_registration_does_not_reverify(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registrations on modules outside the watched tree (a temporary ModuleList, as Hugging Face
+    models make by slicing their layers on every forward) do not touch the fingerprint."""
+
+    class Sliced(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = nn.ModuleList(nn.Linear(4, 4) for _ in range(3))
+
+        @compile_once(backend="eager")
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for layer in self.layers[:2]:  # a new ModuleList each call: registrations
+                x = layer(x)
+            return x
+
+    model, x = Sliced(), torch.randn(1, 4)
+    with torch.no_grad():
+        model(x)
+        model(x)
+        slow = count_slow_calls(model.forward, monkeypatch)
+        for _ in range(5):
+            torch.testing.assert_close(model(x), model.layers[1](model.layers[0](x)))
+            nn.ModuleList([nn.Linear(2, 2)])  # a registration elsewhere in the process
+    assert slow == []
+
+
+def test_the_registration_hooks_are_removed_with_the_last_state() -> None:
+    gc.collect()
+    before = len(module_hooks._global_module_registration_hooks)
+    users = _watch.EPOCH._users
+    model = Scaled()
+    model(torch.randn(1, 4))
+    assert _watch.EPOCH.installed and _watch.EPOCH._users == users + 1
+    model.forward.reset()
+    assert _watch.EPOCH._users == users
+    model(torch.randn(1, 4))
+    del model
+    gc.collect()
+    assert _watch.EPOCH._users == users
+    assert len(module_hooks._global_module_registration_hooks) == before
+
+
+# -- the fingerprint without dict version tags (Python 3.13) -----------------------------------
+
+
+def test_the_fingerprint_without_version_tags_sees_every_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    d: dict[str, Any] = {"a": 1, "t": torch.zeros(2)}
+    before = _watch._contents(d)
+    assert _watch._contents(d) == before
+    d["t"].add_(1)  # in place: the same object
+    assert _watch._contents(d) == before
+    for change in (
+        lambda: d.__setitem__("a", 2),
+        lambda: d.__setitem__("b", 1),
+        lambda: d.__setitem__("t", torch.zeros(2)),
+    ):
+        change()
+        assert _watch._contents(d) != before
+        before = _watch._contents(d)
+
+
+def test_calls_bind_the_current_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defaults are read at the call, as Python does, under every policy."""
+
+    def scaled(x: torch.Tensor, k: int = 2, *, shift: float = 0.0) -> torch.Tensor:
+        return x * k + shift
+
+    for guards in ("none", "inputs", "dynamo"):
+        f = compile_once(backend="eager", guards=guards, on_mismatch="recompile")(scaled)
+        x = torch.ones(2)
+        torch.testing.assert_close(f(x), x * 2)
+        scaled.__defaults__ = (3,)
+        scaled.__kwdefaults__ = {"shift": 1.0}
+        if guards == "none":  # the value is baked in: nothing checks it (documented)
+            torch.testing.assert_close(f(x), x * 2)
+        else:
+            torch.testing.assert_close(f(x), x * 3 + 1)
+        torch.testing.assert_close(f(x, 2, shift=0.0), x * 2)
+        scaled.__defaults__, scaled.__kwdefaults__ = (2,), {"shift": 0.0}
+
+
+def iter_layers(n: int) -> Iterator[Layer]:
+    return (Layer() for _ in range(n))
+
+
+# -- parameters replaced, under every policy (inductor's size asserts) ---------------------------
+
+
+def _project(self: Any, x: torch.Tensor) -> torch.Tensor:
+    return self.linear(x).relu()
+
+
+def _projection_class(guards: str, backend: str, on_mismatch: str = "recompile") -> type[nn.Module]:
+    return type(
+        f"Projection_{guards}_{backend}",
+        (nn.Module,),
+        {
+            "__init__": lambda self: (nn.Module.__init__(self), setattr(self, "linear", nn.Linear(4, 4)))[0],
+            "forward": compile_once(backend=backend, guards=guards, on_mismatch=on_mismatch)(_project),
+        },
+    )
+
+
+REPLACEMENTS: dict[str, Callable[[nn.Linear], nn.Parameter]] = {
+    "another shape": lambda lin: nn.Parameter(torch.randn(4, 6)),
+    "another dtype": lambda lin: nn.Parameter(lin.weight.detach().double()),
+}
+# Another device (a meta weight) is caught under "raise" in SELF_CHANGES; compiled for, it is
+# a Dynamo error where eager mixes devices, so it has no row here.
+
+
+@pytest.mark.parametrize("replacement", list(REPLACEMENTS))
+@pytest.mark.parametrize("guards", ["inputs", "dynamo"])
+def test_a_replaced_parameter_never_runs_the_old_code(guards: str, replacement: str) -> None:
+    """inputs: the registration is seen, Dynamo's guards re-verify, the call recompiles (or
+    raises with on_mismatch="raise"); dynamo: Dynamo recompiles. Either way eager's answer, or
+    eager's own error (a weight of another shape does not fit the input)."""
+    model, x = _projection_class(guards, "eager")(), torch.randn(2, 4)
+    with torch.no_grad():
+        model(x)
+        model(x)
+        model.linear.weight = REPLACEMENTS[replacement](model.linear)
+        try:
+            expected = _project(model, x)
+        except RuntimeError:
+            with pytest.raises(RuntimeError):
+                model(x)
+            return
+        got = model(x)
+    assert got.dtype == expected.dtype and got.device == expected.device and got.shape == expected.shape
+    torch.testing.assert_close(got, expected)
+    assert model.forward.stats.compiles == 2
+
+
+def test_inputs_turns_inductors_size_asserts_off_and_catches_a_replaced_parameter_itself() -> None:
+    """The one inductor compile of this file: under guards="inputs" the generated code asserts
+    no input sizes (the check covers them), and a parameter replaced with one of another shape
+    is a GuardMismatchError from nocompile, not an AssertionError from inductor's generated code."""
+    from nocompile import _compiler
+    from nocompile._options import CompileOptions
+
+    assert _compiler._implied_options(CompileOptions(guards="inputs")) == {"size_asserts": False}
+    assert _compiler._implied_options(CompileOptions(guards="none")) == {}
+    model, x = _projection_class("inputs", "inductor", on_mismatch="raise")(), torch.randn(2, 4)
+    with torch.no_grad():
+        model(x)
+        model(x)
+        model.linear.bias = nn.Parameter(torch.zeros(1))  # another shape that still broadcasts
+        with pytest.raises(GuardMismatchError, match="size mismatch"):
+            model(x)
