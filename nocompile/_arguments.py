@@ -127,7 +127,9 @@ class Node:
     """OBJECT and MODULE nodes: the local name its children's expressions read it through (the
     input check binds it with ``:=`` where it first reads the object)."""
     dynamic_dims: tuple[int, ...] = ()
-    """TENSOR nodes that are whole parameters: the dims ``dynamic=`` marks (existing dims only)."""
+    """TENSOR nodes: the dims compiled as dynamic sizes (``dynamic=`` on a parameter, or automatic)."""
+    dynamic_int: bool = False
+    """SCALAR int nodes compiled as a dynamic int (automatic dynamic): its value is not baked in."""
     varkw: bool = False
     """The ``**kwargs`` parameter itself (its keys are compared sorted)."""
     note: str = ""
@@ -191,8 +193,16 @@ class ArgumentTree:
 
 
 class _Walker:
-    def __init__(self, dynamic: Mapping[str, tuple[int, ...]], follow_modules: bool) -> None:
+    def __init__(
+        self,
+        dynamic: Mapping[str, tuple[int, ...]],
+        follow_modules: bool,
+        dynamic_paths: Mapping[str, tuple[int, ...]],
+        dynamic_ints: frozenset[str],
+    ) -> None:
         self.dynamic = dynamic
+        self.dynamic_paths = dynamic_paths
+        self.dynamic_ints = dynamic_ints
         self.follow_modules = follow_modules
         self.count = 0
         self.locals = 0
@@ -211,8 +221,11 @@ class _Walker:
         kind = classify(value)
         node = Node(kind, path, expr, value, depth, parameter=parameter, inside_object=inside, closure=closure)
         if kind is Kind.TENSOR:
-            if parameter is not None:
-                node.dynamic_dims = tuple(d for d in self.dynamic.get(parameter, ()) if d < value.ndim)
+            dims = set(self.dynamic.get(parameter, ())) if parameter is not None else set()
+            dims.update(self.dynamic_paths.get(path, ()))
+            node.dynamic_dims = tuple(sorted(d for d in dims if d < value.ndim))
+        elif kind is Kind.SCALAR:
+            node.dynamic_int = path in self.dynamic_ints and type(value) is int
         elif kind is Kind.SEQUENCE:
             for i, item in enumerate(value):
                 node.children.append(
@@ -238,6 +251,8 @@ class _Walker:
         self.locals += 1
         node.local = f"_nc_o{self.locals}" if node.expr is not None else None
         for name, item in list(vars(node.value).items()):
+            if name.startswith(STATE_ATTRIBUTE_PREFIX):  # nocompile's own state is not the instance's data
+                continue
             spellable = node.local is not None and name.isidentifier() and not name.startswith("__")
             expr = f"{node.local}.{name}" if spellable else None
             node.children.append(self.node(item, f"{node.path}.{name}", expr, node.depth + 1, None, True, node.closure))
@@ -261,13 +276,16 @@ def walk(
     dynamic: Mapping[str, tuple[int, ...]] | None = None,
     *,
     follow_modules: bool = False,
+    dynamic_paths: Mapping[str, tuple[int, ...]] | None = None,
+    dynamic_ints: frozenset[str] = frozenset(),
 ) -> ArgumentTree:
     """Bind the call to ``fn``'s parameters (TypeError if it does not bind) and walk it.
 
     ``follow_modules`` also walks modules' attributes (parameters, buffers, submodules, plain
-    attributes), which only the CUDA-graph snapshot wants.
+    attributes), which only the CUDA-graph snapshot wants. ``dynamic`` names dims of parameters;
+    ``dynamic_paths`` and ``dynamic_ints`` name dims and ints anywhere, by path (automatic dynamic).
     """
-    walker = _Walker(dynamic or {}, follow_modules)
+    walker = _Walker(dynamic or {}, follow_modules, dynamic_paths or {}, dynamic_ints)
     varkw = varkw_name(fn)
     roots = []
     for name, value in bound_arguments(fn, args, kwargs).items():

@@ -391,6 +391,23 @@ def install_module_call(module: torch.nn.Module, state: Any) -> bool:
     return True
 
 
+def is_guard_building_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it came from) was raised while Dynamo built the guards of
+    a compile it had traced: a frame of ``torch/_dynamo/guards.py`` on its traceback."""
+    import os
+
+    marker = os.path.join("_dynamo", "guards.py")
+    seen: BaseException | None = exc
+    while seen is not None:
+        tb = seen.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename.endswith(marker):
+                return True
+            tb = tb.tb_next
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def is_tracing_error(exc: BaseException) -> bool:
     """Whether ``exc`` (or an exception it was raised from) is Dynamo refusing to trace the code
     (a graph break under ``fullgraph=True``, an unsupported construct, a user error), as opposed

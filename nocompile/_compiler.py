@@ -174,6 +174,8 @@ def compile_in_process(
     tree: ArgumentTree,
     record: CompileRecord,
     on_recompile: Callable[[], None],
+    automatic_dynamic: bool = False,
+    drop_guards: bool = False,
 ) -> tuple[Compiled, Any, BaseException | None]:
     """Compile by running this call under Dynamo: ``(compiled, result, error)``.
 
@@ -181,12 +183,16 @@ def compile_in_process(
     specialization and re-raises it). A function Dynamo cannot trace as one graph is a
     ``NoCompileError`` here, and nothing is left watched. ``on_recompile`` is called for each
     later Dynamo recompile of this code (``guards="dynamo"`` only: the other policies drop the
-    guards that would trigger one).
+    guards that would trigger one). ``automatic_dynamic`` compiles with ``dynamic=None`` (see below);
+    ``drop_guards`` drops the guards the policy would keep.
     """
     source = fn.__code__.replace()
     fn_copy = function_on_code(source, fn)
-    guards = _GuardCollector(record, keep=keeps_guards(options), where=fn.__qualname__)
-    compiled = torch.compile(fn_copy, fullgraph=True, dynamic=False, **_compile_kwargs(options, guards))
+    guards = _GuardCollector(record, keep=keeps_guards(options) and not drop_guards, where=fn.__qualname__)
+    # dynamic=None lets Dynamo's automatic dynamic shapes make the sizes and ints that changed since
+    # the function's last compile dynamic (its record of them is per function, shared by the copies).
+    dynamic = None if automatic_dynamic else False
+    compiled = torch.compile(fn_copy, fullgraph=True, dynamic=dynamic, **_compile_kwargs(options, guards))
     caught: list[types.CodeType] = []
     keep_watching = options.guards == "dynamo"
 
@@ -208,6 +214,14 @@ def compile_in_process(
     except BaseException as exc:
         if not caught or not _compat.has_dynamo_cache_entry(source):
             _bytecode_hook.ROUTER.unwatch(source)
+            if guards.keep and options.guards == "inputs" and _compat.is_guard_building_error(exc):
+                # Dynamo traced the function but could not build a guard it wanted to keep; the
+                # input check does without Dynamo's guards (verifying changes by digests instead).
+                log.info("%s: Dynamo could not build its guards (%s); compiling without them", fn.__qualname__, exc)
+                fresh = CompileRecord(signature=record.signature, unchecked=record.unchecked)
+                return compile_in_process(
+                    fn, options, args, kwargs, tree, fresh, on_recompile, automatic_dynamic, drop_guards=True
+                )
             raise compile_error(fn, options, exc) from exc
         error = exc  # compiled fine, then the first run raised
     finally:

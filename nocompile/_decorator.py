@@ -27,7 +27,7 @@ import threading
 import types
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Concatenate, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
 import torch
 from torch import nn
@@ -286,7 +286,7 @@ def compile_once(  # type: ignore[overload-overlap]
     guards: GuardPolicy = "inputs",
     on_mismatch: OnMismatch = "raise",
     max_compiles: int = 8,
-    dynamic: DynamicSpec | None = None,
+    dynamic: DynamicSpec | Literal[False] | None = None,
     per_instance: bool = True,
     dispatch: Dispatch = "bytecode",
     dump_dir: str | os.PathLike[str] | None = None,
@@ -308,7 +308,7 @@ def compile_once(
     guards: GuardPolicy = "inputs",
     on_mismatch: OnMismatch = "raise",
     max_compiles: int = 8,
-    dynamic: DynamicSpec | None = None,
+    dynamic: DynamicSpec | Literal[False] | None = None,
     per_instance: bool = True,
     dispatch: Dispatch = "bytecode",
     dump_dir: str | os.PathLike[str] | None = None,
@@ -330,7 +330,7 @@ def compile_once(
     guards: GuardPolicy = "inputs",
     on_mismatch: OnMismatch = "raise",
     max_compiles: int = 8,
-    dynamic: DynamicSpec | None = None,
+    dynamic: DynamicSpec | Literal[False] | None = None,
     per_instance: bool = True,
     dispatch: Dispatch = "bytecode",
     dump_dir: str | os.PathLike[str] | None = None,
@@ -351,7 +351,7 @@ def compile_once(
     guards: GuardPolicy = "inputs",
     on_mismatch: OnMismatch = "raise",
     max_compiles: int = 8,
-    dynamic: DynamicSpec | None = None,
+    dynamic: DynamicSpec | Literal[False] | None = None,
     per_instance: bool = True,
     dispatch: Dispatch = "bytecode",
     dump_dir: str | os.PathLike[str] | None = None,
@@ -391,7 +391,11 @@ def compile_once(
         max_compiles: bound on specializations with ``on_mismatch="recompile"``.
         dynamic: ``{"x": 0}`` or ``{"x": (0, 1)}``: dims of tensor arguments compiled as dynamic
             sizes, so one compile serves every size there (needs ``guards="inputs"`` or
-            ``"dynamo"``). Sizes 0 and 1 get a static specialization of their own.
+            ``"dynamo"``). Sizes 0 and 1 get a static specialization of their own. Without it,
+            under ``on_mismatch="recompile"``, a call that differs from a specialization only in
+            tensor sizes or int values (arguments, or attributes of argument objects) recompiles
+            once with those dynamic, as Dynamo's automatic dynamic shapes do; ``dynamic=False``
+            keeps one specialization per size instead.
         per_instance: for methods, one compiled state per instance (default) or one shared by
             all instances.
         dispatch: ``"bytecode"`` (default) calls the captured bytecode; ``"dynamo"`` calls through

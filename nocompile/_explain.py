@@ -56,12 +56,14 @@ class SpecializationReport:
     guards_dropped: tuple[GuardRecord, ...]
     guards_kept: tuple[GuardRecord, ...]
     shape_guards_checked: tuple[str, ...]
-    """Dynamo's shape guards nocompile checks per call (``guards="inputs"`` with ``dynamic=``)."""
+    """Dynamo's shape guards nocompile checks per call (``guards="inputs"`` with dynamic sizes)."""
     graphs: tuple[GraphRecord, ...]
     transformed_source: str | None
     """The transformed bytecode decompiled to Python, or None (see ``decompile_error``)."""
     decompile_error: str | None
     dump_path: str | None
+    dynamic: tuple[str, ...] = ()
+    """What automatic dynamic compiled as dynamic: ``x dim 0``, ``cache.step``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +156,7 @@ def _specialization_report(fn: types.FunctionType, index: int, spec: Specializat
         transformed_source=source,
         decompile_error=error,
         dump_path=record.dump_path,
+        dynamic=tuple(spec.dynamic.describe()) if spec.dynamic is not None else (),
     )
 
 
@@ -188,6 +191,8 @@ def _render_spec(spec: SpecializationReport, policy: str, verbose: bool) -> list
     out = ["", f"  specialization #{spec.index}: compiled in {spec.compile_seconds:.3f} s"]
     label = "checked per call" if policy == "inputs" else "compiled for"
     out += _wrap(spec.signature, f"    {label}: ", "      ")
+    if spec.dynamic:
+        out += _wrap(", ".join(spec.dynamic), "    made dynamic (sizes and ints that changed): ", "      ")
     if spec.shape_guards_checked:
         out += _wrap(" and ".join(spec.shape_guards_checked), "    shape guards kept and checked: ", "      ")
     if spec.unchecked and policy == "inputs":

@@ -39,6 +39,9 @@ class CompileOptions:
     on_mismatch: OnMismatch = "raise"
     max_compiles: int = 8
     dynamic: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    automatic_dynamic: bool = True
+    """Under ``on_mismatch="recompile"``: a call that differs from a specialization only in tensor
+    sizes or int values recompiles with those dynamic (``dynamic=False`` turns it off)."""
     dump_dir: str | None = None
     """Where each compile's artifacts go (``NOCOMPILE_DUMP_DIR`` when None); see ``_dump``."""
     cudagraphs: bool = False
@@ -81,6 +84,8 @@ class CompileOptions:
             parts.append(f"on_mismatch={self.on_mismatch!r}, max_compiles={self.max_compiles}")
         if self.dynamic:
             parts.append(f"dynamic={dict(self.dynamic)!r}")
+        if not self.automatic_dynamic:
+            parts.append("dynamic=False")
         if self.dump_dir is not None:
             parts.append(f"dump_dir={self.dump_dir!r}")
         if self.cudagraphs:
@@ -130,7 +135,8 @@ def validate_options(
         raise TypeError(f"compile_once(max_compiles=...) takes an int >= 1; got {max_compiles!r}.")
     if max_compiles < 1:
         raise ValueError(f"compile_once(max_compiles={max_compiles}) must be at least 1.")
-    dynamic_dims = _dynamic_dims(dynamic)
+    automatic_dynamic = dynamic is not False
+    dynamic_dims = _dynamic_dims(None if dynamic is False else dynamic)
     if dynamic_dims and guards == "none":
         raise ValueError(
             f"compile_once(dynamic={dynamic!r}, guards='none'): with every guard dropped and no "
@@ -228,6 +234,7 @@ def validate_options(
         on_mismatch=on_mismatch,  # type: ignore[arg-type]
         max_compiles=max_compiles,
         dynamic=dynamic_dims,
+        automatic_dynamic=automatic_dynamic,
         dump_dir=dump_dir,
         cudagraphs=cudagraphs,  # type: ignore[arg-type]
         cudagraph_sizes=sizes,

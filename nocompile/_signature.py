@@ -58,6 +58,9 @@ from ._codegen import (
 KeyFn = Callable[..., tuple[Any, ...]]
 
 _GRAD_ENABLED = "_grad_enabled"
+#: The key property of a dynamic dim's and a dynamic int's bucketed value.
+DYNAMIC_SHAPE = "shape (dynamic dims as min(size, 2))"
+DYNAMIC_INT = "value (dynamic int as min(value, 2))"
 _EPOCH = "__nc_epoch"
 _MODES = "__nc_modes"
 _FINGERPRINT = "__nc_fp"
@@ -169,7 +172,10 @@ class _KeyWriter:
             self.module_prints_of(node.value, expr, self.object_prints if inside else self.module_prints)
         elif kind is Kind.SCALAR:
             self.add(path, "type", f"{expr}.__class__", inside=inside)  # 1, 1.0 and True hash alike
-            self.add(path, "value", expr, inside=inside)
+            if node.dynamic_int:  # compiled as a SymInt: only 0, 1 or more can matter (shape guards do the rest)
+                self.add(path, DYNAMIC_INT, f"min({expr}, 2)", inside=inside)
+            else:
+                self.add(path, "value", expr, inside=inside)
         elif kind is Kind.CONSTANT:  # functions, builtins, classes by identity; ranges and slices by value
             if not inside:
                 self.callable_prints(node.value, expr, self.module_prints)
@@ -290,7 +296,7 @@ class _KeyWriter:
             shape = ", ".join(
                 f"min({expr}.shape[{d}], 2)" if d in dims else f"{expr}.shape[{d}]" for d in range(t.ndim)
             )
-            self.add(path, "shape (dynamic dims as min(size, 2))", f"({shape},)", inside=inside)
+            self.add(path, DYNAMIC_SHAPE, f"({shape},)", inside=inside)
         else:
             self.add(path, "shape", f"{expr}.shape", inside=inside, fast=False)
         self.add(path, "dtype", f"{expr}.dtype", inside=inside, fast=False)
@@ -594,8 +600,16 @@ def build_shape_check(fn: types.FunctionType, expressions: Sequence[str]) -> Sha
         return None
     rewritten = [_LOCAL.sub(r"\1", e) for e in expressions]
     body = " and ".join(f"({e})" for e in rewritten)
-    source = f"def shape_ok({parameter_list(fn)}):\n    return bool({body})\n"
-    check = define_like(fn, source, {"torch": torch, "math": math})["shape_ok"]
+    # Closure variables the guards read (``L['w']`` for a captured tensor) are locals of the frame.
+    used = set(_LOCAL.findall(" ".join(expressions)))
+    cells = "".join(
+        f"    {name} = {CLOSURE_CELLS}[{i}].cell_contents\n"
+        for i, name in enumerate(fn.__code__.co_freevars)
+        if name in used
+    )
+    source = f"def shape_ok({parameter_list(fn)}):\n{cells}    return bool({body})\n"
+    namespace = {"torch": torch, "math": math, CLOSURE_CELLS: fn.__closure__ or ()}
+    check = define_like(fn, source, namespace)["shape_ok"]
     return ShapeCheck(tuple(expressions), check)
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from . import _artifacts, _bytecode_hook, _compat, _cudagraphs, _dump, _watch
+from . import _artifacts, _automatic, _bytecode_hook, _compat, _cudagraphs, _dump, _watch
 from ._arguments import ArgumentTree, Kind, bound_arguments, identity_snapshot, walk
 from ._compiler import Compiled, compile_ahead, compile_in_process, describe_function, function_on_code
 from ._entry import TARGET, MethodFunction, build_direct_entry, prologue, prologue_globals
@@ -107,6 +107,7 @@ class _Request:
     key: tuple[Any, ...]
     global_state: Any = None
     modes: tuple[type, ...] = ()
+    dynamic: _automatic.Dynamic | None = None
 
     @property
     def signature(self) -> str:
@@ -231,22 +232,56 @@ class CompileState:
 
     # -- compiling --------------------------------------------------------------------------
 
-    def _request(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Request:
-        """Walk the call once; everything the compile and the check need is projected from it."""
+    def _request(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        dynamic: _automatic.Dynamic | None = None,
+    ) -> _Request:
+        """Walk the call once; everything the compile and the check need is projected from it.
+
+        ``dynamic``: dims and ints, by path, compiled as dynamic (automatic dynamic).
+        """
         opts = self.options
         # follow_modules: the CUDA-graph snapshot compares modules' attributes before and after.
-        tree = walk(self.function, args, kwargs, opts.dynamic, follow_modules=opts.cudagraphs)
+        tree = walk(
+            self.function,
+            args,
+            kwargs,
+            opts.dynamic,
+            follow_modules=opts.cudagraphs,
+            dynamic_paths=dynamic.dims if dynamic is not None else None,
+            dynamic_ints=dynamic.ints if dynamic is not None else frozenset(),
+        )
         layout = CheckLayout.of(tree)
         key_fn = key_function(layout)
-        return _Request(args, kwargs, tree, layout, key_fn, key_fn.fn(*args, **kwargs))
+        return _Request(args, kwargs, tree, layout, key_fn, key_fn.fn(*args, **kwargs), dynamic=dynamic)
 
     def _compile_and_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        spec, result, error = self._compile_specialization(self._request(args, kwargs), run=True)
+        request = self._request(args, kwargs)
+        dynamic = self._automatic_dynamic(request)
+        alternative = self._request(args, kwargs, dynamic) if dynamic is not None else None
+        spec, result, error = self._compile_specialization(request, run=True, dynamic_request=alternative)
         if error is not None:
             raise error
         return spec.call(*args, **kwargs) if result is _NOT_RUN else result
 
-    def _compile_specialization(self, request: _Request, run: bool) -> tuple[Specialization, Any, BaseException | None]:
+    def _automatic_dynamic(self, request: _Request) -> _automatic.Dynamic | None:
+        """What to compile as dynamic for this call: the sizes and ints in which it differs from the
+        latest specialization of its argument structure, if that is all it differs in (and what that
+        specialization already had dynamic), or None. Only under ``on_mismatch="recompile"``."""
+        opts = self.options
+        if not (opts.automatic_dynamic and opts.on_mismatch == "recompile" and opts.guards == "inputs"):
+            return None
+        for spec in reversed(self._specs):
+            function, key = spec.static_key_function, spec.static_key
+            if function is not None and key is not None and function.source == request.key_function.source:
+                return _automatic.differences(function, key, request.key, spec.dynamic)
+        return None
+
+    def _compile_specialization(
+        self, request: _Request, run: bool, dynamic_request: _Request | None = None
+    ) -> tuple[Specialization, Any, BaseException | None]:
         """The one way a specialization is made (first call, recompile, ``cache_dir``, ``aot_compile``).
 
         ``run=True`` (a call): load or compile ahead of time when a cache directory is set (falling
@@ -256,7 +291,16 @@ class CompileState:
         Under the lock.
         """
         opts, fn = self.options, self.function
+        static_request = request
         check = self._input_check(request) if opts.guards == "inputs" else None
+        if check is not None and self._epoch_release is None:
+            # Watch registrations from before the first compile on: Dynamo traces the registration
+            # hooks a forward runs into (a sliced ModuleList registers its layers) and guards on them.
+            _watch.EPOCH.acquire()
+            self._epoch_release = weakref.finalize(self, _watch.EPOCH.release)
+        # Keys are taken before the call runs (it may change its argument objects): the dynamic
+        # layout's too, in case Dynamo compiles what was asked dynamic as dynamic.
+        dynamic_check = self._input_check(dynamic_request) if dynamic_request is not None and check else None
         record = CompileRecord(signature=request.signature, unchecked=request.layout.unchecked)
         # Torch's global state and function modes as the call arrived: what the code is compiled under.
         request = dataclasses.replace(
@@ -276,18 +320,48 @@ class CompileState:
             # cudagraphs=True: what the arguments are before the call, to refuse a call that rebinds them.
             before = identity_snapshot(request.tree) if opts.cudagraphs else None
             made, result, error = compile_in_process(
-                fn, opts, request.args, request.kwargs, request.tree, record, self._count_dynamo_recompile
+                fn,
+                opts,
+                request.args,
+                request.kwargs,
+                request.tree,
+                record,
+                self._count_dynamo_recompile,
+                automatic_dynamic=dynamic_request is not None,
             )
         finally:
             self._compiling_thread = None
-        return self._install(made, check, request, before), result, error
+        if dynamic_request is not None and dynamic_request.dynamic is not None and dynamic_check is not None:
+            kept_static = _automatic.kept_static(dynamic_request.dynamic, made.shape_exprs, made.record)
+            if kept_static:
+                log.info(
+                    "%s: Dynamo kept %s static; this specialization checks them exactly",
+                    fn.__qualname__,
+                    ", ".join(kept_static),
+                )
+            else:
+                request = dataclasses.replace(dynamic_request, global_state=request.global_state, modes=request.modes)
+                check = dynamic_check
+                if made.record is not None:
+                    made.record.signature = request.signature
+                log.info(
+                    "%s: compiled dynamic in %s (they differed from the last specialization)",
+                    fn.__qualname__,
+                    ", ".join(dynamic_request.dynamic.describe()),
+                )
+        return self._install(made, check, request, before, static_request), result, error
 
     def _count_dynamo_recompile(self) -> None:
         self._compiles += 1
         log.warning("%s: Dynamo recompiled (guards='dynamo'), compile #%d", self.function.__qualname__, self._compiles)
 
     def _install(
-        self, made: Compiled, check: InputCheck | None, request: _Request, before: dict[str, Any] | None
+        self,
+        made: Compiled,
+        check: InputCheck | None,
+        request: _Request,
+        before: dict[str, Any] | None,
+        static_request: _Request | None = None,
     ) -> Specialization:
         fn, opts = self.function, self.options
         transformed = made.transformed_code
@@ -320,6 +394,9 @@ class CompileState:
             origin=made.origin,
             artifact_path=made.artifact_path,
         )
+        static_request = static_request or request
+        spec.static_key_function, spec.static_key = static_request.key_function, static_request.key
+        spec.dynamic = request.dynamic
         if check is not None:
             spec.key_function = check.table.key_function
             spec.key = check.key
@@ -402,23 +479,23 @@ class CompileState:
         fn = self.function
         try:
             check = build_shape_check(fn, unique)
-            holds = check is not None and check(*args, **kwargs)
+            if check is not None:
+                # Evaluated once to prove nocompile can; the result may be False now, since the
+                # compiled call may have changed what they read (a cache's position counter).
+                check(*args, **kwargs)
         except Exception as exc:
             raise NoCompileError(
                 f"{describe_function(fn)}: Dynamo left shape guards {unique} that nocompile "
                 f"cannot evaluate ({type(exc).__name__}: {exc}). Use guards='dynamo' for this function."
             ) from exc
-        if not holds or check is None:  # pragma: no cover - Dynamo's guards hold for its own inputs
-            raise NoCompileError(f"{describe_function(fn)}: Dynamo's shape guards {unique} fail on the compiling call.")
+        if check is None:  # pragma: no cover - build_shape_check returns one for any expression
+            raise NoCompileError(f"{describe_function(fn)}: no shape check for {unique}.")
         return check
 
     def _add_to_table(self, spec: Specialization, check: InputCheck) -> None:
         table = check.table
         if table not in self._tables:
             self._tables.append(table)
-        if self._epoch_release is None:  # this state now watches registrations (see _watch)
-            _watch.EPOCH.acquire()
-            self._epoch_release = weakref.finalize(self, _watch.EPOCH.release)
         for root in check.modules:
             _watch.EPOCH.watch(root)
         shape_ok = spec.shape_check.fn if spec.shape_check is not None else None

@@ -11,6 +11,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from ._automatic import Dynamic
 from ._options import CompileOptions
 from ._record import CompileRecord
 from ._signature import KeyFunction, Selector, ShapeCheck, describe_key
@@ -92,6 +93,11 @@ class Specialization:
     """The classes of the torch-function modes active when it compiled."""
     verified_modules: set[tuple[Any, ...]] = dataclasses.field(default_factory=set)
     """The module parts of fingerprints this specialization was verified under (``_state``)."""
+    static_key_function: KeyFunction | None = None
+    static_key: tuple[Any, ...] | None = None
+    """The compiling call's key with every size and int exact: what automatic dynamic compares with."""
+    dynamic: Dynamic | None = None
+    """What automatic dynamic compiled as dynamic (sizes by path and dim, ints by path), or None."""
 
     def signature(self) -> str:
         """The compiled-for signature as text (``guards="inputs"`` only)."""

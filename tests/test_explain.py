@@ -345,7 +345,9 @@ def test_log_levels(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixt
     (recompiling,) = [m for level, m in second if "recompiling for a new signature" in m]
     assert "shape compiled for (2,), got (3,)" in recompiling
     assert not [m for level, m in second if level >= logging.WARNING]
-    assert sum(level == logging.INFO for level, _ in second) == 3
+    # recompiling, compiling, compiled dynamic (automatic dynamic: the size changed), compiled
+    assert sum(level == logging.INFO for level, _ in second) == 4
+    assert any("compiled dynamic in x dim 0" in m for _, m in second)
     assert capsys.readouterr() == ("", "")  # nothing printed
 
     near = compile_once(backend="eager", on_mismatch="recompile", max_compiles=3)(lambda x: x.cos())

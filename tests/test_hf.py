@@ -100,17 +100,39 @@ def test_a_larger_cache_recompiles_instead_of_reusing_the_small_one() -> None:
     assert model.forward.stats.compiles == 4
 
 
-def test_dynamic_cache_is_caught_not_replayed_at_the_old_length() -> None:
+def test_dynamic_cache_grows_into_one_dynamic_specialization() -> None:
     # Without cache_implementation="static", generate() uses a DynamicCache whose tensors grow by
-    # one position per step: every step is a new signature, so max_compiles runs out with an
-    # error naming the cache tensors. (Before argument objects were followed, inductor's code
-    # for the first decode step was reused and failed with its internal size assertion,
-    # "expected size 6==5"; this backend="eager" happened to cope, as it bakes in no sizes here.)
+    # one position per step. Automatic dynamic makes that dim dynamic after it changed once, so
+    # the tokens equal eager's with a few compiles, not one per step.
     model = tiny_llama()
-    model.forward = compile_once(model.forward, backend="eager", on_mismatch="recompile", max_compiles=3)
+    reference = twin(model)
+    model.forward = compile_once(model.forward, backend="eager", on_mismatch="recompile", max_compiles=4)
+    options = {"max_new_tokens": 8, "do_sample": False}
+    torch.testing.assert_close(model.generate(prompt(5, 10), **options), reference.generate(prompt(5, 10), **options))
+    assert model.forward.stats.compiles <= 4
+
+
+def test_dynamic_cache_with_dynamic_false_is_caught_not_replayed_at_the_old_length() -> None:
+    # dynamic=False: every step is a new signature, so max_compiles runs out with an error naming
+    # the cache tensors. (Before argument objects were followed, inductor's code for the first
+    # decode step was reused and failed with its internal size assertion, "expected size 6==5".)
+    model = tiny_llama()
+    model.forward = compile_once(model.forward, backend="eager", on_mismatch="recompile", max_compiles=3, dynamic=False)
     expected = r"layers\[0\]\.keys: shape compiled for \(1, 2, 6, 16\), got \(1, 2, 7, 16\)"
     with pytest.raises(GuardMismatchError, match=expected):
         model.generate(prompt(5, 10), max_new_tokens=6, do_sample=False)
+
+
+def test_twelve_prompt_lengths_share_a_few_compiles() -> None:
+    """Issue #14's traffic: prompt lengths 3 to 36 in one process, tokens equal eager's, at most 4
+    compiles (prefill, decode, then each made dynamic once)."""
+    model = tiny_llama()
+    reference = twin(model)
+    model.forward = compile_once(model.forward, backend="eager", on_mismatch="recompile")
+    for i, length in enumerate((3, 5, 8, 11, 14, 17, 20, 23, 26, 29, 33, 36)):
+        tokens = prompt(length, 40 + i)
+        torch.testing.assert_close(generate(model, tokens, 4), generate(reference, tokens, 4), rtol=0, atol=0)
+    assert model.forward.stats.compiles <= 4
 
 
 def test_default_on_mismatch_raises_at_the_first_decode_step_with_the_fix() -> None:

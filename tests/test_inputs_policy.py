@@ -169,7 +169,8 @@ def test_enum_and_string_arguments_recompile_per_value() -> None:
 
 
 def test_recompile_keeps_old_specializations_and_respects_max_compiles() -> None:
-    f = compile_once(backend="eager", on_mismatch="recompile", max_compiles=2)(scaled)
+    # dynamic=False: one specialization per size (without it, sizes that change become dynamic).
+    f = compile_once(backend="eager", on_mismatch="recompile", max_compiles=2, dynamic=False)(scaled)
     a = (torch.randn(2, 3), torch.randn(2, 3))
     b = (torch.randn(4, 3), torch.randn(4, 3))
     for x, y in (a, b, a, b):
@@ -178,6 +179,53 @@ def test_recompile_keeps_old_specializations_and_respects_max_compiles() -> None
     expected = r"(?s)max_compiles=2.*#1: x: .*shape=\(2, 3\).*#2: x: .*shape=\(4, 3\)"
     with pytest.raises(GuardMismatchError, match=expected):
         f(torch.randn(5, 3), torch.randn(5, 3))
+
+
+def test_sizes_that_change_become_dynamic_after_one_recompile() -> None:
+    """Automatic dynamic: the second size compiles a dynamic specialization that serves every
+    later size (of 2 or more); the dims that did not change stay checked exactly."""
+    f = compile_once(backend="eager", on_mismatch="recompile")(scaled)
+    for n in (2, 4, 3, 7, 16, 5):
+        x, y = torch.randn(n, 3), torch.randn(n, 3)
+        torch.testing.assert_close(f(x, y), x * 2 + y)
+    assert f.stats.compiles == 2
+    (first, second) = f.specializations
+    assert first.dynamic is None and second.dynamic is not None
+    assert second.dynamic.describe() == ["x dim 0", "y dim 0"]
+    assert "made dynamic (sizes and ints that changed): x dim 0, y dim 0" in f.explain()
+    x, y = torch.randn(4, 5), torch.randn(4, 5)  # another width: dim 1 grows dynamic as well
+    torch.testing.assert_close(f(x, y), x * 2 + y)
+    assert f.stats.compiles == 3 and f.specializations[2].dynamic.describe() == [
+        "x dim 0",
+        "x dim 1",
+        "y dim 0",
+        "y dim 1",
+    ]
+
+
+def test_an_int_that_changes_becomes_dynamic_and_a_value_dynamo_specializes_stays_exact() -> None:
+    def repeat(x: torch.Tensor, n: int) -> torch.Tensor:
+        return x * n  # n read as a value: dynamic
+
+    def branch(x: torch.Tensor, n: int) -> torch.Tensor:
+        return x * 2 if n > 3 else x  # Dynamo specializes n (a guard on its value)
+
+    f = compile_once(backend="eager", on_mismatch="recompile")(repeat)
+    for n in (2, 5, 9, 4):
+        torch.testing.assert_close(f(torch.ones(2), n), torch.full((2,), float(n)))
+    assert f.stats.compiles == 2 and f.specializations[1].dynamic.describe() == ["n"]
+    g = compile_once(backend="eager", on_mismatch="recompile")(branch)
+    for n in (2, 5, 9, 3, 4):
+        torch.testing.assert_close(g(torch.ones(2), n), branch(torch.ones(2), n))
+    assert g.stats.compiles >= 2
+
+
+def test_dynamic_false_keeps_one_specialization_per_size() -> None:
+    f = compile_once(backend="eager", on_mismatch="recompile", dynamic=False)(scaled)
+    for n in (2, 4, 3):
+        f(torch.randn(n, 3), torch.randn(n, 3))
+    assert f.stats.compiles == 3 and all(s.dynamic is None for s in f.specializations)
+    assert "dynamic=False" in repr(f)
 
 
 def test_dynamic_dim_one_compile_for_every_size_other_dims_checked() -> None:
