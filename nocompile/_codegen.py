@@ -26,6 +26,14 @@ def code_signature(fn: types.FunctionType) -> inspect.Signature:
     return inspect.signature(fn, follow_wrapped=False)
 
 
+def code_signature_names(fn: types.FunctionType) -> tuple[str, ...]:
+    """The names of ``fn``'s own parameters (``*args`` and ``**kwargs`` by their names), in order."""
+    code = fn.__code__
+    count = code.co_argcount + code.co_kwonlyargcount
+    count += bool(code.co_flags & inspect.CO_VARARGS) + bool(code.co_flags & inspect.CO_VARKEYWORDS)
+    return code.co_varnames[:count]
+
+
 def parameter_list(fn: types.FunctionType) -> str:
     """The parameter list of ``fn`` as source text, defaults by reference to ``__defaults__``."""
     code = fn.__code__

@@ -488,6 +488,14 @@ def dynamo_guard_manager(code: types.CodeType) -> Any | None:
     return entries[0].guard_manager if entries else None
 
 
+def dynamo_cache_entries(code: types.CodeType) -> list[tuple[Any, types.CodeType]]:
+    """``(guard_manager, transformed_code)`` of each of Dynamo's cache entries for ``code``, in the
+    order Dynamo tries them."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    return [(entry.guard_manager, entry.code) for entry in _debug_get_cache_entry_list(code)]
+
+
 def guard_failure(manager: Any, f_locals: dict[str, Any]) -> str | None:
     """Why ``manager.check(f_locals)`` fails, in Dynamo's words (None when every guard holds)."""
     if manager.check(f_locals):

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from ._codegen import UNSET, call_list, define_like, live_defaults
+from ._arguments import CLOSURE_CELLS
+from ._codegen import UNSET, call_list, code_signature_names, define_like, live_defaults, parameter_list
 
 if TYPE_CHECKING:
     from ._explain import ExplainReport
@@ -67,6 +68,36 @@ def build_direct_entry(fn: types.FunctionType, state: CompileState) -> tuple[typ
     namespace = {**prologue_globals(fn, state), TARGET: None}
     entry = define_like(fn, source, namespace, named_like=("entry",), own_defaults=("entry",))["entry"]
     return entry, namespace
+
+
+def build_guarded_call(
+    fn: types.FunctionType,
+    candidates: list[tuple[Callable[[dict[str, Any]], bool], Callable[..., Any]]],
+    fallback: Callable[..., Any],
+) -> types.FunctionType:
+    """``guards="dynamo"`` without Dynamo's frame hook: a function with ``fn``'s parameters that
+    builds the frame's locals (parameters and free variables, as Dynamo's guards name them), runs
+    the first of ``candidates`` — ``(guard check, function on that compile's transformed bytecode)``,
+    in the order of Dynamo's cache — whose guards hold, and otherwise calls ``fallback`` (Dynamo's
+    own entry, which recompiles). ``candidates`` is read on every call, so refilling it in place
+    takes effect at once."""
+    names = list(code_signature_names(fn))
+    cells = [
+        f"{name!r}: {CLOSURE_CELLS}[{i}].cell_contents"
+        for i, name in enumerate(fn.__code__.co_freevars)
+        if name != "__class__"
+    ]
+    frame = "{" + ", ".join([*(f"{n!r}: {n}" for n in names), *cells]) + "}"
+    source = (
+        f"def guarded({parameter_list(fn)}):\n"
+        f"    __nc_locals = {frame}\n"
+        "    for __nc_check, __nc_target in __nc_candidates:\n"
+        "        if __nc_check(__nc_locals):\n"
+        f"            return __nc_target({call_list(fn)})\n"
+        f"    return __nc_fallback({call_list(fn)})\n"
+    )
+    namespace = {"__nc_candidates": candidates, "__nc_fallback": fallback, CLOSURE_CELLS: fn.__closure__ or ()}
+    return define_like(fn, source, namespace)["guarded"]
 
 
 class FunctionLike:

@@ -57,12 +57,12 @@ class CompileOptions:
 
     @property
     def calls_bytecode(self) -> bool:
-        """Whether later calls run the captured bytecode rather than Dynamo's entry point.
+        """Whether later calls run Dynamo's transformed bytecode rather than its entry point.
 
-        ``guards="dynamo"`` needs Dynamo's entry point to evaluate the guards it keeps, so it
-        always dispatches through Dynamo whatever ``dispatch`` says.
+        Under ``guards="dynamo"`` they do too (``dispatch="bytecode"``): each call evaluates the
+        guards of Dynamo's cache entries through their guard managers, without the frame hook.
         """
-        return self.dispatch == "bytecode" and self.guards != "dynamo"
+        return self.dispatch == "bytecode"
 
     def backend_name(self) -> str:
         if isinstance(self.backend, str):

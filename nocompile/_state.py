@@ -34,7 +34,7 @@ import torch
 from . import _artifacts, _automatic, _bytecode_hook, _compat, _cudagraphs, _dump, _watch
 from ._arguments import ArgumentTree, Kind, bound_arguments, identity_snapshot, walk
 from ._compiler import Compiled, compile_ahead, compile_in_process, describe_function, function_on_code
-from ._entry import TARGET, MethodFunction, build_direct_entry, prologue, prologue_globals
+from ._entry import TARGET, MethodFunction, build_direct_entry, build_guarded_call, prologue, prologue_globals
 from ._errors import GuardMismatchError, NoCompileError
 from ._explain import ExplainReport, build_report
 from ._options import CompileOptions
@@ -367,7 +367,9 @@ class CompileState:
         transformed = made.transformed_code
         call: Callable[..., Any] = made.compiled
         if opts.calls_bytecode:
-            if transformed.co_freevars == fn.__code__.co_freevars:
+            if opts.guards == "dynamo":
+                call = self._guarded_call(made)
+            elif transformed.co_freevars == fn.__code__.co_freevars:
                 # Dynamo removes the __compiled_fn_* globals this code loads once the code
                 # object dies, so the function below keeps them alive exactly as long as needed.
                 call = function_on_code(transformed, fn)
@@ -413,7 +415,16 @@ class CompileState:
                     for root in request.tree.roots
                     if root.kind is Kind.MODULE
                 }
-        if self._graph_pool is not None:  # replay a CUDA graph of the call (captured on first use)
+        if self._graph_pool is not None and spec.dynamic is not None:
+            # A graph has fixed shapes: a specialization made dynamic automatically runs ungraphed
+            # (cudagraph_sizes=[...] with dynamic={...} pads calls to captured sizes instead).
+            log.info(
+                "%s: specialization #%d is dynamic in %s; it runs without CUDA graphs",
+                fn.__qualname__,
+                len(self._specs) + 1,
+                ", ".join(spec.dynamic.describe()),
+            )
+        elif self._graph_pool is not None:  # replay a CUDA graph of the call (captured on first use)
             after = walk(fn, request.args, request.kwargs, follow_modules=True)  # what the call left
             spec.call = _cudagraphs.GraphedCall.for_call(
                 fn,
@@ -440,6 +451,26 @@ class CompileState:
         if made.record is not None:
             _dump.after_compile(self.view(), spec, len(self._specs))  # never raises: problems are WARNINGs
         return spec
+
+    def _guarded_call(self, made: Compiled) -> Callable[..., Any]:
+        """``guards="dynamo"``: Dynamo's cache entries for this compile, each guard manager
+        evaluated directly and the first passing entry's bytecode run; a call none passes goes
+        through ``torch.compile``'s entry (Dynamo recompiles), and the entries are read again."""
+        fn, source, dynamo_entry = self.function, made.source_code, made.compiled
+        candidates: list[tuple[Callable[[dict[str, Any]], bool], Callable[..., Any]]] = []
+
+        def refill() -> None:
+            candidates[:] = [
+                (manager.check, function_on_code(code, fn)) for manager, code in _compat.dynamo_cache_entries(source)
+            ]
+
+        def through_dynamo(*args: Any, **kwargs: Any) -> Any:
+            result = dynamo_entry(*args, **kwargs)
+            refill()
+            return result
+
+        refill()
+        return build_guarded_call(fn, candidates, through_dynamo)
 
     def _input_check(self, request: _Request) -> InputCheck:
         """The call's keys and tensor check, for the table of its argument structure."""

@@ -577,3 +577,20 @@ def test_cudagraphs_with_cache_dir_is_refused_and_the_env_variable_ignored(
     monkeypatch.setenv("NOCOMPILE_CACHE_DIR", str(tmp_path))
     assert _artifacts.cache_dir_for(CompileOptions(cudagraphs=True)) is None
     assert _artifacts.cache_dir_for(CompileOptions()) == str(tmp_path)
+
+
+def test_a_specialization_made_dynamic_runs_without_graphs(fake: FakeCuda) -> None:
+    """A graph has fixed shapes: the specialization automatic dynamic makes for a second size runs
+    the compiled code ungraphed (every size right), while the first, static one keeps its graph.
+    cudagraph_sizes=[...] with dynamic={...} is the way to graph several sizes (padding)."""
+    f = compile_once(backend="eager", cudagraphs=True, on_mismatch="recompile")(_double)
+    for n in (2, 2, 3, 5, 2, 7):
+        x = torch.arange(float(n))
+        torch.testing.assert_close(f(x).clone(), x * 2)
+    static, dynamic = f.specializations
+    assert isinstance(static.call, _cudagraphs.GraphedCall) and static.call.captures == 1
+    assert dynamic.dynamic is not None and not isinstance(dynamic.call, _cudagraphs.GraphedCall)
+
+
+def _double(x: torch.Tensor) -> torch.Tensor:
+    return x * 2
