@@ -153,6 +153,11 @@ class StateSurface:
     _state: CompileState
 
     @property
+    def state(self) -> CompileState:
+        """The compiled state this object stands for."""
+        return self._state
+
+    @property
     def stats(self) -> CompileStats:
         """Counters of this state (see ``CompileStats``)."""
         return self._state.stats
@@ -196,11 +201,6 @@ class MethodFunction(FunctionLike, StateSurface, functools.partial):  # type: ig
 
     def _stands_for(self) -> types.FunctionType:
         return self._state.function
-
-    @property
-    def state(self) -> CompileState:
-        """The compiled state this entry belongs to."""
-        return self._state
 
     def __repr__(self) -> str:
         return f"<nocompile entry of {self._state.function.__qualname__}>"

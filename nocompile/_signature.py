@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import operator
 import re
 import threading
 import types
@@ -64,8 +63,13 @@ DYNAMIC_INT = "value (dynamic int as min(value, 2))"
 _EPOCH = "__nc_epoch"
 _MODES = "__nc_modes"
 _FINGERPRINT = "__nc_fp"
-_GETDICT = "__nc_getdict"
+#: ``object.__getattribute__``: an object's ``__dict__`` without its class's own ``__getattribute__``
+#: (Hugging Face configs define one, in Python, which would make every read cost a Python call).
+_OBJECT_DICT = "__nc_object_dict"
+
 _GLOBALS = "__nc_globals"
+#: Prefix of the globals bound to closure cells of plain values (``__nc_cell3``).
+_CELL = "__nc_cell"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,14 +143,29 @@ class _KeyWriter:
         self.object_prints: list[str] = []
         self.seen: dict[tuple[bool, int], TensorArg] = {}
         """Tensors already checked, by where (inside an argument object or not) and identity."""
-        self.mapped: set[int] = set()
-        """Objects inside a list whose fingerprint covers them item by item (``sequence_prints``)."""
         self.unchecked: list[str] = []
+        self.fast_enabled = True
+        self.closure_cells: tuple[int, ...] = ()
+        """Closure cells of plain values, checked together (``_PLAIN_CELLS``)."""
         self.global_prints(tree.fn)
-        for root in [*tree.roots, *tree.closure_roots]:
-            if root.path == "__class__" and root.closure:  # the cell super() reads: fixed with the class
-                continue
+        for root in tree.roots:
             self.visit(root, inside=False)
+        grouped = []
+        for i, root in enumerate(tree.closure_roots):
+            if root.path == "__class__":  # the cell super() reads: fixed with the class
+                continue
+            if _plain_cell(root):
+                # Checked on every call like a scalar argument, but read through a global bound to
+                # the cell itself (a decorator's configuration can be a dozen cells): its value,
+                # and its type where values of other types compare equal (1, 1.0, True).
+                grouped.append(i)
+                self.visit(root, inside=False, fast=False)
+                self.fast.append(KeyElement(root.path, "value", f"{_CELL}{i}.cell_contents"))
+                if isinstance(root.value, (int, float, complex)):
+                    self.fast.append(KeyElement(root.path, "type", f"{_CELL}{i}.cell_contents.__class__"))
+            else:
+                self.visit(root, inside=False)
+        self.closure_cells = tuple(grouped)
         self.add("torch", "grad_enabled", f"{_GRAD_ENABLED}()", inside=False)
 
     def add(self, path: str, prop: str, expr: str, *, inside: bool, fast: bool = True) -> None:
@@ -154,10 +173,17 @@ class _KeyWriter:
         self.elements.append(element)
         if inside:
             self.object_elements.append(element)
-        elif fast:
+        elif fast and self.fast_enabled:
             self.fast.append(element)
 
-    def visit(self, node: Node, inside: bool) -> None:
+    def visit(self, node: Node, inside: bool, fast: bool = True) -> None:
+        previous, self.fast_enabled = self.fast_enabled, fast and self.fast_enabled
+        try:
+            self._visit(node, inside)
+        finally:
+            self.fast_enabled = previous
+
+    def _visit(self, node: Node, inside: bool) -> None:
         path, expr = node.path, node.expr
         if expr is None:  # an attribute whose name Python cannot spell after a dot
             self.unchecked.append(path)
@@ -191,7 +217,12 @@ class _KeyWriter:
                 self.sequence_prints(node, expr)
             self.children(node, inside)
         elif kind is Kind.MAPPING:
-            self.add(path, "keys", f"tuple(sorted({expr}))" if node.varkw else f"tuple({expr})", inside=inside)
+            if node.varkw:  # keyword arguments in any order bind alike: the per-call key takes them as a set
+                self.add(path, "keys", f"tuple(sorted({expr}))", inside=inside, fast=False)
+                if self.fast_enabled and not inside:
+                    self.fast.append(KeyElement(path, "keys", f"frozenset({expr})"))
+            else:
+                self.add(path, "keys", f"tuple({expr})", inside=inside)
             if inside:  # a dict can change in place: its version
                 self.object_prints.append(f"{_FINGERPRINT}({expr})")
             self.children(node, inside)
@@ -204,8 +235,7 @@ class _KeyWriter:
             # fingerprint reads it once per call, the object key only when the fingerprint is new.
             self.add(path, "type", f"({node.local} := {expr}).__class__", inside=True)
             self.add(path, "attributes", f"tuple({node.local}.__dict__)", inside=True)
-            if id(node) not in self.mapped:
-                self.object_prints.append(f"{_FINGERPRINT}(({node.local} := {expr}).__dict__)")
+            self.object_prints.append(f"{_FINGERPRINT}({_dict_of(node, expr)})")
             self.children(node, inside=True)
         else:
             if not inside:
@@ -226,7 +256,7 @@ class _KeyWriter:
             if name.startswith(STATE_ATTRIBUTE_PREFIX):  # nocompile's own state: changes on every call
                 continue
             if name.isidentifier() and not name.startswith("__") and classify(value) is Kind.OBJECT:
-                prints.append(f"{_FINGERPRINT}({expr}.{name}.__dict__)")
+                prints.append(f"{_FINGERPRINT}({_OBJECT_DICT}({expr}.{name}, '__dict__'))")
 
     def global_prints(self, fn: types.FunctionType) -> None:
         """Objects, modules and dicts the function names as globals: their attributes or entries,
@@ -239,7 +269,7 @@ class _KeyWriter:
             if isinstance(value, torch.nn.Module):
                 self.module_prints_of(value, where, self.module_prints)
             elif kind is Kind.OBJECT:
-                self.module_prints.append(f"{_FINGERPRINT}({where}.__dict__)")
+                self.module_prints.append(f"{_FINGERPRINT}({_OBJECT_DICT}({where}, '__dict__'))")
             elif kind is Kind.MAPPING or isinstance(value, dict):
                 self.module_prints.append(f"{_FINGERPRINT}({where})")
             elif isinstance(value, types.FunctionType) and value.__globals__ is namespace:
@@ -261,14 +291,14 @@ class _KeyWriter:
             prints.append(f"id({expr}.__func__)")
             prints.append(f"id({expr}.__self__)")
             if isinstance(getattr(value.__self__, "__dict__", None), dict):
-                prints.append(f"{_FINGERPRINT}({expr}.__self__.__dict__)")
+                prints.append(f"{_FINGERPRINT}({_OBJECT_DICT}({expr}.__self__, '__dict__'))")
 
     def sequence_prints(self, node: Node, expr: str) -> None:
-        """A list inside an argument object: one fingerprint per item (its dict's, or its identity)."""
-        if node.children and all(_leaf_object(child) for child in node.children):
-            # Layers of a cache and the like: one C-level pass over the list.
-            self.object_prints.append(f"*map({_FINGERPRINT}, map({_GETDICT}, {expr}))")
-            self.mapped.update(id(child) for child in node.children)
+        """A list inside an argument object (it can change in place): its length when every item is
+        an object (each item's own dict fingerprint, unique to that dict, tells replaced items
+        apart), else the identity of every item."""
+        if node.children and all(child.kind is Kind.OBJECT and child.expr is not None for child in node.children):
+            self.object_prints.append(f"len({expr})")
         else:
             self.object_prints.append(f"*map(id, {expr})")
 
@@ -317,13 +347,21 @@ def _global_names(code: types.CodeType) -> list[str]:
     return names
 
 
-def _leaf_object(node: Node) -> bool:
-    """An object whose attributes hold no other object, list or dict (its dict's fingerprint covers it)."""
-    return (
-        node.kind is Kind.OBJECT
-        and node.local is not None
-        and all(child.kind not in (Kind.OBJECT, Kind.MODULE, Kind.SEQUENCE, Kind.MAPPING) for child in node.children)
-    )
+def _plain_cell(node: Node) -> bool:
+    """A closure cell holding a hashable plain value (a scalar, a function, a class): cheap to compare."""
+    if node.kind is Kind.SCALAR:
+        return not node.dynamic_int
+    return node.kind is Kind.CONSTANT and not isinstance(node.value, slice)
+
+
+def _dict_of(node: Node, expr: str) -> str:
+    """Source reading an argument object's ``__dict__`` (binding its local for the paths below it):
+    an attribute load when its class keeps ``object.__getattribute__``, else a call of that (a class
+    with its own ``__getattribute__`` in Python, as Hugging Face configs have, would cost a call)."""
+    default: Any = object.__getattribute__
+    if type(node.value).__getattribute__ is default:
+        return f"({node.local} := {expr}).__dict__"
+    return f"{_OBJECT_DICT}({node.local} := {expr}, '__dict__')"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -348,6 +386,8 @@ class CheckLayout:
     is verified with Dynamo's guards; the rest, with the object key)."""
     unchecked: tuple[str, ...]
     """Paths the check cannot look into."""
+    closure_cells: tuple[int, ...] = ()
+    """Indices of the closure cells of plain values, which the fast key compares together."""
 
     @classmethod
     def of(cls, tree: ArgumentTree) -> CheckLayout:
@@ -362,6 +402,7 @@ class CheckLayout:
             fingerprint=(*w.module_prints, *w.object_prints),
             module_part=len(w.module_prints),
             unchecked=tuple(w.unchecked),
+            closure_cells=w.closure_cells,
         )
 
     @property
@@ -383,7 +424,7 @@ def key_function(layout: CheckLayout) -> KeyFunction:
     fn = layout.fn
     body = ",\n        ".join(e.expr for e in layout.elements)
     source = f"def key({parameter_list(fn)}):\n    return (\n        {body},\n    )\n"
-    key_fn = define_like(fn, source, _namespace(fn))["key"]
+    key_fn = define_like(fn, source, _namespace(fn, layout))["key"]
     return KeyFunction(key_fn, layout.elements, source)
 
 
@@ -399,15 +440,17 @@ def build_key_function(
     return key_function(layout), list(layout.unchecked)
 
 
-def _namespace(fn: types.FunctionType) -> dict[str, Any]:
+def _namespace(fn: types.FunctionType, layout: CheckLayout | None = None) -> dict[str, Any]:
     """The globals every generated check reads."""
+    cells = fn.__closure__ or ()
     return {
+        **{f"{_CELL}{i}": cells[i] for i in (layout.closure_cells if layout is not None else ())},
         _GRAD_ENABLED: torch.is_grad_enabled,
         CLOSURE_CELLS: fn.__closure__ or (),
         _EPOCH: _watch.EPOCH,
         _MODES: _compat.torch_function_mode_count,
         _FINGERPRINT: _watch.dict_fingerprint,
-        _GETDICT: operator.attrgetter("__dict__"),
+        _OBJECT_DICT: object.__getattribute__,
         _GLOBALS: fn.__globals__,
     }
 
@@ -552,7 +595,7 @@ def selector(
         source,
         {
             **entry_prologue[1],
-            **_namespace(fn),
+            **_namespace(fn, layout),
             "__nc_fn": fn,
             "__nc_unset": UNSET,
             "__nc_table": table,

@@ -140,6 +140,68 @@ def agreement(sequences: dict[str, torch.Tensor], name: str) -> str:
     return "tokens " + ", ".join(parts) if parts else "reference tokens"
 
 
+def mixed_generate(args: argparse.Namespace, model: Any, config: Any, original: Any, sync: Callable[[], Any]) -> int:
+    """generate() over prompts of mixed lengths, twice through: tokens per second of the second
+    pass (the first compiles) for eager, Hugging Face's own compiled recipe (a static cache, no
+    disable_compile: generate() compiles forward itself on CUDA) and compile_once(cudagraphs=True)
+    with a StaticCache of --cache positions made per call (prefills of any length share one
+    dynamic specialization; the decode step keeps its shapes and replays a graph)."""
+    from nocompile import compile_once
+
+    prompts = [torch.randint(1, args.vocab, (1, n), device=args.device) for n in args.mixed]
+    total = args.new_tokens * len(prompts)
+    print(f"\ngenerate() over prompt lengths {args.mixed}, {args.new_tokens} new tokens each, greedy")
+    sequences: dict[str, list[torch.Tensor]] = {}
+
+    def run(name: str, one: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        try:
+            with torch.no_grad():
+                for _ in range(2):  # the first pass compiles (and captures), the second is timed
+                    outputs = []
+                    sync()
+                    started = time.perf_counter()
+                    for prompt in prompts:
+                        outputs.append(one(prompt))
+                    sync()
+                    seconds = time.perf_counter() - started
+            sequences[name] = outputs
+            same = (
+                "reference"
+                if name == "eager"
+                else (
+                    "tokens = eager"
+                    if all(torch.equal(a, b) for a, b in zip(outputs, sequences["eager"], strict=True))
+                    else "tokens differ from eager"
+                )
+            )
+            extra = f", {model.forward.stats.compiles} compiles" if hasattr(model.forward, "stats") else ""
+            print(f"  {name:<44} {total / seconds:9.1f} tokens/s  ({same}{extra})")
+        except Exception as exc:
+            print(f"  {name:<44} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+            traceback.print_exc(limit=4)
+
+    def with_cache(prompt: torch.Tensor) -> torch.Tensor:
+        return generate(model, prompt, args.new_tokens, new_cache(model, config, args.cache))
+
+    def hf_recipe(prompt: torch.Tensor) -> torch.Tensor:
+        return model.generate(
+            prompt,
+            max_new_tokens=args.new_tokens,
+            min_new_tokens=args.new_tokens,
+            do_sample=False,
+            cache_implementation="static",
+        )
+
+    run("eager", with_cache)
+    run("Hugging Face's compiled recipe (static cache)", hf_recipe)
+    model.forward = compile_once(original, cudagraphs=True, on_mismatch="recompile")
+    try:
+        run("compile_once(cudagraphs=True)", with_cache)
+    finally:
+        del model.forward
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", type=int, default=512)
@@ -155,6 +217,20 @@ def main() -> int:
     parser.add_argument("--generations", type=int, default=3)
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--reduce-overhead", action="store_true", help="time eager and mode='reduce-overhead' only")
+    parser.add_argument(
+        "--rows",
+        default="all",
+        choices=("all", "graphs"),
+        help="graphs: only eager, compile_once(cudagraphs=True) and the replay floor (fewer compiles)",
+    )
+    parser.add_argument(
+        "--mixed",
+        type=int,
+        nargs="*",
+        default=None,
+        help="prompt lengths for a mixed-length generate() comparison instead of the one-length one "
+        "(eager, Hugging Face's own compiled recipe, compile_once(cudagraphs=True))",
+    )
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
@@ -193,6 +269,8 @@ def main() -> int:
     }
     if not cuda:
         del candidates["compile_once(cudagraphs=True)"]
+    if args.rows == "graphs":
+        candidates = {k: v for k, v in candidates.items() if "cudagraphs" in k}
     if args.reduce_overhead:
         candidates = {
             'torch.compile(mode="reduce-overhead")': lambda: torch.compile(
@@ -229,6 +307,9 @@ def main() -> int:
         print(f"{name:<40} failed: {note}")
     if args.reduce_overhead:
         return 0
+
+    if args.mixed:
+        return mixed_generate(args, model, config, original, sync)
 
     # Whole generate(): a new StaticCache per call, tokens compared with eager.
     print()
