@@ -250,7 +250,11 @@ def test_guard_policies(guards: str) -> None:
 
 @torch.no_grad()
 def test_recompile_captures_a_new_graph() -> None:
-    f = compile_once(backend="eager", cudagraphs=True, on_mismatch="recompile")(lambda x: x.softmax(-1) * 3)
+    # dynamic=False: one static specialization per shape, each with its graph (automatic dynamic
+    # would compile the second shape dynamic, and that specialization runs ungraphed).
+    f = compile_once(backend="eager", cudagraphs=True, on_mismatch="recompile", dynamic=False)(
+        lambda x: x.softmax(-1) * 3
+    )
     for shape in [(2, 8), (3, 8), (2, 8), (3, 8), (4, 8)]:
         x = torch.randn(shape, device="cuda")
         torch.testing.assert_close(f(x), x.softmax(-1) * 3)
