@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="all",
         help="'all' (default), or 'graphs': eager, captured bytecode, CUDA-graph rows and floors only",
     )
+    bench.add_argument(
+        "--aoti",
+        action="store_true",
+        help="also build an AOTInductor package of the model and time its C++ runner (needs a C++ compiler; minutes)",
+    )
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
     from ._explain_cli import add_parser as add_explain
 
@@ -95,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             threads=args.threads,
             dtype=args.dtype,
             rows=args.rows,
+            aoti=args.aoti,
         )
         return bench_main(cfg, args.json)
     if args.command == "explain":

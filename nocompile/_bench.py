@@ -11,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import platform
 import statistics
 import sys
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +42,8 @@ class BenchConfig:
     dtype: str = "float32"
     rows: str = "all"
     """``"all"``, or ``"graphs"``: only the rows that matter on a GPU (bytecode, CUDA graphs, floors)."""
+    aoti: bool = False
+    """Also build an AOTInductor package and time its C++ runner (a C++ compile: minutes)."""
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -127,11 +131,14 @@ def build_rows(cfg: BenchConfig) -> tuple[list[Row], Row]:
         return _graph_rows(cfg, base, x, copy_of_base)
 
     stock = torch.compile(copy_of_base(), backend=cfg.backend)
+    # A class of its own, on its own copy of forward's code: Dynamo caches per code object, and on
+    # the stock row's code the filtered compile would sit behind the guarded entry.
     unguarded = torch.compile(
-        copy_of_base(),
+        _own_forward_copy(copy_of_base(), "unguarded"),
         backend=cfg.backend,
         options={"guard_filter_fn": torch.compiler.skip_all_guards_unsafe},
     )
+    ahead = _aot_compiled(copy_of_base(), x, cfg.backend)
     once = {
         policy: _decorated_model(base, policy, backend=cfg.backend, guards=policy)
         for policy in ("none", "inputs", "dynamo")
@@ -142,19 +149,68 @@ def build_rows(cfg: BenchConfig) -> tuple[list[Row], Row]:
         Row("eager module", lambda: base(x)),
         Row("torch.compile (guards on)", lambda: stock(x)),
         Row("torch.compile, every guard filtered", lambda: unguarded(x)),
-        Row('compile_once(guards="dynamo")', lambda: once["dynamo"](x), "Dynamo's entry and guards"),
+        Row('compile_once(guards="dynamo")', lambda: once["dynamo"](x), "Dynamo's guards, no frame hook"),
         Row('compile_once(guards="none", dispatch="dynamo")', lambda: via_dynamo(x), "Dynamo's entry, no guards"),
         Row('compile_once(guards="inputs")', lambda: once["inputs"](x), "default policy"),
         Row('compile_once(guards="none")', lambda: once["none"](x), "captured bytecode"),
     ]
+    if ahead is not None:
+        rows.insert(3, Row("torch.compile(...).aot_compile(...), guard check off", ahead, "torch's own"))
     with torch.no_grad():
         for row in rows:  # compile and warm up every row before anything is timed
             for _ in range(3):
                 row.call()
         floor = Row("compiled graph called directly (floor)", graph_floor(once["none"], x))
+        if cfg.backend == "inductor":  # guards="inputs" compiles with size_asserts=False
+            rows.append(
+                Row(
+                    "compiled graph directly, no size asserts", graph_floor(once["inputs"], x), "the inputs row's graph"
+                )
+            )
+    if cfg.aoti and cfg.backend == "inductor":
+        rows += _aoti_rows(base, x)
     if cfg.on_cuda:
         rows += _cuda_rows(cfg, base, x, copy_of_base, floor)
     return rows, floor
+
+
+def _own_forward_copy(model: ReferenceMLP, label: str) -> ReferenceMLP:
+    """``model`` moved into a subclass whose ``forward`` runs on a copy of the code object."""
+    forward = ReferenceMLP.forward
+    copy = types.FunctionType(forward.__code__.replace(), forward.__globals__, forward.__name__, forward.__defaults__)
+    model.__class__ = type(f"ReferenceMLP_{label}", (ReferenceMLP,), {"forward": copy})
+    return model
+
+
+def _aot_compiled(model: ReferenceMLP, x: torch.Tensor, backend: str) -> Call | None:
+    """``torch.compile(forward).aot_compile(...)`` with its guard check turned off, or None where
+    this torch has no ahead-of-time path."""
+    from . import _compat
+
+    if _compat.aot_available() is not None:
+        return None
+    forward: Any = type(model).forward
+    aot = _compat.aot_compile(forward, {"backend": backend}, (model, x), {})
+    aot.disable_guard_check()
+    return functools.partial(aot, model, x)
+
+
+def _aoti_rows(base: ReferenceMLP, x: torch.Tensor) -> list[Row]:
+    """AOTInductor: the model exported and compiled into a package, its kernels run from C++."""
+    import tempfile
+
+    from . import _compat
+
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            runner = _compat.aoti_runner(base, x, os.path.join(folder, "model.pt2"))
+    except Exception as exc:  # a C++ toolchain is needed to build the package
+        print(f"(AOTInductor row skipped: {type(exc).__name__}: {str(exc).splitlines()[0][:200]})", file=sys.stderr)
+        return []
+    with torch.no_grad():
+        for _ in range(3):
+            runner()
+    return [Row("AOTInductor, kernels run from C++", runner, "no Python per call; exported graph")]
 
 
 def _graph_rows(

@@ -284,6 +284,16 @@ def aot_compile(
     return aot((tuple(args), dict(kwargs)))
 
 
+def aoti_runner(module: torch.nn.Module, x: torch.Tensor, path: str) -> Callable[[], Any]:
+    """``module(x)`` exported, compiled by AOTInductor into a package at ``path`` and loaded: a
+    call of its C++ runner (``loader.run``) with ``x``."""
+    exported = torch.export.export(module, (x,))
+    package = torch._inductor.aoti_compile_and_package(exported, package_path=path)
+    loaded = torch._inductor.aoti_load_package(package)
+    run = loaded.loader.run
+    return functools.partial(run, [x])
+
+
 def aot_payload(aot: Any) -> bytes:
     """The bytes ``save_compiled_function`` would write for ``aot``."""
     return bytes(type(aot).serialize(aot).serialized_data)

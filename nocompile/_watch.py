@@ -48,8 +48,11 @@ _is_compiling = torch.compiler.is_compiling
 class RegistrationEpoch:
     """A counter bumped whenever a module, parameter or buffer is registered on a watched module.
 
-    The three hooks are torch's public global registration hooks. They are installed while at
-    least one state watches (``acquire``/``release``), so nocompile leaves no hook behind. Only
+    The three hooks are torch's public global registration hooks, installed when the first state
+    starts watching and then kept for the life of the process: they are traced by every
+    ``torch.compile`` of a forward that registers a module (a sliced ``nn.ModuleList``), whose
+    guards then name them, and a hook removed while such a compile builds its guards breaks it
+    (``KeyError`` inside Dynamo). Kept, they cost nothing but a set lookup per registration. Only
     registrations on modules in a watched tree count (``watch``: every module of ``self`` and of
     module arguments when a specialization is installed, and whatever is registered on them
     later): Hugging Face models slice their ``nn.ModuleList`` of layers on every forward, which
@@ -86,12 +89,9 @@ class RegistrationEpoch:
                 ]
 
     def release(self) -> None:
+        """One state stopped watching. The hooks stay (see the class docstring)."""
         with self._lock:
             self._users = max(0, self._users - 1)
-            if not self._users:
-                for handle in self._handles:
-                    handle.remove()
-                self._handles = []
 
     @property
     def installed(self) -> bool:

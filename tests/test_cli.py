@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from nocompile import _compat
 from nocompile.__main__ import main
 
 
@@ -22,6 +23,8 @@ def test_bench_json_has_every_row_and_ratios_to_the_floor(capsys: pytest.Capture
     assert names[-1] == "compiled graph called directly (floor)"
     for policy in ("none", "inputs", "dynamo"):
         assert f'compile_once(guards="{policy}")' in names
+    if _compat.aot_available() is None:  # torch's own ahead-of-time path, guard check off
+        assert "torch.compile(...).aot_compile(...), guard check off" in names
     floor = result["rows"][-1]
     assert floor["x_floor"] == pytest.approx(1.0)
     for row in result["rows"]:

@@ -219,20 +219,46 @@ def test_a_submodule_hook_only_registration_does_not_reverify(monkeypatch: pytes
     assert slow == []
 
 
-def test_the_registration_hooks_are_removed_with_the_last_state() -> None:
-    gc.collect()
-    before = len(module_hooks._global_module_registration_hooks)
-    users = _watch.EPOCH._users
+def test_the_registration_hooks_are_installed_once_and_kept() -> None:
+    """Installed by the first watching state, never twice, and kept when states go: Dynamo's guards
+    of any compile that traced them name them, and removing one mid-compile breaks that compile."""
     model = Scaled()
     model(torch.randn(1, 4))
-    assert _watch.EPOCH.installed and _watch.EPOCH._users == users + 1
-    model.forward.reset()
-    assert _watch.EPOCH._users == users
-    model(torch.randn(1, 4))
-    del model
-    gc.collect()
-    assert _watch.EPOCH._users == users
-    assert len(module_hooks._global_module_registration_hooks) == before
+    assert _watch.EPOCH.installed
+    ours = [h for h in module_hooks._global_module_registration_hooks.values() if h == _watch.EPOCH.bump]
+    assert len(ours) == 1
+    users = _watch.EPOCH._users
+    other = Scaled()
+    other(torch.randn(1, 4))
+    assert _watch.EPOCH._users == users + 1
+    assert [h for h in module_hooks._global_module_registration_hooks.values() if h == _watch.EPOCH.bump] == ours
+    del model, other
+    gc.collect()  # every watching state of this test (and maybe of earlier ones) is gone
+    assert _watch.EPOCH._users < users + 1 and _watch.EPOCH.installed
+    assert [h for h in module_hooks._global_module_registration_hooks.values() if h == _watch.EPOCH.bump] == ours
+
+
+def test_a_compile_while_a_watching_state_dies_does_not_break() -> None:
+    """A state collected in the middle of another compile (a model rebuilt in a loop) leaves the
+    hooks alone, so the compile's guards on them can be built."""
+
+    class Sliced(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = nn.ModuleList(nn.Linear(4, 4) for _ in range(2))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for layer in self.layers[:2]:
+                x = layer(x)
+            return x
+
+    x = torch.randn(1, 4)
+    for guards in ("inputs", "none", "inputs", "none"):
+        model = Sliced()
+        model.forward = compile_once(model.forward, backend="eager", guards=guards)  # type: ignore[method-assign]
+        with torch.no_grad():
+            model(x)
+        gc.collect()
 
 
 # -- the fingerprint without dict version tags (Python 3.13) -----------------------------------
