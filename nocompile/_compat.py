@@ -441,17 +441,29 @@ def _dict_version_function() -> Callable[[dict[str, Any]], int] | None:
     """``torch._C._dynamo.guards.dict_version`` where it tells dicts' versions apart, else None.
 
     It returns CPython's per-dict version tag, which every store into the dict changes (also a
-    store of an equal value; not a store of the very same object). On Python 3.13 it returns a
-    constant, so a probe decides: the watch then compares dict contents instead.
+    store of an equal value; not a store of the very same object). On Python 3.13 an instance's
+    ``__dict__`` keeps its version while attributes are set and deleted (the values live inline in
+    the object), so a probe of exactly that decides: the watch then compares dict contents instead.
     """
     try:
         from torch._C._dynamo.guards import dict_version
     except ImportError:  # pragma: no cover - every supported torch has it
         return None
-    probe: dict[str, Any] = {"a": 1}
-    before = dict_version(probe)
-    probe["a"] = 2
-    if dict_version(probe) == before:
+
+    class Probe:
+        pass
+
+    probe = Probe()
+    probe.a = 1  # type: ignore[attr-defined]
+    attributes = probe.__dict__
+    plain: dict[str, Any] = {"a": 1}
+    versions = [dict_version(attributes), dict_version(plain)]
+    probe.a = 2  # type: ignore[attr-defined]
+    plain["a"] = 2
+    versions += [dict_version(attributes), dict_version(plain)]
+    del probe.a  # type: ignore[attr-defined]
+    versions.append(dict_version(attributes))
+    if len(set(versions)) != len(versions):
         return None
     return dict_version
 

@@ -66,6 +66,9 @@ _FINGERPRINT = "__nc_fp"
 #: ``object.__getattribute__``: an object's ``__dict__`` without its class's own ``__getattribute__``
 #: (Hugging Face configs define one, in Python, which would make every read cost a Python call).
 _OBJECT_DICT = "__nc_object_dict"
+#: ``id``, by a name of its own: the fingerprint's identities are pinned (``_watch.Verified``), and
+#: the pinning variant of the fingerprint binds this name to what collects the objects instead.
+_ID = "__nc_id"
 
 _GLOBALS = "__nc_globals"
 #: Prefix of the globals bound to closure cells of plain values (``__nc_cell3``).
@@ -280,16 +283,16 @@ class _KeyWriter:
         """What a callable the code calls holds besides its identity: a function's defaults and
         closure cells, a partial's arguments, a bound method's object (Dynamo inlines them all)."""
         if isinstance(value, types.FunctionType):
-            prints.append(f"id({expr}.__defaults__)")
-            prints.append(f"id({expr}.__kwdefaults__)")
-            prints.extend(f"id({expr}.__closure__[{i}].cell_contents)" for i in range(len(value.__closure__ or ())))
+            prints.append(f"{_ID}({expr}.__defaults__)")
+            prints.append(f"{_ID}({expr}.__kwdefaults__)")
+            prints.extend(f"{_ID}({expr}.__closure__[{i}].cell_contents)" for i in range(len(value.__closure__ or ())))
         elif isinstance(value, functools.partial):
-            prints.append(f"id({expr}.func)")
-            prints.append(f"id({expr}.args)")
+            prints.append(f"{_ID}({expr}.func)")
+            prints.append(f"{_ID}({expr}.args)")
             prints.append(f"{_FINGERPRINT}({expr}.keywords)")
         elif isinstance(value, types.MethodType):
-            prints.append(f"id({expr}.__func__)")
-            prints.append(f"id({expr}.__self__)")
+            prints.append(f"{_ID}({expr}.__func__)")
+            prints.append(f"{_ID}({expr}.__self__)")
             if isinstance(getattr(value.__self__, "__dict__", None), dict):
                 prints.append(f"{_FINGERPRINT}({_OBJECT_DICT}({expr}.__self__, '__dict__'))")
 
@@ -300,7 +303,7 @@ class _KeyWriter:
         if node.children and all(child.kind is Kind.OBJECT and child.expr is not None for child in node.children):
             self.object_prints.append(f"len({expr})")
         else:
-            self.object_prints.append(f"*map(id, {expr})")
+            self.object_prints.append(f"*map({_ID}, {expr})")
 
     def children(self, node: Node, inside: bool) -> None:
         for child in node.children:
@@ -450,6 +453,7 @@ def _namespace(fn: types.FunctionType, layout: CheckLayout | None = None) -> dic
         _EPOCH: _watch.EPOCH,
         _MODES: _compat.torch_function_mode_count,
         _FINGERPRINT: _watch.dict_fingerprint,
+        _ID: id,
         _OBJECT_DICT: object.__getattribute__,
         _GLOBALS: fn.__globals__,
     }
@@ -483,6 +487,8 @@ class Selector:
     fast: KeyFn
     verified_key: KeyFn
     fingerprint: KeyFn
+    pins: KeyFn
+    """The fingerprint's pinning variant (``_watch.pinned_objects`` of it: what ``verify`` pins)."""
     object_key: KeyFn
     tensors: Callable[..., tuple[torch.Tensor, ...]]
     argument_tensors: Callable[..., tuple[torch.Tensor, ...]]
@@ -499,11 +505,12 @@ class Selector:
         with self.lock:
             self.table[key] = (candidate, *self.table.get(key, ()))
 
-    def verify(self, key: tuple[Any, ...], candidate: Candidate) -> None:
-        """Make ``candidate`` the first one the per-call path tries for ``key`` (a ``verified_key``)."""
+    def verify(self, key: tuple[Any, ...], candidate: Candidate, pins: list[Any]) -> None:
+        """Make ``candidate`` the first one the per-call path tries for ``key`` (a ``verified_key``),
+        pinning ``pins`` (the objects whose ``id()`` is in the key) for as long as the key is kept."""
         with self.lock:
             others = tuple(c for c in self.verified.get(key, ()) if c is not candidate)
-            self.verified.add(key, (candidate, *others))
+            self.verified.add(key, (candidate, *others), pins)
 
     def candidates(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Candidate, ...]:
         """The candidates under this call's fast key (empty for a call of another structure)."""
@@ -606,10 +613,18 @@ def selector(
         named_like=("call",),
         own_defaults=("call",),
     )
+    # The fingerprint again, with its identities and its dicts' values collected instead: what the
+    # verified table pins for a key (``_watch.Verified.add``).
+    pins = define_like(
+        fn,
+        f"def pins({params}):\n    return {fingerprint}\n",
+        {**_namespace(fn, layout), _FINGERPRINT: _watch.pin_dict, _ID: _watch.pin_object},
+    )["pins"]
     return Selector(
         call=defined["call"],
         fast=defined["fast"],
         fingerprint=defined["fingerprint"],
+        pins=pins,
         verified_key=defined["verified_key"],
         object_key=defined["object_key"],
         tensors=defined["tensors"],

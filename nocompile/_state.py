@@ -555,6 +555,7 @@ class CompileState:
         try:
             key = check.verified_key(*args, **kwargs)
             fingerprint = check.fingerprint(*args, **kwargs)
+            pins = _watch.pinned_objects(check.pins(*args, **kwargs))
             object_key = check.object_key(*args, **kwargs)
             tensors = check.tensors(*args, **kwargs)
         except Exception:  # the call does not have this table's structure inside its objects
@@ -574,7 +575,7 @@ class CompileState:
                 if len(spec.verified_modules) >= _watch.MAX_VERIFIED:
                     spec.verified_modules.clear()
                 spec.verified_modules.add(module_part)
-            check.verify(key, candidate)
+            check.verify(key, candidate, pins)
             return spec.call
         return None
 

@@ -16,11 +16,18 @@ fingerprint is one it has not verified before. The fingerprint of a call is a tu
   ``_modules``, and every argument object's ``__dict__`` (a KV cache and its layers), plus the
   length of each list inside argument objects.
 
-With CPython's per-dict version tag (Python 3.11 and 3.12, through ``_compat.DICT_VERSION``) a
+With CPython's per-dict version tag (Python 3.10 to 3.12, through ``_compat.DICT_VERSION``) a
 dict's fingerprint is one int that every store into the dict changes and that no other dict
-shares, so an equal tuple means the very same dicts, unchanged. Where the tag is missing (Python
-3.13) the fingerprint is the dict's keys and the identities of its values (a value replaced twice
-between two calls, the newest at the very address of the one verified, would go unseen there).
+shares, so an equal tuple means the very same dicts, unchanged. Where the tag is missing or does
+not follow instance attributes (Python 3.13, whose instances keep attribute values inline) the
+fingerprint is the dict's keys and the identities of its values.
+
+An identity (``id()``) is evidence only while its object lives: CPython creates the next object at
+a freed one's address at once. So each verified key *pins* the objects whose identities it holds
+(``Verified.add``): a weak reference that forgets the key when the object dies, or a strong one
+for small immutable values. Lists, dicts and sets are not pinned (keeping them would keep whole KV
+caches alive): what the compiled code read of them, their items and entries, is fingerprinted on
+its own.
 
 What the fingerprint does not see (a plain attribute of a *submodule* set after compiling, a
 tensor's shape changed in place through ``.data``) is listed in docs/footguns.md with what
@@ -110,6 +117,33 @@ def _contents(d: dict[str, Any]) -> tuple[Hashable, ...]:
 dict_fingerprint: Callable[[dict[str, Any]], Hashable] = _compat.DICT_VERSION or _contents
 
 
+class Pinned(tuple):  # type: ignore[type-arg]
+    """Objects whose ``id()`` is part of a fingerprint: what ``Verified`` must pin for that key."""
+
+
+def pin_dict(d: dict[str, Any]) -> Pinned:
+    """The pinning variant of ``dict_fingerprint``: a version tag needs nothing pinned; identities of
+    the values (no version tags) need the values."""
+    return Pinned() if dict_fingerprint is not _contents else Pinned(d.values())
+
+
+def pin_object(obj: Any) -> Pinned:
+    """The pinning variant of ``id``."""
+    return Pinned((obj,))
+
+
+def pinned_objects(pins: tuple[Any, ...]) -> list[Any]:
+    """The objects a fingerprint's pinning variant collected, in order."""
+    return [obj for element in pins if isinstance(element, Pinned) for obj in element]
+
+
+#: Kept by a strong reference: never freed while pinned, cheap to keep.
+_KEPT = (int, float, complex, bool, str, bytes, type(None), tuple, frozenset)
+#: Not pinned: what the fingerprint needs of them is their contents, which it reads separately (a
+#: dict's own fingerprint, a list's items), and keeping them would keep whole KV caches alive.
+_UNPINNED = (list, dict, set)
+
+
 class Verified:
     """What the per-call path may run for each key it has verified (fast key + fingerprint).
 
@@ -120,12 +154,54 @@ class Verified:
     def __init__(self) -> None:
         self.table: dict[Hashable, tuple[Any, ...]] = {}
         self.get = self.table.get
+        self.pins: dict[Hashable, list[Any]] = {}
 
-    def add(self, key: Hashable, candidates: tuple[Any, ...]) -> None:
+    def add(self, key: Hashable, candidates: tuple[Any, ...], pins: list[Any] | None = None) -> None:
+        """Record ``candidates`` for ``key``; ``pins``: the objects whose ``id()`` is in the key.
+
+        An identity in a key is only evidence while its object lives: once it is freed, another
+        object can be created at its address and bring the same ``id()`` (CPython reuses freed
+        memory at once). So each pinned object is held by a weak reference whose callback forgets
+        the key when the object dies, or, where it cannot be weakly referenced, by a strong one
+        (small immutable values). ``pins=None`` keeps the key's pins as they are (a reordering).
+        """
         self.table.pop(key, None)  # re-inserted last: the newest is the last to be forgotten
         self.table[key] = candidates
+        if pins is not None:
+            self.pins[key] = self._hold(key, pins)
         while len(self.table) > MAX_VERIFIED:
-            del self.table[next(iter(self.table))]
+            oldest = next(iter(self.table))
+            self.table.pop(oldest, None)  # a dying pin's callback may have taken it already
+            self.pins.pop(oldest, None)
+
+    def _hold(self, key: Hashable, objects: list[Any]) -> list[Any]:
+        if not objects:
+            return []
+        forget = weakref.WeakMethod(self._forget)
+
+        def died(_ref: Any) -> None:
+            method = forget()
+            if method is not None:
+                method(key)
+
+        held: list[Any] = []
+        for obj in objects:
+            if type(obj) in _UNPINNED:
+                continue
+            if type(obj) in _KEPT:
+                held.append(obj)
+                continue
+            try:
+                held.append(weakref.ref(obj, died))
+            except TypeError:  # not weakly referenceable: keep it alive instead
+                held.append(obj)
+        return held
+
+    def _forget(self, key: Hashable) -> None:
+        """A pinned object died: its ``id()`` may come back on another object, so the key goes."""
+        self.table.pop(key, None)
+        self.pins.pop(key, None)
 
     def clear(self) -> None:
         self.table.clear()
+        self.pins.clear()

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.modules import module as module_hooks
 
-from nocompile import GuardMismatchError, _watch, compile_once
+from nocompile import GuardMismatchError, _compat, _watch, compile_once
 
 
 def count_slow_calls(compiled: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -369,3 +369,111 @@ def test_inputs_turns_inductors_size_asserts_off_and_catches_a_replaced_paramete
         model.linear.bias = nn.Parameter(torch.zeros(1))  # another shape that still broadcasts
         with pytest.raises(GuardMismatchError, match="size mismatch"):
             model(x)
+
+
+class _Holder:
+    """A plain argument object."""
+
+
+def test_an_identity_in_the_fingerprint_is_not_fooled_by_a_reused_address() -> None:
+    """Items of a list inside an argument object are fingerprinted by identity. An identity is only
+    evidence while its object lives: the verified table pins each one (a weak reference that
+    forgets the key when the object dies), so a tensor created at a freed tensor's address (CPython
+    reuses freed memory at once) is verified afresh instead of passing for it."""
+
+    @compile_once(backend="eager")
+    def f(holder: _Holder) -> torch.Tensor:
+        return holder.items[0] * 2
+
+    holder = _Holder()
+    for _ in range(20):
+        holder.items = [torch.ones(3)]  # type: ignore[attr-defined]
+        f(holder)
+        f(holder)  # verified: the fast path from here on
+        verified = id(holder.items[0])
+        holder.items[0] = None  # the verified tensor is freed ...
+        holder.items[0] = torch.ones(5)  # ... and this one is usually created at its address
+        if id(holder.items[0]) == verified:
+            break  # without pins the key would now be unchanged; with them the freed tensor's went
+    with pytest.raises(GuardMismatchError, match=r"holder\.items\[0\]"):
+        f(holder)
+
+
+def test_a_pinned_object_that_dies_takes_its_verified_keys_with_it() -> None:
+    @compile_once(backend="eager")
+    def f(holder: _Holder) -> torch.Tensor:
+        return holder.items[0] + 1
+
+    holder = _Holder()
+    holder.items = [torch.ones(3)]  # type: ignore[attr-defined]
+    f(holder)
+    f(holder)
+    verified = f.state._tables[0].selector.verified
+    assert len(verified.table) == 1 and len(verified.pins) == 1
+    holder.items[0] = torch.ones(3)  # the verified tensor dies: its key goes
+    assert verified.table == {} and verified.pins == {}
+    assert torch.equal(f(holder), torch.full((3,), 2.0))  # verified again, same specialization
+    assert f.stats.compiles == 1 and len(verified.table) == 1
+
+
+def test_without_version_tags_a_replaced_value_is_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where dicts have no usable version tag (Python 3.13), a dict's fingerprint is its keys and its
+    values' identities, and the verified key pins those values (strongly for small immutable
+    values, which cannot be weakly referenced), so a value freed and replaced by a new one at its
+    address cannot pass for it. Here on any Python, with the contents fingerprint forced."""
+    monkeypatch.setattr(_watch, "dict_fingerprint", _watch._contents)
+
+    @compile_once(backend="eager")
+    def f(holder: _Holder, x: torch.Tensor) -> torch.Tensor:
+        return x * holder.scale
+
+    holder, x = _Holder(), torch.ones(2)
+    holder.scale = float(2)  # type: ignore[attr-defined]
+    f(holder, x)
+    f(holder, x)
+    holder.scale = None  # type: ignore[attr-defined]
+    holder.scale = float(3)  # type: ignore[attr-defined]
+    with pytest.raises(GuardMismatchError, match="scale"):
+        f(holder, x)
+
+
+def test_the_dict_version_probe_matches_instance_attributes() -> None:
+    """``_compat.DICT_VERSION`` is used only where setting and deleting an instance attribute changes
+    the version of the instance's ``__dict__`` (not so on Python 3.13, where values live inline)."""
+    if _compat.DICT_VERSION is None:
+        assert _watch.dict_fingerprint is _watch._contents
+        return
+    holder = _Holder()
+    holder.a = 1  # type: ignore[attr-defined]
+    versions = [_compat.DICT_VERSION(holder.__dict__)]
+    holder.a = 2  # type: ignore[attr-defined]
+    versions.append(_compat.DICT_VERSION(holder.__dict__))
+    del holder.a  # type: ignore[attr-defined]
+    versions.append(_compat.DICT_VERSION(holder.__dict__))
+    assert len(set(versions)) == 3
+
+
+class _ListScaled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scales = [1.0, 2.0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scales[0]
+
+
+@pytest.mark.parametrize("guards", ["inputs", "dynamo"])
+def test_a_list_held_by_self_changed_in_place_is_seen_only_by_dynamo(guards: str) -> None:
+    """Documented in docs/footguns.md: only ``self``'s own dicts are fingerprinted, not the
+    containers in them, so ``self.scales[0] = 5.0`` after verified calls leaves ``guards="inputs"``
+    on the old value (a wrong result); ``guards="dynamo"`` evaluates Dynamo's guard on the item."""
+    model, x = _ListScaled(), torch.ones(2)
+    model.forward = compile_once(model.forward, backend="eager", guards=guards, on_mismatch="recompile")  # type: ignore[method-assign]
+    model(x)
+    model(x)
+    model.scales[0] = 5.0
+    got = model(x)
+    if guards == "dynamo":
+        assert torch.equal(got, torch.full((2,), 5.0))
+    else:
+        assert torch.equal(got, torch.ones(2))  # the old value, as documented
