@@ -248,13 +248,15 @@ class _KeyWriter:
     @staticmethod
     def module_prints_of(module: torch.nn.Module, expr: str, prints: list[str]) -> None:
         """A module's class, its four dicts, the dicts of plain objects it holds (a config), and
-        the dtype and device of its first parameter: ``model.half()`` and ``model.to(device)``
-        convert every parameter in place (``param.data = ...``), which no dict shows."""
+        the dtype, device and strides of its first parameter: ``model.half()``, ``model.to(device)``
+        and ``model.to(memory_format=torch.channels_last)`` convert every parameter in place
+        (``param.data = ...``), which no dict shows. A change there makes the fingerprint new, and
+        the verification compares every parameter's layout (``_watch.tensor_layout``)."""
         prints.append(f"{expr}.__class__")
         prints.extend(f"{_FINGERPRINT}({expr}.{d})" for d in _compat.MODULE_DICTS)
         sentinel = _compat.first_parameter_path(module)
         if sentinel is not None:
-            prints += [f"{expr}{sentinel}.dtype", f"{expr}{sentinel}.device"]
+            prints += [f"{expr}{sentinel}.dtype", f"{expr}{sentinel}.device", f"{expr}{sentinel}.stride()"]
         for name, value in vars(module).items():
             if name.startswith(STATE_ATTRIBUTE_PREFIX):  # nocompile's own state: changes on every call
                 continue

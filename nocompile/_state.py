@@ -407,6 +407,9 @@ class CompileState:
             spec.argument_match = check.argument_match
             spec.global_state = request.global_state
             spec.torch_function_modes = request.modes
+            spec.module_layouts = {
+                root.path: _watch.tensor_layout(root.value) for root in request.tree.roots if root.kind is Kind.MODULE
+            }
             if made.origin == "compiled" and made.keeps_guards:
                 spec.guard_manager = _compat.dynamo_guard_manager(made.source_code)
             if spec.guard_manager is None:  # verified by digests instead (see _baked_in_failure)
@@ -586,17 +589,27 @@ class CompileState:
         """Why values the code baked in (attributes of modules, closure cells, globals, torch
         function modes) no longer hold for this call, or None when they do.
 
-        With Dynamo's guard manager (an in-process compile): every guard Dynamo built, evaluated
-        directly. Without one (ahead of time or loaded from ``cache_dir``, or ``dispatch="dynamo"``):
-        the digest of each module argument and the torch-function modes, as compiled for.
+        First the layout of every parameter and buffer of each module argument (kernels assume
+        it; Dynamo's guards on torch 2.11 miss an in-place ``model.double()``). Then, with Dynamo's
+        guard manager (an in-process compile): every guard Dynamo built, evaluated directly.
+        Without one (ahead of time or loaded from ``cache_dir``, or ``dispatch="dynamo"``): the
+        digest of each module argument and the torch-function modes, as compiled for.
         """
         fn = self.function
+        if spec.module_layouts:
+            bound = bound_arguments(fn, args, kwargs)
+            for name, layout in spec.module_layouts.items():
+                changed = _watch.layout_change(layout, _watch.tensor_layout(bound[name]))
+                if changed is not None:
+                    separator = "'s " if changed.startswith("parameters and buffers") else "."
+                    return f"{name}{separator}{changed}"
         if spec.guard_manager is not None:
             f_locals = bound_arguments(fn, args, kwargs)
             for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False):
                 with contextlib.suppress(ValueError):  # an empty cell is absent from the frame too
                     f_locals[name] = cell.cell_contents
-            return _compat.guard_failure(spec.guard_manager, f_locals)
+            failure = _compat.guard_failure(spec.guard_manager, f_locals)
+            return None if failure is None else f"Dynamo's guard: {failure}"
         modes = tuple(type(m) for m in _compat.torch_function_modes())
         if modes != spec.torch_function_modes:
             return f"torch function modes compiled for {spec.torch_function_modes}, now {modes}"
@@ -647,7 +660,7 @@ class CompileState:
         if not lines:
             failure = self._baked_in_failure(spec, args, kwargs)
             if failure is not None:
-                lines = [f"a value the compiled code baked in changed (Dynamo's guard): {failure}"]
+                lines = [f"a value the compiled code baked in changed: {failure}"]
         return lines or ["the signature differs in a way nocompile could not pin down"]
 
     def _mismatch_error(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> GuardMismatchError:

@@ -89,6 +89,10 @@ class Specialization:
     module_digests: dict[str, str] = dataclasses.field(default_factory=dict)
     """Without a guard manager (ahead of time, loaded, ``dispatch="dynamo"``): a digest of each module
     argument as compiled for, what a change the watch sees is verified against."""
+    module_layouts: dict[str, tuple[Any, ...]] = dataclasses.field(default_factory=dict)
+    """Under ``guards="inputs"``: the layout (shape, stride, dtype, device) of each module argument's
+    parameters and buffers as compiled for, checked when the watch sees a change; Dynamo's guards
+    do not see a parameter converted in place on every torch (2.11: ``model.double()``)."""
     torch_function_modes: tuple[type, ...] = ()
     """The classes of the torch-function modes active when it compiled."""
     verified_modules: set[tuple[Any, ...]] = dataclasses.field(default_factory=set)

@@ -205,3 +205,43 @@ class Verified:
     def clear(self) -> None:
         self.table.clear()
         self.pins.clear()
+
+
+def tensor_layout(module: torch.nn.Module) -> tuple[Any, ...]:
+    """``(name, shape, stride, dtype, device)`` of each parameter and buffer of ``module``.
+
+    What compiled kernels assume of the weights. ``model.half()``, ``.to(device)`` and
+    ``.to(memory_format=...)`` change it in place (``param.data = ...``): the module dicts do not
+    change, only the sentinel in the fingerprint does (``_signature``), and Dynamo's guards on
+    torch 2.11 pass. Read once per new fingerprint, never per call.
+    """
+    return tuple(
+        (name, tuple(t.shape), _stride(t), t.dtype, t.device)
+        for tensors in (module.named_parameters(), module.named_buffers())
+        for name, t in tensors
+        if t is not None
+    )
+
+
+def _stride(t: torch.Tensor) -> tuple[int, ...] | None:
+    try:
+        return tuple(t.stride())
+    except (RuntimeError, NotImplementedError, ValueError):  # sparse, nested, uninitialized: no strides
+        return None
+
+
+def layout_change(compiled: tuple[Any, ...], now: tuple[Any, ...]) -> str | None:
+    """The first difference between two :func:`tensor_layout` results, as text, or None."""
+    if len(compiled) != len(now):
+        return f"parameters and buffers: compiled with {len(compiled)}, now {len(now)}"
+    for old, new in zip(compiled, now, strict=True):
+        if old != new:
+            name, shape, stride, dtype, device = new
+            _, old_shape, old_stride, old_dtype, old_device = old
+            if name != old[0]:
+                return f"parameters and buffers: compiled with {old[0]!r} where now {name!r}"
+            return (
+                f"{name}: compiled for shape {old_shape} stride {old_stride} {old_dtype} on {old_device}, "
+                f"now shape {shape} stride {stride} {dtype} on {device}"
+            )
+    return None
