@@ -541,7 +541,7 @@ def first_parameter_path(module: torch.nn.Module, depth: int = 0) -> str | None:
     through its ``_parameters`` and ``_modules`` dicts (no ``__getattr__``), or None when it has
     none within a few levels."""
     for name, p in module._parameters.items():
-        if p is not None:
+        if p is not None and not torch.nn.parameter.is_lazy(p):  # a lazy one has no strides yet
             return f"._parameters[{name!r}]"
     if depth >= 6:
         return None

@@ -63,6 +63,9 @@ DYNAMIC_INT = "value (dynamic int as min(value, 2))"
 _EPOCH = "__nc_epoch"
 _MODES = "__nc_modes"
 _FINGERPRINT = "__nc_fp"
+#: The same fingerprint, for a dict whose lists and dicts the fingerprint reads on their own (an
+#: argument object's): its pinning variant leaves those out (``_watch.pin_walked_dict``).
+_FINGERPRINT_WALKED = "__nc_fpw"
 #: ``object.__getattribute__``: an object's ``__dict__`` without its class's own ``__getattribute__``
 #: (Hugging Face configs define one, in Python, which would make every read cost a Python call).
 _OBJECT_DICT = "__nc_object_dict"
@@ -227,7 +230,7 @@ class _KeyWriter:
             else:
                 self.add(path, "keys", f"tuple({expr})", inside=inside)
             if inside:  # a dict can change in place: its version
-                self.object_prints.append(f"{_FINGERPRINT}({expr})")
+                self.object_prints.append(f"{_FINGERPRINT_WALKED}({expr})")
             self.children(node, inside)
         elif kind is Kind.OBJECT:
             # An argument object (a KV cache, a config): its class, its instance attributes' names,
@@ -238,7 +241,7 @@ class _KeyWriter:
             # fingerprint reads it once per call, the object key only when the fingerprint is new.
             self.add(path, "type", f"({node.local} := {expr}).__class__", inside=True)
             self.add(path, "attributes", f"tuple({node.local}.__dict__)", inside=True)
-            self.object_prints.append(f"{_FINGERPRINT}({_dict_of(node, expr)})")
+            self.object_prints.append(f"{_FINGERPRINT_WALKED}({_dict_of(node, expr)})")
             self.children(node, inside=True)
         else:
             if not inside:
@@ -267,7 +270,7 @@ class _KeyWriter:
         """Objects, modules and dicts the function names as globals: their attributes or entries,
         which a store into the globals dict itself would not show."""
         namespace = fn.__globals__
-        for name in dict.fromkeys(_global_names(fn.__code__)):
+        for name in dict.fromkeys(global_names(fn.__code__)):
             value = namespace.get(name)
             kind = classify(value)
             where = f"{_GLOBALS}[{name!r}]"
@@ -343,12 +346,12 @@ class _KeyWriter:
             self.add(path, "stride", f"{expr}.stride()", inside=inside, fast=False)
 
 
-def _global_names(code: types.CodeType) -> list[str]:
+def global_names(code: types.CodeType) -> list[str]:
     """Names ``code`` (and the code nested in it) may load as globals."""
     names = list(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            names += _global_names(const)
+            names += global_names(const)
     return names
 
 
@@ -455,6 +458,7 @@ def _namespace(fn: types.FunctionType, layout: CheckLayout | None = None) -> dic
         _EPOCH: _watch.EPOCH,
         _MODES: _compat.torch_function_mode_count,
         _FINGERPRINT: _watch.dict_fingerprint,
+        _FINGERPRINT_WALKED: _watch.dict_fingerprint,
         _ID: id,
         _OBJECT_DICT: object.__getattribute__,
         _GLOBALS: fn.__globals__,
@@ -620,7 +624,12 @@ def selector(
     pins = define_like(
         fn,
         f"def pins({params}):\n    return {fingerprint}\n",
-        {**_namespace(fn, layout), _FINGERPRINT: _watch.pin_dict, _ID: _watch.pin_object},
+        {
+            **_namespace(fn, layout),
+            _FINGERPRINT: _watch.pin_dict,
+            _FINGERPRINT_WALKED: _watch.pin_walked_dict,
+            _ID: _watch.pin_object,
+        },
     )["pins"]
     return Selector(
         call=defined["call"],

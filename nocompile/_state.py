@@ -49,6 +49,7 @@ from ._signature import (
     build_shape_check,
     describe_difference,
     describe_key,
+    global_names,
     key_function,
     parameter_names,
     selector,
@@ -408,7 +409,8 @@ class CompileState:
             spec.global_state = request.global_state
             spec.torch_function_modes = request.modes
             spec.module_layouts = {
-                root.path: _watch.tensor_layout(root.value) for root in request.tree.roots if root.kind is Kind.MODULE
+                where: _watch.tensor_layout(module)
+                for where, module in _layout_sources(fn, request.tree, request.args, request.kwargs)
             }
             if made.origin == "compiled" and made.keeps_guards:
                 spec.guard_manager = _compat.dynamo_guard_manager(made.source_code)
@@ -575,9 +577,7 @@ class CompileState:
             if module_part not in spec.verified_modules:
                 if self._baked_in_failure(spec, args, kwargs) is not None:
                     continue
-                if len(spec.verified_modules) >= _watch.MAX_VERIFIED:
-                    spec.verified_modules.clear()
-                spec.verified_modules.add(module_part)
+                spec.verified_modules.add(module_part, (), pins)
             check.verify(key, candidate, pins)
             return spec.call
         return None
@@ -596,13 +596,9 @@ class CompileState:
         digest of each module argument and the torch-function modes, as compiled for.
         """
         fn = self.function
-        if spec.module_layouts:
-            bound = bound_arguments(fn, args, kwargs)
-            for name, layout in spec.module_layouts.items():
-                changed = _watch.layout_change(layout, _watch.tensor_layout(bound[name]))
-                if changed is not None:
-                    separator = "'s " if changed.startswith("parameters and buffers") else "."
-                    return f"{name}{separator}{changed}"
+        layout_failure = _layout_failure(fn, spec.module_layouts, args, kwargs)
+        if layout_failure is not None:
+            return layout_failure
         if spec.guard_manager is not None:
             f_locals = bound_arguments(fn, args, kwargs)
             for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False):
@@ -800,3 +796,47 @@ def _tensor_match(tensors: tuple[TensorArg, ...]) -> Any:
     return _compat.tensor_match(
         [t.tensor for t in tensors], [t.sizes() for t in tensors], [t.strides() for t in tensors]
     )
+
+
+def _layout_sources(
+    fn: types.FunctionType,
+    tree: ArgumentTree | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    only: dict[str, Any] | None = None,
+) -> list[tuple[str, torch.nn.Module]]:
+    """The modules whose parameters' layout a specialization is compiled for, by where the code
+    reaches them: module arguments (``self``), modules in closure cells, modules the code names
+    as globals. ``only``: the places recorded at compile time (a later call reads those)."""
+    found: list[tuple[str, torch.nn.Module]] = []
+    if tree is not None:
+        found += [(root.path, root.value) for root in tree.roots if root.kind is Kind.MODULE]
+    else:
+        bound = bound_arguments(fn, args, kwargs)
+        found += [(name, value) for name, value in bound.items() if isinstance(value, torch.nn.Module)]
+    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False):
+        with contextlib.suppress(ValueError):  # an empty cell
+            if isinstance(cell.cell_contents, torch.nn.Module):
+                found.append((f"closure cell {name}", cell.cell_contents))
+    for name in dict.fromkeys(global_names(fn.__code__)):
+        value = fn.__globals__.get(name)
+        if isinstance(value, torch.nn.Module):
+            found.append((f"global {name}", value))
+    return found if only is None else [(where, module) for where, module in found if where in only]
+
+
+def _layout_failure(
+    fn: types.FunctionType, layouts: dict[str, tuple[Any, ...]], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> str | None:
+    """The first parameter or buffer whose layout differs from what was compiled for, as text."""
+    if not layouts:
+        return None
+    now = dict(_layout_sources(fn, None, args, kwargs, only=layouts))
+    for where, layout in layouts.items():
+        module = now.get(where)
+        if module is None:
+            return f"{where} is no longer a module"
+        changed = _watch.layout_change(layout, _watch.tensor_layout(module))
+        if changed is not None:
+            return f"{where}'s {changed}" if changed.startswith("parameters and buffers") else f"{where}.{changed}"
+    return None

@@ -15,6 +15,7 @@ from ._automatic import Dynamic
 from ._options import CompileOptions
 from ._record import CompileRecord
 from ._signature import KeyFunction, Selector, ShapeCheck, describe_key
+from ._watch import Verified
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +96,9 @@ class Specialization:
     do not see a parameter converted in place on every torch (2.11: ``model.double()``)."""
     torch_function_modes: tuple[type, ...] = ()
     """The classes of the torch-function modes active when it compiled."""
-    verified_modules: set[tuple[Any, ...]] = dataclasses.field(default_factory=set)
-    """The module parts of fingerprints this specialization was verified under (``_state``)."""
+    verified_modules: Verified = dataclasses.field(default_factory=Verified)
+    """The module parts of fingerprints this specialization was verified under (``_state``), with
+    the identities in them pinned like the per-call keys' (``_watch.Verified``)."""
     static_key_function: KeyFunction | None = None
     static_key: tuple[Any, ...] | None = None
     """The compiling call's key with every size and int exact: what automatic dynamic compares with."""

@@ -127,6 +127,15 @@ def pin_dict(d: dict[str, Any]) -> Pinned:
     return Pinned() if dict_fingerprint is not _contents else Pinned(d.values())
 
 
+def pin_walked_dict(d: dict[str, Any]) -> Pinned:
+    """``pin_dict`` for the dict of an argument object, whose lists and dicts the fingerprint
+    reads on their own (a list's items, a dict's fingerprint): their identities need no pin, and
+    pinning them would keep a whole KV cache alive."""
+    if dict_fingerprint is not _contents:
+        return Pinned()
+    return Pinned(v for v in d.values() if type(v) not in _WALKED)
+
+
 def pin_object(obj: Any) -> Pinned:
     """The pinning variant of ``id``."""
     return Pinned((obj,))
@@ -137,24 +146,37 @@ def pinned_objects(pins: tuple[Any, ...]) -> list[Any]:
     return [obj for element in pins if isinstance(element, Pinned) for obj in element]
 
 
-#: Kept by a strong reference: never freed while pinned, cheap to keep.
-_KEPT = (int, float, complex, bool, str, bytes, type(None), tuple, frozenset)
-#: Not pinned: what the fingerprint needs of them is their contents, which it reads separately (a
-#: dict's own fingerprint, a list's items), and keeping them would keep whole KV caches alive.
-_UNPINNED = (list, dict, set)
+#: Kept by a strong reference, with no limit: small, and holding nothing else alive.
+_SMALL = (int, float, complex, bool, str, bytes, type(None))
+#: Containers inside argument objects whose contents the fingerprint reads separately.
+_WALKED = (list, dict)
+#: Keys whose pins hold a container (a tuple, a list) strongly: at most this many per table, the
+#: oldest forgotten first, so that rebinding a closure's list on every call cannot keep old lists
+#: (and the tensors in them) alive without bound.
+MAX_STRONGLY_PINNED = 4
 
 
 class Verified:
     """What the per-call path may run for each key it has verified (fast key + fingerprint).
 
-    ``get(key)`` (per call) gives the candidates verified for that key, or None. ``add`` (slow
-    path) records them; beyond ``MAX_VERIFIED`` keys the oldest goes.
+    ``get(key)`` (per call, no lock) gives the candidates verified for that key, or None. ``add``
+    (slow path) records them; beyond ``MAX_VERIFIED`` keys the oldest goes. Also used as a set of
+    verified keys (``Specialization.verified_modules``): ``key in verified``.
     """
 
     def __init__(self) -> None:
         self.table: dict[Hashable, tuple[Any, ...]] = {}
         self.get = self.table.get
         self.pins: dict[Hashable, list[Any]] = {}
+        self._strong: dict[Hashable, None] = {}
+        # Reentrant: a pinned object can die (and its callback run) inside ``add`` itself.
+        self._lock = threading.RLock()
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self.table
+
+    def __len__(self) -> int:
+        return len(self.table)
 
     def add(self, key: Hashable, candidates: tuple[Any, ...], pins: list[Any] | None = None) -> None:
         """Record ``candidates`` for ``key``; ``pins``: the objects whose ``id()`` is in the key.
@@ -162,21 +184,29 @@ class Verified:
         An identity in a key is only evidence while its object lives: once it is freed, another
         object can be created at its address and bring the same ``id()`` (CPython reuses freed
         memory at once). So each pinned object is held by a weak reference whose callback forgets
-        the key when the object dies, or, where it cannot be weakly referenced, by a strong one
-        (small immutable values). ``pins=None`` keeps the key's pins as they are (a reordering).
+        the key when the object dies, or, where it cannot be weakly referenced (a tuple, a list),
+        by a strong one, for at most ``MAX_STRONGLY_PINNED`` keys. ``pins=None`` reorders a key
+        that is still there and does nothing for one that was forgotten meanwhile.
         """
-        self.table.pop(key, None)  # re-inserted last: the newest is the last to be forgotten
-        self.table[key] = candidates
-        if pins is not None:
-            self.pins[key] = self._hold(key, pins)
-        while len(self.table) > MAX_VERIFIED:
-            oldest = next(iter(self.table))
-            self.table.pop(oldest, None)  # a dying pin's callback may have taken it already
-            self.pins.pop(oldest, None)
+        with self._lock:
+            if pins is None and key not in self.table:
+                return
+            self.table.pop(key, None)  # re-inserted last: the newest is the last to be forgotten
+            self.table[key] = candidates
+            if pins is not None:
+                held, strong = self._hold(key, pins)
+                self.pins[key] = held
+                self._strong.pop(key, None)
+                if strong:
+                    self._strong[key] = None
+            while len(self._strong) > MAX_STRONGLY_PINNED:
+                self._forget(next(iter(self._strong)))
+            while len(self.table) > MAX_VERIFIED:
+                self._forget(next(iter(self.table)))
 
-    def _hold(self, key: Hashable, objects: list[Any]) -> list[Any]:
+    def _hold(self, key: Hashable, objects: list[Any]) -> tuple[list[Any], bool]:
         if not objects:
-            return []
+            return [], False
         forget = weakref.WeakMethod(self._forget)
 
         def died(_ref: Any) -> None:
@@ -185,26 +215,31 @@ class Verified:
                 method(key)
 
         held: list[Any] = []
+        strong = False
         for obj in objects:
-            if type(obj) in _UNPINNED:
-                continue
-            if type(obj) in _KEPT:
+            if type(obj) in _SMALL:
                 held.append(obj)
                 continue
             try:
                 held.append(weakref.ref(obj, died))
             except TypeError:  # not weakly referenceable: keep it alive instead
                 held.append(obj)
-        return held
+                strong = True
+        return held, strong
 
     def _forget(self, key: Hashable) -> None:
-        """A pinned object died: its ``id()`` may come back on another object, so the key goes."""
-        self.table.pop(key, None)
-        self.pins.pop(key, None)
+        """A pinned object died (its ``id()`` may come back on another object), or the key is
+        the oldest of too many: the key goes."""
+        with self._lock:
+            self.table.pop(key, None)
+            self.pins.pop(key, None)
+            self._strong.pop(key, None)
 
     def clear(self) -> None:
-        self.table.clear()
-        self.pins.clear()
+        with self._lock:
+            self.table.clear()
+            self.pins.clear()
+            self._strong.clear()
 
 
 def tensor_layout(module: torch.nn.Module) -> tuple[Any, ...]:
@@ -216,18 +251,25 @@ def tensor_layout(module: torch.nn.Module) -> tuple[Any, ...]:
     torch 2.11 pass. Read once per new fingerprint, never per call.
     """
     return tuple(
-        (name, tuple(t.shape), _stride(t), t.dtype, t.device)
+        (name, *_layout(t))
         for tensors in (module.named_parameters(), module.named_buffers())
         for name, t in tensors
         if t is not None
     )
 
 
-def _stride(t: torch.Tensor) -> tuple[int, ...] | None:
+def _layout(t: torch.Tensor) -> tuple[Any, ...]:
+    if torch.nn.parameter.is_lazy(t):  # a lazy module not run yet: no shape to compare
+        return ("uninitialized", None, t.dtype, t.device)
     try:
-        return tuple(t.stride())
-    except (RuntimeError, NotImplementedError, ValueError):  # sparse, nested, uninitialized: no strides
-        return None
+        shape: Any = tuple(t.shape)
+    except (RuntimeError, NotImplementedError, ValueError):  # nested tensors: no single shape
+        shape = None
+    try:
+        stride: Any = tuple(t.stride())
+    except (RuntimeError, NotImplementedError, ValueError):  # sparse, nested: no strides
+        stride = None
+    return (shape, stride, t.dtype, t.device)
 
 
 def layout_change(compiled: tuple[Any, ...], now: tuple[Any, ...]) -> str | None:

@@ -9,6 +9,7 @@ process. Tests that count slow-path calls pin that nothing is re-verified while 
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -446,6 +447,125 @@ def test_an_identity_in_the_fingerprint_is_not_fooled_by_a_reused_address() -> N
             break  # without pins the key would now be unchanged; with them the freed tensor's went
     with pytest.raises(GuardMismatchError, match=r"holder\.items\[0\]"):
         f(holder)
+
+
+def _rebinder(first: Any) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[Any], None]]:
+    """A helper reading ``state`` from its closure, and a setter rebinding that cell."""
+    state = first
+
+    def act(t: torch.Tensor) -> torch.Tensor:
+        return t * (state.v if isinstance(state, _Holder) else state[0])
+
+    def rebind(value: Any) -> None:
+        nonlocal state
+        state = value
+
+    return act, rebind
+
+
+def _holder(v: float) -> _Holder:
+    holder = _Holder()
+    holder.v = v  # type: ignore[attr-defined]
+    return holder
+
+
+@pytest.mark.parametrize("kind", ["object", "list", "tuple"])
+def test_a_closure_cell_rebound_at_a_reused_address_is_not_taken_for_the_old_value(kind: str) -> None:
+    """A callable argument's closure cell is fingerprinted by the identity of what it holds (the
+    review of the pins found these): an object (weakly pinned), a list or a tuple (no weak
+    references: held strongly). Each new value is created right after the old one is freed, at
+    its address where CPython can; the verified key, and the module part verified with Dynamo's
+    guards, must not survive the old value."""
+    make = {"object": _holder, "list": lambda v: [v], "tuple": lambda v: (v,)}[kind]
+    act, rebind = _rebinder(make(2.0))
+    f = compile_once(backend="eager", on_mismatch="recompile")(lambda x, fn: fn(x))
+    x = torch.ones(2)
+    for v in (3.0, 4.0, 5.0, 6.0):
+        f(x, act)
+        f(x, act)
+        rebind(None)
+        rebind(make(v))
+        torch.testing.assert_close(f(x, act), x * v)
+
+
+def test_a_list_attribute_rebound_without_version_tags_is_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python 3.13's fingerprint of ``self``'s dict holds the identities of its values; a list
+    there is not read item by item, so its identity is pinned (strongly: lists have no weak
+    references)."""
+    monkeypatch.setattr(_watch, "dict_fingerprint", _watch._contents)
+
+    class Listed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scales = [2.0]
+
+        @compile_once(backend="eager", on_mismatch="recompile")
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * self.scales[0]
+
+    model, x = Listed(), torch.ones(2)
+    for v in (3.0, 4.0, 5.0):
+        model(x)
+        model(x)
+        model.scales = None  # type: ignore[assignment]
+        model.scales = [v]
+        torch.testing.assert_close(model(x), x * v)
+
+
+def test_strong_pins_are_bounded() -> None:
+    """Tuples cannot be weakly referenced, so a verified key holds them strongly; rebinding a
+    closure's tuple of tensors on every call keeps at most ``MAX_STRONGLY_PINNED`` of them alive."""
+    act, rebind = _rebinder((torch.zeros(100),))
+    f = compile_once(backend="eager")(lambda x, fn: fn(x))
+    x = torch.ones(100)
+    alive = []
+    for _ in range(20):
+        f(x, act)
+        state = act.__closure__[0].cell_contents  # type: ignore[index]
+        alive.append(weakref.ref(state[0]))
+        rebind((torch.zeros(100),))
+    gc.collect()
+    assert 1 <= sum(r() is not None for r in alive) <= _watch.MAX_STRONGLY_PINNED
+
+
+def test_an_unused_lazy_module_does_not_stop_the_compile() -> None:
+    class WithLazy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.aux = nn.LazyLinear(4)  # another head's, not run here: its parameter stays lazy
+            self.linear = nn.Linear(4, 4)
+
+        @compile_once(backend="eager")
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(x)
+
+    model, x = WithLazy(), torch.ones(2, 4)
+    torch.testing.assert_close(model(x), model.linear(x))
+    torch.testing.assert_close(model(x), model.linear(x))
+    assert model.forward.stats.compiles == 1
+
+
+_GLOBAL_LINEAR = nn.Linear(3, 3)
+
+
+def test_a_global_module_converted_in_place_is_caught_even_where_dynamos_guards_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_compat, "guard_failure", lambda manager, f_locals: None)
+
+    @compile_once(backend="eager")
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return _GLOBAL_LINEAR(x)
+
+    x = torch.ones(2, 3)
+    f(x)
+    f(x)
+    _GLOBAL_LINEAR.double()
+    try:
+        with pytest.raises(GuardMismatchError, match=r"global _GLOBAL_LINEAR\.weight: compiled for .*float32"):
+            f(x)
+    finally:
+        _GLOBAL_LINEAR.float()
 
 
 def test_a_pinned_object_that_dies_takes_its_verified_keys_with_it() -> None:
