@@ -302,12 +302,12 @@ class _KeyWriter:
                 prints.append(f"{_FINGERPRINT}({_OBJECT_DICT}({expr}.__self__, '__dict__'))")
 
     def sequence_prints(self, node: Node, expr: str) -> None:
-        """A list inside an argument object (it can change in place): its length when every item is
-        an object (each item's own dict fingerprint, unique to that dict, tells replaced items
-        apart), else the identity of every item."""
-        if node.children and all(child.kind is Kind.OBJECT and child.expr is not None for child in node.children):
-            self.object_prints.append(f"len({expr})")
-        else:
+        """A list inside an argument object (it can change in place): its length, and the identity
+        of every item unless every item is an object (each item's own dict fingerprint, unique to
+        that dict, tells replaced items apart). The length keeps nested lists apart: ``[[a, b], []]``
+        and ``[[a], [b]]`` have the same items in the same order."""
+        self.object_prints.append(f"len({expr})")
+        if not (node.children and all(child.kind is Kind.OBJECT and child.expr is not None for child in node.children)):
             self.object_prints.append(f"*map({_ID}, {expr})")
 
     def children(self, node: Node, inside: bool) -> None:

@@ -568,6 +568,24 @@ def test_a_global_module_converted_in_place_is_caught_even_where_dynamos_guards_
         _GLOBAL_LINEAR.float()
 
 
+def test_an_item_moved_between_nested_lists_in_place_is_seen() -> None:
+    """The items of ``[[a, b], [c]]`` and ``[[a], [b, c]]`` have the same identities in the same
+    order: each list's length is in the fingerprint too (found in review)."""
+
+    @compile_once(backend="eager")
+    def f(holder: _Holder) -> torch.Tensor:
+        return holder.items[0][-1] + holder.items[1][0]
+
+    a, b, c = torch.zeros(2), torch.ones(2), torch.full((2,), 5.0)
+    holder = _Holder()
+    holder.items = [[a, b], [c]]  # type: ignore[attr-defined]
+    f(holder)
+    f(holder)
+    holder.items[1].insert(0, holder.items[0].pop())  # type: ignore[attr-defined]
+    with pytest.raises(GuardMismatchError):
+        f(holder)
+
+
 def test_a_pinned_object_that_dies_takes_its_verified_keys_with_it() -> None:
     @compile_once(backend="eager")
     def f(holder: _Holder) -> torch.Tensor:
