@@ -22,6 +22,7 @@ generated function (``(_nc_o3 := cache.layers[0]).__class__``), so deep paths st
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import functools
@@ -267,6 +268,16 @@ def bound_arguments(fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping
     bound = code_signature(fn).bind(*args, **kwargs)
     bound.apply_defaults()
     return dict(bound.arguments)
+
+
+def closure_values(fn: types.FunctionType) -> dict[str, Any]:
+    """The function's closure variables by name, as a frame of it would have them (an empty
+    cell, assigned later or never, is absent)."""
+    values = {}
+    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False):
+        with contextlib.suppress(ValueError):
+            values[name] = cell.cell_contents
+    return values
 
 
 def walk(

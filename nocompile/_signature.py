@@ -454,7 +454,7 @@ def _namespace(fn: types.FunctionType, layout: CheckLayout | None = None) -> dic
     return {
         **{f"{_CELL}{i}": cells[i] for i in (layout.closure_cells if layout is not None else ())},
         _GRAD_ENABLED: torch.is_grad_enabled,
-        CLOSURE_CELLS: fn.__closure__ or (),
+        CLOSURE_CELLS: cells,
         _EPOCH: _watch.EPOCH,
         _MODES: _compat.torch_function_mode_count,
         _FINGERPRINT: _watch.dict_fingerprint,

@@ -18,7 +18,6 @@ target is one atomic store, so concurrent callers always see either the old or t
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import logging
@@ -32,7 +31,7 @@ from typing import Any
 import torch
 
 from . import _artifacts, _automatic, _bytecode_hook, _compat, _cudagraphs, _dump, _watch
-from ._arguments import ArgumentTree, Kind, bound_arguments, identity_snapshot, walk
+from ._arguments import ArgumentTree, Kind, bound_arguments, closure_values, identity_snapshot, walk
 from ._compiler import Compiled, compile_ahead, compile_in_process, describe_function, function_on_code
 from ._entry import TARGET, MethodFunction, build_direct_entry, build_guarded_call, prologue, prologue_globals
 from ._errors import GuardMismatchError, NoCompileError
@@ -410,7 +409,7 @@ class CompileState:
             spec.torch_function_modes = request.modes
             spec.module_layouts = {
                 where: _watch.tensor_layout(module)
-                for where, module in _layout_sources(fn, request.tree, request.args, request.kwargs)
+                for where, module in _layout_sources(fn, bound_arguments(fn, request.args, request.kwargs)).items()
             }
             if made.origin == "compiled" and made.keeps_guards:
                 spec.guard_manager = _compat.dynamo_guard_manager(made.source_code)
@@ -596,20 +595,16 @@ class CompileState:
         digest of each module argument and the torch-function modes, as compiled for.
         """
         fn = self.function
-        layout_failure = _layout_failure(fn, spec.module_layouts, args, kwargs)
+        bound = bound_arguments(fn, args, kwargs)
+        layout_failure = _layout_failure(spec.module_layouts, _layout_sources(fn, bound))
         if layout_failure is not None:
             return layout_failure
         if spec.guard_manager is not None:
-            f_locals = bound_arguments(fn, args, kwargs)
-            for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False):
-                with contextlib.suppress(ValueError):  # an empty cell is absent from the frame too
-                    f_locals[name] = cell.cell_contents
-            failure = _compat.guard_failure(spec.guard_manager, f_locals)
+            failure = _compat.guard_failure(spec.guard_manager, {**bound, **closure_values(fn)})
             return None if failure is None else f"Dynamo's guard: {failure}"
         modes = tuple(type(m) for m in _compat.torch_function_modes())
         if modes != spec.torch_function_modes:
             return f"torch function modes compiled for {spec.torch_function_modes}, now {modes}"
-        bound = bound_arguments(fn, args, kwargs)
         for name, digest in spec.module_digests.items():
             if _artifacts.module_digest(bound[name]) != digest:
                 return (
@@ -798,45 +793,29 @@ def _tensor_match(tensors: tuple[TensorArg, ...]) -> Any:
     )
 
 
-def _layout_sources(
-    fn: types.FunctionType,
-    tree: ArgumentTree | None,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    only: dict[str, Any] | None = None,
-) -> list[tuple[str, torch.nn.Module]]:
+def _layout_sources(fn: types.FunctionType, bound: dict[str, Any]) -> dict[str, torch.nn.Module]:
     """The modules whose parameters' layout a specialization is compiled for, by where the code
-    reaches them: module arguments (``self``), modules in closure cells, modules the code names
-    as globals. ``only``: the places recorded at compile time (a later call reads those)."""
-    found: list[tuple[str, torch.nn.Module]] = []
-    if tree is not None:
-        found += [(root.path, root.value) for root in tree.roots if root.kind is Kind.MODULE]
-    else:
-        bound = bound_arguments(fn, args, kwargs)
-        found += [(name, value) for name, value in bound.items() if isinstance(value, torch.nn.Module)]
-    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False):
-        with contextlib.suppress(ValueError):  # an empty cell
-            if isinstance(cell.cell_contents, torch.nn.Module):
-                found.append((f"closure cell {name}", cell.cell_contents))
+    reaches them: module arguments (``self``; ``bound``: the call's arguments by name), modules in
+    closure cells, modules the code names as globals."""
+    found = {name: value for name, value in bound.items() if isinstance(value, torch.nn.Module)}
+    for name, value in closure_values(fn).items():
+        if isinstance(value, torch.nn.Module):
+            found[f"closure cell {name}"] = value
     for name in dict.fromkeys(global_names(fn.__code__)):
         value = fn.__globals__.get(name)
         if isinstance(value, torch.nn.Module):
-            found.append((f"global {name}", value))
-    return found if only is None else [(where, module) for where, module in found if where in only]
+            found[f"global {name}"] = value
+    return found
 
 
-def _layout_failure(
-    fn: types.FunctionType, layouts: dict[str, tuple[Any, ...]], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> str | None:
-    """The first parameter or buffer whose layout differs from what was compiled for, as text."""
-    if not layouts:
-        return None
-    now = dict(_layout_sources(fn, None, args, kwargs, only=layouts))
+def _layout_failure(layouts: dict[str, tuple[Any, ...]], now: dict[str, torch.nn.Module]) -> str | None:
+    """The first parameter or buffer whose layout differs from what was compiled for, as text;
+    ``now``: :func:`_layout_sources` of this call."""
     for where, layout in layouts.items():
         module = now.get(where)
         if module is None:
             return f"{where} is no longer a module"
-        changed = _watch.layout_change(layout, _watch.tensor_layout(module))
+        changed = _watch.layout_change(where, layout, _watch.tensor_layout(module))
         if changed is not None:
-            return f"{where}'s {changed}" if changed.startswith("parameters and buffers") else f"{where}.{changed}"
+            return changed
     return None

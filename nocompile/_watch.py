@@ -24,10 +24,11 @@ fingerprint is the dict's keys and the identities of its values.
 
 An identity (``id()``) is evidence only while its object lives: CPython creates the next object at
 a freed one's address at once. So each verified key *pins* the objects whose identities it holds
-(``Verified.add``): a weak reference that forgets the key when the object dies, or a strong one
-for small immutable values. Lists, dicts and sets are not pinned (keeping them would keep whole KV
-caches alive): what the compiled code read of them, their items and entries, is fingerprinted on
-its own.
+(``Verified.add``): a weak reference that forgets the key when the object dies; a strong one for
+small scalars, and for objects without weak references (a tuple, a list held by a closure or by
+``self``) in at most ``MAX_STRONGLY_PINNED`` keys. The lists and dicts of an argument object are
+not pinned (keeping them would keep whole KV caches alive): their items and entries are
+fingerprinted on their own (``pin_walked_dict``).
 
 What the fingerprint does not see (a plain attribute of a *submodule* set after compiling, a
 tensor's shape changed in place through ``.data``) is listed in docs/footguns.md with what
@@ -175,9 +176,6 @@ class Verified:
     def __contains__(self, key: Hashable) -> bool:
         return key in self.table
 
-    def __len__(self) -> int:
-        return len(self.table)
-
     def add(self, key: Hashable, candidates: tuple[Any, ...], pins: list[Any] | None = None) -> None:
         """Record ``candidates`` for ``key``; ``pins``: the objects whose ``id()`` is in the key.
 
@@ -272,18 +270,19 @@ def _layout(t: torch.Tensor) -> tuple[Any, ...]:
     return (shape, stride, t.dtype, t.device)
 
 
-def layout_change(compiled: tuple[Any, ...], now: tuple[Any, ...]) -> str | None:
-    """The first difference between two :func:`tensor_layout` results, as text, or None."""
+def layout_change(where: str, compiled: tuple[Any, ...], now: tuple[Any, ...]) -> str | None:
+    """The first difference between two :func:`tensor_layout` results of the module at ``where``
+    (``self``, ``global model``), as text naming the tensor, or None."""
     if len(compiled) != len(now):
-        return f"parameters and buffers: compiled with {len(compiled)}, now {len(now)}"
+        return f"{where}'s parameters and buffers: compiled with {len(compiled)}, now {len(now)}"
     for old, new in zip(compiled, now, strict=True):
         if old != new:
             name, shape, stride, dtype, device = new
-            _, old_shape, old_stride, old_dtype, old_device = old
-            if name != old[0]:
-                return f"parameters and buffers: compiled with {old[0]!r} where now {name!r}"
+            old_name, old_shape, old_stride, old_dtype, old_device = old
+            if name != old_name:
+                return f"{where}'s parameters and buffers: compiled with {old_name!r} where now {name!r}"
             return (
-                f"{name}: compiled for shape {old_shape} stride {old_stride} {old_dtype} on {old_device}, "
+                f"{where}.{name}: compiled for shape {old_shape} stride {old_stride} {old_dtype} on {old_device}, "
                 f"now shape {shape} stride {stride} {dtype} on {device}"
             )
     return None
