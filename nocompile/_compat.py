@@ -472,6 +472,88 @@ def _dict_version_function() -> Callable[[dict[str, Any]], int] | None:
 DICT_VERSION = _dict_version_function()
 
 
+class VersionTree:
+    """Dynamo's C++ guard manager, used as a tree of dict-version checks over argument objects.
+
+    ``check(values)`` (C++, no Python frame per object) is True while every dict registered with
+    ``dict_version`` has the version tag it had then and every list its length; reading a missing
+    key or index fails the check. ``root`` is the tuple of values ``check`` is called with; the
+    other methods return the node (a guard manager) of an item below ``node``.
+    """
+
+    def __init__(self) -> None:
+        from torch._C._dynamo.guards import RootGuardManager
+        from torch._dynamo.guards import GuardManagerType
+
+        self.root = RootGuardManager()
+        self.check = self.root.check
+        self._kind = GuardManagerType.GUARD_MANAGER
+
+    def tuple_item(self, node: Any, index: int, value: Any, source: str) -> Any:
+        return node.tuple_getitem_manager(index, source, value, self._kind)
+
+    def list_item(self, node: Any, index: int, value: Any, source: str) -> Any:
+        return node.list_getitem_manager(index, source, value, self._kind)
+
+    def dict_item(self, node: Any, key: Any, value: Any, source: str) -> Any:
+        return node.dict_getitem_manager(key, source, value, self._kind)
+
+    def instance_dict(self, node: Any, value: Any, source: str) -> Any:
+        """The node of ``value.__dict__`` (read without the class's ``__getattribute__``)."""
+        return node.get_generic_dict_manager(source, value.__dict__, self._kind)
+
+    def dict_version(self, node: Any, d: dict[Any, Any], source: str) -> None:
+        _add_leaf(node.add_dict_version_guard, d, [f"dict_version({source})"])
+
+    def length(self, node: Any, n: int, source: str) -> None:
+        _add_leaf(node.add_length_check_guard, n, [f"len({source}) == {n}"])
+
+
+def _add_leaf(add: Callable[..., None], value: Any, parts: list[str]) -> None:
+    try:
+        add(value, parts, None)  # torch >= 2.12: (value, verbose code parts, user stack)
+    except TypeError:
+        add(value, parts)
+
+
+def _version_tree_supported() -> bool:
+    """Whether ``VersionTree`` works here and sees what the watch needs it to see (an attribute
+    stored on an object in a list held by an argument object, even of an equal value). Needs dict
+    version tags that follow instance attributes (``DICT_VERSION``); anything unexpected says no."""
+    if DICT_VERSION is None:
+        return False
+
+    class Probe:
+        pass
+
+    try:
+        item: Any = Probe()
+        holder: Any = Probe()
+        item.a = 1
+        holder.items = [item]
+        holder.table = {"k": 1}
+        tree = VersionTree()
+        node = tree.instance_dict(tree.tuple_item(tree.root, 0, holder, "h"), holder, "h.__dict__")
+        tree.dict_version(node, holder.__dict__, "h.__dict__")
+        items = tree.dict_item(node, "items", holder.items, "h.items")
+        tree.length(items, 1, "h.items")
+        item_dict = tree.instance_dict(tree.list_item(items, 0, item, "h.items[0]"), item, "h.items[0].__dict__")
+        tree.dict_version(item_dict, item.__dict__, "h.items[0].__dict__")
+        tree.dict_version(tree.dict_item(node, "table", holder.table, "h.table"), holder.table, "h.table")
+        seen = [tree.check((holder,))]
+        item.a = 2
+        seen.append(tree.check((holder,)))
+        item.a = 1
+        seen.append(tree.check((holder,)))  # the same value again is still a store
+        return seen == [True, False, False] and not tree.check((Probe(),)) and not tree.check(())
+    except Exception:
+        return False
+
+
+#: Whether the watch may check argument objects with a ``VersionTree`` (else with Python code).
+VERSION_TREE = _version_tree_supported()
+
+
 def global_state_guard() -> Any:
     """Dynamo's C++ check of torch's global state as it is now (``check()`` -> bool, ``reason()``).
 

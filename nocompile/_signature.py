@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 import re
 import threading
@@ -74,6 +75,8 @@ _OBJECT_DICT = "__nc_object_dict"
 _ID = "__nc_id"
 
 _GLOBALS = "__nc_globals"
+#: Numbers the locals that hold a module's first parameter in the fingerprint (unique per process).
+_SENTINELS = itertools.count()
 #: Prefix of the globals bound to closure cells of plain values (``__nc_cell3``).
 _CELL = "__nc_cell"
 
@@ -147,6 +150,14 @@ class _KeyWriter:
         self.object_tensors: list[TensorArg] = []
         self.module_prints: list[str] = [f"{_EPOCH}.n", f"{_MODES}()", f"{_FINGERPRINT}({_GLOBALS})"]
         self.object_prints: list[str] = []
+        self.object_roots: list[str] = []
+        """Expressions of the argument objects (not inside another object): a ``_watch.ObjectWatch``'s roots."""
+        self.tree_able = True
+        self.objects_hold_modules = False
+        """A module inside an argument object: a change to that object is verified with Dynamo's
+        guards, like a change to ``self`` (they see the module replaced, its weights, its attributes)."""
+        """Whether ``object_prints`` holds only what a ``_watch.version_tree`` checks (dict versions
+        and list lengths), so the object part can be one C++ check."""
         self.seen: dict[tuple[bool, int], TensorArg] = {}
         """Tensors already checked, by where (inside an argument object or not) and identity."""
         self.unchecked: list[str] = []
@@ -201,6 +212,9 @@ class _KeyWriter:
             if path != "self":  # a method's own module is fixed by the state that compiled it
                 self.add(path, "type", f"{expr}.__class__", inside=inside)
             self.add(path, "training", f"{expr}.training", inside=inside)
+            if inside:
+                self.tree_able = False
+                self.objects_hold_modules = True
             self.module_prints_of(node.value, expr, self.object_prints if inside else self.module_prints)
         elif kind is Kind.SCALAR:
             self.add(path, "type", f"{expr}.__class__", inside=inside)  # 1, 1.0 and True hash alike
@@ -239,6 +253,8 @@ class _KeyWriter:
             # constants). Class attributes, properties and ``__slots__`` are not followed. The
             # object is bound to a local where it is first read, so deep paths stay cheap; the
             # fingerprint reads it once per call, the object key only when the fingerprint is new.
+            if not inside:
+                self.object_roots.append(expr)
             self.add(path, "type", f"({node.local} := {expr}).__class__", inside=True)
             self.add(path, "attributes", f"tuple({node.local}.__dict__)", inside=True)
             self.object_prints.append(f"{_FINGERPRINT_WALKED}({_dict_of(node, expr)})")
@@ -259,7 +275,8 @@ class _KeyWriter:
         prints.extend(f"{_FINGERPRINT}({expr}.{d})" for d in _compat.MODULE_DICTS)
         sentinel = _compat.first_parameter_path(module)
         if sentinel is not None:
-            prints += [f"{expr}{sentinel}.dtype", f"{expr}{sentinel}.device", f"{expr}{sentinel}.stride()"]
+            local = f"__nc_param{next(_SENTINELS)}"  # read once, three properties
+            prints += [f"({local} := {expr}{sentinel}).dtype", f"{local}.device", f"{local}.stride()"]
         for name, value in vars(module).items():
             if name.startswith(STATE_ATTRIBUTE_PREFIX):  # nocompile's own state: changes on every call
                 continue
@@ -309,6 +326,7 @@ class _KeyWriter:
         self.object_prints.append(f"len({expr})")
         if not (node.children and all(child.kind is Kind.OBJECT and child.expr is not None for child in node.children)):
             self.object_prints.append(f"*map({_ID}, {expr})")
+            self.tree_able = False
 
     def children(self, node: Node, inside: bool) -> None:
         for child in node.children:
@@ -391,15 +409,22 @@ class CheckLayout:
     """Expressions of the per-call fingerprint (``_watch``): the module part, then the object part."""
     module_part: int
     """How many leading fingerprint elements watch modules, globals and torch state (a change there
-    is verified with Dynamo's guards; the rest, with the object key)."""
+    is verified with Dynamo's guards; the rest, with the object key). All of them when an argument
+    object holds a module."""
     unchecked: tuple[str, ...]
     """Paths the check cannot look into."""
     closure_cells: tuple[int, ...] = ()
     """Indices of the closure cells of plain values, which the fast key compares together."""
+    object_roots: tuple[str, ...] = ()
+    """With a version tree (``_watch.ObjectWatch``): the argument objects' expressions, and the
+    fingerprint's object part is the one expression ``OBJECT_WATCH`` of them. Empty: the object
+    part is Python (``object_prints``)."""
 
     @classmethod
     def of(cls, tree: ArgumentTree) -> CheckLayout:
         w = _KeyWriter(tree)
+        roots = tuple(w.object_roots) if w.tree_able and w.object_roots and _compat.VERSION_TREE else ()
+        object_part = [object_watch_expr(roots)] if roots else w.object_prints
         return cls(
             fn=tree.fn,
             elements=tuple(w.elements),
@@ -407,10 +432,11 @@ class CheckLayout:
             object_elements=tuple(w.object_elements),
             tensors=tuple(w.tensors),
             object_tensors=tuple(w.object_tensors),
-            fingerprint=(*w.module_prints, *w.object_prints),
-            module_part=len(w.module_prints),
+            fingerprint=(*w.module_prints, *object_part),
+            module_part=len(w.module_prints) + (len(object_part) if w.objects_hold_modules else 0),
             unchecked=tuple(w.unchecked),
             closure_cells=w.closure_cells,
+            object_roots=roots,
         )
 
     @property
@@ -421,6 +447,25 @@ class CheckLayout:
     @property
     def paths(self) -> tuple[str, ...]:
         return tuple(t.path for t in self.all_tensors)
+
+
+_OBJECT_SLOT = "__nc_watch"
+_OBJECT_ROOTS = "__nc_objects"
+
+
+def object_slots() -> tuple[str, ...]:
+    """The globals of a selector's code that hold its ``_watch.ObjectWatch`` checks, tried in order."""
+    return tuple(f"{_OBJECT_SLOT}{i}" for i in range(_watch.OBJECT_WATCH_SLOTS))
+
+
+def object_watch_expr(roots: Sequence[str]) -> str:
+    """The fingerprint's object part with a version tree: the first slot's check that passes for
+    the argument objects (read once into ``__nc_w``, so the check tested is the check keyed), or None."""
+    objects = f"({_OBJECT_ROOTS} := ({', '.join(roots)},))"
+    tried = [
+        f"__nc_w if (__nc_w := {slot})({objects if i == 0 else _OBJECT_ROOTS})" for i, slot in enumerate(object_slots())
+    ]
+    return "(" + " else ".join(tried) + " else None)"
 
 
 def key_function(layout: CheckLayout) -> KeyFunction:
@@ -505,6 +550,16 @@ class Selector:
     verified: _watch.Verified
     lock: threading.Lock
     """Taken by ``add``, ``verify`` and the generated code's reordering, so none loses another's candidate."""
+    watch: _watch.ObjectWatch | None = None
+    """The argument objects' version trees, when the fingerprint's object part is one (``CheckLayout.object_roots``)."""
+    object_roots: Callable[..., tuple[Any, ...]] | None = None
+    """The argument objects a version tree is built over (``watch``)."""
+
+    def remember_objects(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """With a version tree: vouch for the argument objects as they are now (the caller just
+        verified them), so that ``verified_key`` names the tree that vouches for them."""
+        if self.watch is not None and self.object_roots is not None:
+            self.watch.remember(self.object_roots(*args, **kwargs))
 
     def add(self, key: tuple[Any, ...], candidate: Candidate) -> None:
         """Make ``candidate`` the first one under the fast key ``key``."""
@@ -594,6 +649,8 @@ def selector(
         "        __nc_promote(__nc_key, __nc_hit)\n"
         f"    return __nc_hit({call})\n"
     )
+    if layout.object_roots:
+        source += f"def object_roots({params}):\n    return {tuple_source(list(layout.object_roots))}\n\n"
     table: dict[tuple[Any, ...], tuple[Candidate, ...]] = {}
     verified = _watch.Verified()
     lock = threading.Lock()
@@ -603,22 +660,18 @@ def selector(
             candidates = verified.get(key, ())
             verified.add(key, tuple(sorted(candidates, key=lambda candidate: candidate[3] is not target)))
 
-    defined = define_like(
-        fn,
-        source,
-        {
-            **entry_prologue[1],
-            **_namespace(fn, layout),
-            "__nc_fn": fn,
-            "__nc_unset": UNSET,
-            "__nc_table": table,
-            "__nc_verified": verified.get,
-            "__nc_promote": promote,
-            "__nc_slow": slow,
-        },
-        named_like=("call",),
-        own_defaults=("call",),
-    )
+    namespace = {
+        **entry_prologue[1],
+        **_namespace(fn, layout),
+        "__nc_fn": fn,
+        "__nc_unset": UNSET,
+        "__nc_table": table,
+        "__nc_verified": verified.get,
+        "__nc_promote": promote,
+        "__nc_slow": slow,
+    }
+    watch = _watch.ObjectWatch(namespace, object_slots()) if layout.object_roots else None
+    defined = define_like(fn, source, namespace, named_like=("call",), own_defaults=("call",))
     # The fingerprint again, with its identities and its dicts' values collected instead: what the
     # verified table pins for a key (``_watch.Verified.add``).
     pins = define_like(
@@ -626,6 +679,7 @@ def selector(
         f"def pins({params}):\n    return {fingerprint}\n",
         {
             **_namespace(fn, layout),
+            **dict.fromkeys(object_slots(), _watch.EMPTY_SLOT),  # version trees need no pins
             _FINGERPRINT: _watch.pin_dict,
             _FINGERPRINT_WALKED: _watch.pin_walked_dict,
             _ID: _watch.pin_object,
@@ -646,6 +700,8 @@ def selector(
         table=table,
         verified=verified,
         lock=lock,
+        watch=watch,
+        object_roots=defined.get("object_roots"),
     )
 
 

@@ -557,7 +557,6 @@ class CompileState:
         if not candidates:
             return None
         try:
-            key = check.verified_key(*args, **kwargs)
             fingerprint = check.fingerprint(*args, **kwargs)
             pins = _watch.pinned_objects(check.pins(*args, **kwargs))
             object_key = check.object_key(*args, **kwargs)
@@ -577,6 +576,12 @@ class CompileState:
                 if self._baked_in_failure(spec, args, kwargs) is not None:
                     continue
                 spec.verified_modules.add(module_part, (), pins)
+            try:
+                # The key after the argument objects' version tree (if any) was made: it names that tree.
+                check.remember_objects(args, kwargs)
+                key = check.verified_key(*args, **kwargs)
+            except Exception:  # pragma: no cover - the same expressions ran above; nothing is recorded
+                return spec.call
             check.verify(key, candidate, pins)
             return spec.call
         return None

@@ -37,15 +37,17 @@ watching it would cost.
 
 from __future__ import annotations
 
+import operator
 import threading
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, MutableMapping
 from typing import Any
 
 import torch
 from torch.nn.modules import module as module_hooks
 
 from . import _compat
+from ._arguments import MAX_NODES, MAX_OBJECT_DEPTH, STATE_ATTRIBUTE_PREFIX, Kind, classify
 
 #: Verified fingerprints kept per argument structure; the oldest is forgotten beyond this.
 MAX_VERIFIED = 256
@@ -286,3 +288,102 @@ def layout_change(where: str, compiled: tuple[Any, ...], now: tuple[Any, ...]) -
                 f"now shape {shape} stride {stride} {dtype} on {device}"
             )
     return None
+
+
+# -- argument objects as one C++ check (``_compat.VersionTree``) --------------------------------
+
+#: How many versions of the argument objects a selector remembers at once (one per cache that
+#: calls alternate between); the oldest goes first.
+OBJECT_WATCH_SLOTS = 8
+#: An empty slot: ``operator.not_`` of the (non-empty) tuple of argument objects is False.
+EMPTY_SLOT: Callable[[Any], bool] = operator.not_
+
+
+class ObjectWatch:
+    """The argument objects' part of the fingerprint, checked in C++ rather than per object in Python.
+
+    A KV cache of 80 layers is 80 objects, each with a dict that a store into it changes. The
+    Python fingerprint reads each dict's version tag: a Python-level call per object on every
+    call. Here each verified state of the argument objects becomes one ``VersionTree``: the
+    version tag of every object's ``__dict__`` (and of every dict, and the length of every list)
+    below the arguments, recorded when the state was verified, checked in one C++ call. The
+    generated per-call code tries the slots in order (``slot_names``: globals of the selector's
+    code, rebound here) and puts the check that passed into the key: a verified key names the
+    very tree that vouches for its objects, so a key can only be found while its objects are in
+    the state that was verified. No tree passing gives None, a key never verified.
+
+    Version tags are unique to a dict and a store (CPython counts them process-wide), so a tree
+    needs no pins: another object, even at a freed one's address, has another dict.
+    """
+
+    def __init__(self, namespace: MutableMapping[str, Any], slot_names: tuple[str, ...]) -> None:
+        self._namespace = namespace
+        self._slots = slot_names
+        self._lock = threading.Lock()
+        for name in slot_names:
+            namespace[name] = EMPTY_SLOT
+
+    def remember(self, roots: tuple[Any, ...]) -> None:
+        """Vouch for the argument objects as they are now (just verified): their tree goes first."""
+        check = version_tree(roots)
+        with self._lock:
+            kept = [self._namespace[name] for name in self._slots]
+            kept = [c for c in kept if c is not EMPTY_SLOT][: len(self._slots) - 1]
+            ordered = [check, *kept]
+            ordered += [EMPTY_SLOT] * (len(self._slots) - len(ordered))
+            # One store per slot: a concurrent call reads each slot once (``:=``) and uses the
+            # check it read for both the test and the key, so a half-rotated table only misses.
+            for name, slot in zip(self._slots, ordered, strict=True):
+                self._namespace[name] = slot
+
+    def forget(self) -> None:
+        with self._lock:
+            for name in self._slots:
+                self._namespace[name] = EMPTY_SLOT
+
+
+def version_tree(roots: tuple[Any, ...]) -> Callable[[tuple[Any, ...]], bool]:
+    """A C++ check, true while ``roots``' objects are as they are now: the version tag of each
+    object's ``__dict__`` and of each dict, the length of each list, below each root, followed by
+    the walk's rules and limits (``_arguments``: objects up to ``MAX_OBJECT_DEPTH`` deep)."""
+    tree = _compat.VersionTree()
+    counter = [0]
+    for i, value in enumerate(roots):
+        source = f"arguments[{i}]"
+        _watch_value(tree, tree.tuple_item(tree.root, i, value, source), value, source, 0, counter)
+    return tree.check
+
+
+def _watch_value(tree: Any, node: Any, value: Any, source: str, depth: int, counter: list[int]) -> None:
+    counter[0] += 1
+    kind = classify(value)
+    if kind is Kind.OBJECT:
+        if depth >= MAX_OBJECT_DEPTH or counter[0] >= MAX_NODES:
+            return  # opaque to the walk as well
+        attributes = tree.instance_dict(node, value, f"{source}.__dict__")
+        tree.dict_version(attributes, vars(value), f"{source}.__dict__")
+        for name, item in list(vars(value).items()):
+            if name.startswith(STATE_ATTRIBUTE_PREFIX) or classify(item) not in _FOLLOWED:
+                continue
+            where = f"{source}.{name}"
+            _watch_value(tree, tree.dict_item(attributes, name, item, where), item, where, depth + 1, counter)
+    elif kind is Kind.SEQUENCE:
+        if isinstance(value, list):
+            tree.length(node, len(value), source)
+        item_node = tree.list_item if isinstance(value, list) else tree.tuple_item
+        for i, item in enumerate(value):
+            if classify(item) in _FOLLOWED:
+                where = f"{source}[{i}]"
+                _watch_value(tree, item_node(node, i, item, where), item, where, depth, counter)
+    elif kind is Kind.MAPPING:
+        tree.dict_version(node, value, source)
+        for key, item in value.items():
+            if classify(item) in _FOLLOWED:
+                where = f"{source}[{key!r}]"
+                _watch_value(tree, tree.dict_item(node, key, item, where), item, where, depth, counter)
+    elif kind is Kind.MODULE:
+        raise TypeError(f"{source}: a module inside an argument object is watched in Python, not by a VersionTree")
+
+
+#: What a version tree follows into: everything else is seen by its holder's dict version.
+_FOLLOWED = (Kind.OBJECT, Kind.SEQUENCE, Kind.MAPPING, Kind.MODULE)

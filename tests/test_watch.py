@@ -84,13 +84,29 @@ def _equal_looking(layer: Layer) -> Layer:
     return new
 
 
+@pytest.fixture(params=["version tree", "python"])
+def object_watch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of watching argument objects: one C++ version tree (where this Python and torch
+    support it) and the Python fingerprint (Python 3.13, objects holding modules or tensor lists)."""
+    if request.param == "version tree" and not _compat.VERSION_TREE:
+        pytest.skip("no version tree here (dict version tags do not follow instance attributes)")
+    monkeypatch.setattr(_compat, "VERSION_TREE", request.param == "version tree")
+    return str(request.param)
+
+
+def uses_version_tree(compiled: Any) -> bool:
+    state = getattr(compiled, "_state", None) or compiled.state
+    return all(table.selector.watch is not None for table in state._tables)
+
+
 @pytest.mark.parametrize("mutation", list(MUTATIONS))
-def test_a_change_to_an_argument_object_after_verified_calls_is_caught(mutation: str) -> None:
+def test_a_change_to_an_argument_object_after_verified_calls_is_caught(mutation: str, object_watch: str) -> None:
     f = compile_once(backend="eager")(read_cache)
     cache, x = Cache(), torch.zeros(1)
     f(x, cache)
     f(x, cache)  # verified: the fast path from here on
     f(x, cache)
+    assert uses_version_tree(f) == (object_watch == "version tree")
     MUTATIONS[mutation](cache)
     try:
         with pytest.raises(GuardMismatchError):
@@ -102,7 +118,7 @@ def test_a_change_to_an_argument_object_after_verified_calls_is_caught(mutation:
 
 
 @pytest.mark.parametrize("mutation", list(MUTATIONS))
-def test_a_change_to_an_argument_object_recompiles_and_matches_eager(mutation: str) -> None:
+def test_a_change_to_an_argument_object_recompiles_and_matches_eager(mutation: str, object_watch: str) -> None:
     f = compile_once(backend="eager", on_mismatch="recompile")(read_cache)
     compiled_cache, eager_cache_ = Cache(), Cache()
     x = torch.zeros(1)
@@ -115,7 +131,9 @@ def test_a_change_to_an_argument_object_recompiles_and_matches_eager(mutation: s
     assert f.stats.compiles == 2
 
 
-def test_nothing_is_reverified_while_the_argument_object_is_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nothing_is_reverified_while_the_argument_object_is_unchanged(
+    monkeypatch: pytest.MonkeyPatch, object_watch: str
+) -> None:
     """In-place tensor updates (a static cache's writes) change no dict: every call stays fast."""
     f = compile_once(backend="eager")(read_cache)
     cache, x = Cache(layers=8), torch.zeros(1)
@@ -127,7 +145,7 @@ def test_nothing_is_reverified_while_the_argument_object_is_unchanged(monkeypatc
     assert slow == []
 
 
-def test_a_new_argument_object_is_verified_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_new_argument_object_is_verified_once(monkeypatch: pytest.MonkeyPatch, object_watch: str) -> None:
     """A new cache per generate(): one verification on its first call, then the fast path."""
     f = compile_once(backend="eager")(read_cache)
     x = torch.zeros(1)
@@ -139,6 +157,113 @@ def test_a_new_argument_object_is_verified_once(monkeypatch: pytest.MonkeyPatch)
         f(x, fresh)
     assert slow == [1]
     assert f.stats.compiles == 1
+
+
+def test_calls_alternating_between_caches_stay_on_the_fast_path(
+    monkeypatch: pytest.MonkeyPatch, object_watch: str
+) -> None:
+    """Several generate() streams interleaved in one process: each cache is verified once, then
+    every call is fast, up to ``OBJECT_WATCH_SLOTS`` caches at a time."""
+    f = compile_once(backend="eager")(read_cache)
+    x = torch.zeros(1)
+    caches = [Cache() for _ in range(_watch.OBJECT_WATCH_SLOTS)]
+    f(x, caches[0])
+    slow = count_slow_calls(f, monkeypatch)
+    for _ in range(3):
+        for cache in caches:
+            f(x, cache)
+    assert len(slow) == len(caches)  # the first round verifies each cache once
+
+
+def test_more_caches_than_slots_stay_correct(object_watch: str) -> None:
+    """Past ``OBJECT_WATCH_SLOTS`` caches in turn, the oldest tree is forgotten and its cache is
+    verified again: slower, never wrong (a change to any of them is still caught)."""
+    f = compile_once(backend="eager")(read_cache)
+    x = torch.zeros(1)
+    caches = [Cache() for _ in range(_watch.OBJECT_WATCH_SLOTS + 3)]
+    eager_caches = [Cache() for _ in caches]
+    for _ in range(2):
+        for cache, eager in zip(caches, eager_caches, strict=True):
+            torch.testing.assert_close(f(x, cache), eager_cache(x, eager))
+    caches[0].layers[2].length = 9
+    with pytest.raises(GuardMismatchError, match="length"):
+        f(x, caches[0])
+    caches[-1].step = 5
+    with pytest.raises(GuardMismatchError, match="step"):
+        f(x, caches[-1])
+
+
+class _Tables:
+    def __init__(self) -> None:
+        self.scales = {"a": 1.0, "b": 2.0}
+        self.inner = _Inner()
+
+
+class _Inner:
+    def __init__(self) -> None:
+        self.factor = 3
+        self.deeper = _Innermost()
+
+
+class _Innermost:
+    def __init__(self) -> None:
+        self.offset = 1
+
+
+def _use_tables(x: torch.Tensor, tables: _Tables) -> torch.Tensor:
+    return x * tables.scales["a"] * tables.inner.factor + tables.inner.deeper.offset
+
+
+@pytest.mark.parametrize(
+    "mutation",
+    [
+        "a dict entry replaced",
+        "a dict entry added",
+        "a nested object's int",
+        "an object three deep",
+        "a subobject replaced",
+    ],
+)
+def test_changes_below_an_argument_object_are_caught(mutation: str, object_watch: str) -> None:
+    f = compile_once(backend="eager", on_mismatch="recompile")(_use_tables)
+    tables, x = _Tables(), torch.ones(2)
+    for _ in range(3):
+        torch.testing.assert_close(f(x, tables), _use_tables(x, tables))
+    assert uses_version_tree(f) == (object_watch == "version tree")
+    if mutation == "a dict entry replaced":
+        tables.scales["a"] = 5.0
+    elif mutation == "a dict entry added":
+        tables.scales["c"] = 1.0
+    elif mutation == "a nested object's int":
+        tables.inner.factor = 4
+    elif mutation == "an object three deep":
+        tables.inner.deeper.offset = 7
+    else:
+        tables.inner = _Inner()
+        tables.inner.factor = 6
+    torch.testing.assert_close(f(x, tables), _use_tables(x, tables))
+    assert f.stats.compiles == 2
+
+
+def test_an_object_holding_a_module_is_watched_in_python() -> None:
+    """A module inside an argument object keeps the Python fingerprint (its dicts and parameters
+    are watched like ``self``'s); the version tree covers plain objects only."""
+
+    class Holder:
+        def __init__(self) -> None:
+            self.proj = nn.Linear(2, 2)
+
+    def use(x: torch.Tensor, holder: Holder) -> torch.Tensor:
+        return holder.proj(x)
+
+    f = compile_once(backend="eager")(use)
+    holder, x = Holder(), torch.ones(1, 2)
+    f(x, holder)
+    f(x, holder)
+    assert not uses_version_tree(f)
+    holder.proj = nn.Linear(2, 3)
+    with pytest.raises(GuardMismatchError):
+        f(x, holder)
 
 
 # -- self: attributes baked into the compiled code ---------------------------------------------
