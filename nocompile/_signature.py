@@ -417,14 +417,19 @@ class CheckLayout:
     """Indices of the closure cells of plain values, which the fast key compares together."""
     object_roots: tuple[str, ...] = ()
     """With a version tree (``_watch.ObjectWatch``): the argument objects' expressions, and the
-    fingerprint's object part is the one expression ``OBJECT_WATCH`` of them. Empty: the object
-    part is Python (``object_prints``)."""
+    fingerprint's object part is the one expression ``object_watch_expr`` of them. Empty: the
+    object part is Python (``object_prints``)."""
+    module_dicts: tuple[str, ...] = ()
+    """With a version tree: the dicts the module part watches (globals, ``self``'s four dicts,
+    the dicts of objects modules hold), checked together by one expression ``dict_watch_expr``
+    of them in the module part. Empty: one ``dict_fingerprint`` per dict."""
 
     @classmethod
     def of(cls, tree: ArgumentTree) -> CheckLayout:
         w = _KeyWriter(tree)
         roots = tuple(w.object_roots) if w.tree_able and w.object_roots and _compat.VERSION_TREE else ()
         object_part = [object_watch_expr(roots)] if roots else w.object_prints
+        module_part, module_dicts = _module_dicts_as_tree(w.module_prints)
         return cls(
             fn=tree.fn,
             elements=tuple(w.elements),
@@ -432,11 +437,12 @@ class CheckLayout:
             object_elements=tuple(w.object_elements),
             tensors=tuple(w.tensors),
             object_tensors=tuple(w.object_tensors),
-            fingerprint=(*w.module_prints, *object_part),
-            module_part=len(w.module_prints) + (len(object_part) if w.objects_hold_modules else 0),
+            fingerprint=(*module_part, *object_part),
+            module_part=len(module_part) + (len(object_part) if w.objects_hold_modules else 0),
             unchecked=tuple(w.unchecked),
             closure_cells=w.closure_cells,
             object_roots=roots,
+            module_dicts=module_dicts,
         )
 
     @property
@@ -450,22 +456,49 @@ class CheckLayout:
 
 
 _OBJECT_SLOT = "__nc_watch"
-_OBJECT_ROOTS = "__nc_objects"
+_DICT_SLOT = "__nc_dicts"
 
 
 def object_slots() -> tuple[str, ...]:
-    """The globals of a selector's code that hold its ``_watch.ObjectWatch`` checks, tried in order."""
+    """The globals of a selector's code that hold its argument objects' version trees, tried in order."""
     return tuple(f"{_OBJECT_SLOT}{i}" for i in range(_watch.OBJECT_WATCH_SLOTS))
 
 
-def object_watch_expr(roots: Sequence[str]) -> str:
-    """The fingerprint's object part with a version tree: the first slot's check that passes for
-    the argument objects (read once into ``__nc_w``, so the check tested is the check keyed), or None."""
-    objects = f"({_OBJECT_ROOTS} := ({', '.join(roots)},))"
+def dict_slots() -> tuple[str, ...]:
+    """The globals of a selector's code that hold its module dicts' version trees, tried in order."""
+    return tuple(f"{_DICT_SLOT}{i}" for i in range(_watch.OBJECT_WATCH_SLOTS))
+
+
+def _watch_expr(slots: Sequence[str], roots: Sequence[str], local: str) -> str:
+    """The first slot's check that passes for ``roots`` (read once into a local, so the check
+    tested is the check keyed), or None: one element of the fingerprint."""
+    values = f"({local}_roots := ({', '.join(roots)},))"
     tried = [
-        f"__nc_w if (__nc_w := {slot})({objects if i == 0 else _OBJECT_ROOTS})" for i, slot in enumerate(object_slots())
+        f"{local} if ({local} := {slot})({values if i == 0 else local + '_roots'})" for i, slot in enumerate(slots)
     ]
     return "(" + " else ".join(tried) + " else None)"
+
+
+def object_watch_expr(roots: Sequence[str]) -> str:
+    """The fingerprint's object part with a version tree (``_watch.ObjectWatch``)."""
+    return _watch_expr(object_slots(), roots, "__nc_w")
+
+
+def dict_watch_expr(dicts: Sequence[str]) -> str:
+    """The module part's dict versions as one version tree (``_watch.ObjectWatch`` of dicts)."""
+    return _watch_expr(dict_slots(), dicts, "__nc_d")
+
+
+def _module_dicts_as_tree(prints: list[str]) -> tuple[list[str], tuple[str, ...]]:
+    """``(module part, its dicts)``: the module part with its dict fingerprints (``__nc_fp(d)``)
+    replaced by one version-tree expression over them where that works here, else as it is."""
+    prefix = f"{_FINGERPRINT}("
+    dicts = tuple(p[len(prefix) : -1] for p in prints if p.startswith(prefix))
+    if not dicts or not _compat.VERSION_TREE or _watch.dict_fingerprint is not _compat.DICT_VERSION:
+        return prints, ()
+    first = next(i for i, p in enumerate(prints) if p.startswith(prefix))
+    rest = [p for p in prints if not p.startswith(prefix)]
+    return [*rest[:first], dict_watch_expr(dicts), *rest[first:]], dicts
 
 
 def key_function(layout: CheckLayout) -> KeyFunction:
@@ -550,16 +583,15 @@ class Selector:
     verified: _watch.Verified
     lock: threading.Lock
     """Taken by ``add``, ``verify`` and the generated code's reordering, so none loses another's candidate."""
-    watch: _watch.ObjectWatch | None = None
-    """The argument objects' version trees, when the fingerprint's object part is one (``CheckLayout.object_roots``)."""
-    object_roots: Callable[..., tuple[Any, ...]] | None = None
-    """The argument objects a version tree is built over (``watch``)."""
+    watches: tuple[tuple[_watch.ObjectWatch, Callable[..., tuple[Any, ...]]], ...] = ()
+    """The version trees of the fingerprint (``CheckLayout.object_roots``, ``module_dicts``), each
+    with the function of the call that gives its roots."""
 
-    def remember_objects(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """With a version tree: vouch for the argument objects as they are now (the caller just
-        verified them), so that ``verified_key`` names the tree that vouches for them."""
-        if self.watch is not None and self.object_roots is not None:
-            self.watch.remember(self.object_roots(*args, **kwargs))
+    def remember(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Vouch for the argument objects and module dicts as they are now (the caller just
+        verified them), so that ``verified_key`` names the version trees that vouch for them."""
+        for watch, roots in self.watches:
+            watch.remember(roots(*args, **kwargs))
 
     def add(self, key: tuple[Any, ...], candidate: Candidate) -> None:
         """Make ``candidate`` the first one under the fast key ``key``."""
@@ -651,6 +683,8 @@ def selector(
     )
     if layout.object_roots:
         source += f"def object_roots({params}):\n    return {tuple_source(list(layout.object_roots))}\n\n"
+    if layout.module_dicts:
+        source += f"def module_dicts({params}):\n    return {tuple_source(list(layout.module_dicts))}\n\n"
     table: dict[tuple[Any, ...], tuple[Candidate, ...]] = {}
     verified = _watch.Verified()
     lock = threading.Lock()
@@ -670,7 +704,11 @@ def selector(
         "__nc_promote": promote,
         "__nc_slow": slow,
     }
-    watch = _watch.ObjectWatch(namespace, object_slots()) if layout.object_roots else None
+    watches = []
+    if layout.module_dicts:
+        watches.append(("module_dicts", _watch.ObjectWatch(namespace, dict_slots(), _watch.dict_tree)))
+    if layout.object_roots:
+        watches.append(("object_roots", _watch.ObjectWatch(namespace, object_slots(), _watch.version_tree)))
     defined = define_like(fn, source, namespace, named_like=("call",), own_defaults=("call",))
     # The fingerprint again, with its identities and its dicts' values collected instead: what the
     # verified table pins for a key (``_watch.Verified.add``).
@@ -679,7 +717,7 @@ def selector(
         f"def pins({params}):\n    return {fingerprint}\n",
         {
             **_namespace(fn, layout),
-            **dict.fromkeys(object_slots(), _watch.EMPTY_SLOT),  # version trees need no pins
+            **dict.fromkeys((*object_slots(), *dict_slots()), _watch.EMPTY_SLOT),  # version trees need no pins
             _FINGERPRINT: _watch.pin_dict,
             _FINGERPRINT_WALKED: _watch.pin_walked_dict,
             _ID: _watch.pin_object,
@@ -700,8 +738,7 @@ def selector(
         table=table,
         verified=verified,
         lock=lock,
-        watch=watch,
-        object_roots=defined.get("object_roots"),
+        watches=tuple((watch, defined[roots]) for roots, watch in watches),
     )
 
 

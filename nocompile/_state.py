@@ -557,6 +557,11 @@ class CompileState:
         if not candidates:
             return None
         try:
+            # Version trees first (``_watch.ObjectWatch``): the key and the fingerprint name the
+            # trees that vouch for this call's objects and module dicts. A tree only identifies a
+            # state; keys naming it are recorded below, once that state is verified.
+            check.remember(args, kwargs)
+            key = check.verified_key(*args, **kwargs)
             fingerprint = check.fingerprint(*args, **kwargs)
             pins = _watch.pinned_objects(check.pins(*args, **kwargs))
             object_key = check.object_key(*args, **kwargs)
@@ -576,12 +581,6 @@ class CompileState:
                 if self._baked_in_failure(spec, args, kwargs) is not None:
                     continue
                 spec.verified_modules.add(module_part, (), pins)
-            try:
-                # The key after the argument objects' version tree (if any) was made: it names that tree.
-                check.remember_objects(args, kwargs)
-                key = check.verified_key(*args, **kwargs)
-            except Exception:  # pragma: no cover - the same expressions ran above; nothing is recorded
-                return spec.call
             check.verify(key, candidate, pins)
             return spec.call
         return None

@@ -96,7 +96,7 @@ def object_watch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 
 def uses_version_tree(compiled: Any) -> bool:
     state = getattr(compiled, "_state", None) or compiled.state
-    return all(table.selector.watch is not None for table in state._tables)
+    return all("__nc_watch0" in table.selector.source for table in state._tables)
 
 
 @pytest.mark.parametrize("mutation", list(MUTATIONS))
@@ -143,6 +143,36 @@ def test_nothing_is_reverified_while_the_argument_object_is_unchanged(
     for _ in range(10):
         f(x, cache)
     assert slow == []
+
+
+def test_a_changed_module_state_is_verified_with_dynamos_guards_once(
+    monkeypatch: pytest.MonkeyPatch, object_watch: str
+) -> None:
+    """The module part (here the dict version tree of ``self``'s dicts) names the state Dynamo's
+    guards were run for: a new state runs them once, the same state again never, and a state seen
+    before (within the slots) is found again without them."""
+    model, x = Scaled(), torch.randn(2, 4)
+    state = model.forward.state
+    runs: list[int] = []
+    original = state._baked_in_failure
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        runs.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(state, "_baked_in_failure", counting)
+    with torch.no_grad():
+        model(x)
+        model(x)
+        before = len(runs)
+        model.note = "a plain attribute the code never reads"
+        model(x)
+        model(x)
+        assert len(runs) == before + 1
+        expected = x
+        for _ in range(model.repeats):
+            expected = model.act(model.linear(expected)) * model.scale
+        torch.testing.assert_close(model(x), expected + model.config.shift)
 
 
 def test_a_new_argument_object_is_verified_once(monkeypatch: pytest.MonkeyPatch, object_watch: str) -> None:
@@ -304,12 +334,14 @@ SELF_CHANGES: dict[str, Callable[[Scaled], None]] = {
 
 
 @pytest.mark.parametrize("change", list(SELF_CHANGES))
-def test_a_change_to_self_after_verified_calls_is_caught(change: str) -> None:
+def test_a_change_to_self_after_verified_calls_is_caught(change: str, object_watch: str) -> None:
     model, x = Scaled(), torch.randn(2, 4)
     with torch.no_grad():
         model(x)
         model(x)
         model(x)
+        table = model.forward.state._tables[0]
+        assert ("__nc_dicts0" in table.selector.source) == (object_watch == "version tree")
         SELF_CHANGES[change](model)
         with pytest.raises((GuardMismatchError, AttributeError)) as caught:
             model(x)
