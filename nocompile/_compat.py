@@ -508,6 +508,14 @@ class VersionTree:
     def length(self, node: Any, n: int, source: str) -> None:
         _add_leaf(node.add_length_check_guard, n, [f"len({source}) == {n}"])
 
+    def cell_value(self, node: Any, cell: Any, source: str) -> None:
+        """The closure cell at ``node`` holds a value equal to, and of the type of, what it holds
+        now (an empty cell fails). The check holds a reference to the value."""
+        value = cell.cell_contents
+        contents = node.getattr_manager("cell_contents", f"{source}.cell_contents", value, self._kind)
+        _add_leaf(contents.add_type_match_guard, id(type(value)), [f"type({source}.cell_contents)"])
+        _add_leaf(contents.add_equals_match_guard, value, [f"{source}.cell_contents == {value!r}"])
+
 
 def _add_leaf(add: Callable[..., None], value: Any, parts: list[str]) -> None:
     try:
@@ -540,12 +548,14 @@ def _version_tree_supported() -> bool:
         item_dict = tree.instance_dict(tree.list_item(items, 0, item, "h.items[0]"), item, "h.items[0].__dict__")
         tree.dict_version(item_dict, item.__dict__, "h.items[0].__dict__")
         tree.dict_version(tree.dict_item(node, "table", holder.table, "h.table"), holder.table, "h.table")
-        seen = [tree.check((holder,))]
+        cell = (lambda: item).__closure__[0]  # type: ignore[index]
+        tree.cell_value(tree.tuple_item(tree.root, 1, cell, "c"), cell, "c")
+        seen = [tree.check((holder, cell))]
         item.a = 2
-        seen.append(tree.check((holder,)))
+        seen.append(tree.check((holder, cell)))
         item.a = 1
-        seen.append(tree.check((holder,)))  # the same value again is still a store
-        return seen == [True, False, False] and not tree.check((Probe(),)) and not tree.check(())
+        seen.append(tree.check((holder, cell)))  # the same value again is still a store
+        return seen == [True, False, False] and not tree.check((Probe(), cell)) and not tree.check(())
     except Exception:
         return False
 

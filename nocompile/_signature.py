@@ -79,6 +79,10 @@ _GLOBALS = "__nc_globals"
 _SENTINELS = itertools.count()
 #: Prefix of the globals bound to closure cells of plain values (``__nc_cell3``).
 _CELL = "__nc_cell"
+#: Marks the plain closure cells in the module part: collected into the module dicts' version tree.
+_CELL_WATCHED = "__nc_cell_watched"
+#: The global bound to the tuple of the plain closure cells (``CheckLayout.closure_cells``).
+_PLAIN_CELLS = "__nc_plain_cells"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,11 +157,11 @@ class _KeyWriter:
         self.object_roots: list[str] = []
         """Expressions of the argument objects (not inside another object): a ``_watch.ObjectWatch``'s roots."""
         self.tree_able = True
+        """Whether ``object_prints`` holds only what a ``_watch.version_tree`` checks (dict versions
+        and list lengths), so the object part can be one C++ check."""
         self.objects_hold_modules = False
         """A module inside an argument object: a change to that object is verified with Dynamo's
         guards, like a change to ``self`` (they see the module replaced, its weights, its attributes)."""
-        """Whether ``object_prints`` holds only what a ``_watch.version_tree`` checks (dict versions
-        and list lengths), so the object part can be one C++ check."""
         self.seen: dict[tuple[bool, int], TensorArg] = {}
         """Tensors already checked, by where (inside an argument object or not) and identity."""
         self.unchecked: list[str] = []
@@ -172,17 +176,26 @@ class _KeyWriter:
             if root.path == "__class__":  # the cell super() reads: fixed with the class
                 continue
             if _plain_cell(root):
-                # Checked on every call like a scalar argument, but read through a global bound to
-                # the cell itself (a decorator's configuration can be a dozen cells): its value,
-                # and its type where values of other types compare equal (1, 1.0, True).
+                # Read through a global bound to the cell itself (a decorator's configuration can be
+                # a dozen cells): its value, and its type where values of other types compare equal
+                # (1, 1.0, True). With version trees the module dicts' tree checks the cell in C++
+                # on every call (``_watch.dict_tree``) and the object key compares the value when
+                # that tree is new; else the fast key holds them, checked like a scalar argument.
                 grouped.append(i)
                 self.visit(root, inside=False, fast=False)
-                self.fast.append(KeyElement(root.path, "value", f"{_CELL}{i}.cell_contents"))
-                if isinstance(root.value, (int, float, complex)):
-                    self.fast.append(KeyElement(root.path, "type", f"{_CELL}{i}.cell_contents.__class__"))
+                value = KeyElement(root.path, "value", f"{_CELL}{i}.cell_contents")
+                kind = KeyElement(root.path, "type", f"{_CELL}{i}.cell_contents.__class__")
+                if version_trees():
+                    # Type first: comparing object keys stops there, before comparing a value
+                    # with, say, a tensor the cell was rebound to.
+                    self.object_elements += [kind, value]
+                else:
+                    self.fast += [value, kind] if isinstance(root.value, (int, float, complex)) else [value]
             else:
                 self.visit(root, inside=False)
         self.closure_cells = tuple(grouped)
+        if grouped and version_trees():  # the tuple of those cells, one root of the module dicts' tree
+            self.module_prints.append(f"{_CELL_WATCHED}({_PLAIN_CELLS})")
         self.add("torch", "grad_enabled", f"{_GRAD_ENABLED}()", inside=False)
 
     def add(self, path: str, prop: str, expr: str, *, inside: bool, fast: bool = True) -> None:
@@ -255,6 +268,8 @@ class _KeyWriter:
             # fingerprint reads it once per call, the object key only when the fingerprint is new.
             if not inside:
                 self.object_roots.append(expr)
+            if not _plain_instance_dict(node.value):
+                self.tree_able = False
             self.add(path, "type", f"({node.local} := {expr}).__class__", inside=True)
             self.add(path, "attributes", f"tuple({node.local}.__dict__)", inside=True)
             self.object_prints.append(f"{_FINGERPRINT_WALKED}({_dict_of(node, expr)})")
@@ -380,6 +395,15 @@ def _plain_cell(node: Node) -> bool:
     return node.kind is Kind.CONSTANT and not isinstance(node.value, slice)
 
 
+def _plain_instance_dict(value: Any) -> bool:
+    """Whether ``value.__dict__`` is the instance's own dict (what a version tree reads), not
+    something a class makes up (a ``__dict__`` property of a proxy)."""
+    for cls in type(value).__mro__:
+        if "__dict__" in vars(cls):
+            return isinstance(vars(cls)["__dict__"], types.GetSetDescriptorType)
+    return False
+
+
 def _dict_of(node: Node, expr: str) -> str:
     """Source reading an argument object's ``__dict__`` (binding its local for the paths below it):
     an attribute load when its class keeps ``object.__getattribute__``, else a call of that (a class
@@ -489,16 +513,23 @@ def dict_watch_expr(dicts: Sequence[str]) -> str:
     return _watch_expr(dict_slots(), dicts, "__nc_d")
 
 
+def version_trees() -> bool:
+    """Whether the fingerprint's dict versions are read by version trees here (``_watch.ObjectWatch``)."""
+    return _compat.VERSION_TREE and _watch.dict_fingerprint is _compat.DICT_VERSION
+
+
 def _module_dicts_as_tree(prints: list[str]) -> tuple[list[str], tuple[str, ...]]:
-    """``(module part, its dicts)``: the module part with its dict fingerprints (``__nc_fp(d)``)
-    replaced by one version-tree expression over them where that works here, else as it is."""
-    prefix = f"{_FINGERPRINT}("
-    dicts = tuple(p[len(prefix) : -1] for p in prints if p.startswith(prefix))
-    if not dicts or not _compat.VERSION_TREE or _watch.dict_fingerprint is not _compat.DICT_VERSION:
+    """``(module part, its tree's roots)``: the module part with its dict fingerprints
+    (``__nc_fp(d)``) and plain closure cells replaced by one version-tree expression over them
+    where that works here, else as it is."""
+    prefixes = (f"{_FINGERPRINT}(", f"{_CELL_WATCHED}(")
+    watched = [p for p in prints if p.startswith(prefixes)]
+    if not watched or not version_trees():
         return prints, ()
-    first = next(i for i, p in enumerate(prints) if p.startswith(prefix))
-    rest = [p for p in prints if not p.startswith(prefix)]
-    return [*rest[:first], dict_watch_expr(dicts), *rest[first:]], dicts
+    roots = tuple(p[p.index("(") + 1 : -1] for p in watched)
+    first = prints.index(watched[0])
+    rest = [p for p in prints if not p.startswith(prefixes)]
+    return [*rest[:first], dict_watch_expr(roots), *rest[first:]], roots
 
 
 def key_function(layout: CheckLayout) -> KeyFunction:
@@ -531,6 +562,7 @@ def _namespace(fn: types.FunctionType, layout: CheckLayout | None = None) -> dic
     cells = fn.__closure__ or ()
     return {
         **{f"{_CELL}{i}": cells[i] for i in (layout.closure_cells if layout is not None else ())},
+        _PLAIN_CELLS: tuple(cells[i] for i in (layout.closure_cells if layout is not None else ())),
         _GRAD_ENABLED: torch.is_grad_enabled,
         CLOSURE_CELLS: cells,
         _EPOCH: _watch.EPOCH,
@@ -583,15 +615,39 @@ class Selector:
     verified: _watch.Verified
     lock: threading.Lock
     """Taken by ``add``, ``verify`` and the generated code's reordering, so none loses another's candidate."""
-    watches: tuple[tuple[_watch.ObjectWatch, Callable[..., tuple[Any, ...]]], ...] = ()
-    """The version trees of the fingerprint (``CheckLayout.object_roots``, ``module_dicts``), each
-    with the function of the call that gives its roots."""
+    module_watch: tuple[_watch.ObjectWatch, Callable[..., tuple[Any, ...]]] | None = None
+    """The module dicts' version trees (``CheckLayout.module_dicts``) and the function of the call
+    that gives their roots."""
+    object_watch: tuple[_watch.ObjectWatch, Callable[..., tuple[Any, ...]]] | None = None
+    """The argument objects' version trees (``CheckLayout.object_roots``), likewise."""
+    tree_positions: tuple[int, ...] = ()
+    """Where in ``verified_key`` the version trees' elements are (None there: no tree vouched)."""
+    module_tree_position: int | None = None
+    """Where in ``fingerprint`` the module dicts' tree element is."""
 
-    def remember(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Vouch for the argument objects and module dicts as they are now (the caller just
-        verified them), so that ``verified_key`` names the version trees that vouch for them."""
-        for watch, roots in self.watches:
+    def remember_modules(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Make sure a version tree identifies the module dicts' state as it is now. Safe before
+        verification: that tree checks every position (a dict's version, a cell's value), so it
+        identifies the state entirely; only keys recorded after verification rely on it."""
+        if self.module_watch is not None:
+            watch, roots = self.module_watch
             watch.remember(roots(*args, **kwargs))
+
+    def remember_objects(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Vouch for the argument objects as they are now. Only after they were verified: the tree
+        checks the dicts and lists the verified layout has, not what another layout would need."""
+        if self.object_watch is not None:
+            watch, roots = self.object_watch
+            watch.remember(roots(*args, **kwargs))
+
+    def vouched(self, key: tuple[Any, ...]) -> bool:
+        """Whether every version-tree element of a ``verified_key`` names a tree (a state that
+        changed while its tree was made gives None there, and such a key must not be recorded)."""
+        return all(key[i] is not None for i in self.tree_positions)
+
+    def module_part_vouched(self, fingerprint: tuple[Any, ...]) -> bool:
+        """The same for the module part of a ``fingerprint``."""
+        return self.module_tree_position is None or fingerprint[self.module_tree_position] is not None
 
     def add(self, key: tuple[Any, ...], candidate: Candidate) -> None:
         """Make ``candidate`` the first one under the fast key ``key``."""
@@ -704,11 +760,14 @@ def selector(
         "__nc_promote": promote,
         "__nc_slow": slow,
     }
-    watches = []
-    if layout.module_dicts:
-        watches.append(("module_dicts", _watch.ObjectWatch(namespace, dict_slots(), _watch.dict_tree)))
-    if layout.object_roots:
-        watches.append(("object_roots", _watch.ObjectWatch(namespace, object_slots(), _watch.version_tree)))
+    module_watch = _watch.ObjectWatch(namespace, dict_slots(), _watch.dict_tree) if layout.module_dicts else None
+    object_watch = _watch.ObjectWatch(namespace, object_slots(), _watch.version_tree) if layout.object_roots else None
+    tree_elements = [object_watch_expr(layout.object_roots)] if layout.object_roots else []
+    module_tree = dict_watch_expr(layout.module_dicts) if layout.module_dicts else None
+    if module_tree is not None:
+        tree_elements.append(module_tree)
+    # No fingerprint element before a tree element expands (``*map``): their positions are fixed.
+    tree_positions = tuple(len(layout.fast) + layout.fingerprint.index(e) for e in tree_elements)
     defined = define_like(fn, source, namespace, named_like=("call",), own_defaults=("call",))
     # The fingerprint again, with its identities and its dicts' values collected instead: what the
     # verified table pins for a key (``_watch.Verified.add``).
@@ -738,7 +797,10 @@ def selector(
         table=table,
         verified=verified,
         lock=lock,
-        watches=tuple((watch, defined[roots]) for roots, watch in watches),
+        module_watch=(module_watch, defined["module_dicts"]) if module_watch is not None else None,
+        object_watch=(object_watch, defined["object_roots"]) if object_watch is not None else None,
+        tree_positions=tree_positions,
+        module_tree_position=layout.fingerprint.index(module_tree) if module_tree is not None else None,
     )
 
 

@@ -557,11 +557,8 @@ class CompileState:
         if not candidates:
             return None
         try:
-            # Version trees first (``_watch.ObjectWatch``): the key and the fingerprint name the
-            # trees that vouch for this call's objects and module dicts. A tree only identifies a
-            # state; keys naming it are recorded below, once that state is verified.
-            check.remember(args, kwargs)
-            key = check.verified_key(*args, **kwargs)
+            # The module dicts' version tree first: the module part names it (``_watch.ObjectWatch``).
+            check.remember_modules(args, kwargs)
             fingerprint = check.fingerprint(*args, **kwargs)
             pins = _watch.pinned_objects(check.pins(*args, **kwargs))
             object_key = check.object_key(*args, **kwargs)
@@ -577,11 +574,20 @@ class CompileState:
             if spec.shape_check is not None and not spec.shape_check(*args, **kwargs):
                 continue
             module_part = fingerprint[: check.module_part]
-            if module_part not in spec.verified_modules:
+            vouched = check.module_part_vouched(fingerprint)
+            if not vouched or module_part not in spec.verified_modules:
                 if self._baked_in_failure(spec, args, kwargs) is not None:
                     continue
-                spec.verified_modules.add(module_part, (), pins)
-            check.verify(key, candidate, pins)
+                if vouched:
+                    spec.verified_modules.add(module_part, (), pins)
+            # Verified: now a version tree may vouch for the argument objects, and the key name it.
+            try:
+                check.remember_objects(args, kwargs)
+                key = check.verified_key(*args, **kwargs)
+            except Exception:  # a tree cannot be built for these objects: run, record nothing
+                return spec.call
+            if vouched and check.vouched(key):
+                check.verify(key, candidate, pins)
             return spec.call
         return None
 

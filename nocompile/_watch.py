@@ -348,8 +348,8 @@ class ObjectWatch:
             # check it read for both the test and the key, so a half-rotated table only misses.
             for name, slot in zip(self._slots, ordered, strict=True):
                 self._namespace[name] = slot
-        if not check(roots):  # changed while the tree was built (another thread): vouch for nothing
-            raise RuntimeError("nocompile: the watched objects changed while their version tree was built")
+        # A store while the tree was built (another thread) leaves a tree that never passes: the
+        # key then holds None there, and the caller records nothing (``Selector.vouched``).
 
     def forget(self) -> None:
         with self._lock:
@@ -357,12 +357,19 @@ class ObjectWatch:
                 self._namespace[name] = EMPTY_SLOT
 
 
-def dict_tree(dicts: tuple[dict[Any, Any], ...]) -> Callable[[tuple[Any, ...]], bool]:
-    """A C++ check, true while each of ``dicts`` has the version tag it has now (the module part
-    of the fingerprint: globals, modules' dicts, the dicts of objects modules hold)."""
+def dict_tree(roots: tuple[Any, ...]) -> Callable[[tuple[Any, ...]], bool]:
+    """A C++ check, true while each dict of ``roots`` has the version tag it has now and each
+    closure cell the same value of the same type (the module part of the fingerprint: globals,
+    modules' dicts, the dicts of objects modules hold, closure cells of plain values)."""
     tree = _compat.VersionTree()
-    for i, d in enumerate(dicts):
-        tree.dict_version(tree.tuple_item(tree.root, i, d, f"dicts[{i}]"), d, f"dicts[{i}]")
+    for i, value in enumerate(roots):
+        source = f"roots[{i}]"
+        node = tree.tuple_item(tree.root, i, value, source)
+        if isinstance(value, tuple):  # the plain closure cells
+            for j, cell in enumerate(value):
+                tree.cell_value(tree.tuple_item(node, j, cell, f"{source}[{j}]"), cell, f"{source}[{j}]")
+        else:
+            tree.dict_version(node, value, source)
     return tree.check
 
 
@@ -374,8 +381,17 @@ def version_tree(roots: tuple[Any, ...]) -> Callable[[tuple[Any, ...]], bool]:
     counter = [0]
     for i, value in enumerate(roots):
         source = f"arguments[{i}]"
+        _must_be_object(value, source)
         _watch_value(tree, tree.tuple_item(tree.root, i, value, source), value, source, 0, counter)
     return tree.check
+
+
+def _must_be_object(value: Any, source: str) -> None:
+    """A root, or an item of a list, is an object in every layout that has a version tree (a list
+    of anything else is fingerprinted in Python). Anything else here would be a position the tree
+    does not check: refuse to build it."""
+    if classify(value) is not Kind.OBJECT:
+        raise TypeError(f"{source}: {type(value).__name__} where a version tree expects an object")
 
 
 def _watch_value(tree: Any, node: Any, value: Any, source: str, depth: int, counter: list[int]) -> None:
@@ -396,6 +412,8 @@ def _watch_value(tree: Any, node: Any, value: Any, source: str, depth: int, coun
             tree.length(node, len(value), source)
         item_node = tree.list_item if isinstance(value, list) else tree.tuple_item
         for i, item in enumerate(value):
+            if isinstance(value, list):  # mutable in place: every item must be checked
+                _must_be_object(item, f"{source}[{i}]")
             if classify(item) in _FOLLOWED:
                 where = f"{source}[{i}]"
                 _watch_value(tree, item_node(node, i, item, where), item, where, depth, counter)

@@ -821,3 +821,213 @@ def test_a_list_held_by_self_changed_in_place_is_seen_only_by_dynamo(guards: str
         assert torch.equal(got, torch.full((2,), 5.0))
     else:
         assert torch.equal(got, torch.ones(2))  # the old value, as documented
+
+
+# -- plain closure cells (a decorator's configuration) ------------------------------------------
+
+
+def _configured(scale: Any, name: Any, flag: Any, helper: Any, cache_dir: Any = None) -> Any:
+    """A function closing over plain values, as a decorator's wrapper closes over its arguments."""
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        y = helper(x) * scale
+        return y + 1 if flag and name == "plus" else y
+
+    return compile_once(backend="eager", cache_dir=cache_dir)(fn) if cache_dir is not None else fn
+
+
+CELL_REBINDS: dict[str, tuple[str, Any]] = {
+    "an int to another int": ("scale", 3),
+    "an int to an equal float": ("scale", 2.0),
+    "an int to an equal bool": ("scale", True),
+    "a str to another": ("name", "minus"),
+    "a bool to another": ("flag", False),
+    "a function to another": ("helper", torch.neg),
+}
+
+
+def _cell(fn: Any, name: str) -> Any:
+    original = fn.__wrapped__ if hasattr(fn, "__wrapped__") else fn
+    return original.__closure__[original.__code__.co_freevars.index(name)]
+
+
+@pytest.mark.parametrize("rebind", list(CELL_REBINDS))
+def test_a_plain_closure_cell_rebound_after_verified_calls_is_caught(rebind: str, object_watch: str) -> None:
+    plain = _configured(2, "plus", True, torch.abs)
+    f = compile_once(backend="eager")(plain)
+    x = torch.randn(3)
+    for _ in range(3):
+        torch.testing.assert_close(f(x), plain(x))
+    assert ("__nc_cell_watched" not in f.state._tables[0].selector.source) and (
+        ("__nc_dicts0" in f.state._tables[0].selector.source) == (object_watch == "version tree")
+    )
+    name, value = CELL_REBINDS[rebind]
+    _cell(plain, name).cell_contents = value
+    with pytest.raises(GuardMismatchError):
+        f(x)
+
+
+def test_a_plain_closure_cell_set_to_an_equal_value_stays_valid(
+    monkeypatch: pytest.MonkeyPatch, object_watch: str
+) -> None:
+    """An equal string built anew: same value, same type, so the same specialization (verified again
+    once where a version tree vouched for the old object)."""
+    plain = _configured(2, "plus", True, torch.abs)
+    f = compile_once(backend="eager")(plain)
+    x = torch.randn(3)
+    f(x)
+    f(x)
+    _cell(plain, "name").cell_contents = "".join(["pl", "us"])
+    torch.testing.assert_close(f(x), plain(x))
+    slow = count_slow_calls(f, monkeypatch)
+    for _ in range(3):
+        torch.testing.assert_close(f(x), plain(x))
+    assert slow == [] and f.stats.compiles == 1
+
+
+def test_a_plain_closure_cell_rebound_is_caught_for_a_specialization_loaded_from_disk(
+    tmp_path: Any, object_watch: str
+) -> None:
+    """Loaded from ``cache_dir``, a specialization has no Dynamo guard manager: the object key's
+    cell values are what catches a rebound cell."""
+    first = _configured(2, "plus", True, torch.abs, cache_dir=tmp_path)
+    x = torch.randn(3)
+    first(x)
+    loaded = _configured(2, "plus", True, torch.abs, cache_dir=tmp_path)
+    loaded(x)
+    loaded(x)
+    assert loaded.stats.loads == 1 and loaded.stats.compiles == 0
+    _cell(loaded, "scale").cell_contents = 5
+    with pytest.raises(GuardMismatchError):
+        loaded(x)
+
+
+# -- version trees: what a review found (each failed before its fix) ----------------------------
+
+
+class _Stepped:
+    def __init__(self) -> None:
+        self.step = 1
+        self.t = torch.zeros(2)
+
+
+def _times_step(x: torch.Tensor, cache: Any) -> torch.Tensor:
+    return x * cache.step
+
+
+def test_a_tree_is_never_made_for_a_state_that_failed_verification() -> None:
+    """A call with None where the cache was: it fails (another structure), and no version tree may
+    come of it (a tree over None checks nothing, and would vouch for whatever comes next)."""
+    f = compile_once(backend="eager")(_times_step)
+    cache, x = _Stepped(), torch.ones(2)
+    f(x, cache)
+    f(x, cache)
+    with pytest.raises(GuardMismatchError):
+        f(x, None)
+    cache.t = torch.zeros(2)  # a store: the next call is verified again
+    torch.testing.assert_close(f(x, cache), x)
+    cache.step = 5
+    with pytest.raises(GuardMismatchError):
+        f(x, cache)
+
+
+class _Scaled:
+    def __init__(self) -> None:
+        self.scale = 1
+
+
+class _Layers:
+    def __init__(self) -> None:
+        self.layers = [_Scaled(), _Scaled()]
+
+
+def _times_layers(x: torch.Tensor, cache: _Layers) -> torch.Tensor:
+    for layer in cache.layers:
+        x = x * layer.scale
+    return x
+
+
+def test_a_list_item_emptied_then_refilled_is_still_watched() -> None:
+    f = compile_once(backend="eager")(_times_layers)
+    cache, x = _Layers(), torch.ones(1)
+    f(x, cache)
+    f(x, cache)
+    cache.layers[1] = None  # type: ignore[call-overload]
+    with pytest.raises(GuardMismatchError):
+        f(x, cache)
+    cache.layers[1] = _Scaled()
+    torch.testing.assert_close(f(x, cache), x)
+    cache.layers[1].scale = 5
+    with pytest.raises(GuardMismatchError):
+        f(x, cache)
+
+
+@pytest.mark.parametrize("part", ["argument objects", "module dicts"])
+def test_a_store_while_a_tree_is_made_records_nothing(part: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another thread stores into a watched dict between the tree being made and the key being
+    read: the key holds None there, is not recorded, and a later change is still caught."""
+    from nocompile import _signature
+
+    name = "remember_objects" if part == "argument objects" else "remember_modules"
+    original = getattr(_signature.Selector, name)
+    cache, x = _Stepped(), torch.ones(2)
+    namespace: dict[str, Any] = {}
+
+    def racing(self: Any, args: Any, kwargs: Any) -> None:
+        original(self, args, kwargs)
+        if part == "argument objects":
+            cache.t = torch.zeros(2)
+        else:
+            namespace["counter"] = namespace.get("counter", 0) + 1
+
+    def use(x: torch.Tensor, cache: Any) -> torch.Tensor:
+        return x * cache.step * SCALE
+
+    f = compile_once(backend="eager")(use)
+    f(x, cache)
+    f(x, cache)
+    cache.t = torch.zeros(2)  # the next call is verified again
+    if part == "module dicts":
+        namespace = use.__globals__
+    monkeypatch.setattr(_signature.Selector, name, racing)
+    torch.testing.assert_close(f(x, cache), x * SCALE)
+    monkeypatch.setattr(_signature.Selector, name, original)
+    if part == "argument objects":
+        cache.step = 5
+    else:
+        monkeypatch.setitem(use.__globals__, "SCALE", 3.0)
+    with pytest.raises(GuardMismatchError):
+        f(x, cache)
+    use.__globals__.pop("counter", None)
+
+
+SCALE = 2.0
+
+
+def test_an_object_whose_dict_is_a_property_stays_on_the_python_fingerprint() -> None:
+    """A proxy whose ``__dict__`` is a property has no instance dict for a version tree to read."""
+
+    class DictProperty:
+        __slots__ = ("_d",)
+
+        def __init__(self) -> None:
+            object.__setattr__(self, "_d", {"a": 1})
+
+        @property  # type: ignore[override]
+        def __dict__(self) -> dict[str, Any]:  # type: ignore[override]
+            return self._d  # type: ignore[no-any-return]
+
+        def __getattr__(self, name: str) -> Any:
+            try:
+                return self._d[name]
+            except KeyError:
+                raise AttributeError(name) from None
+
+    def use(x: torch.Tensor, o: Any) -> torch.Tensor:
+        return x * o.a
+
+    f = compile_once(backend="eager")(use)
+    o, x = DictProperty(), torch.ones(1)
+    for _ in range(3):
+        torch.testing.assert_close(f(x, o), x)
+    assert not uses_version_tree(f)
