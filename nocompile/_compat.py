@@ -508,6 +508,11 @@ class VersionTree:
     def length(self, node: Any, n: int, source: str) -> None:
         _add_leaf(node.add_length_check_guard, n, [f"len({source}) == {n}"])
 
+    def type_is(self, node: Any, value: Any, source: str) -> None:
+        """The value at ``node`` has the class ``value`` has now (compared by identity; the class
+        is held alive by ``value``, which the caller verified)."""
+        _add_leaf(node.add_type_match_guard, id(type(value)), [f"type({source}) is {type(value).__qualname__}"])
+
     def cell_value(self, node: Any, cell: Any, source: str) -> None:
         """The closure cell at ``node`` holds a value equal to, and of the type of, what it holds
         now (an empty cell fails). The check holds a reference to the value."""

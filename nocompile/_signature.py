@@ -254,7 +254,8 @@ class _KeyWriter:
                 self.add(path, "keys", f"tuple(sorted({expr}))", inside=inside, fast=False)
                 if self.fast_enabled and not inside:
                     self.fast.append(KeyElement(path, "keys", f"frozenset({expr})"))
-            else:
+            else:  # its type too: a list of the same length has the same keys, tuple([0, 1])
+                self.add(path, "type", f"{expr}.__class__", inside=inside)
                 self.add(path, "keys", f"tuple({expr})", inside=inside)
             if inside:  # a dict can change in place: its version
                 self.object_prints.append(f"{_FINGERPRINT_WALKED}({expr})")
@@ -272,7 +273,8 @@ class _KeyWriter:
                 self.tree_able = False
             self.add(path, "type", f"({node.local} := {expr}).__class__", inside=True)
             self.add(path, "attributes", f"tuple({node.local}.__dict__)", inside=True)
-            self.object_prints.append(f"{_FINGERPRINT_WALKED}({_dict_of(node, expr)})")
+            # Its class too: ``obj.__class__ = Other`` stores into no dict.
+            self.object_prints += [f"{_FINGERPRINT_WALKED}({_dict_of(node, expr)})", f"{_ID}({node.local}.__class__)"]
             self.children(node, inside=True)
         else:
             if not inside:

@@ -400,6 +400,7 @@ def _watch_value(tree: Any, node: Any, value: Any, source: str, depth: int, coun
     if kind is Kind.OBJECT:
         if depth >= MAX_OBJECT_DEPTH or counter[0] >= MAX_NODES:
             return  # opaque to the walk as well
+        tree.type_is(node, value, source)  # ``obj.__class__ = Other`` stores into no dict
         attributes = tree.instance_dict(node, value, f"{source}.__dict__")
         tree.dict_version(attributes, vars(value), f"{source}.__dict__")
         for name, item in list(vars(value).items()):

@@ -1031,3 +1031,32 @@ def test_an_object_whose_dict_is_a_property_stays_on_the_python_fingerprint() ->
     for _ in range(3):
         torch.testing.assert_close(f(x, o), x)
     assert not uses_version_tree(f)
+
+
+class _Other(_Stepped):
+    pass
+
+
+def test_an_argument_objects_class_changed_in_place_is_caught(object_watch: str) -> None:
+    """``obj.__class__ = Other`` stores into no dict; the object's class is watched too."""
+    f = compile_once(backend="eager")(_times_step)
+    cache, x = _Stepped(), torch.ones(2)
+    f(x, cache)
+    f(x, cache)
+    assert uses_version_tree(f) == (object_watch == "version tree")
+    cache.__class__ = _Other
+    with pytest.raises(GuardMismatchError, match="_Other"):
+        f(x, cache)
+
+
+def test_a_list_passed_where_a_dict_was_compiled_is_a_new_signature() -> None:
+    """``{0: a, 1: b}`` and ``[a, b]`` have the same keys and items; the type tells them apart."""
+
+    def first_two(x: torch.Tensor, table: Any) -> torch.Tensor:
+        return x * table[0] + table[1]
+
+    f = compile_once(backend="eager")(first_two)
+    x = torch.ones(2)
+    f(x, {0: 2, 1: 3})
+    with pytest.raises(GuardMismatchError, match="list"):
+        f(x, [2, 3])
