@@ -449,13 +449,19 @@ class CheckLayout:
     """With a version tree: the dicts the module part watches (globals, ``self``'s four dicts,
     the dicts of objects modules hold), checked together by one expression ``dict_watch_expr``
     of them in the module part. Empty: one ``dict_fingerprint`` per dict."""
+    tree_elements: tuple[int, ...] = ()
+    """Where in ``fingerprint`` the version-tree elements are (no element before them expands
+    with ``*map``, so the same index holds in every call's fingerprint)."""
+    module_tree: int | None = None
+    """Where in ``fingerprint`` the module dicts' tree element is."""
 
     @classmethod
     def of(cls, tree: ArgumentTree) -> CheckLayout:
         w = _KeyWriter(tree)
-        roots = tuple(w.object_roots) if w.tree_able and w.object_roots and _compat.VERSION_TREE else ()
+        roots = tuple(w.object_roots) if w.tree_able and w.object_roots and version_trees() else ()
         object_part = [object_watch_expr(roots)] if roots else w.object_prints
-        module_part, module_dicts = _module_dicts_as_tree(w.module_prints)
+        module_part, module_dicts, module_tree = _module_dicts_as_tree(w.module_prints)
+        trees = (*(() if module_tree is None else (module_tree,)), *((len(module_part),) if roots else ()))
         return cls(
             fn=tree.fn,
             elements=tuple(w.elements),
@@ -469,6 +475,8 @@ class CheckLayout:
             closure_cells=w.closure_cells,
             object_roots=roots,
             module_dicts=module_dicts,
+            tree_elements=trees,
+            module_tree=module_tree,
         )
 
     @property
@@ -520,18 +528,18 @@ def version_trees() -> bool:
     return _compat.VERSION_TREE and _watch.dict_fingerprint is _compat.DICT_VERSION
 
 
-def _module_dicts_as_tree(prints: list[str]) -> tuple[list[str], tuple[str, ...]]:
-    """``(module part, its tree's roots)``: the module part with its dict fingerprints
-    (``__nc_fp(d)``) and plain closure cells replaced by one version-tree expression over them
-    where that works here, else as it is."""
+def _module_dicts_as_tree(prints: list[str]) -> tuple[list[str], tuple[str, ...], int | None]:
+    """``(module part, its tree's roots, the tree element's index)``: the module part with its
+    dict fingerprints (``__nc_fp(d)``) and plain closure cells replaced by one version-tree
+    expression over them where that works here, else as it is."""
     prefixes = (f"{_FINGERPRINT}(", f"{_CELL_WATCHED}(")
     watched = [p for p in prints if p.startswith(prefixes)]
     if not watched or not version_trees():
-        return prints, ()
+        return prints, (), None
     roots = tuple(p[p.index("(") + 1 : -1] for p in watched)
     first = prints.index(watched[0])
     rest = [p for p in prints if not p.startswith(prefixes)]
-    return [*rest[:first], dict_watch_expr(roots), *rest[first:]], roots
+    return [*rest[:first], dict_watch_expr(roots), *rest[first:]], roots, first
 
 
 def key_function(layout: CheckLayout) -> KeyFunction:
@@ -764,12 +772,6 @@ def selector(
     }
     module_watch = _watch.ObjectWatch(namespace, dict_slots(), _watch.dict_tree) if layout.module_dicts else None
     object_watch = _watch.ObjectWatch(namespace, object_slots(), _watch.version_tree) if layout.object_roots else None
-    tree_elements = [object_watch_expr(layout.object_roots)] if layout.object_roots else []
-    module_tree = dict_watch_expr(layout.module_dicts) if layout.module_dicts else None
-    if module_tree is not None:
-        tree_elements.append(module_tree)
-    # No fingerprint element before a tree element expands (``*map``): their positions are fixed.
-    tree_positions = tuple(len(layout.fast) + layout.fingerprint.index(e) for e in tree_elements)
     defined = define_like(fn, source, namespace, named_like=("call",), own_defaults=("call",))
     # The fingerprint again, with its identities and its dicts' values collected instead: what the
     # verified table pins for a key (``_watch.Verified.add``).
@@ -801,8 +803,8 @@ def selector(
         lock=lock,
         module_watch=(module_watch, defined["module_dicts"]) if module_watch is not None else None,
         object_watch=(object_watch, defined["object_roots"]) if object_watch is not None else None,
-        tree_positions=tree_positions,
-        module_tree_position=layout.fingerprint.index(module_tree) if module_tree is not None else None,
+        tree_positions=tuple(len(layout.fast) + i for i in layout.tree_elements),
+        module_tree_position=layout.module_tree,
     )
 
 

@@ -565,6 +565,8 @@ class CompileState:
             tensors = check.tensors(*args, **kwargs)
         except Exception:  # the call does not have this table's structure inside its objects
             return None
+        module_part = fingerprint[: check.module_part]
+        vouched = check.module_part_vouched(fingerprint)
         for candidate in candidates:
             spec = self._spec_of(candidate[3])
             if spec is None or spec.object_key != object_key:
@@ -573,8 +575,6 @@ class CompileState:
                 continue
             if spec.shape_check is not None and not spec.shape_check(*args, **kwargs):
                 continue
-            module_part = fingerprint[: check.module_part]
-            vouched = check.module_part_vouched(fingerprint)
             if not vouched or module_part not in spec.verified_modules:
                 if self._baked_in_failure(spec, args, kwargs) is not None:
                     continue

@@ -334,8 +334,9 @@ class ObjectWatch:
             namespace[name] = EMPTY_SLOT
 
     def remember(self, roots: tuple[Any, ...]) -> None:
-        """Vouch for ``roots`` as they are now (just verified): their tree goes first, unless a
-        tree in the slots already vouches for them (its verified keys stay reachable)."""
+        """Make a tree identify ``roots`` as they are now: it goes first, unless a tree in the
+        slots already passes for them (its verified keys stay reachable). Keys that name it are
+        recorded only by the caller, once the state is verified."""
         if any(self._namespace[name](roots) for name in self._slots):
             return
         check = self._build(roots)
@@ -350,11 +351,6 @@ class ObjectWatch:
                 self._namespace[name] = slot
         # A store while the tree was built (another thread) leaves a tree that never passes: the
         # key then holds None there, and the caller records nothing (``Selector.vouched``).
-
-    def forget(self) -> None:
-        with self._lock:
-            for name in self._slots:
-                self._namespace[name] = EMPTY_SLOT
 
 
 def dict_tree(roots: tuple[Any, ...]) -> Callable[[tuple[Any, ...]], bool]:
