@@ -488,6 +488,8 @@ class VersionTree:
         self.root = RootGuardManager()
         self.check = self.root.check
         self._kind = GuardManagerType.GUARD_MANAGER
+        self._held: list[Any] = []
+        """What ``identity`` checks name, kept alive with the tree."""
 
     def tuple_item(self, node: Any, index: int, value: Any, source: str) -> Any:
         return node.tuple_getitem_manager(index, source, value, self._kind)
@@ -501,6 +503,15 @@ class VersionTree:
     def instance_dict(self, node: Any, value: Any, source: str) -> Any:
         """The node of ``value.__dict__`` (read without the class's ``__getattribute__``)."""
         return node.get_generic_dict_manager(source, value.__dict__, self._kind)
+
+    def attribute(self, node: Any, name: str, value: Any, source: str) -> Any:
+        """The node of ``getattr(value at node, name)``."""
+        return node.getattr_manager(name, source, value, self._kind)
+
+    def identity(self, node: Any, value: Any, source: str) -> None:
+        """The value at ``node`` is ``value`` itself (held by the tree, so its address stays its own)."""
+        self._held.append(value)
+        _add_leaf(node.add_id_match_guard, id(value), [f"{source} is {type(value).__qualname__} at {id(value):#x}"])
 
     def dict_version(self, node: Any, d: dict[Any, Any], source: str) -> None:
         _add_leaf(node.add_dict_version_guard, d, [f"dict_version({source})"])
@@ -555,12 +566,30 @@ def _version_tree_supported() -> bool:
         tree.dict_version(tree.dict_item(node, "table", holder.table, "h.table"), holder.table, "h.table")
         cell = (lambda: item).__closure__[0]  # type: ignore[index]
         tree.cell_value(tree.tuple_item(tree.root, 1, cell, "c"), cell, "c")
-        seen = [tree.check((holder, cell))]
+        defaults = tuple(range(1, 2))  # built at run time: not the code's constant (1,)
+
+        def helper(a: int = 1) -> int:
+            return a
+
+        helper.__defaults__ = defaults
+        node = tree.tuple_item(tree.root, 2, helper, "f")
+        tree.identity(tree.attribute(node, "__defaults__", defaults, "f.__defaults__"), defaults, "f.__defaults__")
+        roots = (holder, cell, helper)
+        seen = [tree.check(roots)]
         item.a = 2
-        seen.append(tree.check((holder, cell)))
+        seen.append(tree.check(roots))
         item.a = 1
-        seen.append(tree.check((holder, cell)))  # the same value again is still a store
-        return seen == [True, False, False] and not tree.check((Probe(), cell)) and not tree.check(())
+        seen.append(tree.check(roots))  # the same value again is still a store
+        helper.__defaults__ = tuple(range(1, 2))  # equal, not the same
+        rebound = VersionTree()
+        node = rebound.tuple_item(rebound.root, 0, helper, "f")
+        rebound.identity(rebound.attribute(node, "__defaults__", defaults, "d"), defaults, "d")
+        return (
+            seen == [True, False, False]
+            and not rebound.check((helper,))
+            and not tree.check((Probe(), cell, helper))
+            and not tree.check(())
+        )
     except Exception:
         return False
 
@@ -633,18 +662,18 @@ def guard_failure(manager: Any, f_locals: dict[str, Any]) -> str | None:
 MODULE_DICTS = ("__dict__", "_parameters", "_buffers", "_modules")
 
 
-def first_parameter_path(module: torch.nn.Module, depth: int = 0) -> str | None:
-    """The suffix (``._modules['0']._parameters['weight']``) reaching ``module``'s first parameter
-    through its ``_parameters`` and ``_modules`` dicts (no ``__getattr__``), or None when it has
-    none within a few levels."""
+def first_parameter(module: torch.nn.Module, depth: int = 0) -> tuple[str, torch.Tensor] | None:
+    """``(suffix, parameter)``: the suffix (``._modules['0']._parameters['weight']``) reaching
+    ``module``'s first parameter through its ``_parameters`` and ``_modules`` dicts (no
+    ``__getattr__``), and that parameter; None when it has none within a few levels."""
     for name, p in module._parameters.items():
         if p is not None and not torch.nn.parameter.is_lazy(p):  # a lazy one has no strides yet
-            return f"._parameters[{name!r}]"
+            return f"._parameters[{name!r}]", p
     if depth >= 6:
         return None
     for name, sub in module._modules.items():
         if sub is not None:
-            found = first_parameter_path(sub, depth + 1)
+            found = first_parameter(sub, depth + 1)
             if found is not None:
-                return f"._modules[{name!r}]{found}"
+                return f"._modules[{name!r}]{found[0]}", found[1]
     return None

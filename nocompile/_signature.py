@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import math
 import re
 import threading
@@ -75,12 +74,21 @@ _OBJECT_DICT = "__nc_object_dict"
 _ID = "__nc_id"
 
 _GLOBALS = "__nc_globals"
-#: Numbers the locals that hold a module's first parameter in the fingerprint (unique per process).
-_SENTINELS = itertools.count()
 #: Prefix of the globals bound to closure cells of plain values (``__nc_cell3``).
 _CELL = "__nc_cell"
 #: Marks the plain closure cells in the module part: collected into the module dicts' version tree.
 _CELL_WATCHED = "__nc_cell_watched"
+#: With version trees, marks a function of the module part (its defaults and closure contents
+#: by identity) and an object a module holds (its class and dict version): roots of that tree.
+_FUNCTION_WATCHED = "__nc_function_watched"
+_OBJECT_WATCHED = "__nc_object_watched"
+#: The markers of the module part's tree roots, and what ``_watch.module_tree`` watches of each.
+_TREE_ROOTS = {
+    f"{_FINGERPRINT}(": "dict",
+    f"{_CELL_WATCHED}(": "cells",
+    f"{_FUNCTION_WATCHED}(": "function",
+    f"{_OBJECT_WATCHED}(": "object",
+}
 #: The global bound to the tuple of the plain closure cells (``CheckLayout.closure_cells``).
 _PLAIN_CELLS = "__nc_plain_cells"
 
@@ -152,6 +160,8 @@ class _KeyWriter:
         self.object_elements: list[KeyElement] = []
         self.tensors: list[TensorArg] = []
         self.object_tensors: list[TensorArg] = []
+        self.sentinels: list[TensorArg] = []
+        """The first parameter of each module the module part watches (``module_prints_of``)."""
         self.module_prints: list[str] = [f"{_EPOCH}.n", f"{_MODES}()", f"{_FINGERPRINT}({_GLOBALS})"]
         self.object_prints: list[str] = []
         self.object_roots: list[str] = []
@@ -228,7 +238,7 @@ class _KeyWriter:
             if inside:
                 self.tree_able = False
                 self.objects_hold_modules = True
-            self.module_prints_of(node.value, expr, self.object_prints if inside else self.module_prints)
+            self.module_prints_of(node.value, path, expr, self.object_prints if inside else self.module_prints)
         elif kind is Kind.SCALAR:
             self.add(path, "type", f"{expr}.__class__", inside=inside)  # 1, 1.0 and True hash alike
             if node.dynamic_int:  # compiled as a SymInt: only 0, 1 or more can matter (shape guards do the rest)
@@ -253,7 +263,12 @@ class _KeyWriter:
             if node.varkw:  # keyword arguments in any order bind alike: the per-call key takes them as a set
                 self.add(path, "keys", f"tuple(sorted({expr}))", inside=inside, fast=False)
                 if self.fast_enabled and not inside:
-                    self.fast.append(KeyElement(path, "keys", f"frozenset({expr})"))
+                    # Their number is enough where the per-call path reads every one of them by name
+                    # (a missing name raises there): the same number of names, all present, is the
+                    # same set, without building a frozenset on every call.
+                    every_name_read = all(_read_per_call(child) for child in node.children)
+                    count = f"len({expr})" if every_name_read else f"frozenset({expr})"
+                    self.fast.append(KeyElement(path, "keys", count))
             else:  # its type too: a list of the same length has the same keys, tuple([0, 1])
                 self.add(path, "type", f"{expr}.__class__", inside=inside)
                 self.add(path, "keys", f"tuple({expr})", inside=inside)
@@ -281,24 +296,31 @@ class _KeyWriter:
                 self.callable_prints(node.value, expr, self.module_prints)
             self.unchecked.append(f"{path} ({node.note})")
 
-    @staticmethod
-    def module_prints_of(module: torch.nn.Module, expr: str, prints: list[str]) -> None:
-        """A module's class, its four dicts, the dicts of plain objects it holds (a config), and
-        the dtype, device and strides of its first parameter: ``model.half()``, ``model.to(device)``
-        and ``model.to(memory_format=torch.channels_last)`` convert every parameter in place
-        (``param.data = ...``), which no dict shows. A change there makes the fingerprint new, and
-        the verification compares every parameter's layout (``_watch.tensor_layout``)."""
+    def module_prints_of(self, module: torch.nn.Module, path: str, expr: str, prints: list[str]) -> None:
+        """A module's class, its four dicts, the dicts of plain objects it holds (a config), and its
+        first parameter: ``model.half()``, ``model.to(device)`` and
+        ``model.to(memory_format=torch.channels_last)`` convert every parameter in place
+        (``param.data = ...``), which no dict shows. For the module part (``self``, module
+        arguments, global modules) that parameter is a *sentinel*: the per-call C++ tensor check
+        compares its dtype, device, sizes and strides, and the verification its layout
+        (``Specialization.sentinel_layouts``). Inside an argument object (verified with Dynamo's
+        guards, in Python) its dtype, device and strides are fingerprint elements. A change either
+        way leads to the verification, which compares every parameter's layout
+        (``_watch.tensor_layout``)."""
         prints.append(f"{expr}.__class__")
         prints.extend(f"{_FINGERPRINT}({expr}.{d})" for d in _compat.MODULE_DICTS)
-        sentinel = _compat.first_parameter_path(module)
-        if sentinel is not None:
-            local = f"__nc_param{next(_SENTINELS)}"  # read once, three properties
-            prints += [f"({local} := {expr}{sentinel}).dtype", f"{local}.device", f"{local}.stride()"]
+        first = _compat.first_parameter(module)
+        if first is not None:
+            sentinel, parameter = first
+            if prints is self.module_prints:
+                self.sentinels.append(TensorArg(f"{path}{_readable(sentinel)}", f"{expr}{sentinel}", parameter, ()))
+            else:
+                prints += [f"{expr}{sentinel}.dtype", f"{expr}{sentinel}.device", f"{expr}{sentinel}.stride()"]
         for name, value in vars(module).items():
             if name.startswith(STATE_ATTRIBUTE_PREFIX):  # nocompile's own state: changes on every call
                 continue
             if name.isidentifier() and not name.startswith("__") and classify(value) is Kind.OBJECT:
-                prints.append(f"{_FINGERPRINT}({_OBJECT_DICT}({expr}.{name}, '__dict__'))")
+                prints.append(_object_print(value, f"{expr}.{name}", in_tree=prints is self.module_prints))
 
     def global_prints(self, fn: types.FunctionType) -> None:
         """Objects, modules and dicts the function names as globals: their attributes or entries,
@@ -309,9 +331,9 @@ class _KeyWriter:
             kind = classify(value)
             where = f"{_GLOBALS}[{name!r}]"
             if isinstance(value, torch.nn.Module):
-                self.module_prints_of(value, where, self.module_prints)
+                self.module_prints_of(value, f"global {name}", where, self.module_prints)
             elif kind is Kind.OBJECT:
-                self.module_prints.append(f"{_FINGERPRINT}({_OBJECT_DICT}({where}, '__dict__'))")
+                self.module_prints.append(_object_print(value, where, in_tree=True))
             elif kind is Kind.MAPPING or isinstance(value, dict):
                 self.module_prints.append(f"{_FINGERPRINT}({where})")
             elif isinstance(value, types.FunctionType) and value.__globals__ is namespace:
@@ -319,9 +341,12 @@ class _KeyWriter:
 
     @staticmethod
     def callable_prints(value: Any, expr: str, prints: list[str]) -> None:
-        """What a callable the code calls holds besides its identity: a function's defaults and
+        """What a callable the code calls holds besides its identity: a function's code, defaults and
         closure cells, a partial's arguments, a bound method's object (Dynamo inlines them all)."""
-        if isinstance(value, types.FunctionType):
+        if isinstance(value, types.FunctionType) and version_trees():
+            prints.append(f"{_FUNCTION_WATCHED}({expr})")  # ``_watch.module_tree``: the same, in C++
+        elif isinstance(value, types.FunctionType):
+            prints.append(f"{_ID}({expr}.__code__)")
             prints.append(f"{_ID}({expr}.__defaults__)")
             prints.append(f"{_ID}({expr}.__kwdefaults__)")
             prints.extend(f"{_ID}({expr}.__closure__[{i}].cell_contents)" for i in range(len(value.__closure__ or ())))
@@ -333,7 +358,7 @@ class _KeyWriter:
             prints.append(f"{_ID}({expr}.__func__)")
             prints.append(f"{_ID}({expr}.__self__)")
             if isinstance(getattr(value.__self__, "__dict__", None), dict):
-                prints.append(f"{_FINGERPRINT}({_OBJECT_DICT}({expr}.__self__, '__dict__'))")
+                prints.append(_object_print(value.__self__, f"{expr}.__self__", in_tree=True))
 
     def sequence_prints(self, node: Node, expr: str) -> None:
         """A list inside an argument object (it can change in place): its length, and the identity
@@ -381,6 +406,14 @@ class _KeyWriter:
             self.add(path, "stride", f"{expr}.stride()", inside=inside, fast=False)
 
 
+_DICT_STEP = re.compile(r"\._(?:modules|parameters)\[('[^']*'|\"[^\"]*\")\]")
+
+
+def _readable(suffix: str) -> str:
+    """``._modules['0']._parameters['weight']`` as ``.0.weight`` (for messages)."""
+    return _DICT_STEP.sub(lambda m: "." + m.group(1)[1:-1], suffix)
+
+
 def global_names(code: types.CodeType) -> list[str]:
     """Names ``code`` (and the code nested in it) may load as globals."""
     names = list(code.co_names)
@@ -390,11 +423,31 @@ def global_names(code: types.CodeType) -> list[str]:
     return names
 
 
+#: Kinds of argument whose expression the per-call path evaluates (the fast key, the tensor check
+#: or the fingerprint reads it), so that a call without it raises there.
+_READ_PER_CALL = frozenset(
+    {Kind.TENSOR, Kind.SCALAR, Kind.CONSTANT, Kind.SEQUENCE, Kind.MAPPING, Kind.MODULE, Kind.OBJECT}
+)
+
+
+def _read_per_call(node: Node) -> bool:
+    return node.expr is not None and node.kind in _READ_PER_CALL
+
+
 def _plain_cell(node: Node) -> bool:
     """A closure cell holding a hashable plain value (a scalar, a function, a class): cheap to compare."""
     if node.kind is Kind.SCALAR:
         return not node.dynamic_int
     return node.kind is Kind.CONSTANT and not isinstance(node.value, slice)
+
+
+def _object_print(value: Any, expr: str, in_tree: bool) -> str:
+    """The module part's print of an object's attributes (a config a module holds, a global
+    object): with version trees, the object itself, whose class and instance dict the tree
+    checks in C++ (``_watch.module_tree``); else the fingerprint of its ``__dict__``."""
+    if in_tree and version_trees() and _plain_instance_dict(value):
+        return f"{_OBJECT_WATCHED}({expr})"
+    return f"{_FINGERPRINT}({_OBJECT_DICT}({expr}, '__dict__'))"
 
 
 def _plain_instance_dict(value: Any) -> bool:
@@ -431,6 +484,9 @@ class CheckLayout:
     """Tensors outside argument objects: the C++ tensor check compares them on every call."""
     object_tensors: tuple[TensorArg, ...]
     """Tensors inside argument objects: compared when the fingerprint is new."""
+    sentinels: tuple[TensorArg, ...]
+    """The first parameter of ``self``, of each module argument and of each global module: the
+    per-call C++ tensor check compares them with the arguments' tensors (``checked_tensors``)."""
     fingerprint: tuple[str, ...]
     """Expressions of the per-call fingerprint (``_watch``): the module part, then the object part."""
     module_part: int
@@ -449,6 +505,8 @@ class CheckLayout:
     """With a version tree: the dicts the module part watches (globals, ``self``'s four dicts,
     the dicts of objects modules hold), checked together by one expression ``dict_watch_expr``
     of them in the module part. Empty: one ``dict_fingerprint`` per dict."""
+    module_kinds: tuple[str, ...] = ()
+    """What the tree watches of each of ``module_dicts`` (``_TREE_ROOTS``' values)."""
     tree_elements: tuple[int, ...] = ()
     """Where in ``fingerprint`` the version-tree elements are (no element before them expands
     with ``*map``, so the same index holds in every call's fingerprint)."""
@@ -460,7 +518,7 @@ class CheckLayout:
         w = _KeyWriter(tree)
         roots = tuple(w.object_roots) if w.tree_able and w.object_roots and version_trees() else ()
         object_part = [object_watch_expr(roots)] if roots else w.object_prints
-        module_part, module_dicts, module_tree = _module_dicts_as_tree(w.module_prints)
+        module_part, module_dicts, module_kinds, module_tree = _module_dicts_as_tree(w.module_prints)
         trees = (*(() if module_tree is None else (module_tree,)), *((len(module_part),) if roots else ()))
         return cls(
             fn=tree.fn,
@@ -469,12 +527,14 @@ class CheckLayout:
             object_elements=tuple(w.object_elements),
             tensors=tuple(w.tensors),
             object_tensors=tuple(w.object_tensors),
+            sentinels=tuple(w.sentinels),
             fingerprint=(*module_part, *object_part),
             module_part=len(module_part) + (len(object_part) if w.objects_hold_modules else 0),
             unchecked=tuple(w.unchecked),
             closure_cells=w.closure_cells,
             object_roots=roots,
             module_dicts=module_dicts,
+            module_kinds=module_kinds,
             tree_elements=trees,
             module_tree=module_tree,
         )
@@ -483,6 +543,11 @@ class CheckLayout:
     def all_tensors(self) -> tuple[TensorArg, ...]:
         """Every tensor, in the order of the full key."""
         return (*self.tensors, *self.object_tensors)
+
+    @property
+    def checked_tensors(self) -> tuple[TensorArg, ...]:
+        """What the per-call C++ tensor check compares: the tensors outside argument objects, then the sentinels."""
+        return (*self.tensors, *self.sentinels)
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -528,18 +593,20 @@ def version_trees() -> bool:
     return _compat.VERSION_TREE and _watch.dict_fingerprint is _compat.DICT_VERSION
 
 
-def _module_dicts_as_tree(prints: list[str]) -> tuple[list[str], tuple[str, ...], int | None]:
-    """``(module part, its tree's roots, the tree element's index)``: the module part with its
-    dict fingerprints (``__nc_fp(d)``) and plain closure cells replaced by one version-tree
-    expression over them where that works here, else as it is."""
-    prefixes = (f"{_FINGERPRINT}(", f"{_CELL_WATCHED}(")
+def _module_dicts_as_tree(prints: list[str]) -> tuple[list[str], tuple[str, ...], tuple[str, ...], int | None]:
+    """``(module part, its tree's roots, what the tree watches of each, the tree element's index)``:
+    the module part with its dict fingerprints (``__nc_fp(d)``), plain closure cells, functions and
+    held objects (``_TREE_ROOTS``) replaced by one version-tree expression over them where that
+    works here, else as it is."""
+    prefixes = tuple(_TREE_ROOTS)
     watched = [p for p in prints if p.startswith(prefixes)]
     if not watched or not version_trees():
-        return prints, (), None
+        return prints, (), (), None
     roots = tuple(p[p.index("(") + 1 : -1] for p in watched)
+    kinds = tuple(_TREE_ROOTS[p[: p.index("(") + 1]] for p in watched)
     first = prints.index(watched[0])
     rest = [p for p in prints if not p.startswith(prefixes)]
-    return [*rest[:first], dict_watch_expr(roots), *rest[first:]], roots, first
+    return [*rest[:first], dict_watch_expr(roots), *rest[first:]], roots, kinds, first
 
 
 def key_function(layout: CheckLayout) -> KeyFunction:
@@ -618,6 +685,9 @@ class Selector:
     object_key: KeyFn
     tensors: Callable[..., tuple[torch.Tensor, ...]]
     argument_tensors: Callable[..., tuple[torch.Tensor, ...]]
+    """The tensors the per-call C++ tensor check compares (``CheckLayout.checked_tensors``)."""
+    sentinels: Callable[..., tuple[torch.Tensor, ...]]
+    """The modules' first parameters (``CheckLayout.sentinels``)."""
     paths: tuple[str, ...]
     module_part: int
     source: str
@@ -711,7 +781,7 @@ def selector(
     fingerprint = tuple_source(list(layout.fingerprint))
     verified_key = tuple_source([*(e.expr for e in layout.fast), *layout.fingerprint])
     object_key = tuple_source([e.expr for e in layout.object_elements])
-    arg_tensors = ", ".join(t.expr for t in layout.tensors)
+    arg_tensors = ", ".join(t.expr for t in layout.checked_tensors)
     rebuilt_args, rebuilt_kwargs = pass_on(fn)
     live_params, resolve = live_defaults(fn)
     source = (
@@ -722,7 +792,8 @@ def selector(
         # The object key first: it binds the locals (``_nc_oN``) that paths into argument objects go through.
         f"def tensors({params}):\n    __nc_okey = {object_key}\n"
         f"    return {tuple_source([t.expr for t in layout.all_tensors])}\n\n"
-        f"def argument_tensors({params}):\n    return {tuple_source([t.expr for t in layout.tensors])}\n\n"
+        f"def argument_tensors({params}):\n    return {tuple_source([t.expr for t in layout.checked_tensors])}\n\n"
+        f"def sentinels({params}):\n    return {tuple_source([t.expr for t in layout.sentinels])}\n\n"
         # The per-call path: the check inside try (a call of another structure raises there),
         # the chosen callable outside it (its own exceptions are the user's).
         f"def call({live_params}):\n"
@@ -770,7 +841,11 @@ def selector(
         "__nc_promote": promote,
         "__nc_slow": slow,
     }
-    module_watch = _watch.ObjectWatch(namespace, dict_slots(), _watch.dict_tree) if layout.module_dicts else None
+    module_watch = (
+        _watch.ObjectWatch(namespace, dict_slots(), functools.partial(_watch.module_tree, layout.module_kinds))
+        if layout.module_dicts
+        else None
+    )
     object_watch = _watch.ObjectWatch(namespace, object_slots(), _watch.version_tree) if layout.object_roots else None
     defined = define_like(fn, source, namespace, named_like=("call",), own_defaults=("call",))
     # The fingerprint again, with its identities and its dicts' values collected instead: what the
@@ -795,6 +870,7 @@ def selector(
         object_key=defined["object_key"],
         tensors=defined["tensors"],
         argument_tensors=defined["argument_tensors"],
+        sentinels=defined["sentinels"],
         paths=layout.paths,
         module_part=layout.module_part,
         source=source,

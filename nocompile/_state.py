@@ -39,6 +39,7 @@ from ._explain import ExplainReport, build_report
 from ._options import CompileOptions
 from ._record import CompileRecord
 from ._signature import (
+    Candidate,
     CheckLayout,
     KeyFunction,
     Selector,
@@ -92,7 +93,11 @@ class InputCheck:
     modules: tuple[torch.nn.Module, ...]
     """The modules among the arguments and closure variables, whose trees the registration epoch watches."""
     argument_match: Any
-    """The C++ tensor check of the tensors outside argument objects (every call)."""
+    """The C++ tensor check of the tensors outside argument objects and of the sentinels (every call)."""
+    argument_dims: tuple[list[list[int | None]], list[list[int | None]]]
+    """``(sizes, strides)`` that check compares (None: a dynamic dim), to build it again (``_verified_target``)."""
+    sentinel_layouts: tuple[tuple[Any, ...], ...]
+    """``_watch.layout`` of each sentinel (``CheckLayout.sentinels``) as the call arrived."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -405,6 +410,8 @@ class CompileState:
             spec.selector = check.table.selector
             spec.tensor_match = check.tensor_match
             spec.argument_match = check.argument_match
+            spec.argument_dims = check.argument_dims
+            spec.sentinel_layouts = check.sentinel_layouts
             spec.global_state = request.global_state
             spec.torch_function_modes = request.modes
             spec.module_layouts = {
@@ -486,7 +493,12 @@ class CompileState:
             fast_key=table.selector.fast(*args, **kwargs),
             object_key=table.selector.object_key(*args, **kwargs),
             tensor_match=_tensor_match(request.layout.all_tensors),
-            argument_match=_tensor_match(request.layout.tensors),
+            argument_match=_tensor_match(request.layout.checked_tensors),
+            argument_dims=(
+                [t.sizes() for t in request.layout.checked_tensors],
+                [t.strides() for t in request.layout.checked_tensors],
+            ),
+            sentinel_layouts=tuple(_watch.layout(t.tensor) for t in request.layout.sentinels),
             modules=tuple(n.value for n in request.tree.all_nodes() if n.kind is Kind.MODULE and not n.inside_object),
         )
 
@@ -563,8 +575,10 @@ class CompileState:
             pins = _watch.pinned_objects(check.pins(*args, **kwargs))
             object_key = check.object_key(*args, **kwargs)
             tensors = check.tensors(*args, **kwargs)
+            sentinels = check.sentinels(*args, **kwargs)
         except Exception:  # the call does not have this table's structure inside its objects
             return None
+        sentinel_layouts = tuple(map(_watch.layout, sentinels))
         module_part = fingerprint[: check.module_part]
         vouched = check.module_part_vouched(fingerprint)
         for candidate in candidates:
@@ -572,6 +586,8 @@ class CompileState:
             if spec is None or spec.object_key != object_key:
                 continue
             if not spec.global_state.check() or not spec.tensor_match.check(*tensors):
+                continue
+            if sentinel_layouts != spec.sentinel_layouts:  # converted in place (``model.half()``)
                 continue
             if spec.shape_check is not None and not spec.shape_check(*args, **kwargs):
                 continue
@@ -587,7 +603,7 @@ class CompileState:
             except Exception:  # a tree cannot be built for these objects: run, record nothing
                 return spec.call
             if vouched and check.vouched(key):
-                check.verify(key, candidate, pins)
+                check.verify(key, _per_call_candidate(candidate, spec, check.argument_tensors(*args, **kwargs)), pins)
             return spec.call
         return None
 
@@ -795,6 +811,19 @@ class _NotRun:
 
 
 _NOT_RUN: Any = _NotRun()
+
+
+def _per_call_candidate(candidate: Candidate, spec: Specialization, tensors: tuple[torch.Tensor, ...]) -> Candidate:
+    """``candidate`` for the per-call path of a verified key, with a tensor check that passes for
+    this verified call. The one made at compile time compares the sentinels' ``requires_grad``
+    too, which the verification does not (freezing a model's first parameter, as fine-tuning
+    does, is not a reason to recompile; the code was compiled for the parameters' layout): the
+    check is built again from this call's tensors, with the compiled dynamic dims, when it fails."""
+    if candidate[1](*tensors):
+        return candidate
+    sizes, strides = spec.argument_dims
+    rebuilt = _compat.tensor_match(list(tensors), sizes, strides)
+    return (candidate[0], rebuilt.check, candidate[2], candidate[3])
 
 
 def _tensor_match(tensors: tuple[TensorArg, ...]) -> Any:

@@ -84,7 +84,13 @@ class Specialization:
     global_state: Any = None
     """Under ``guards="inputs"``: Dynamo's check of torch's global state as the compiling call had it."""
     argument_match: Any = None
-    """Under ``guards="inputs"``: the C++ tensor check of the tensors outside argument objects (per call)."""
+    """Under ``guards="inputs"``: the C++ tensor check of the tensors outside argument objects and of
+    the modules' first parameters (per call)."""
+    argument_dims: tuple[list[list[int | None]], list[list[int | None]]] = ([], [])
+    """The ``(sizes, strides)`` that check compares, None for a dynamic dim."""
+    sentinel_layouts: tuple[tuple[Any, ...], ...] = ()
+    """Under ``guards="inputs"``: the layout (shape, stride, dtype, device) of the first parameter of
+    ``self``, of each module argument and each global module, as compiled for (``_signature``)."""
     object_key: tuple[Any, ...] = ()
     """Under ``guards="inputs"``: the argument objects' part of the key, as the compiling call had it."""
     module_digests: dict[str, str] = dataclasses.field(default_factory=dict)

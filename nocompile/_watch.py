@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import operator
 import threading
+import types
 import weakref
 from collections.abc import Callable, Hashable, MutableMapping
 from typing import Any
@@ -255,14 +256,14 @@ def tensor_layout(module: torch.nn.Module) -> tuple[Any, ...]:
     torch 2.11 pass. Read once per new fingerprint, never per call.
     """
     return tuple(
-        (name, *_layout(t))
+        (name, *layout(t))
         for tensors in (module.named_parameters(), module.named_buffers())
         for name, t in tensors
         if t is not None
     )
 
 
-def _layout(t: torch.Tensor) -> tuple[Any, ...]:
+def layout(t: torch.Tensor) -> tuple[Any, ...]:
     if torch.nn.parameter.is_lazy(t):  # a lazy module not run yet: no shape to compare
         return ("uninitialized", None, t.dtype, t.device)
     try:
@@ -324,12 +325,14 @@ class ObjectWatch:
         self,
         namespace: MutableMapping[str, Any],
         slot_names: tuple[str, ...],
-        build: Callable[[tuple[Any, ...]], Callable[[tuple[Any, ...]], bool]],
+        build: Callable[[tuple[Any, ...]], _compat.VersionTree],
     ) -> None:
         self._namespace = namespace
         self._slots = slot_names
         self._build = build
         self._lock = threading.Lock()
+        self._trees: dict[Any, _compat.VersionTree] = {}
+        """The tree of each check in the slots, by check: it holds what its identity checks name."""
         for name in slot_names:
             namespace[name] = EMPTY_SLOT
 
@@ -339,7 +342,8 @@ class ObjectWatch:
         recorded only by the caller, once the state is verified."""
         if any(self._namespace[name](roots) for name in self._slots):
             return
-        check = self._build(roots)
+        tree = self._build(roots)
+        check = tree.check
         with self._lock:
             kept = [self._namespace[name] for name in self._slots]
             kept = [c for c in kept if c is not EMPTY_SLOT][: len(self._slots) - 1]
@@ -349,27 +353,59 @@ class ObjectWatch:
             # check it read for both the test and the key, so a half-rotated table only misses.
             for name, slot in zip(self._slots, ordered, strict=True):
                 self._namespace[name] = slot
+            self._trees = {c: self._trees.get(c, tree) for c in ordered if c is not EMPTY_SLOT}
         # A store while the tree was built (another thread) leaves a tree that never passes: the
         # key then holds None there, and the caller records nothing (``Selector.vouched``).
 
 
-def dict_tree(roots: tuple[Any, ...]) -> Callable[[tuple[Any, ...]], bool]:
-    """A C++ check, true while each dict of ``roots`` has the version tag it has now and each
-    closure cell the same value of the same type (the module part of the fingerprint: globals,
-    modules' dicts, the dicts of objects modules hold, closure cells of plain values)."""
+def module_tree(kinds: tuple[str, ...], roots: tuple[Any, ...]) -> _compat.VersionTree:
+    """A C++ check of the module part of the fingerprint, true while each of ``roots`` is as it
+    is now, by its kind (``_signature``'s tree markers):
+
+    * ``"dict"`` (globals, a module's four dicts, a partial's keywords): the dict's version tag;
+    * ``"cells"`` (the tuple of plain closure cells): each cell's value, equal and of the same type;
+    * ``"object"`` (a config a module holds, a global object): its class and its ``__dict__``'s version;
+    * ``"function"`` (a helper the code calls, a decorator's wrapped function): its code, defaults,
+      keyword defaults and each closure cell's contents, by identity (the tree holds them, so no
+      other object can take their addresses while it lives). Dynamo inlines all of them.
+    """
     tree = _compat.VersionTree()
-    for i, value in enumerate(roots):
+    for i, (value, kind) in enumerate(zip(roots, kinds, strict=True)):
         source = f"roots[{i}]"
         node = tree.tuple_item(tree.root, i, value, source)
-        if isinstance(value, tuple):  # the plain closure cells
+        if kind == "cells":
             for j, cell in enumerate(value):
                 tree.cell_value(tree.tuple_item(node, j, cell, f"{source}[{j}]"), cell, f"{source}[{j}]")
-        else:
+        elif kind == "dict":
             tree.dict_version(node, value, source)
-    return tree.check
+        elif kind == "object":
+            tree.type_is(node, value, source)
+            tree.dict_version(tree.instance_dict(node, value, f"{source}.__dict__"), vars(value), f"{source}.__dict__")
+        elif kind == "function":
+            _watch_function(tree, node, value, source)
+        else:
+            raise ValueError(f"{source}: unknown kind of module-part root {kind!r}")
+    return tree
 
 
-def version_tree(roots: tuple[Any, ...]) -> Callable[[tuple[Any, ...]], bool]:
+def _watch_function(tree: _compat.VersionTree, node: Any, fn: types.FunctionType, source: str) -> None:
+    for name in ("__code__", "__defaults__", "__kwdefaults__"):
+        value = getattr(fn, name)
+        tree.identity(tree.attribute(node, name, value, f"{source}.{name}"), value, f"{source}.{name}")
+    cells = fn.__closure__ or ()
+    if cells:
+        closure = tree.attribute(node, "__closure__", cells, f"{source}.__closure__")
+        for i, cell in enumerate(cells):
+            where = f"{source}.__closure__[{i}].cell_contents"
+            contents = cell.cell_contents  # an empty cell raises: no tree (the verification compiles)
+            tree.identity(
+                tree.attribute(tree.tuple_item(closure, i, cell, where), "cell_contents", contents, where),
+                contents,
+                where,
+            )
+
+
+def version_tree(roots: tuple[Any, ...]) -> _compat.VersionTree:
     """A C++ check, true while ``roots``' objects are as they are now: the version tag of each
     object's ``__dict__`` and of each dict, the length of each list, below each root, followed by
     the walk's rules and limits (``_arguments``: objects up to ``MAX_OBJECT_DEPTH`` deep)."""
@@ -379,7 +415,7 @@ def version_tree(roots: tuple[Any, ...]) -> Callable[[tuple[Any, ...]], bool]:
         source = f"arguments[{i}]"
         _must_be_object(value, source)
         _watch_value(tree, tree.tuple_item(tree.root, i, value, source), value, source, 0, counter)
-    return tree.check
+    return tree
 
 
 def _must_be_object(value: Any, source: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import pickle
+from typing import Any
 
 import pytest
 import torch
@@ -72,6 +73,31 @@ def test_varargs_and_varkw() -> None:
     torch.testing.assert_close(f(a, b, extra=c), a + b + c)
     a2, b2, c2 = torch.randn(3), torch.randn(3), torch.randn(3)
     torch.testing.assert_close(f(a2, b2, extra=c2), a2 + b2 + c2)
+
+
+def test_keyword_arguments_of_varkw_are_a_set_not_a_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-call key holds only how many ``**named`` arguments a call passes (each is read by
+    name on the way): the same names in another order run the same code, the same number of other
+    names does not, and a value the per-call path never reads keeps the set in the key."""
+
+    @compile_once(backend="eager", on_mismatch="recompile")
+    def f(x: torch.Tensor, **named: Any) -> torch.Tensor:
+        return x * named["scale"] + named.get("shift", 0.0) + named.get("bias", 0.0)
+
+    x = torch.ones(2)
+    torch.testing.assert_close(f(x, scale=2.0, shift=1.0), x * 3)
+    torch.testing.assert_close(f(x, shift=1.0, scale=2.0), x * 3)
+    assert f.stats.compiles == 1
+    assert "len(named)" in f.state._tables[0].selector.source
+    torch.testing.assert_close(f(x, scale=2.0, bias=5.0), x * 7)  # as many names, another one
+    assert f.stats.compiles == 2
+
+    @compile_once(backend="eager", on_mismatch="recompile")
+    def g(x: torch.Tensor, **named: Any) -> torch.Tensor:
+        return x + 1
+
+    g(x, gen=iter(()))  # an iterator: nothing reads it per call
+    assert "frozenset(named)" in g.state._tables[0].selector.source
 
 
 def test_closure_reads_current_cell_value_tensor() -> None:

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.modules import module as module_hooks
 
 from nocompile import GuardMismatchError, _compat, _watch, compile_once
+from nocompile._signature import version_trees
 
 
 def count_slow_calls(compiled: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -365,6 +366,36 @@ def test_a_model_converted_in_place_is_caught_even_where_dynamos_guards_pass(mon
             model(x)
 
 
+def test_the_first_parameter_resized_through_data_is_caught_on_every_call(object_watch: str) -> None:
+    """The first parameter of ``self`` is in the per-call C++ tensor check (sizes, strides, dtype,
+    device): ``weight.data = other`` stores into no dict, and a new shape with the old strides
+    went unseen when the fingerprint held its dtype, device and strides."""
+    model, x = Scaled(), torch.randn(2, 4)
+    with torch.no_grad():
+        for _ in range(3):
+            model(x)
+        model.linear.weight.data = torch.randn(4, 4)[:, :2]  # strides (4, 1) as before, another shape
+        with pytest.raises(GuardMismatchError, match=r"self\.linear\.weight"):
+            model(x)
+
+
+def test_freezing_the_first_parameter_keeps_the_fast_path(monkeypatch: pytest.MonkeyPatch, object_watch: str) -> None:
+    """Fine-tuning freezes the embeddings: ``requires_grad`` of the first parameter is in the
+    per-call tensor check, but the code was compiled for the parameters' layout, not for it. One
+    verification, no recompile, and the per-call path again from the next call on."""
+    model, x = Scaled(), torch.randn(2, 4)
+    with torch.no_grad():
+        expected = model(x)
+        model(x)
+        model(x)
+        slow = count_slow_calls(model.forward, monkeypatch)
+        model.linear.weight.requires_grad_(False)
+        for _ in range(3):
+            torch.testing.assert_close(model(x), expected)
+    assert len(slow) <= 1
+    assert model.forward.stats.compiles == 1
+
+
 class _Conv(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -671,7 +702,9 @@ def test_a_list_attribute_rebound_without_version_tags_is_seen(monkeypatch: pyte
 
 def test_strong_pins_are_bounded() -> None:
     """Tuples cannot be weakly referenced, so a verified key holds them strongly; rebinding a
-    closure's tuple of tensors on every call keeps at most ``MAX_STRONGLY_PINNED`` of them alive."""
+    closure's tuple of tensors on every call keeps at most ``MAX_STRONGLY_PINNED`` of them alive.
+    With version trees the module part's tree identifies the function's closure contents and
+    holds them instead: at most one per slot (``OBJECT_WATCH_SLOTS``)."""
     act, rebind = _rebinder((torch.zeros(100),))
     f = compile_once(backend="eager")(lambda x, fn: fn(x))
     x = torch.ones(100)
@@ -682,7 +715,8 @@ def test_strong_pins_are_bounded() -> None:
         alive.append(weakref.ref(state[0]))
         rebind((torch.zeros(100),))
     gc.collect()
-    assert 1 <= sum(r() is not None for r in alive) <= _watch.MAX_STRONGLY_PINNED
+    bound = _watch.OBJECT_WATCH_SLOTS if version_trees() else _watch.MAX_STRONGLY_PINNED
+    assert 1 <= sum(r() is not None for r in alive) <= bound
 
 
 def test_an_unused_lazy_module_does_not_stop_the_compile() -> None:
@@ -1060,3 +1094,28 @@ def test_a_list_passed_where_a_dict_was_compiled_is_a_new_signature() -> None:
     f(x, {0: 2, 1: 3})
     with pytest.raises(GuardMismatchError, match="list"):
         f(x, [2, 3])
+
+
+def _swapped_helper(x: torch.Tensor) -> torch.Tensor:
+    return x + 1
+
+
+def _other_body(x: torch.Tensor) -> torch.Tensor:
+    return x + 2
+
+
+def test_a_helpers_code_swapped_after_verified_calls_is_caught(object_watch: str) -> None:
+    """``helper.__code__ = other.__code__`` (what engines do to ``forward`` around a call) stores
+    into no dict; the module part watches a called helper's code, defaults and closure contents
+    by identity (in the version tree, or in Python)."""
+    f = compile_once(backend="eager", on_mismatch="recompile")(lambda x: _swapped_helper(x))
+    x = torch.zeros(2)
+    original = _swapped_helper.__code__
+    try:
+        for _ in range(3):
+            torch.testing.assert_close(f(x), x + 1)
+        _swapped_helper.__code__ = _other_body.__code__
+        torch.testing.assert_close(f(x), x + 2)
+    finally:
+        _swapped_helper.__code__ = original
+    assert f.stats.compiles == 2
