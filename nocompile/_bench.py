@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ._compiler import DIRECT_PREFIX
 from ._decorator import compile_once
 from ._reference import ReferenceMLP
 from ._state import CompileState
@@ -99,17 +100,22 @@ def graph_floor(model: ReferenceMLP, x: torch.Tensor) -> Call:
         raise RuntimeError(f"expected one compiled graph in the transformed code, found {names}")
     namespace = state.function.__globals__
     graph = namespace[names[0]]
+    # What the specialization's bytecode loads: the same global, or nocompile's direct call of
+    # that graph (``_compiler.bytecode_function``). The floor is Dynamo's callable either way.
+    called = getattr(spec.call, "__code__", code).co_names
+    loaded = next(n for n in called if n == names[0] or n.startswith(DIRECT_PREFIX))
+    target = namespace[loaded]
     recorded: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
 
     def recorder(*args: Any, **kwargs: Any) -> Any:
         recorded.append((args, kwargs))
-        return graph(*args, **kwargs)
+        return target(*args, **kwargs)
 
-    namespace[names[0]] = recorder
+    namespace[loaded] = recorder
     try:
         spec.call(model, x)
     finally:
-        namespace[names[0]] = graph
+        namespace[loaded] = target
     args, kwargs = recorded[0]
     return lambda: graph(*args, **kwargs)
 

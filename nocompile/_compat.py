@@ -677,3 +677,80 @@ def first_parameter(module: torch.nn.Module, depth: int = 0) -> tuple[str, torch
             if found is not None:
                 return f"._modules[{name!r}]{found[0]}", found[1]
     return None
+
+
+# -- calling an inductor inference graph past its wrappers ----------------------------------------
+
+
+def _cell_values(fn: Any) -> dict[str, Any]:
+    code = fn.__code__
+    return {name: cell.cell_contents for name, cell in zip(code.co_freevars, fn.__closure__ or (), strict=True)}
+
+
+def _no_prologue_record() -> None:
+    """What the runtime wrapper's ``_on_before_call_`` does outside the profiler: nothing."""
+
+
+def _unserializable(fn: Any) -> Any:
+    """``fn`` without its ``SerializableCompiledFunction`` layers (each only calls the next): a
+    fresh compile has one around the graph, a cache hit one around the runtime wrapper."""
+    while type(fn).__name__ == "SerializableCompiledFunction":
+        fn = fn.compiled_fn
+    return fn
+
+
+def direct_graph_call(compiled: Any) -> Callable[..., Any] | None:
+    """The inductor inference graph behind one of Dynamo's ``__compiled_fn_*`` globals, callable
+    with the same flat arguments past four layers of per-call Python, or None where the structure
+    is not the one known here (torch 2.13: anything else, any other backend, a training graph).
+
+    ``__compiled_fn_*`` is Dynamo's ``disable`` wrapper (the eval-frame callback off for the call)
+    around AOTAutograd's ``forward`` (parameters lifted into the inputs: none, with Dynamo's
+    inlined modules), the ``runtime_wrapper`` (profiler records) around AOTAutograd's *generated*
+    runtime wrapper, which calls ``CompiledFxGraph`` (with a ``SerializableCompiledFunction``
+    somewhere between, depending on whether the compile hit the cache)
+    (autotune-cache and runtime-metrics bookkeeping), which calls inductor's kernel runner. The
+    generated wrapper is what carries the semantics (grad mode off around an inference graph,
+    input mutations copied back, aliased outputs regenerated, the output count checked): it is
+    kept, called with the kernel runner itself (read on every call, as ``CompiledFxGraph``
+    does). What is given up: the eval-frame callback is not switched off around the kernels
+    (nocompile's per-call code never runs under it: inside a ``torch.compile`` trace the entry
+    runs the original function), and profiler traces lose the wrapper's two record ranges.
+    """
+    try:
+        from torch._inductor.output_code import CompiledFxGraph
+
+        aot_forward = compiled.__wrapped__
+        if aot_forward.__qualname__ != "aot_module_simplified.<locals>.forward":
+            return None
+        if not aot_forward.__code__.co_flags & inspect.CO_VARARGS:  # the boxed variant clears its list
+            return None
+        forward_cells = _cell_values(aot_forward)
+        lifted = list(forward_cells["params_buffers_flat"])
+        runtime = _unserializable(forward_cells["compiled_fn"])
+        if runtime.__qualname__ != "_create_runtime_wrapper.<locals>.runtime_wrapper":
+            return None
+        runtime_cells = _cell_values(runtime)
+        generated = runtime_cells["_codegen_runtime_wrapper"]
+        first_call = runtime_cells["_first_invocation_ctx"]
+        graph = _unserializable(runtime_cells["_inner_compiled_fn"])
+        if type(graph) is not CompiledFxGraph or graph.current_callable is None:
+            return None
+        if generated.__code__.co_varnames[:4] != ("_compiled_fn_", "_first_ctx_", "_on_before_call_", "args"):
+            return None
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    no_record = _no_prologue_record
+
+    if lifted:
+
+        def direct(*args: Any) -> Any:
+            return generated(graph.current_callable, first_call, no_record, [*lifted, *args])
+
+    else:
+
+        def direct(*args: Any) -> Any:
+            return generated(graph.current_callable, first_call, no_record, list(args))
+
+    direct.__wrapped__ = compiled  # type: ignore[attr-defined]
+    return direct

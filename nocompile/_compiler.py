@@ -18,9 +18,11 @@ the guards Dynamo wanted and the shape guards to keep, and a ``CompileRecord`` f
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import time
 import types
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -65,6 +67,40 @@ def function_on_code(code: types.CodeType, like: types.FunctionType) -> types.Fu
     fn.__qualname__ = like.__qualname__
     fn.__module__ = like.__module__
     return fn
+
+
+_DIRECT_NAMES = itertools.count(1)
+_GRAPH_PREFIX = "__compiled_fn"
+#: Prefix of the module globals holding ``_compat.direct_graph_call`` callables.
+DIRECT_PREFIX = "__nc_direct_graph"
+
+
+def bytecode_function(code: types.CodeType, like: types.FunctionType) -> tuple[types.FunctionType, int]:
+    """``(function, graphs called directly)``: ``function_on_code`` of Dynamo's transformed
+    bytecode, with each compiled graph it calls that ``_compat.direct_graph_call`` can call past
+    its wrappers redirected there (saving several microseconds per call).
+
+    The transformed code loads each graph as a global of the function's module
+    (``__compiled_fn_N``, which Dynamo removes when that code dies). The function runs a copy of
+    the code that loads a global of nocompile's own instead (``__nc_direct_graphN``, in the same
+    module, removed when the copy dies); everything else it reads and stores stays the module's.
+    """
+    namespace = like.__globals__
+    names = list(code.co_names)
+    for i, name in enumerate(names):
+        if not name.startswith(_GRAPH_PREFIX) or name not in namespace:
+            continue
+        direct = _compat.direct_graph_call(namespace[name])
+        if direct is not None:
+            names[i] = f"{DIRECT_PREFIX}{next(_DIRECT_NAMES)}"
+            namespace[names[i]] = direct
+    redirected = [new for old, new in zip(code.co_names, names, strict=True) if old != new]
+    if not redirected:
+        return function_on_code(code, like), 0
+    copy = code.replace(co_names=tuple(names))
+    for name in redirected:
+        weakref.finalize(copy, namespace.pop, name, None)
+    return function_on_code(copy, like), len(redirected)
 
 
 def describe_function(fn: types.FunctionType) -> str:

@@ -32,7 +32,14 @@ import torch
 
 from . import _artifacts, _automatic, _bytecode_hook, _compat, _cudagraphs, _dump, _watch
 from ._arguments import ArgumentTree, Kind, bound_arguments, closure_values, identity_snapshot, walk
-from ._compiler import Compiled, compile_ahead, compile_in_process, describe_function, function_on_code
+from ._compiler import (
+    Compiled,
+    bytecode_function,
+    compile_ahead,
+    compile_in_process,
+    describe_function,
+    function_on_code,
+)
 from ._entry import TARGET, MethodFunction, build_direct_entry, build_guarded_call, prologue, prologue_globals
 from ._errors import GuardMismatchError, NoCompileError
 from ._explain import ExplainReport, build_report
@@ -371,13 +378,14 @@ class CompileState:
         fn, opts = self.function, self.options
         transformed = made.transformed_code
         call: Callable[..., Any] = made.compiled
+        direct_graphs = 0
         if opts.calls_bytecode:
             if opts.guards == "dynamo":
                 call = self._guarded_call(made)
             elif transformed.co_freevars == fn.__code__.co_freevars:
                 # Dynamo removes the __compiled_fn_* globals this code loads once the code
-                # object dies, so the function below keeps them alive exactly as long as needed.
-                call = function_on_code(transformed, fn)
+                # object dies: the specialization keeps it (``transformed_code``).
+                call, direct_graphs = bytecode_function(transformed, fn)
             else:  # pragma: no cover - has not happened on supported torch versions
                 log.warning(
                     "%s: Dynamo's transformed code has free variables %s, the function %s; "
@@ -400,6 +408,7 @@ class CompileState:
             record=made.record,
             origin=made.origin,
             artifact_path=made.artifact_path,
+            direct_graphs=direct_graphs,
         )
         static_request = static_request or request
         spec.static_key_function, spec.static_key = static_request.key_function, static_request.key
