@@ -64,6 +64,8 @@ class SpecializationReport:
     dump_path: str | None
     dynamic: tuple[str, ...] = ()
     """What automatic dynamic compiled as dynamic: ``x dim 0``, ``cache.step``."""
+    direct_graphs: int = 0
+    """Graphs the bytecode calls past their Python wrappers (``Specialization.direct_graphs``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +159,7 @@ def _specialization_report(fn: types.FunctionType, index: int, spec: Specializat
         decompile_error=error,
         dump_path=record.dump_path,
         dynamic=tuple(spec.dynamic.describe()) if spec.dynamic is not None else (),
+        direct_graphs=spec.direct_graphs,
     )
 
 
@@ -206,6 +209,8 @@ def _render_spec(spec: SpecializationReport, policy: str, verbose: bool) -> list
             f"    {name}: {graph.inputs} input(s) = {graph.from_call} from the call + "
             f"{graph.parameters} parameter(s) + {graph.buffers} buffer(s){extra}"
         )
+    if spec.direct_graphs:
+        out.append("    called past its Python wrappers (AOTAutograd's runtime wrapper on inductor's kernels)")
     every = spec.guards_dropped + spec.guards_kept
     compiles = max((g.compile for g in every), default=1)
     for n in range(1, compiles + 1):

@@ -118,3 +118,12 @@ def test_the_bytecode_loads_the_direct_global(guards: str) -> None:
     loaded = spec.call.__code__.co_names
     assert any(name.startswith(DIRECT_PREFIX) for name in loaded)
     assert any(name.startswith("__compiled_fn") for name in spec.transformed_code.co_names)
+
+
+@known_structure
+def test_explain_says_the_graph_is_called_directly() -> None:
+    compiled = compile_once(lambda x: x * 3, guards="none")
+    with torch.no_grad():
+        compiled(torch.ones(2))
+    assert "called past its Python wrappers" in compiled.explain()
+    assert compiled.report().specializations[0].direct_graphs == 1
