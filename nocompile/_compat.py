@@ -598,6 +598,15 @@ def _version_tree_supported() -> bool:
 VERSION_TREE = _version_tree_supported()
 
 
+def _no_dispatch_keys(t: torch.Tensor) -> None:
+    return None
+
+
+#: ``tensor -> DispatchKeySet`` (comparable with ``==``): what Dynamo's tensor check compares
+#: besides the metadata. A torch without it compares nothing there (None for every tensor).
+dispatch_keys: Callable[[torch.Tensor], Any] = getattr(torch._C, "_dispatch_keys", _no_dispatch_keys)
+
+
 def global_state_guard() -> Any:
     """Dynamo's C++ check of torch's global state as it is now (``check()`` -> bool, ``reason()``).
 

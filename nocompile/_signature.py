@@ -303,7 +303,7 @@ class _KeyWriter:
         (``param.data = ...``), which no dict shows. For the module part (``self``, module
         arguments, global modules) that parameter is a *sentinel*: the per-call C++ tensor check
         compares its dtype, device, sizes and strides, and the verification its layout
-        (``Specialization.sentinel_layouts``). Inside an argument object (verified with Dynamo's
+        (``Specialization.sentinel_states``). Inside an argument object (verified with Dynamo's
         guards, in Python) its dtype, device and strides are fingerprint elements. A change either
         way leads to the verification, which compares every parameter's layout
         (``_watch.tensor_layout``)."""

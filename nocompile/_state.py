@@ -38,7 +38,6 @@ from ._compiler import (
     compile_ahead,
     compile_in_process,
     describe_function,
-    function_on_code,
 )
 from ._entry import TARGET, MethodFunction, build_direct_entry, build_guarded_call, prologue, prologue_globals
 from ._errors import GuardMismatchError, NoCompileError
@@ -103,8 +102,8 @@ class InputCheck:
     """The C++ tensor check of the tensors outside argument objects and of the sentinels (every call)."""
     argument_dims: tuple[list[list[int | None]], list[list[int | None]]]
     """``(sizes, strides)`` that check compares (None: a dynamic dim), to build it again (``_verified_target``)."""
-    sentinel_layouts: tuple[tuple[Any, ...], ...]
-    """``_watch.layout`` of each sentinel (``CheckLayout.sentinels``) as the call arrived."""
+    sentinel_states: tuple[tuple[Any, ...], ...]
+    """``_watch.sentinel_state`` of each sentinel (``CheckLayout.sentinels``) as the call arrived."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -420,7 +419,7 @@ class CompileState:
             spec.tensor_match = check.tensor_match
             spec.argument_match = check.argument_match
             spec.argument_dims = check.argument_dims
-            spec.sentinel_layouts = check.sentinel_layouts
+            spec.sentinel_states = check.sentinel_states
             spec.global_state = request.global_state
             spec.torch_function_modes = request.modes
             spec.module_layouts = {
@@ -480,9 +479,8 @@ class CompileState:
         candidates: list[tuple[Callable[[dict[str, Any]], bool], Callable[..., Any]]] = []
 
         def refill() -> None:
-            candidates[:] = [
-                (manager.check, function_on_code(code, fn)) for manager, code in _compat.dynamo_cache_entries(source)
-            ]
+            entries = _compat.dynamo_cache_entries(source)
+            candidates[:] = [(manager.check, bytecode_function(code, fn)[0]) for manager, code in entries]
 
         def through_dynamo(*args: Any, **kwargs: Any) -> Any:
             result = dynamo_entry(*args, **kwargs)
@@ -507,7 +505,7 @@ class CompileState:
                 [t.sizes() for t in request.layout.checked_tensors],
                 [t.strides() for t in request.layout.checked_tensors],
             ),
-            sentinel_layouts=tuple(_watch.layout(t.tensor) for t in request.layout.sentinels),
+            sentinel_states=tuple(_watch.sentinel_state(t.tensor) for t in request.layout.sentinels),
             modules=tuple(n.value for n in request.tree.all_nodes() if n.kind is Kind.MODULE and not n.inside_object),
         )
 
@@ -587,7 +585,7 @@ class CompileState:
             sentinels = check.sentinels(*args, **kwargs)
         except Exception:  # the call does not have this table's structure inside its objects
             return None
-        sentinel_layouts = tuple(map(_watch.layout, sentinels))
+        sentinel_states = tuple(map(_watch.sentinel_state, sentinels))
         module_part = fingerprint[: check.module_part]
         vouched = check.module_part_vouched(fingerprint)
         for candidate in candidates:
@@ -596,7 +594,8 @@ class CompileState:
                 continue
             if not spec.global_state.check() or not spec.tensor_match.check(*tensors):
                 continue
-            if sentinel_layouts != spec.sentinel_layouts:  # converted in place (``model.half()``)
+            # Converted in place (``model.half()``), or unfrozen since compiling.
+            if not all(map(_watch.sentinel_holds, spec.sentinel_states, sentinel_states)):
                 continue
             if spec.shape_check is not None and not spec.shape_check(*args, **kwargs):
                 continue
@@ -612,7 +611,9 @@ class CompileState:
             except Exception:  # a tree cannot be built for these objects: run, record nothing
                 return spec.call
             if vouched and check.vouched(key):
-                check.verify(key, _per_call_candidate(candidate, spec, check.argument_tensors(*args, **kwargs)), pins)
+                per_call = _per_call_candidate(candidate, spec, check.argument_tensors(*args, **kwargs))
+                if per_call is not None:
+                    check.verify(key, per_call, pins)
             return spec.call
         return None
 
@@ -822,16 +823,24 @@ class _NotRun:
 _NOT_RUN: Any = _NotRun()
 
 
-def _per_call_candidate(candidate: Candidate, spec: Specialization, tensors: tuple[torch.Tensor, ...]) -> Candidate:
+def _per_call_candidate(
+    candidate: Candidate, spec: Specialization, tensors: tuple[torch.Tensor, ...]
+) -> Candidate | None:
     """``candidate`` for the per-call path of a verified key, with a tensor check that passes for
-    this verified call. The one made at compile time compares the sentinels' ``requires_grad``
-    too, which the verification does not (freezing a model's first parameter, as fine-tuning
-    does, is not a reason to recompile; the code was compiled for the parameters' layout): the
-    check is built again from this call's tensors, with the compiled dynamic dims, when it fails."""
+    this verified call (None: record nothing, the next such call verifies again).
+
+    The check made at compile time compares the sentinels' ``requires_grad``; a sentinel frozen
+    since (fine-tuning freezes the embeddings) passed verification (``_watch.sentinel_holds``:
+    every other property the check compares is the same), and would otherwise fail that check
+    on every call. The check is then built again from this call's tensors, with the compiled
+    dynamic dims."""
     if candidate[1](*tensors):
         return candidate
     sizes, strides = spec.argument_dims
-    rebuilt = _compat.tensor_match(list(tensors), sizes, strides)
+    try:
+        rebuilt = _compat.tensor_match(list(tensors), sizes, strides)
+    except Exception:  # pragma: no cover - the tensors just passed the verification's check
+        return None
     return (candidate[0], rebuilt.check, candidate[2], candidate[3])
 
 

@@ -92,9 +92,10 @@ class Specialization:
     the modules' first parameters (per call)."""
     argument_dims: tuple[list[list[int | None]], list[list[int | None]]] = ([], [])
     """The ``(sizes, strides)`` that check compares, None for a dynamic dim."""
-    sentinel_layouts: tuple[tuple[Any, ...], ...] = ()
-    """Under ``guards="inputs"``: the layout (shape, stride, dtype, device) of the first parameter of
-    ``self``, of each module argument and each global module, as compiled for (``_signature``)."""
+    sentinel_states: tuple[tuple[Any, ...], ...] = ()
+    """Under ``guards="inputs"``: the layout, class, dispatch keys and ``requires_grad`` of the first
+    parameter of ``self``, of each module argument and each global module, as compiled for
+    (``_signature``, ``_watch.sentinel_state``)."""
     object_key: tuple[Any, ...] = ()
     """Under ``guards="inputs"``: the argument objects' part of the key, as the compiling call had it."""
     module_digests: dict[str, str] = dataclasses.field(default_factory=dict)

@@ -277,6 +277,20 @@ def layout(t: torch.Tensor) -> tuple[Any, ...]:
     return (shape, stride, t.dtype, t.device)
 
 
+def sentinel_state(t: torch.Tensor) -> tuple[Any, ...]:
+    """What the per-call tensor check compares of a module's first parameter (a *sentinel*, see
+    ``_signature``): its layout, class, dispatch keys and ``requires_grad``."""
+    return (*layout(t), type(t), _compat.dispatch_keys(t), t.requires_grad)
+
+
+def sentinel_holds(compiled: tuple[Any, ...], now: tuple[Any, ...]) -> bool:
+    """Whether a sentinel is still what the code was compiled for: everything the same, except that
+    a parameter compiled as trainable may have been frozen since (``requires_grad_(False)``: the
+    graph computes a gradient nobody asks for). Unfrozen is a change: the graph was built without
+    a gradient for it, and a backward pass would leave its ``.grad`` empty."""
+    return compiled[:-1] == now[:-1] and (compiled[-1] or not now[-1])
+
+
 def layout_change(where: str, compiled: tuple[Any, ...], now: tuple[Any, ...]) -> str | None:
     """The first difference between two :func:`tensor_layout` results of the module at ``where``
     (``self``, ``global model``), as text naming the tensor, or None."""

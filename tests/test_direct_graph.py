@@ -127,3 +127,19 @@ def test_explain_says_the_graph_is_called_directly() -> None:
         compiled(torch.ones(2))
     assert "called past its Python wrappers" in compiled.explain()
     assert compiled.report().specializations[0].direct_graphs == 1
+
+
+@known_structure
+def test_guards_dynamo_calls_each_cache_entry_directly() -> None:
+    """``guards="dynamo"`` runs the transformed code of whichever of Dynamo's cache entries passes
+    its guards: each entry's graph is called directly too, after a recompile as well."""
+    compiled = compile_once(lambda x: x.cos(), guards="dynamo")
+    with torch.no_grad():
+        for n in (2, 3, 2):  # a Dynamo recompile for the new shape, then the first entry again
+            x = torch.ones(n)
+            torch.testing.assert_close(compiled(x), x.cos())
+    assert compiled.stats.compiles == 2
+    namespace = compiled.state.entry.__globals__["__nc_target"].__globals__
+    candidates = namespace["__nc_candidates"]
+    assert len(candidates) == 2
+    assert all(any(n.startswith(DIRECT_PREFIX) for n in fn.__code__.co_names) for _, fn in candidates)

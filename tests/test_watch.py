@@ -396,6 +396,31 @@ def test_freezing_the_first_parameter_keeps_the_fast_path(monkeypatch: pytest.Mo
     assert model.forward.stats.compiles == 1
 
 
+class _TwoLinears(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_unfreezing_the_first_parameter_is_a_change(object_watch: str) -> None:
+    """Compiled with the first parameter frozen, the graph computes no gradient for it: unfrozen
+    for fine-tuning, the old code would leave its ``.grad`` empty without a word (found by review
+    against the first version of the frozen-sentinel rule). It recompiles (or raises)."""
+    model, x = _TwoLinears(), torch.randn(2, 4)
+    model.a.weight.requires_grad_(False)
+    f = compile_once(backend="aot_eager", on_mismatch="recompile")(_TwoLinears.forward).__get__(model)
+    f(x)
+    f(x)
+    model.a.weight.requires_grad_(True)
+    f(x).sum().backward()
+    assert model.a.weight.grad is not None
+    assert f.stats.compiles == 2
+
+
 class _Conv(nn.Module):
     def __init__(self) -> None:
         super().__init__()
