@@ -716,9 +716,9 @@ def direct_graph_call(compiled: Any) -> Callable[..., Any] | None:
     ``__compiled_fn_*`` is Dynamo's ``disable`` wrapper (the eval-frame callback off for the call)
     around AOTAutograd's ``forward`` (parameters lifted into the inputs: none, with Dynamo's
     inlined modules), the ``runtime_wrapper`` (profiler records) around AOTAutograd's *generated*
-    runtime wrapper, which calls ``CompiledFxGraph`` (with a ``SerializableCompiledFunction``
-    somewhere between, depending on whether the compile hit the cache)
-    (autotune-cache and runtime-metrics bookkeeping), which calls inductor's kernel runner. The
+    runtime wrapper, which calls ``CompiledFxGraph`` (autotune-cache and runtime-metrics
+    bookkeeping), which calls inductor's kernel runner; a ``SerializableCompiledFunction`` sits
+    somewhere between, depending on whether the compile hit the cache. The
     generated wrapper is what carries the semantics (grad mode off around an inference graph,
     input mutations copied back, aliased outputs regenerated, the output count checked): it is
     kept, called with the kernel runner itself (read on every call, as ``CompiledFxGraph``

@@ -685,9 +685,9 @@ class Selector:
     object_key: KeyFn
     tensors: Callable[..., tuple[torch.Tensor, ...]]
     argument_tensors: Callable[..., tuple[torch.Tensor, ...]]
-    """The tensors the per-call C++ tensor check compares (``CheckLayout.checked_tensors``)."""
-    sentinels: Callable[..., tuple[torch.Tensor, ...]]
-    """The modules' first parameters (``CheckLayout.sentinels``)."""
+    """The tensors the per-call C++ tensor check compares (``CheckLayout.checked_tensors``): the
+    last ``sentinel_count`` are the modules' first parameters (``CheckLayout.sentinels``)."""
+    sentinel_count: int
     paths: tuple[str, ...]
     module_part: int
     source: str
@@ -793,7 +793,6 @@ def selector(
         f"def tensors({params}):\n    __nc_okey = {object_key}\n"
         f"    return {tuple_source([t.expr for t in layout.all_tensors])}\n\n"
         f"def argument_tensors({params}):\n    return {tuple_source([t.expr for t in layout.checked_tensors])}\n\n"
-        f"def sentinels({params}):\n    return {tuple_source([t.expr for t in layout.sentinels])}\n\n"
         # The per-call path: the check inside try (a call of another structure raises there),
         # the chosen callable outside it (its own exceptions are the user's).
         f"def call({live_params}):\n"
@@ -870,7 +869,7 @@ def selector(
         object_key=defined["object_key"],
         tensors=defined["tensors"],
         argument_tensors=defined["argument_tensors"],
-        sentinels=defined["sentinels"],
+        sentinel_count=len(layout.sentinels),
         paths=layout.paths,
         module_part=layout.module_part,
         source=source,

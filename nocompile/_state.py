@@ -501,10 +501,7 @@ class CompileState:
             object_key=table.selector.object_key(*args, **kwargs),
             tensor_match=_tensor_match(request.layout.all_tensors),
             argument_match=_tensor_match(request.layout.checked_tensors),
-            argument_dims=(
-                [t.sizes() for t in request.layout.checked_tensors],
-                [t.strides() for t in request.layout.checked_tensors],
-            ),
+            argument_dims=_tensor_dims(request.layout.checked_tensors),
             sentinel_states=tuple(_watch.sentinel_state(t.tensor) for t in request.layout.sentinels),
             modules=tuple(n.value for n in request.tree.all_nodes() if n.kind is Kind.MODULE and not n.inside_object),
         )
@@ -582,10 +579,10 @@ class CompileState:
             pins = _watch.pinned_objects(check.pins(*args, **kwargs))
             object_key = check.object_key(*args, **kwargs)
             tensors = check.tensors(*args, **kwargs)
-            sentinels = check.sentinels(*args, **kwargs)
+            checked = check.argument_tensors(*args, **kwargs)
         except Exception:  # the call does not have this table's structure inside its objects
             return None
-        sentinel_states = tuple(map(_watch.sentinel_state, sentinels))
+        sentinel_states = tuple(map(_watch.sentinel_state, checked[len(checked) - check.sentinel_count :]))
         module_part = fingerprint[: check.module_part]
         vouched = check.module_part_vouched(fingerprint)
         for candidate in candidates:
@@ -611,7 +608,7 @@ class CompileState:
             except Exception:  # a tree cannot be built for these objects: run, record nothing
                 return spec.call
             if vouched and check.vouched(key):
-                per_call = _per_call_candidate(candidate, spec, check.argument_tensors(*args, **kwargs))
+                per_call = _per_call_candidate(candidate, spec, checked)
                 if per_call is not None:
                     check.verify(key, per_call, pins)
             return spec.call
@@ -844,10 +841,13 @@ def _per_call_candidate(
     return (candidate[0], rebuilt.check, candidate[2], candidate[3])
 
 
+def _tensor_dims(tensors: tuple[TensorArg, ...]) -> tuple[list[list[int | None]], list[list[int | None]]]:
+    """``(sizes, strides)`` as the tensor check compares them (None: any value, a dynamic dim)."""
+    return [t.sizes() for t in tensors], [t.strides() for t in tensors]
+
+
 def _tensor_match(tensors: tuple[TensorArg, ...]) -> Any:
-    return _compat.tensor_match(
-        [t.tensor for t in tensors], [t.sizes() for t in tensors], [t.strides() for t in tensors]
-    )
+    return _compat.tensor_match([t.tensor for t in tensors], *_tensor_dims(tensors))
 
 
 def _layout_sources(fn: types.FunctionType, bound: dict[str, Any]) -> dict[str, torch.nn.Module]:

@@ -67,11 +67,11 @@ class Specialization:
     """Under ``guards="inputs"``: the signature key this specialization was compiled for."""
     key_function: KeyFunction | None = None
     shape_check: ShapeCheck | None = None
+    """Under ``guards="inputs"`` with dynamic dims: Dynamo's shape guards, kept and checked."""
     direct_graphs: int = 0
     """How many compiled graphs the bytecode calls past their Python wrappers (an inductor
     inference graph on a known torch: ``_compiler.bytecode_function``); 0 means through
     ``torch.compile``'s own wrappers."""
-    """Under ``guards="inputs"`` with dynamic dims: Dynamo's shape guards, kept and checked."""
     selector: Selector | None = None
     """Under ``guards="inputs"``: the per-call check this specialization is registered in."""
     tensor_match: Any = None

@@ -252,8 +252,8 @@ def tensor_layout(module: torch.nn.Module) -> tuple[Any, ...]:
 
     What compiled kernels assume of the weights. ``model.half()``, ``.to(device)`` and
     ``.to(memory_format=...)`` change it in place (``param.data = ...``): the module dicts do not
-    change, only the sentinel in the fingerprint does (``_signature``), and Dynamo's guards on
-    torch 2.11 pass. Read once per new fingerprint, never per call.
+    change, only the sentinel (the first parameter, in the per-call tensor check: ``_signature``)
+    does, and Dynamo's guards on torch 2.11 pass. Read once per new fingerprint, never per call.
     """
     return tuple(
         (name, *layout(t))
