@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from . import _compat
 from ._compiler import DIRECT_PREFIX
 from ._decorator import compile_once
 from ._reference import ReferenceMLP
@@ -351,6 +352,8 @@ def environment(cfg: BenchConfig) -> dict[str, Any]:
         "machine": platform.machine(),
         "device": cfg.device if not cfg.device.startswith("cuda") else torch.cuda.get_device_name(),
         "threads": torch.get_num_threads(),
+        # nocompile's C item loop (README: set-up): whether the argument objects' check uses it here.
+        "c_extension": _compat.NATIVE is not None,
     }
 
 
@@ -391,8 +394,8 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [
         f"nocompile bench: reference MLP, {cfg['layers']} layers, width {cfg['width']}, "
         f"batch {cfg['batch']}, {cfg.get('dtype', 'float32')}, backend {cfg['backend']!r}, torch.no_grad()",
-        f"torch {env['torch']}, Python {env['python']}, {env['device']}, {env['threads']} thread(s); "
-        f"median of {cfg['rounds']} interleaved rounds",
+        f"torch {env['torch']}, Python {env['python']}, {env['device']}, {env['threads']} thread(s), "
+        f"C extension {'on' if env.get('c_extension') else 'off'}; median of {cfg['rounds']} interleaved rounds",
         "",
     ]
     name_width = max(len(r["name"]) for r in result["rows"])

@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import inspect
+import os
 import re
 import types
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch.nn.modules import module as _module_module
+
+if TYPE_CHECKING:
+    from . import _native
 
 #: Oldest torch release nocompile runs on: the oldest the test suite has run against
 #: (docs/versions.md). Releases before 2.10 cannot filter the GLOBAL_STATE and
@@ -524,6 +529,12 @@ class VersionTree:
         is held alive by ``value``, which the caller verified)."""
         _add_leaf(node.add_type_match_guard, id(type(value)), [f"type({source}) is {type(value).__qualname__}"])
 
+    def native(self, node: Any, check: Callable[[Any], bool], description: str) -> None:
+        """The value at ``node`` passes ``check``, one of nocompile's C checks (``NATIVE``): a leaf
+        doing in one call what other methods do with a node per value. The tree holds it."""
+        self._held.append(check)
+        _add_leaf(node.add_lambda_guard, check, [description])
+
     def cell_value(self, node: Any, cell: Any, source: str) -> None:
         """The closure cell at ``node`` holds a value equal to, and of the type of, what it holds
         now (an empty cell fails). The check holds a reference to the value."""
@@ -531,6 +542,40 @@ class VersionTree:
         contents = node.getattr_manager("cell_contents", f"{source}.cell_contents", value, self._kind)
         _add_leaf(contents.add_type_match_guard, id(type(value)), [f"type({source}.cell_contents)"])
         _add_leaf(contents.add_equals_match_guard, value, [f"{source}.cell_contents == {value!r}"])
+
+
+@dataclasses.dataclass(frozen=True)
+class NativeChecks:
+    """nocompile's C checks (``nocompile/_native.c``), each built from a value as it is now and
+    then called with the value at a version tree's node (``VersionTree.native``)."""
+
+    items: type[_native.ItemsCheck]
+    """``ItemsCheck(sequence, indices)``: the length, and each item's class and dict version tag."""
+    cells: type[_native.CellsCheck]
+    """``CellsCheck(cells)``: each closure cell holds an equal value of the same type."""
+    function: type[_native.FunctionCheck]
+    """``FunctionCheck(fn)``: the same code, defaults and closure contents, by identity."""
+
+
+def _native_checks() -> NativeChecks | None:
+    """nocompile's C checks where the extension is built and applies (Python 3.10 to 3.12, with
+    dict version tags: ``DICT_VERSION``), else None: version trees then check the same values
+    with guard-manager nodes, one or more a value. ``NOCOMPILE_NATIVE=0`` (or ``false``, ``no``,
+    ``off``) in the environment at import turns them off: to rule them out when debugging, or to
+    measure what they save."""
+    if DICT_VERSION is None or os.environ.get("NOCOMPILE_NATIVE", "").strip().lower() in {"0", "false", "no", "off"}:
+        return None
+    try:
+        from . import _native
+    except ImportError:  # installed without a C compiler: the extension is optional
+        return None
+    if not hasattr(_native, "ItemsCheck"):  # built on Python 3.13 or later: nothing in it
+        return None
+    return NativeChecks(_native.ItemsCheck, _native.CellsCheck, _native.FunctionCheck)
+
+
+#: nocompile's C checks, or None where the extension was not built or does not apply here.
+NATIVE = _native_checks()
 
 
 def _add_leaf(add: Callable[..., None], value: Any, parts: list[str]) -> None:

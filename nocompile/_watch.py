@@ -387,7 +387,10 @@ def module_tree(kinds: tuple[str, ...], roots: tuple[Any, ...]) -> _compat.Versi
     for i, (value, kind) in enumerate(zip(roots, kinds, strict=True)):
         source = f"roots[{i}]"
         node = tree.tuple_item(tree.root, i, value, source)
-        if kind == "cells":
+        if kind == "cells" and _compat.NATIVE is not None:
+            description = f"{source}: {len(value)} cells, each an equal value of the same type"
+            tree.native(node, _compat.NATIVE.cells(value), description)
+        elif kind == "cells":
             for j, cell in enumerate(value):
                 tree.cell_value(tree.tuple_item(node, j, cell, f"{source}[{j}]"), cell, f"{source}[{j}]")
         elif kind == "dict":
@@ -403,6 +406,10 @@ def module_tree(kinds: tuple[str, ...], roots: tuple[Any, ...]) -> _compat.Versi
 
 
 def _watch_function(tree: _compat.VersionTree, node: Any, fn: types.FunctionType, source: str) -> None:
+    if _compat.NATIVE is not None:
+        description = f"{source}: the same code, defaults and closure contents"
+        tree.native(node, _compat.NATIVE.function(fn), description)  # an empty cell raises, as below
+        return
     for name in ("__code__", "__defaults__", "__kwdefaults__"):
         value = getattr(fn, name)
         tree.identity(tree.attribute(node, name, value, f"{source}.{name}"), value, f"{source}.{name}")
@@ -449,21 +456,9 @@ def _watch_value(tree: Any, node: Any, value: Any, source: str, depth: int, coun
         tree.type_is(node, value, source)  # ``obj.__class__ = Other`` stores into no dict
         attributes = tree.instance_dict(node, value, f"{source}.__dict__")
         tree.dict_version(attributes, vars(value), f"{source}.__dict__")
-        for name, item in list(vars(value).items()):
-            if name.startswith(STATE_ATTRIBUTE_PREFIX) or classify(item) not in _FOLLOWED:
-                continue
-            where = f"{source}.{name}"
-            _watch_value(tree, tree.dict_item(attributes, name, item, where), item, where, depth + 1, counter)
+        _watch_attributes(tree, lambda: attributes, value, source, depth, counter)
     elif kind is Kind.SEQUENCE:
-        if isinstance(value, list):
-            tree.length(node, len(value), source)
-        item_node = tree.list_item if isinstance(value, list) else tree.tuple_item
-        for i, item in enumerate(value):
-            if isinstance(value, list):  # mutable in place: every item must be checked
-                _must_be_object(item, f"{source}[{i}]")
-            if classify(item) in _FOLLOWED:
-                where = f"{source}[{i}]"
-                _watch_value(tree, item_node(node, i, item, where), item, where, depth, counter)
+        _watch_items(tree, node, value, source, depth, counter)
     elif kind is Kind.MAPPING:
         tree.dict_version(node, value, source)
         for key, item in value.items():
@@ -472,6 +467,71 @@ def _watch_value(tree: Any, node: Any, value: Any, source: str, depth: int, coun
                 _watch_value(tree, tree.dict_item(node, key, item, where), item, where, depth, counter)
     elif kind is Kind.MODULE:
         raise TypeError(f"{source}: a module inside an argument object is watched in Python, not by a VersionTree")
+
+
+def _watch_attributes(
+    tree: Any, attributes: Callable[[], Any], value: Any, source: str, depth: int, counter: list[int]
+) -> None:
+    """What ``value``'s attributes hold, below the node of its ``__dict__`` (``attributes()``,
+    made only where an attribute is followed: a KV cache layer of tensors and ints needs none)."""
+    node = None
+    for name, item in list(vars(value).items()):
+        if name.startswith(STATE_ATTRIBUTE_PREFIX) or classify(item) not in _FOLLOWED:
+            continue
+        node = attributes() if node is None else node
+        where = f"{source}.{name}"
+        _watch_value(tree, tree.dict_item(node, name, item, where), item, where, depth + 1, counter)
+
+
+def _watch_items(
+    tree: Any, node: Any, value: list[Any] | tuple[Any, ...], source: str, depth: int, counter: list[int]
+) -> None:
+    """A list's length and its items (every one an object, ``_must_be_object``), a tuple's items.
+
+    With the C extension (``_compat.NATIVE``), the length and every object item's class and
+    ``__dict__`` version are one leaf on the sequence's node (``ItemsCheck``), a loop of a few
+    nanoseconds an item: a node of the tree is made for an item only where something its
+    attributes hold is followed. Without it, each item is its own nodes (``_watch_value``)."""
+    is_list = isinstance(value, list)
+    native = _compat.NATIVE
+    natively = native is not None
+    if is_list and not natively:
+        tree.length(node, len(value), source)
+    item_node = tree.list_item if is_list else tree.tuple_item
+    checked: list[int] = []
+    for i, item in enumerate(value):
+        where = f"{source}[{i}]"
+        if is_list:  # mutable in place: every item must be checked
+            _must_be_object(item, where)
+        kind = classify(item)
+        if kind not in _FOLLOWED:
+            continue
+        if not (natively and kind is Kind.OBJECT):
+            _watch_value(tree, item_node(node, i, item, where), item, where, depth, counter)
+            continue
+        counter[0] += 1  # as ``_watch_value`` counts it
+        if depth >= MAX_OBJECT_DEPTH or counter[0] >= MAX_NODES:
+            continue  # opaque to the walk as well
+        checked.append(i)
+
+        def attributes(i: int = i, item: Any = item, where: str = where) -> Any:
+            return tree.instance_dict(item_node(node, i, item, where), item, f"{where}.__dict__")
+
+        _watch_attributes(tree, attributes, item, where, depth, counter)
+    if native is not None and (is_list or checked):
+        description = f"{source}: length {len(value)}, class and dict version of items {_ranges(checked)}"
+        tree.native(node, native.items(value, tuple(checked)), description)
+
+
+def _ranges(indices: list[int]) -> str:
+    """``0-79`` for ``[0, 1, ..., 79]``, ``0, 2-5`` for ``[0, 2, 3, 4, 5]``: indices for a description."""
+    spans: list[list[int]] = []
+    for i in indices:
+        if spans and spans[-1][1] == i - 1:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans) or "none"
 
 
 #: What a version tree follows into: everything else is seen by its holder's dict version.

@@ -20,6 +20,10 @@ def test_nocompile_is_imported_from_the_installed_wheel() -> None:
     assert package.is_relative_to(pathlib.Path(EXPECTED).resolve()), package
     assert importlib.metadata.version("nocompile") == nocompile.__version__
     assert (package / "py.typed").is_file()
+    if os.environ.get("NOCOMPILE_EXPECT_NATIVE"):  # the wheel's C extension, not a build in the checkout
+        from nocompile import _native
+
+        assert pathlib.Path(_native.__file__).resolve().parent == package
 
 
 def test_version_is_written_once() -> None:

@@ -85,13 +85,20 @@ def _equal_looking(layer: Layer) -> Layer:
     return new
 
 
-@pytest.fixture(params=["version tree", "python"])
+@pytest.fixture(params=["version tree", "version tree without C", "python"])
 def object_watch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both ways of watching argument objects: one C++ version tree (where this Python and torch
-    support it) and the Python fingerprint (Python 3.13, objects holding modules or tensor lists)."""
-    if request.param == "version tree" and not _compat.VERSION_TREE:
+    """Every way of watching argument objects: one C++ version tree (where this Python and torch
+    support it), with nocompile's C checks as its leaves for lists' items, closure cells and helpers
+    (``_compat.NATIVE``) or, as without the C extension, with guard-manager nodes value by value;
+    and the Python fingerprint (Python 3.13, objects holding modules or tensor lists)."""
+    tree = request.param.startswith("version tree")
+    if tree and not _compat.VERSION_TREE:
         pytest.skip("no version tree here (dict version tags do not follow instance attributes)")
-    monkeypatch.setattr(_compat, "VERSION_TREE", request.param == "version tree")
+    if request.param == "version tree" and _compat.NATIVE is None:
+        pytest.skip("nocompile's C extension is not built here")
+    monkeypatch.setattr(_compat, "VERSION_TREE", tree)
+    if request.param == "version tree without C":
+        monkeypatch.setattr(_compat, "NATIVE", None)
     return str(request.param)
 
 
@@ -107,7 +114,7 @@ def test_a_change_to_an_argument_object_after_verified_calls_is_caught(mutation:
     f(x, cache)
     f(x, cache)  # verified: the fast path from here on
     f(x, cache)
-    assert uses_version_tree(f) == (object_watch == "version tree")
+    assert uses_version_tree(f) == object_watch.startswith("version tree")
     MUTATIONS[mutation](cache)
     try:
         with pytest.raises(GuardMismatchError):
@@ -260,7 +267,7 @@ def test_changes_below_an_argument_object_are_caught(mutation: str, object_watch
     tables, x = _Tables(), torch.ones(2)
     for _ in range(3):
         torch.testing.assert_close(f(x, tables), _use_tables(x, tables))
-    assert uses_version_tree(f) == (object_watch == "version tree")
+    assert uses_version_tree(f) == object_watch.startswith("version tree")
     if mutation == "a dict entry replaced":
         tables.scales["a"] = 5.0
     elif mutation == "a dict entry added":
@@ -342,7 +349,7 @@ def test_a_change_to_self_after_verified_calls_is_caught(change: str, object_wat
         model(x)
         model(x)
         table = model.forward.state._tables[0]
-        assert ("__nc_dicts0" in table.selector.source) == (object_watch == "version tree")
+        assert ("__nc_dicts0" in table.selector.source) == object_watch.startswith("version tree")
         SELF_CHANGES[change](model)
         with pytest.raises((GuardMismatchError, AttributeError)) as caught:
             model(x)
@@ -918,7 +925,7 @@ def test_a_plain_closure_cell_rebound_after_verified_calls_is_caught(rebind: str
     for _ in range(3):
         torch.testing.assert_close(f(x), plain(x))
     assert ("__nc_cell_watched" not in f.state._tables[0].selector.source) and (
-        ("__nc_dicts0" in f.state._tables[0].selector.source) == (object_watch == "version tree")
+        ("__nc_dicts0" in f.state._tables[0].selector.source) == object_watch.startswith("version tree")
     )
     name, value = CELL_REBINDS[rebind]
     _cell(plain, name).cell_contents = value
@@ -1102,7 +1109,7 @@ def test_an_argument_objects_class_changed_in_place_is_caught(object_watch: str)
     cache, x = _Stepped(), torch.ones(2)
     f(x, cache)
     f(x, cache)
-    assert uses_version_tree(f) == (object_watch == "version tree")
+    assert uses_version_tree(f) == object_watch.startswith("version tree")
     cache.__class__ = _Other
     with pytest.raises(GuardMismatchError, match="_Other"):
         f(x, cache)

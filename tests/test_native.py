@@ -1,0 +1,432 @@
+"""nocompile's C extension (``nocompile/_native.c``): leaves of a version tree that replace a
+guard-manager node per value.
+
+``ItemsCheck`` replaces, for every object in a list (a KV cache's layers), the nodes that checked
+the item's class and its ``__dict__``'s version tag; ``CellsCheck`` the nodes of each plain
+closure cell (an equal value of the same type); ``FunctionCheck`` those of a helper's code,
+defaults and closure contents (by identity). These tests pin that each sees every change those
+nodes saw, that version trees built with and without them agree on any structure and any change
+(hypothesis), and that bad construction is refused with a message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nocompile import _compat, _watch
+
+needs_native = pytest.mark.skipif(
+    _compat.NATIVE is None, reason="nocompile's C extension is not built, or does not apply here"
+)
+
+
+def native() -> _compat.NativeChecks:
+    assert _compat.NATIVE is not None
+    return _compat.NATIVE
+
+
+class Layer:
+    def __init__(self, length: int = 4) -> None:
+        self.keys = torch.zeros(length, 2)
+        self.length = length
+
+
+class OtherLayer(Layer):
+    pass
+
+
+def _equal_looking(layer: Layer) -> Layer:
+    return Layer(layer.length)
+
+
+def test_the_c_extension_is_built_where_ci_expects_it() -> None:
+    """``.ci/setup`` and ``.ci/wheel-check`` set ``NOCOMPILE_EXPECT_NATIVE``: there the extension
+    must have been built (it is optional, so a failed build would otherwise pass unnoticed)."""
+    if not os.environ.get("NOCOMPILE_EXPECT_NATIVE"):
+        pytest.skip("NOCOMPILE_EXPECT_NATIVE is not set")
+    assert _compat.DICT_VERSION is not None, "this Python has no dict version tags: the extension does not apply"
+    assert _compat.NATIVE is not None, "nocompile._native was not built (see the install's build log)"
+
+
+CHANGES: dict[str, Callable[[list[Layer]], None]] = {
+    "an attribute stored": lambda layers: setattr(layers[1], "length", 7),
+    "an attribute stored with an equal value": lambda layers: setattr(layers[1], "keys", layers[1].keys.clone()),
+    "an attribute added": lambda layers: setattr(layers[2], "extra", 1),
+    "an attribute removed": lambda layers: delattr(layers[0], "length"),
+    "a tensor attribute replaced": lambda layers: setattr(layers[0], "keys", torch.zeros(6, 2)),
+    "an item replaced by an equal-looking one": lambda layers: layers.__setitem__(1, _equal_looking(layers[1])),
+    "an item's class changed in place": lambda layers: setattr(layers[2], "__class__", OtherLayer),
+    "an item appended": lambda layers: layers.append(Layer()),
+    "an item removed": lambda layers: layers.pop(),
+    "a store through vars()": lambda layers: vars(layers[1]).__setitem__("length", 9),
+}
+
+
+@needs_native
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_items_check_sees_every_change_the_item_nodes_saw(change: str) -> None:
+    layers = [Layer() for _ in range(3)]
+    check = native().items(layers, (0, 1, 2))
+    assert check(layers) and check(layers)
+    CHANGES[change](layers)
+    assert not check(layers)
+
+
+@needs_native
+def test_items_check_ignores_what_it_does_not_watch() -> None:
+    """In-place tensor updates (a static cache's ``index_copy_``) store into no dict; an item at an
+    index left out of the check (deeper than the walk goes) is not compared."""
+    layers = [Layer() for _ in range(3)]
+    check = native().items(layers, (0, 2))
+    assert check.count == 2  # type: ignore[attr-defined]
+    layers[0].keys.add_(1)
+    layers[1].length = 8
+    layers[1] = _equal_looking(layers[0])
+    assert check(layers)
+
+
+@needs_native
+def test_items_check_of_a_tuple_and_of_the_other_kind_of_sequence() -> None:
+    layers = tuple(Layer() for _ in range(2))
+    check = native().items(layers, (0, 1))
+    assert check(layers)
+    assert not check(list(layers))  # the items are the same, the sequence's kind is not
+    assert not check(layers[:1])
+    layers[1].length = 5
+    assert not check(layers)
+    as_list = list(layers)
+    assert not native().items(as_list, (0, 1))(tuple(as_list))
+
+
+@needs_native
+def test_items_check_of_an_object_without_a_dict_at_call_time_is_false() -> None:
+    """An item replaced by one with no instance ``__dict__`` (a tuple) fails on its class first;
+    a class whose instances lost their dict cannot be built; either way no error escapes."""
+    layers: list[Any] = [Layer(), Layer()]
+    check = native().items(layers, (0, 1))
+    layers[0] = (1, 2)
+    assert check(layers) is False
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("sequence", "indices", "error", "match"),
+    [
+        ({"a": 1}, (), TypeError, "list or a tuple, not dict"),
+        ([Layer()], (1,), ValueError, "index 1 out of order or out of range"),
+        ([Layer(), Layer()], (1, 0), ValueError, "index 0 out of order"),
+        ([Layer()], (-1,), ValueError, "out of range"),
+        ([(1, 2)], (0,), AttributeError, "__dict__"),
+        ([Layer()], [0], TypeError, "tuple"),
+    ],
+)
+def test_items_check_refuses_bad_construction(sequence: Any, indices: Any, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        native().items(sequence, indices)
+
+
+@needs_native
+def test_items_check_is_called_with_exactly_the_sequence() -> None:
+    layers = [Layer()]
+    check: Any = native().items(layers, (0,))
+    with pytest.raises(TypeError, match="takes the one sequence"):
+        check()
+    with pytest.raises(TypeError, match="takes the one sequence"):
+        check(layers, layers)
+    with pytest.raises(TypeError, match="takes the one sequence"):
+        check(sequence=layers)
+
+
+@needs_native
+def test_a_version_tree_over_a_cache_makes_one_leaf_for_its_layers() -> None:
+    """What the C loop is for: an 80-layer cache's tree has no node per layer."""
+    cache = Holder()
+    cache.layers = [Layer() for _ in range(80)]
+    tree = _watch.version_tree((cache,))
+    layers_node = tree.root.get_child_managers()[0].get_child_managers()[0].get_child_managers()[0]
+    assert layers_node.get_child_managers() == []
+    assert [type(g).__name__ for g in layers_node.get_leaf_guards()] == ["LAMBDA_GUARD"]
+    assert tree.check((cache,))
+    cache.layers[79].length = 3
+    assert not tree.check((cache,))
+
+
+# -- closure cells and helper functions (the module part's tree) ------------------------------
+
+
+def _cells(*values: Any) -> tuple[Any, ...]:
+    """A closure cell holding each value."""
+
+    def cell_of(value: Any) -> Any:
+        return (lambda: value).__closure__[0]  # type: ignore[index]
+
+    return tuple(cell_of(v) for v in values)
+
+
+@needs_native
+def test_cells_check_accepts_equal_values_of_the_same_type_and_nothing_else() -> None:
+    cells = _cells(1.5, "cache", None, (1, 2))
+    check = native().cells(cells)
+    assert check(cells)
+    assert check.values == (1.5, "cache", None, (1, 2))
+    cells[0].cell_contents = float("1.5")  # equal, same type, another object
+    cells[3].cell_contents = (1, 2)
+    assert check(cells)
+    for k, other in [(0, 2.5), (0, 3), (1, "past_key_values"), (2, False), (3, [1, 2])]:
+        before = cells[k].cell_contents
+        cells[k].cell_contents = other
+        assert not check(cells), (k, other)
+        cells[k].cell_contents = before
+    assert check(cells)
+    del cells[1].cell_contents  # emptied
+    assert not check(cells)
+    assert not check(cells[:2]) and not check([*cells]) and not check((1, 2, 3, 4))
+
+
+@needs_native
+def test_cells_check_treats_an_error_in_eq_as_a_change() -> None:
+    class Weird:
+        def __eq__(self, other: object) -> bool:
+            raise RuntimeError("no")
+
+        __hash__ = object.__hash__
+
+    first = Weird()
+    cells = _cells(first)
+    check = native().cells(cells)
+    assert check(cells)  # the very same object: no comparison
+    cells[0].cell_contents = Weird()
+    assert check(cells) is False
+
+
+@needs_native
+def test_function_check_compares_by_identity() -> None:
+    offset = 1.0
+
+    def helper(x: Any, scale: float = 2.0, *, bias: float = 0.0) -> Any:
+        return x * scale + bias + offset
+
+    def other(x: Any, scale: float = 2.0, *, bias: float = 0.0) -> Any:
+        return x * scale - bias - offset
+
+    check = native().function(helper)
+    assert check(helper)
+    changes: list[tuple[str, Any]] = [
+        ("__code__", other.__code__),
+        ("__defaults__", (float("2.0"),)),  # equal, not the same tuple (a literal would be the constant)
+        ("__defaults__", None),
+        ("__kwdefaults__", {"bias": 0.0}),  # equal, another dict
+    ]
+    for name, value in changes:
+        before = getattr(helper, name)
+        setattr(helper, name, value)
+        assert not check(helper), name
+        setattr(helper, name, before)
+        assert check(helper), name
+    helper.__closure__[0].cell_contents = float("1.0")  # type: ignore[index]  # equal, another object
+    assert not check(helper)
+    assert not check(other) and not check(len)
+
+
+@needs_native
+def test_function_check_of_a_function_without_closure_or_defaults() -> None:
+    def plain(x: Any) -> Any:
+        return x
+
+    check = native().function(plain)
+    assert check(plain)
+    plain.__defaults__ = (1,)
+    assert not check(plain)
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("build", "error", "match"),
+    [
+        (lambda n: n.cells([1]), TypeError, "tuple"),
+        (lambda n: n.cells((1,)), TypeError, "item 0 is a int, not a cell"),
+        (lambda n: n.function(len), TypeError, "function"),
+    ],
+)
+def test_cells_and_function_checks_refuse_bad_construction(
+    build: Callable[[_compat.NativeChecks], Any], error: type, match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        build(native())
+
+
+@needs_native
+def test_empty_cells_are_refused_when_built() -> None:
+    def make() -> Callable[[], Any]:
+        late: Any  # a local of make() never assigned: inner's cell for it stays empty
+
+        def inner() -> Any:
+            return late  # noqa: F821 - bound by make(), never assigned
+
+        return inner
+
+    inner = make()
+    cell = inner.__closure__[0]  # type: ignore[index]
+    with pytest.raises(ValueError, match="cell 0 is empty"):
+        native().cells((cell,))
+    with pytest.raises(ValueError, match=r"closure cell 0 of .* is empty"):
+        native().function(inner)
+
+
+# -- a tree made with the C loop agrees with one made item by item, on any structure ----------
+
+
+class Holder:
+    """An object of the generated structures (attributes set by the strategy)."""
+
+
+def _structure(leaves: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Nested objects, lists of objects (the only lists a version tree takes), tuples and dicts."""
+
+    def extend(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+        objects = st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), inner, max_size=3).map(_holder)
+        return st.one_of(
+            objects,
+            st.lists(objects, max_size=4),
+            st.lists(inner, max_size=3).map(tuple),
+            st.dictionaries(st.sampled_from(["x", "y"]), inner, max_size=2),
+        )
+
+    return st.recursive(leaves, extend, max_leaves=24)
+
+
+def _holder(attributes: dict[str, Any]) -> Holder:
+    holder = Holder()
+    vars(holder).update(attributes)
+    return holder
+
+
+def _places(value: Any, found: list[Any], depth: int = 0) -> None:
+    """Every object, list and dict reachable from ``value`` (deeper than the walk goes too)."""
+    if depth > 12:
+        return
+    if isinstance(value, Holder):
+        found.append(value)
+        for item in vars(value).values():
+            _places(item, found, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        if isinstance(value, list):
+            found.append(value)
+        for item in value:
+            _places(item, found, depth + 1)
+    elif isinstance(value, dict):
+        found.append(value)
+        for item in value.values():
+            _places(item, found, depth + 1)
+
+
+def _change(place: Any, how: int) -> None:
+    if isinstance(place, Holder):
+        if how == 0:
+            place.a = 99
+        elif how == 1:
+            vars(place).pop(next(iter(vars(place)), "a"), None)
+        elif how == 2:
+            place.__class__ = _OtherHolder
+        # how == 3: read, not changed
+    elif isinstance(place, list):
+        if how == 0:
+            place.append(Holder())
+        elif how == 1 and place:
+            place[0] = _holder(dict(vars(place[0])))
+        elif how == 2 and place:
+            place.pop()
+    elif isinstance(place, dict):
+        place["x" if how % 2 else "y"] = how
+
+
+class _OtherHolder(Holder):
+    pass
+
+
+@needs_native
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    root=_structure(st.one_of(st.integers(-2, 2), st.booleans(), st.none())).map(
+        lambda v: _holder({"root": v}),
+    ),
+    data=st.data(),
+)
+def test_a_tree_with_the_c_loop_agrees_with_one_item_by_item(root: Holder, data: st.DataObject) -> None:
+    def build(checks: _compat.NativeChecks | None) -> _compat.VersionTree:
+        saved = _compat.NATIVE
+        _compat.NATIVE = checks
+        try:
+            return _watch.version_tree((root,))
+        finally:
+            _compat.NATIVE = saved
+
+    with_c, item_by_item = build(native()), build(None)
+    assert with_c.check((root,)) and item_by_item.check((root,))
+    places: list[Any] = []
+    _places(root, places)
+    for _ in range(data.draw(st.integers(1, 3), label="changes")):
+        place = places[data.draw(st.integers(0, len(places) - 1), label="where")]
+        _change(place, data.draw(st.integers(0, 3), label="how"))
+        assert with_c.check((root,)) == item_by_item.check((root,))
+
+
+_CELL_VALUES = [0, 1, 1.0, True, False, None, "a", "b", (1, 2), (1, 2.0), 2.5]
+
+
+@needs_native
+@settings(max_examples=150, deadline=None)
+@given(
+    values=st.lists(st.sampled_from(_CELL_VALUES), min_size=1, max_size=6),
+    defaults=st.sampled_from([None, (1,), (1, "a")]),
+    changes=st.lists(
+        st.tuples(st.sampled_from(["cell", "empty", "defaults", "code", "free"]), st.integers(0, 20)),
+        max_size=3,
+    ),
+)
+def test_a_module_tree_with_the_c_checks_agrees_with_one_node_by_node(
+    values: list[Any], defaults: tuple[Any, ...] | None, changes: list[tuple[str, int]]
+) -> None:
+    """The module part's roots that the C checks take over: a tuple of plain closure cells and a
+    helper function (its free variable's cell too)."""
+    cells = _cells(*[type(v)(v) if isinstance(v, (int, float, str)) else v for v in values])
+    free = 1
+
+    def helper(x: Any = 0) -> Any:
+        return x + free
+
+    def other(x: Any = 0) -> Any:
+        return x - free
+
+    helper.__defaults__ = defaults
+    kinds, roots = ("cells", "function"), (cells, helper)
+
+    def build(checks: _compat.NativeChecks | None) -> _compat.VersionTree:
+        saved = _compat.NATIVE
+        _compat.NATIVE = checks
+        try:
+            return _watch.module_tree(kinds, roots)
+        finally:
+            _compat.NATIVE = saved
+
+    with_c, node_by_node = build(native()), build(None)
+    assert with_c.check(roots) and node_by_node.check(roots)
+    for what, n in changes:
+        if what == "cell":
+            cells[n % len(cells)].cell_contents = _CELL_VALUES[n % len(_CELL_VALUES)]
+        elif what == "empty":
+            del cells[n % len(cells)].cell_contents
+        elif what == "defaults":
+            helper.__defaults__ = [None, (1,), (int("1"),), (1, "a")][n % 4]
+        elif what == "code":
+            helper.__code__ = [helper.__code__, other.__code__][n % 2]
+        else:
+            free = [1, 2, int("1")][n % 3]
+        assert with_c.check(roots) == node_by_node.check(roots), (what, n)
