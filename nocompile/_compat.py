@@ -495,6 +495,9 @@ class VersionTree:
         self._kind = GuardManagerType.GUARD_MANAGER
         self._held: list[Any] = []
         """What ``identity`` checks name, kept alive with the tree."""
+        self._native: list[Any] = []
+        """The C checks of ``native``: released when the tree is dropped (see there)."""
+        weakref.finalize(self, _release_native, self._native)
 
     def tuple_item(self, node: Any, index: int, value: Any, source: str) -> Any:
         return node.tuple_getitem_manager(index, source, value, self._kind)
@@ -529,10 +532,16 @@ class VersionTree:
         is held alive by ``value``, which the caller verified)."""
         _add_leaf(node.add_type_match_guard, id(type(value)), [f"type({source}) is {type(value).__qualname__}"])
 
-    def native(self, node: Any, check: Callable[[Any], bool], description: str) -> None:
+    def native(self, node: Any, check: Any, description: str) -> None:
         """The value at ``node`` passes ``check``, one of nocompile's C checks (``NATIVE``): a leaf
-        doing in one call what other methods do with a node per value. The tree holds it."""
-        self._held.append(check)
+        doing in one call what other methods do with a node per value.
+
+        The check holds what it compares (a helper's closure contents: tensors, say). The guard
+        manager, and so the check, can outlive this tree (a verified key holds the tree's
+        ``check`` method, up to ``MAX_VERIFIED`` keys), so the check is released when the tree is
+        dropped: its references go and it is false from then on, as no key naming a dropped
+        tree is reachable anyway."""
+        self._native.append(check)
         _add_leaf(node.add_lambda_guard, check, [description])
 
     def cell_value(self, node: Any, cell: Any, source: str) -> None:
@@ -576,6 +585,11 @@ def _native_checks() -> NativeChecks | None:
 
 #: nocompile's C checks, or None where the extension was not built or does not apply here.
 NATIVE = _native_checks()
+
+
+def _release_native(checks: list[Any]) -> None:
+    for check in checks:
+        check.release()
 
 
 def _add_leaf(add: Callable[..., None], value: Any, parts: list[str]) -> None:

@@ -17,7 +17,10 @@
  * a node per value: CellsCheck, a tuple of closure cells whose values must stay equal and of the
  * same type (a decorator's configuration: Hugging Face's forward has 11), and FunctionCheck, a
  * helper function whose code, defaults, keyword defaults and closure contents must stay the very
- * same objects. Both hold what they compare, as the guard manager's leaves did.
+ * same objects. Both hold what they compare, as the guard manager's leaves did, until release():
+ * a version tree releases its checks when it is dropped (a verified key may keep the tree's guard
+ * manager, and so the check, alive; it must not keep the user's objects alive with it), and a
+ * released check is false for every value.
  *
  * Python 3.10 to 3.12 only: 3.13 keeps instance attributes inline, where a store changes no
  * version tag (the watch then does not use version trees at all), and 3.14 has no version tags.
@@ -38,10 +41,18 @@
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations" /* ma_version_tag, deprecated in 3.12 */
 #endif
+/* Python 3.12 keeps the dict watchers' bits in the tag's low 8 bits (DICT_MAX_WATCHERS): watching
+ * a dict (Dynamo's own DICT_VERSION guard does, on 3.12) changes them without a store. The bits
+ * above count stores, process-wide, as the whole tag does on 3.10 and 3.11. */
+#if PY_VERSION_HEX >= 0x030C0000
+#define VERSION_MASK (~(uint64_t)0xFF)
+#else
+#define VERSION_MASK (~(uint64_t)0)
+#endif
 static inline uint64_t
 dict_version_tag(PyObject *dict)
 {
-    return ((PyDictObject *)dict)->ma_version_tag;
+    return ((PyDictObject *)dict)->ma_version_tag & VERSION_MASK;
 }
 #if defined(__GNUC__) || defined(__clang__)
 #pragma GCC diagnostic pop
@@ -56,6 +67,7 @@ typedef struct {
     Py_ssize_t *indices;    /* their indices, ascending */
     PyObject **classes;     /* their classes (strong references) */
     uint64_t *versions;     /* their instance dicts' version tags */
+    int released;           /* release() was called: false for every value */
 } ItemsCheck;
 
 /* The version tag of obj's instance dict through the generic getter (not the class's
@@ -85,6 +97,9 @@ items_check_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
     if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
         PyErr_SetString(PyExc_TypeError, "ItemsCheck takes the one sequence it watches");
         return NULL;
+    }
+    if (self->released) {
+        Py_RETURN_FALSE;
     }
     PyObject *sequence = args[0];
     PyObject **items;
@@ -222,6 +237,20 @@ static PyGetSetDef items_check_getset[] = {
     {NULL},
 };
 
+static PyObject *
+items_check_release(ItemsCheck *self, PyObject *Py_UNUSED(ignored))
+{
+    items_check_clear(self);
+    self->released = 1;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef items_check_methods[] = {
+    {"release", (PyCFunction)items_check_release, METH_NOARGS,
+     "Drop the references the check holds; from then on it is false for every value."},
+    {NULL},
+};
+
 static PyTypeObject ItemsCheckType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "nocompile._native.ItemsCheck",
@@ -232,6 +261,7 @@ static PyTypeObject ItemsCheckType = {
     .tp_basicsize = sizeof(ItemsCheck),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_new = items_check_new,
+    .tp_methods = items_check_methods,
     .tp_dealloc = (destructor)items_check_dealloc,
     .tp_traverse = (traverseproc)items_check_traverse,
     .tp_clear = (inquiry)items_check_clear,
@@ -246,6 +276,7 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     PyObject *values; /* a tuple: each cell's value when built */
+    int released;           /* release() was called: false for every value */
 } CellsCheck;
 
 static PyObject *
@@ -255,6 +286,9 @@ cells_check_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
     if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
         PyErr_SetString(PyExc_TypeError, "CellsCheck takes the one tuple of cells it watches");
         return NULL;
+    }
+    if (self->released) {
+        Py_RETURN_FALSE;
     }
     PyObject *cells = args[0];
     Py_ssize_t n = PyTuple_GET_SIZE(self->values);
@@ -352,11 +386,25 @@ cells_check_dealloc(CellsCheck *self)
 static PyObject *
 cells_check_get_values(CellsCheck *self, void *closure)
 {
-    return Py_NewRef(self->values);
+    return self->values != NULL ? Py_NewRef(self->values) : PyTuple_New(0);
 }
 
 static PyGetSetDef cells_check_getset[] = {
     {"values", (getter)cells_check_get_values, NULL, "Each cell's value when the check was built.", NULL},
+    {NULL},
+};
+
+static PyObject *
+cells_check_release(CellsCheck *self, PyObject *Py_UNUSED(ignored))
+{
+    cells_check_clear(self);
+    self->released = 1;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef cells_check_methods[] = {
+    {"release", (PyCFunction)cells_check_release, METH_NOARGS,
+     "Drop the references the check holds; from then on it is false for every value."},
     {NULL},
 };
 
@@ -369,6 +417,7 @@ static PyTypeObject CellsCheckType = {
     .tp_basicsize = sizeof(CellsCheck),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_new = cells_check_new,
+    .tp_methods = cells_check_methods,
     .tp_dealloc = (destructor)cells_check_dealloc,
     .tp_traverse = (traverseproc)cells_check_traverse,
     .tp_clear = (inquiry)cells_check_clear,
@@ -386,6 +435,7 @@ typedef struct {
     PyObject *defaults;   /* __defaults__ (None when it has none) */
     PyObject *kwdefaults; /* __kwdefaults__ (None when it has none) */
     PyObject *contents;   /* a tuple: each closure cell's contents (an empty cell is not built) */
+    int released;           /* release() was called: false for every value */
 } FunctionCheck;
 
 static inline PyObject *
@@ -401,6 +451,9 @@ function_check_vectorcall(PyObject *callable, PyObject *const *args, size_t narg
     if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
         PyErr_SetString(PyExc_TypeError, "FunctionCheck takes the one function it watches");
         return NULL;
+    }
+    if (self->released) {
+        Py_RETURN_FALSE;
     }
     PyObject *fn = args[0];
     if (!PyFunction_Check(fn) || PyFunction_GET_CODE(fn) != self->code ||
@@ -492,6 +545,20 @@ function_check_dealloc(FunctionCheck *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+static PyObject *
+function_check_release(FunctionCheck *self, PyObject *Py_UNUSED(ignored))
+{
+    function_check_clear(self);
+    self->released = 1;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef function_check_methods[] = {
+    {"release", (PyCFunction)function_check_release, METH_NOARGS,
+     "Drop the references the check holds; from then on it is false for every value."},
+    {NULL},
+};
+
 static PyTypeObject FunctionCheckType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "nocompile._native.FunctionCheck",
@@ -501,6 +568,7 @@ static PyTypeObject FunctionCheckType = {
     .tp_basicsize = sizeof(FunctionCheck),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_new = function_check_new,
+    .tp_methods = function_check_methods,
     .tp_dealloc = (destructor)function_check_dealloc,
     .tp_traverse = (traverseproc)function_check_traverse,
     .tp_clear = (inquiry)function_check_clear,

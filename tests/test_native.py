@@ -11,7 +11,9 @@ nodes saw, that version trees built with and without them agree on any structure
 
 from __future__ import annotations
 
+import gc
 import os
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -142,6 +144,76 @@ def test_items_check_is_called_with_exactly_the_sequence() -> None:
         check(layers, layers)
     with pytest.raises(TypeError, match="takes the one sequence"):
         check(sequence=layers)
+
+
+@needs_native
+def test_items_check_is_not_fooled_by_dynamo_watching_the_dicts() -> None:
+    """On Python 3.12 Dynamo's own dict-version guard watches each dict it guards (a dict watcher),
+    which sets bits in the dict's version tag without a store: the C loop compares the bits that
+    count stores (found on the H200's Python 3.12). On 3.10 and 3.11 nothing watches dicts."""
+    layers = [Layer() for _ in range(2)]
+    check = native().items(layers, (0, 1))
+    plain = _watch.version_tree((Holder(),))  # any tree: build a guard-manager DICT_VERSION on each layer
+    for layer in layers:
+        node = plain.instance_dict(plain.tuple_item(plain.root, 1, layer, "l"), layer, "l.__dict__")
+        plain.dict_version(node, vars(layer), "l.__dict__")
+    assert check(layers)
+    layers[1].length = 3
+    assert not check(layers)
+
+
+@needs_native
+@pytest.mark.parametrize("kind", ["items", "cells", "function"])
+def test_a_released_check_holds_nothing_and_is_false(kind: str) -> None:
+    held = Layer()
+    alive = weakref.ref(held)
+    value: Any
+    if kind == "items":
+        value = [held]
+        check: Any = native().items(value, (0,))
+        alive = weakref.ref(type(held))  # what an ItemsCheck holds is the class
+    elif kind == "cells":
+        value = _cells(held)
+        check = native().cells(value)
+    else:
+        value = _function_holding(held)
+        check = native().function(value)
+    assert check(value)
+    check.release()
+    check.release()  # twice is fine
+    assert check(value) is False
+    if kind != "items":
+        del held
+        if kind == "cells":
+            value[0].cell_contents = None
+        else:
+            value.__closure__[0].cell_contents = None
+        gc.collect()
+        assert alive() is None
+
+
+def _function_holding(obj: Any) -> Callable[[], Any]:
+    def fn() -> Any:
+        return obj
+
+    return fn
+
+
+@needs_native
+def test_a_dropped_tree_releases_what_its_checks_hold() -> None:
+    """A verified key keeps its tree's guard manager (``tree.check``) alive, up to 256 keys; the
+    tree's C checks must not keep a helper's closure contents (tensors) alive with it."""
+    contents = Layer()
+    alive = weakref.ref(contents)
+    fn = _function_holding(contents)
+    tree = _watch.module_tree(("function",), (fn,))
+    kept_by_a_key = tree.check
+    assert kept_by_a_key((fn,))
+    del tree, contents
+    fn.__closure__[0].cell_contents = None  # type: ignore[index]
+    gc.collect()
+    assert alive() is None
+    assert not kept_by_a_key((fn,))
 
 
 @needs_native
