@@ -19,13 +19,10 @@ import types
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import torch
 from torch.nn.modules import module as _module_module
-
-if TYPE_CHECKING:
-    from . import _native
 
 #: Oldest torch release nocompile runs on: the oldest the test suite has run against
 #: (docs/versions.md). Releases before 2.10 cannot filter the GLOBAL_STATE and
@@ -532,17 +529,19 @@ class VersionTree:
         is held alive by ``value``, which the caller verified)."""
         _add_leaf(node.add_type_match_guard, id(type(value)), [f"type({source}) is {type(value).__qualname__}"])
 
-    def native(self, node: Any, check: Any, description: str) -> None:
-        """The value at ``node`` passes ``check``, one of nocompile's C checks (``NATIVE``): a leaf
-        doing in one call what other methods do with a node per value.
+    def native(self, node: Any, native: NativeCheck, description: str) -> None:
+        """The value at ``node`` passes ``native.check``, one of nocompile's C checks (``NATIVE``): a
+        leaf doing in one call what other methods do with a node per value.
 
-        The check holds what it compares (a helper's closure contents: tensors, say). The guard
-        manager, and so the check, can outlive this tree (a verified key holds the tree's
-        ``check`` method, up to ``MAX_VERIFIED`` keys), so the check is released when the tree is
-        dropped: its references go and it is false from then on, as no key naming a dropped
-        tree is reachable anyway."""
-        self._native.append(check)
-        _add_leaf(node.add_lambda_guard, check, [description])
+        The C check compares by address and holds nothing; the tree holds what it compares
+        (``_held``, which the garbage collector sees: the guard manager holds its leaves from C++,
+        where it cannot). The guard manager, and so the check, can outlive the tree (a verified
+        key holds the tree's ``check`` method, up to ``MAX_VERIFIED`` keys), so the tree releases
+        its checks when it is dropped, before what it holds goes: a released check is false, and
+        no key naming a dropped tree is reachable anyway."""
+        self._held.append(native.held)
+        self._native.append(native.check)
+        _add_leaf(node.add_lambda_guard, native.check, [description])
 
     def cell_value(self, node: Any, cell: Any, source: str) -> None:
         """The closure cell at ``node`` holds a value equal to, and of the type of, what it holds
@@ -554,16 +553,38 @@ class VersionTree:
 
 
 @dataclasses.dataclass(frozen=True)
-class NativeChecks:
-    """nocompile's C checks (``nocompile/_native.c``), each built from a value as it is now and
-    then called with the value at a version tree's node (``VersionTree.native``)."""
+class NativeCheck:
+    """One of nocompile's C checks and what it compares by address: ``held`` must outlive every
+    call of ``check`` (``VersionTree.native`` keeps it, and releases the check first)."""
 
-    items: type[_native.ItemsCheck]
-    """``ItemsCheck(sequence, indices)``: the length, and each item's class and dict version tag."""
-    cells: type[_native.CellsCheck]
-    """``CellsCheck(cells)``: each closure cell holds an equal value of the same type."""
-    function: type[_native.FunctionCheck]
-    """``FunctionCheck(fn)``: the same code, defaults and closure contents, by identity."""
+    check: Any
+    held: tuple[Any, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class NativeChecks:
+    """nocompile's C checks (``nocompile/_native.c``), each made from a value as it is now and then
+    called with the value at a version tree's node (``VersionTree.native``)."""
+
+    module: Any
+    """``nocompile._native``."""
+
+    def items(self, sequence: list[Any] | tuple[Any, ...], indices: tuple[int, ...]) -> NativeCheck:
+        """The length, and each item's class (by identity) and ``__dict__`` version tag."""
+        classes = tuple(type(sequence[i]) for i in indices)
+        return NativeCheck(self.module.ItemsCheck(sequence, indices, classes), classes)
+
+    def cells(self, cells: tuple[Any, ...]) -> NativeCheck:
+        """Each closure cell holds an equal value of the same type (an empty cell raises here)."""
+        values = tuple(cell.cell_contents for cell in cells)
+        return NativeCheck(self.module.CellsCheck(values), values)
+
+    def function(self, fn: types.FunctionType) -> NativeCheck:
+        """The same code, defaults, keyword defaults and closure contents, by identity (an empty
+        closure cell raises here)."""
+        contents = tuple(cell.cell_contents for cell in fn.__closure__ or ())
+        parts = (fn.__code__, fn.__defaults__, fn.__kwdefaults__, contents)
+        return NativeCheck(self.module.FunctionCheck(*parts), parts)
 
 
 def _native_checks() -> NativeChecks | None:
@@ -580,7 +601,7 @@ def _native_checks() -> NativeChecks | None:
         return None
     if not hasattr(_native, "ItemsCheck"):  # built on Python 3.13 or later: nothing in it
         return None
-    return NativeChecks(_native.ItemsCheck, _native.CellsCheck, _native.FunctionCheck)
+    return NativeChecks(_native)
 
 
 #: nocompile's C checks, or None where the extension was not built or does not apply here.

@@ -75,7 +75,8 @@ CHANGES: dict[str, Callable[[list[Layer]], None]] = {
 @pytest.mark.parametrize("change", list(CHANGES))
 def test_items_check_sees_every_change_the_item_nodes_saw(change: str) -> None:
     layers = [Layer() for _ in range(3)]
-    check = native().items(layers, (0, 1, 2))
+    made = native().items(layers, (0, 1, 2))
+    check = made.check
     assert check(layers) and check(layers)
     CHANGES[change](layers)
     assert not check(layers)
@@ -86,8 +87,9 @@ def test_items_check_ignores_what_it_does_not_watch() -> None:
     """In-place tensor updates (a static cache's ``index_copy_``) store into no dict; an item at an
     index left out of the check (deeper than the walk goes) is not compared."""
     layers = [Layer() for _ in range(3)]
-    check = native().items(layers, (0, 2))
-    assert check.count == 2  # type: ignore[attr-defined]
+    made = native().items(layers, (0, 2))
+    check = made.check
+    assert check.count == 2
     layers[0].keys.add_(1)
     layers[1].length = 8
     layers[1] = _equal_looking(layers[0])
@@ -97,14 +99,15 @@ def test_items_check_ignores_what_it_does_not_watch() -> None:
 @needs_native
 def test_items_check_of_a_tuple_and_of_the_other_kind_of_sequence() -> None:
     layers = tuple(Layer() for _ in range(2))
-    check = native().items(layers, (0, 1))
+    made = native().items(layers, (0, 1))
+    check = made.check
     assert check(layers)
     assert not check(list(layers))  # the items are the same, the sequence's kind is not
     assert not check(layers[:1])
     layers[1].length = 5
     assert not check(layers)
     as_list = list(layers)
-    assert not native().items(as_list, (0, 1))(tuple(as_list))
+    assert not native().items(as_list, (0, 1)).check(tuple(as_list))
 
 
 @needs_native
@@ -112,7 +115,8 @@ def test_items_check_of_an_object_without_a_dict_at_call_time_is_false() -> None
     """An item replaced by one with no instance ``__dict__`` (a tuple) fails on its class first;
     a class whose instances lost their dict cannot be built; either way no error escapes."""
     layers: list[Any] = [Layer(), Layer()]
-    check = native().items(layers, (0, 1))
+    made = native().items(layers, (0, 1))
+    check = made.check
     layers[0] = (1, 2)
     assert check(layers) is False
 
@@ -130,14 +134,16 @@ def test_items_check_of_an_object_without_a_dict_at_call_time_is_false() -> None
     ],
 )
 def test_items_check_refuses_bad_construction(sequence: Any, indices: Any, error: type, match: str) -> None:
+    classes = (Layer,) * len(indices)
     with pytest.raises(error, match=match):
-        native().items(sequence, indices)
+        native().module.ItemsCheck(sequence, indices, classes)
 
 
 @needs_native
 def test_items_check_is_called_with_exactly_the_sequence() -> None:
     layers = [Layer()]
-    check: Any = native().items(layers, (0,))
+    made = native().items(layers, (0,))
+    check: Any = made.check
     with pytest.raises(TypeError, match="takes the one sequence"):
         check()
     with pytest.raises(TypeError, match="takes the one sequence"):
@@ -152,7 +158,8 @@ def test_items_check_is_not_fooled_by_dynamo_watching_the_dicts() -> None:
     which sets bits in the dict's version tag without a store: the C loop compares the bits that
     count stores (found on the H200's Python 3.12). On 3.10 and 3.11 nothing watches dicts."""
     layers = [Layer() for _ in range(2)]
-    check = native().items(layers, (0, 1))
+    made = native().items(layers, (0, 1))
+    check = made.check
     plain = _watch.version_tree((Holder(),))  # any tree: build a guard-manager DICT_VERSION on each layer
     for layer in layers:
         node = plain.instance_dict(plain.tuple_item(plain.root, 1, layer, "l"), layer, "l.__dict__")
@@ -164,32 +171,37 @@ def test_items_check_is_not_fooled_by_dynamo_watching_the_dicts() -> None:
 
 @needs_native
 @pytest.mark.parametrize("kind", ["items", "cells", "function"])
-def test_a_released_check_holds_nothing_and_is_false(kind: str) -> None:
+def test_a_check_holds_nothing_and_is_false_once_released(kind: str) -> None:
+    """What a check compares is held by the caller (a version tree's ``_held``), never by the C
+    object, which the guard manager holds where the garbage collector cannot see it."""
     held = Layer()
     alive = weakref.ref(held)
     value: Any
     if kind == "items":
         value = [held]
-        check: Any = native().items(value, (0,))
-        alive = weakref.ref(type(held))  # what an ItemsCheck holds is the class
+        made = native().items(value, (0,))
     elif kind == "cells":
         value = _cells(held)
-        check = native().cells(value)
+        made = native().cells(value)
     else:
         value = _function_holding(held)
-        check = native().function(value)
+        made = native().function(value)
+    check: Any = made.check
     assert check(value)
     check.release()
     check.release()  # twice is fine
     assert check(value) is False
-    if kind != "items":
-        del held
-        if kind == "cells":
-            value[0].cell_contents = None
-        else:
-            value.__closure__[0].cell_contents = None
-        gc.collect()
-        assert alive() is None
+    if kind == "items":
+        assert made.held == (Layer,)
+        return
+    del held, made
+    if kind == "cells":
+        value[0].cell_contents = None
+    else:
+        value.__closure__[0].cell_contents = None
+    gc.collect()
+    assert alive() is None  # the check is alive, and held nothing
+    assert check(value) is False
 
 
 def _function_holding(obj: Any) -> Callable[[], Any]:
@@ -245,9 +257,10 @@ def _cells(*values: Any) -> tuple[Any, ...]:
 @needs_native
 def test_cells_check_accepts_equal_values_of_the_same_type_and_nothing_else() -> None:
     cells = _cells(1.5, "cache", None, (1, 2))
-    check = native().cells(cells)
+    made = native().cells(cells)
+    check = made.check
     assert check(cells)
-    assert check.values == (1.5, "cache", None, (1, 2))
+    assert made.held == (1.5, "cache", None, (1, 2))
     cells[0].cell_contents = float("1.5")  # equal, same type, another object
     cells[3].cell_contents = (1, 2)
     assert check(cells)
@@ -272,7 +285,8 @@ def test_cells_check_treats_an_error_in_eq_as_a_change() -> None:
 
     first = Weird()
     cells = _cells(first)
-    check = native().cells(cells)
+    made = native().cells(cells)
+    check = made.check
     assert check(cells)  # the very same object: no comparison
     cells[0].cell_contents = Weird()
     assert check(cells) is False
@@ -288,7 +302,9 @@ def test_function_check_compares_by_identity() -> None:
     def other(x: Any, scale: float = 2.0, *, bias: float = 0.0) -> Any:
         return x * scale - bias - offset
 
-    check = native().function(helper)
+    made = native().function(helper)
+
+    check = made.check
     assert check(helper)
     changes: list[tuple[str, Any]] = [
         ("__code__", other.__code__),
@@ -312,7 +328,9 @@ def test_function_check_of_a_function_without_closure_or_defaults() -> None:
     def plain(x: Any) -> Any:
         return x
 
-    check = native().function(plain)
+    made = native().function(plain)
+
+    check = made.check
     assert check(plain)
     plain.__defaults__ = (1,)
     assert not check(plain)
@@ -322,9 +340,10 @@ def test_function_check_of_a_function_without_closure_or_defaults() -> None:
 @pytest.mark.parametrize(
     ("build", "error", "match"),
     [
-        (lambda n: n.cells([1]), TypeError, "tuple"),
-        (lambda n: n.cells((1,)), TypeError, "item 0 is a int, not a cell"),
-        (lambda n: n.function(len), TypeError, "function"),
+        (lambda n: n.module.CellsCheck([1]), TypeError, "tuple"),
+        (lambda n: n.module.FunctionCheck(len, None, None, ()), TypeError, "code"),
+        (lambda n: n.module.FunctionCheck((lambda: 0).__code__, None, None, [1]), TypeError, "tuple"),
+        (lambda n: n.module.ItemsCheck([Layer()], (0,), ()), ValueError, "1 indices but 0 classes"),
     ],
 )
 def test_cells_and_function_checks_refuse_bad_construction(
@@ -346,9 +365,9 @@ def test_empty_cells_are_refused_when_built() -> None:
 
     inner = make()
     cell = inner.__closure__[0]  # type: ignore[index]
-    with pytest.raises(ValueError, match="cell 0 is empty"):
+    with pytest.raises(ValueError, match="empty"):
         native().cells((cell,))
-    with pytest.raises(ValueError, match=r"closure cell 0 of .* is empty"):
+    with pytest.raises(ValueError, match="empty"):
         native().function(inner)
 
 
@@ -502,3 +521,62 @@ def test_a_module_tree_with_the_c_checks_agrees_with_one_node_by_node(
         else:
             free = [1, 2, int("1")][n % 3]
         assert with_c.check(roots) == node_by_node.check(roots), (what, n)
+
+
+@needs_native
+def test_a_cells_check_released_and_dropped_during_eq_is_false() -> None:
+    """``==`` on a cell's value runs Python code, which may drop the version tree (another thread
+    rotating its slots): the check holds what it compares for the call (found in review, where
+    it crashed), and is false once released."""
+
+    class Text(str):
+        def __eq__(self, other: object) -> bool:
+            holder.pop().check.release()  # the tree's release, and its held values gone
+            gc.collect()
+            return str.__eq__(self, other)
+
+        __hash__ = str.__hash__
+
+    cells = _cells(Text("x"), Text("y"))
+    holder = [native().cells(cells)]
+    check = holder[0].check
+    for cell in cells:
+        cell.cell_contents = Text(cell.cell_contents)  # equal, another object: == runs
+    assert check(cells) is False
+    assert holder == []
+
+
+@needs_native
+@pytest.mark.parametrize("kind", ["function", "cells", "items"])
+def test_a_tree_in_a_cycle_through_what_it_checks_is_collected(kind: str) -> None:
+    """A model's state holds its trees, and a tree's checks what they compare: a helper closing
+    over the model (or a class attribute naming it) makes a cycle, which the garbage collector
+    must see through (found in review: a C check owning the closure contents was invisible to it,
+    held by the guard manager from C++)."""
+    holder = Holder()
+    alive = weakref.ref(holder)
+    if kind == "function":
+        helper = _function_holding(holder)
+        tree = _watch.module_tree(("function",), (helper,))
+        roots: tuple[Any, ...] = (helper,)
+    elif kind == "cells":
+        cells = _cells(holder)
+        tree = _watch.module_tree(("cells",), (cells,))
+        roots = (cells,)
+    else:
+        layer_class = type("Cyclic", (), {"holder": holder})  # a class attribute naming it
+        root = Holder()
+        root.layers = [layer_class()]
+        tree = _watch.version_tree((root,))
+        roots = (root,)
+    assert tree.check(roots)
+    holder.trees = {tree.check: tree}  # as model -> state -> selector -> ObjectWatch._trees
+    del holder, tree, roots
+    if kind == "function":
+        del helper
+    elif kind == "cells":
+        del cells
+    else:
+        del root, layer_class
+    gc.collect()
+    assert alive() is None
