@@ -25,7 +25,7 @@ import torch
 from . import _compat
 from ._compiler import DIRECT_PREFIX
 from ._decorator import compile_once
-from ._reference import ReferenceMLP
+from ._reference import LayerStack, ReferenceMLP, sequential_mlp
 from ._state import CompileState
 
 Call = Callable[[], Any]
@@ -151,6 +151,13 @@ def build_rows(cfg: BenchConfig) -> tuple[list[Row], Row]:
         for policy in ("none", "inputs", "dynamo")
     }
     via_dynamo = _decorated_model(base, "none_dynamo", backend=cfg.backend, guards="none", dispatch="dynamo")
+    torch.manual_seed(0)
+    sequential = sequential_mlp(cfg.width, cfg.layers).to(device=device, dtype=dtype).eval()
+    sequential_once = compile_once(sequential, backend=cfg.backend)
+    stack_class = type(
+        "LayerStack_inputs", (LayerStack,), {"forward": compile_once(backend=cfg.backend)(LayerStack.forward)}
+    )
+    stack = stack_class(sequential)
 
     rows = [
         Row("eager module", lambda: base(x)),
@@ -160,6 +167,8 @@ def build_rows(cfg: BenchConfig) -> tuple[list[Row], Row]:
         Row('compile_once(guards="none", dispatch="dynamo")', lambda: via_dynamo(x), "Dynamo's entry, no guards"),
         Row('compile_once(guards="inputs")', lambda: once["inputs"](x), "default policy"),
         Row('compile_once(guards="none")', lambda: once["none"](x), "captured bytecode"),
+        Row("compile_once(nn.Sequential(...))", lambda: sequential_once(x), "no residual: a forward of torch's own"),
+        Row("the same layers, forward decorated", lambda: stack(x), "twin of the Sequential row, class-decorated"),
     ]
     if ahead is not None:
         rows.insert(3, Row("torch.compile(...).aot_compile(...), guard check off", ahead, "torch's own"))

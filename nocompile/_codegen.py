@@ -153,6 +153,16 @@ def _register_source(fn: types.FunctionType, source: str) -> str:
     return filename
 
 
+def traced_alias(filename: str) -> str:
+    """A file name of nocompile's own standing for ``filename``, registered in ``linecache``
+    with that file's lines, so tracebacks and ``pdb`` show the original source under it."""
+    alias = f"<nocompile copy of {filename}>"
+    if alias not in linecache.cache:
+        lines = linecache.getlines(filename)
+        linecache.cache[alias] = (sum(map(len, lines)), None, lines, alias)
+    return alias
+
+
 def define_like(
     fn: types.FunctionType,
     source: str,

@@ -161,6 +161,17 @@ def registered_backends() -> list[str]:
     return list(torch._dynamo.list_backends(exclude_tags=()))
 
 
+def skipped_as_top_frame(code: types.CodeType) -> bool:
+    """Whether Dynamo runs a frame of ``code`` untraced when the frame is not an inlined call.
+
+    Dynamo never starts a trace in torch's own files (``torch.nn``'s forwards among them): it
+    only inlines them from a frame it does trace. Its trace rules decide by the code's file.
+    """
+    from torch._dynamo import trace_rules
+
+    return bool(trace_rules.check(code))
+
+
 def has_dynamo_cache_entry(code: types.CodeType) -> bool:
     """Whether Dynamo finished compiling ``code``: a cache entry (guards and all) exists.
 

@@ -30,6 +30,7 @@ import torch
 
 from . import _artifacts, _bytecode_hook, _compat
 from ._arguments import ArgumentTree, dynamic_marks
+from ._codegen import traced_alias
 from ._errors import NoCompileError
 from ._options import CompileOptions
 from ._record import CompileRecord
@@ -67,6 +68,23 @@ def function_on_code(code: types.CodeType, like: types.FunctionType) -> types.Fu
     fn.__qualname__ = like.__qualname__
     fn.__module__ = like.__module__
     return fn
+
+
+def private_code(fn: types.FunctionType) -> types.CodeType:
+    """The private copy of ``fn``'s code object that one specialization compiles.
+
+    Dynamo caches per code object, so a copy of its own keeps this specialization apart from
+    every other's, and the bytecode hook matches it by identity. Dynamo never starts a trace in
+    torch's own files: a forward defined in ``torch.nn`` (``Sequential``, ``Linear``,
+    ``TransformerEncoderLayer``...) would run untraced, where stock ``torch.compile`` enters
+    through a frame of its own and inlines it. Such a copy gets a file name of nocompile's own
+    (its lines registered in ``linecache`` under it), so Dynamo traces it as it traces stock's
+    entry frame and inlines whatever it calls in ``torch.nn`` from there.
+    """
+    code = fn.__code__
+    if not _compat.skipped_as_top_frame(code):
+        return code.replace()
+    return code.replace(co_filename=traced_alias(code.co_filename))
 
 
 _DIRECT_NAMES = itertools.count(1)
@@ -222,7 +240,7 @@ def compile_in_process(
     guards that would trigger one). ``automatic_dynamic`` compiles with ``dynamic=None`` (see below);
     ``drop_guards`` drops the guards the policy would keep.
     """
-    source = fn.__code__.replace()
+    source = private_code(fn)
     fn_copy = function_on_code(source, fn)
     guards = _GuardCollector(record, keep=keeps_guards(options) and not drop_guards, where=fn.__qualname__)
     # dynamic=None lets Dynamo's automatic dynamic shapes make the sizes and ints that changed since
@@ -302,7 +320,7 @@ def compile_ahead(
     caller compiles in process as usual (which also reports a graph break properly); without,
     it raises ``NoCompileError``.
     """
-    source = fn.__code__.replace()
+    source = private_code(fn)
     marks = dynamic_marks(tree, options.dynamic)  # ValueError on a bad name or dim
 
     # torch's ahead-of-time save needs torch.compile's own backend object, so no recording

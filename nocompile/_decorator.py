@@ -41,7 +41,14 @@ from ._options import CompileOptions, CudagraphOutputs, Dispatch, DynamicSpec, G
 from ._signature import parameter_names
 from ._state import CompileState
 from ._view import CompileStats
-from ._wrappers import CompiledModule, compile_bound_method, compile_module
+from ._wrappers import (
+    CompiledBoundMethod,
+    CompiledModule,
+    CompiledPartial,
+    compile_bound_method,
+    compile_callable,
+    compile_module,
+)
 
 P = ParamSpec("P")
 P2 = ParamSpec("P2")
@@ -443,9 +450,18 @@ def compile_once(
     def decorate(f: Any) -> Any:
         if isinstance(f, nn.Module):
             return compile_module(f, opts)
-        if isinstance(f, types.MethodType) and f.__self__ is not None and not isinstance(f.__self__, type):
+        if isinstance(f, (CompiledBoundMethod, CompiledModule, CompiledPartial)):
+            raise TypeError(
+                f"compile_once({f!r}): it is already compiled with compile_once. Call it as it is; "
+                "compiling it twice would nest two states."
+            )
+        if type(f) is functools.partial:
+            return CompiledPartial(f, decorate(f.func))
+        if type(f) is types.MethodType:  # a bound method, or a classmethod bound to its class
             return compile_bound_method(f, opts)
-        return CompiledFunction(f, opts)
+        if isinstance(f, types.FunctionType):  # compile_once's own objects pass for one: refused there
+            return CompiledFunction(f, opts)
+        return compile_callable(f, opts)  # an instance with a Python __call__, or a TypeError saying why not
 
     if fn is None:
         return decorate

@@ -23,3 +23,26 @@ class ReferenceMLP(nn.Module):
             x = x + nn.functional.gelu(layer(x))
         out: torch.Tensor = self.norm(x)
         return out
+
+
+def sequential_mlp(width: int = 16, layers: int = 4) -> nn.Sequential:
+    """The reference's layers as an ``nn.Sequential`` (Linear, GELU, ..., LayerNorm; no residual):
+    a model whose ``forward`` is torch's own."""
+    parts: list[nn.Module] = []
+    for _ in range(layers):
+        parts += [nn.Linear(width, width), nn.GELU()]
+    return nn.Sequential(*parts, nn.LayerNorm(width))
+
+
+class LayerStack(nn.Module):
+    """A Sequential's layers called in turn by a ``forward`` of the user's own: the class a user
+    would decorate to get what ``compile_once(sequential_mlp())`` compiles."""
+
+    def __init__(self, layers: nn.Sequential) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x

@@ -142,8 +142,9 @@ class CompileState:
         self.options = options
         self.serial = next(_SERIALS)
         """Creation order, unique in the process: ``tag`` is ``s<serial>``."""
-        self.owner: weakref.ref[Any] | None = None
-        """Per-instance states: the instance, held weakly (``aot_compile`` passes it first)."""
+        self.owner: Callable[[], Any] | None = None
+        """What ``aot_compile`` passes first: a weak reference to the instance, or (a callable
+        instance, a classmethod) a callable returning the object the state serves."""
         self.calls = 0
         """Calls made; the entry's prologue increments it."""
         self._lock = threading.Lock()

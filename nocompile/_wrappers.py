@@ -25,6 +25,7 @@ uses the bound-method form, which leaves the module itself in place.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import types
 import weakref
@@ -87,18 +88,23 @@ class CompiledBoundMethod(FunctionLike, StateSurface):
 
     _passes_as = types.MethodType
 
-    def __init__(self, method: types.MethodType, options: CompileOptions) -> None:
-        what = f"{type(method.__self__).__name__}.{method.__func__.__name__}"
+    def __init__(self, method: types.MethodType, options: CompileOptions, *, strong: bool = False) -> None:
+        owner = method.__self__
+        owner_name = owner.__name__ if isinstance(owner, type) else type(owner).__name__
+        what = f"{owner_name}.{method.__func__.__name__}"
         func = _unbound_function(method, what)
         check_object_options(func, options, skip_first=True)
-        try:
-            self._ref: Callable[[], Any] = weakref.ref(method.__self__)
-        except TypeError:
-            raise TypeError(
-                f"compile_once({what}): {type(method.__self__).__name__} objects do not support weak "
-                "references (__slots__ without __weakref__?), and the compiled method must not keep "
-                "its object alive. Add '__weakref__' to the class's __slots__, or decorate the method."
-            ) from None
+        if strong:  # a callable instance or a class: nothing refers back to this object
+            self._ref: Callable[[], Any] = functools.partial(_same, owner)
+        else:
+            try:
+                self._ref = weakref.ref(owner)
+            except TypeError:
+                raise TypeError(
+                    f"compile_once({what}): {type(owner).__name__} objects do not support weak "
+                    "references (__slots__ without __weakref__?), and the compiled method must not keep "
+                    "its object alive. Add '__weakref__' to the class's __slots__, or decorate the method."
+                ) from None
         self._state = CompileState(func, options)
         self._state.owner = self._ref  # aot_compile passes the object first
         self.__func__ = func
@@ -138,8 +144,67 @@ class CompiledBoundMethod(FunctionLike, StateSurface):
         return f"<compile_once bound method {self.__qualname__} of {target}; {self._state.status()}>"
 
 
+def _same(obj: Any) -> Any:
+    return obj
+
+
 def compile_bound_method(method: types.MethodType, options: CompileOptions) -> CompiledBoundMethod:
-    return CompiledBoundMethod(method, options)
+    """``compile_once(obj.method)``: bound weakly to an instance, strongly to a class (a classmethod)."""
+    return CompiledBoundMethod(method, options, strong=isinstance(method.__self__, type))
+
+
+def compile_callable(obj: object, options: CompileOptions) -> CompiledBoundMethod:
+    """``compile_once(obj)`` for an instance of a class with a Python ``__call__``: its bound
+    ``__call__``, holding ``obj`` (only the returned object refers to it), which is watched as a
+    module's ``self`` is: the first argument of every call."""
+    call = inspect.getattr_static(type(obj), "__call__", None)
+    if not isinstance(call, types.FunctionType):
+        raise TypeError(
+            f"compile_once({obj!r}): a {type(obj).__name__} is not a Python function, and its "
+            f"__call__ is {call!r}, not Python code that torch.compile could trace. Wrap the call in "
+            "a function of your own (compile_once(lambda x: obj(x))), or pass a function, an "
+            "nn.Module instance, a bound method or a functools.partial."
+        )
+    return CompiledBoundMethod(types.MethodType(call, obj), options, strong=True)
+
+
+class CompiledPartial(StateSurface):
+    """``compile_once(functools.partial(f, *args, **keywords))``: ``f`` compiled, the partial's
+    arguments passed on every call.
+
+    The partial's positional arguments and keywords are read on each call and go through the
+    input check like the call's own: a tensor by its shape, dtype and device, a scalar by its
+    value. ``f`` may be anything ``compile_once`` takes (a function, a bound method, a module).
+    """
+
+    def __init__(self, partial: functools.partial[Any], compiled: Any) -> None:
+        self._partial = partial
+        self._compiled = compiled
+        self._state = compiled._state
+        self.__wrapped__ = partial
+        self.__signature__ = inspect.signature(partial)
+
+    @property
+    def func(self) -> Any:
+        """The compiled ``partial.func``."""
+        return self._compiled
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        partial = self._partial
+        return self._compiled(*partial.args, *args, **{**partial.keywords, **kwargs})
+
+    def aot_compile(self, *args: Any, **kwargs: Any) -> Any:
+        partial = self._partial
+        return self._compiled.aot_compile(*partial.args, *args, **{**partial.keywords, **kwargs})
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a compile_once partial cannot be pickled or copied: it holds compiled code bound to this "
+            "process. Pickle the functools.partial itself and compile the copy afresh."
+        )
+
+    def __repr__(self) -> str:
+        return f"<compile_once {self._partial!r}: {self._state.status()}>"
 
 
 class CompiledModule(StateSurface, Generic[M]):
