@@ -304,3 +304,28 @@ def test_compiled_objects_are_not_compiled_twice() -> None:
     for compiled in (compile_once(seq, backend="eager"), compile_once(Scaler(1.0), backend="eager")):
         with pytest.raises(TypeError, match="already compiled"):
             compile_once(compiled)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"guards": "dynamo"}, {"guards": "none"}, {"dispatch": "dynamo"}, {"backend": "aot_eager"}],
+    ids=["guards=dynamo", "guards=none", "dispatch=dynamo", "aot_eager"],
+)
+def test_sequential_under_every_policy_and_dispatch(options: dict[str, Any]) -> None:
+    seq = mlp()
+    x = torch.randn(2, 4)
+    compiled = compile_once(seq, **{"backend": "eager", **options})
+    with torch.no_grad():
+        for _ in range(3):
+            torch.testing.assert_close(compiled(x), seq(x))
+    assert compiled.stats.compiles == 1
+
+
+def test_sequential_aot_compile_then_calls_without_compiling() -> None:
+    seq = mlp()
+    x = torch.randn(2, 4)
+    compiled = compile_once(seq, backend="aot_eager")
+    with torch.no_grad():
+        assert compiled.aot_compile(x) is not None
+        torch.testing.assert_close(compiled(x), seq(x))
+    assert (compiled.stats.compiles, compiled.stats.calls) == (1, 1)
