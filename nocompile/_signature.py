@@ -741,6 +741,20 @@ class Selector:
             others = tuple(c for c in self.verified.get(key, ()) if c is not candidate)
             self.verified.add(key, (candidate, *others), pins)
 
+    def invalidate(self) -> None:
+        """Forget every candidate and every verified key (the state's ``reset``).
+
+        Each call through ``call`` then misses and goes to the slow path, also through an entry
+        that someone still holds (``held = model.forward`` before the reset). The version trees go
+        too: they hold what their identity checks name, and no key names them any more.
+        """
+        with self.lock:
+            self.table.clear()
+            self.verified.clear()
+            for watch in (self.module_watch, self.object_watch):
+                if watch is not None:
+                    watch[0].forget()
+
     def candidates(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Candidate, ...]:
         """The candidates under this call's fast key (empty for a call of another structure)."""
         try:

@@ -150,6 +150,8 @@ class CompileState:
         self._compiling_thread: int | None = None
         self._direct_entry, self._direct_globals = build_direct_entry(fn, self)
         self._tables: list[KeyTable] = []
+        self._retired: list[KeyTable] = []
+        """Tables forgotten by ``reset``, invalidated: a held entry may still be one's ``call``."""
         self._clear()
 
     @property
@@ -171,9 +173,12 @@ class CompileState:
     # -- deciding what a call runs ----------------------------------------------------------
 
     def _clear(self) -> None:
-        for table in self._tables:  # a bound method may still hold a selector: make it miss
-            with table.selector.lock:
-                table.selector.table.clear()
+        # A held bound method (``held = model.forward``) may still enter through a table's
+        # selector: make it miss, and keep the table, so the next compile of its structure
+        # fills that same selector and the held method is on the per-call path again.
+        for table in self._tables:
+            table.selector.invalidate()
+        self._retired = [*self._retired, *self._tables]  # disjoint: a table in use left the retired
         self._tables = []
         self._specs: list[Specialization] = []
         self._disabled = False
@@ -515,7 +520,7 @@ class CompileState:
                 self.function.__qualname__,
                 ", ".join(request.layout.unchecked),
             )
-        for table in self._tables:  # the same structure as an existing table: share it
+        for table in (*self._tables, *self._retired):  # the same structure as an existing table: share it
             if table.key_function.source == request.key_function.source:
                 return table
         check = selector(
@@ -547,6 +552,7 @@ class CompileState:
         table = check.table
         if table not in self._tables:
             self._tables.append(table)
+            self._retired = [t for t in self._retired if t is not table]
         for root in check.modules:
             _watch.EPOCH.watch(root)
         shape_ok = spec.shape_check.fn if spec.shape_check is not None else None

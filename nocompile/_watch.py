@@ -371,6 +371,13 @@ class ObjectWatch:
         # A store while the tree was built (another thread) leaves a tree that never passes: the
         # key then holds None there, and the caller records nothing (``Selector.vouched``).
 
+    def forget(self) -> None:
+        """Empty the slots and drop every tree: no state is identified until ``remember`` again."""
+        with self._lock:
+            for name in self._slots:
+                self._namespace[name] = EMPTY_SLOT
+            self._trees = {}
+
 
 def module_tree(kinds: tuple[str, ...], roots: tuple[Any, ...]) -> _compat.VersionTree:
     """A C++ check of the module part of the fingerprint, true while each of ``roots`` is as it
