@@ -47,10 +47,6 @@ class _BytecodeRouter:
                 self._handle.remove()
                 self._handle = None
 
-    @property
-    def hook_installed(self) -> bool:
-        return self._handle is not None
-
     def _on_bytecode(self, old_code: types.CodeType, new_code: types.CodeType) -> None:
         entry = self._watchers.get(id(old_code))
         if entry is not None and entry[0] is old_code:

@@ -406,8 +406,6 @@ def install_module_call(module: torch.nn.Module, state: Any) -> bool:
 def is_guard_building_error(exc: BaseException) -> bool:
     """Whether ``exc`` (or an exception it came from) was raised while Dynamo built the guards of
     a compile it had traced: a frame of ``torch/_dynamo/guards.py`` on its traceback."""
-    import os
-
     marker = os.path.join("_dynamo", "guards.py")
     seen: BaseException | None = exc
     while seen is not None:

@@ -849,7 +849,6 @@ def selector(
         **_namespace(fn, layout),
         "__nc_fn": fn,
         "__nc_unset": UNSET,
-        "__nc_table": table,
         "__nc_verified": verified.get,
         "__nc_promote": promote,
         "__nc_slow": slow,

@@ -188,10 +188,6 @@ class CompileState:
         self._compile_seconds = 0.0
         self._graph_pool = _cudagraphs.GraphPool() if self.options.cudagraphs else None
         self._set_target(self._first_call)
-        release: weakref.finalize[Any, Any] | None = getattr(self, "_epoch_release", None)
-        if release is not None:
-            release()  # stop watching registrations until a specialization is installed again
-        self._epoch_release: weakref.finalize[Any, Any] | None = None
 
     def _first_call(self, *args: Any, **kwargs: Any) -> Any:
         return self._slow_call(args, kwargs)
@@ -309,11 +305,10 @@ class CompileState:
         opts, fn = self.options, self.function
         static_request = request
         check = self._input_check(request) if opts.guards == "inputs" else None
-        if check is not None and self._epoch_release is None:
+        if check is not None:
             # Watch registrations from before the first compile on: Dynamo traces the registration
             # hooks a forward runs into (a sliced ModuleList registers its layers) and guards on them.
-            _watch.EPOCH.acquire()
-            self._epoch_release = weakref.finalize(self, _watch.EPOCH.release)
+            _watch.EPOCH.install()
         # Keys are taken before the call runs (it may change its argument objects): the dynamic
         # layout's too, in case Dynamo compiles what was asked dynamic as dynamic.
         dynamic_check = self._input_check(dynamic_request) if dynamic_request is not None and check else None

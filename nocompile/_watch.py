@@ -78,7 +78,6 @@ class RegistrationEpoch:
     def __init__(self) -> None:
         self.n = 0
         self._lock = threading.Lock()
-        self._users = 0
         self._handles: list[Any] = []
         self._watched: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
 
@@ -93,20 +92,15 @@ class RegistrationEpoch:
         if isinstance(value, torch.nn.Module):  # a new submodule: registrations below it count too
             self.watch(value)
 
-    def acquire(self) -> None:
+    def install(self) -> None:
+        """Install the three hooks, once per process; they stay (see the class docstring)."""
         with self._lock:
-            self._users += 1
             if not self._handles:
                 self._handles = [
                     module_hooks.register_module_module_registration_hook(self.bump),
                     module_hooks.register_module_parameter_registration_hook(self.bump),
                     module_hooks.register_module_buffer_registration_hook(self.bump),
                 ]
-
-    def release(self) -> None:
-        """One state stopped watching. The hooks stay (see the class docstring)."""
-        with self._lock:
-            self._users = max(0, self._users - 1)
 
     @property
     def installed(self) -> bool:
