@@ -249,7 +249,7 @@ class _KeyWriter:
             if not inside:
                 self.callable_prints(node.value, expr, self.module_prints)
             self.add(path, "type", f"{expr}.__class__", inside=inside)
-            if isinstance(node.value, slice):  # not hashable before Python 3.12
+            if isinstance(node.value, slice):  # not hashable on every supported Python
                 self.add(path, "value", f"({expr}.start, {expr}.stop, {expr}.step)", inside=inside)
             else:
                 self.add(path, "value", expr, inside=inside)

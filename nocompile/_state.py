@@ -623,7 +623,7 @@ class CompileState:
         function modes) no longer hold for this call, or None when they do.
 
         First the layout of every parameter and buffer of each module argument (kernels assume
-        it; Dynamo's guards on torch 2.11 miss an in-place ``model.double()``). Then, with Dynamo's
+        it; Dynamo's guards miss an in-place ``model.double()`` on some supported releases). Then, with Dynamo's
         guard manager (an in-process compile): every guard Dynamo built, evaluated directly.
         Without one (ahead of time or loaded from ``cache_dir``, or ``dispatch="dynamo"``): the
         digest of each module argument and the torch-function modes, as compiled for.

@@ -2,7 +2,8 @@
 
 Dynamo's guards protect values the compiled code baked in — attributes of ``self`` and of its
 submodules, closure cells, globals, argument objects, torch's global state. Evaluating them all
-on every call costs tens of microseconds on a real model. ``guards="inputs"`` instead keeps a
+on every call costs far more than the rest of the call's overhead on a real model (docs/index.md,
+"What it costs per call"). ``guards="inputs"`` instead keeps a
 *fingerprint* of where those values live and checks that per call, then runs the expensive
 verification (Dynamo's own guard manager, the full key of argument objects) only when the
 fingerprint is one it has not verified before. The fingerprint of a call is a tuple of:
@@ -22,9 +23,9 @@ shares, so an equal tuple means the very same dicts, unchanged. There the dict v
 read one by one in Python but by *version trees* (``ObjectWatch``): each verified state of the
 module dicts, and of the argument objects with every dict and list below them, is one C++ check
 (Dynamo's guard manager used for dict versions only), and the fingerprint holds the check that
-passed. An 80-layer KV cache then costs one C++ call, not 80 Python-level reads. Where the tag is missing or does
-not follow instance attributes (Python 3.13, whose instances keep attribute values inline) the
-fingerprint is the dict's keys and the identities of its values.
+passed. A KV cache of many layers then costs one C++ call, not one Python-level read a layer.
+Where the tag is missing or does not follow instance attributes (Python 3.13, whose instances
+keep attribute values inline) the fingerprint is the dict's keys and the identities of its values.
 
 An identity (``id()``) is evidence only while its object lives: CPython creates the next object at
 a freed one's address at once. So each verified key *pins* the objects whose identities it holds
@@ -247,7 +248,8 @@ def tensor_layout(module: torch.nn.Module) -> tuple[Any, ...]:
     What compiled kernels assume of the weights. ``model.half()``, ``.to(device)`` and
     ``.to(memory_format=...)`` change it in place (``param.data = ...``): the module dicts do not
     change, only the sentinel (the first parameter, in the per-call tensor check: ``_signature``)
-    does, and Dynamo's guards on torch 2.11 pass. Read once per new fingerprint, never per call.
+    does, and Dynamo's guards do not catch it on every supported torch. Read once per new
+    fingerprint, never per call.
     """
     return tuple(
         (name, *layout(t))
