@@ -153,8 +153,6 @@ class ArgumentTree:
 
     fn: types.FunctionType
     roots: list[Node]
-    follows_modules: bool
-    """Whether modules' attributes were walked too (for the CUDA-graph snapshot)."""
     closure_roots: list[Node] = dataclasses.field(default_factory=list)
     """The function's closure variables, one node per free variable (``CLOSURE_CELLS[i].cell_contents``):
     values the compiled code reads like arguments, though no call passes them."""
@@ -316,7 +314,7 @@ def walk(
             closure_roots.append(Node(Kind.OPAQUE, name, expr, None, 0, note="empty closure cell", closure=True))
             continue
         closure_roots.append(walker.node(value, name, expr, 0, None, False, closure=True))
-    return ArgumentTree(fn, roots, follow_modules, closure_roots)
+    return ArgumentTree(fn, roots, closure_roots)
 
 
 # -- projections that are not the input check's ---------------------------------------------

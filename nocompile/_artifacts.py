@@ -22,6 +22,7 @@ directory or file owned by another user, or writable by group or others, is refu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -37,7 +38,7 @@ from typing import Any, Protocol
 
 import torch
 
-from . import _bytecode_hook, _compat
+from . import _compat
 from ._arguments import ArgumentTree, Kind
 from ._errors import NoCompileError
 from ._options import CompileOptions
@@ -386,7 +387,7 @@ def write_artifact(path: str, data: bytes) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with _suppress_os_error():
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
 
@@ -400,14 +401,6 @@ def set_aside(path: str, reason: str) -> None:
     except OSError as exc:
         where = f"could not be moved aside ({exc})"
     log.warning("nocompile: artifact %r is unusable (%s); %s; compiling instead.", path, reason, where)
-
-
-class _suppress_os_error:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
-        return kind is not None and issubclass(kind, OSError)
 
 
 # -- making a specialization -----------------------------------------------------------------
@@ -495,7 +488,7 @@ def make(
 
     started = time.perf_counter()
     try:
-        with _bytecode_hook.compilation_context(), _compat.marked_dynamic(marks):
+        with _compat.compilation_config(), _compat.marked_dynamic(marks):
             aot = _compat.aot_compile(fn_copy, compile_kwargs, args, kwargs)
         bytecode_fn = _compat.aot_bytecode_function(aot)
     except Exception as exc:

@@ -47,10 +47,6 @@ class _BytecodeRouter:
                 self._handle.remove()
                 self._handle = None
 
-    @property
-    def hook_installed(self) -> bool:
-        return self._handle is not None
-
     def _on_bytecode(self, old_code: types.CodeType, new_code: types.CodeType) -> None:
         entry = self._watchers.get(id(old_code))
         if entry is not None and entry[0] is old_code:
@@ -64,8 +60,8 @@ ROUTER = _BytecodeRouter()
 def compilation_context() -> Iterator[None]:
     """Everything a nocompile compilation temporarily changes in torch, restored on exit.
 
-    Today that is Dynamo's recompile limits and its runtime-overhead bookkeeping (see
-    ``_compat.compilation_config``). The guards on
+    That is what ``_compat.compilation_config`` changes: Dynamo's recompile limits and its
+    runtime-overhead bookkeeping. The guards on
     global state and the torch-function-mode stack are dropped through ``guard_filter_fn``,
     which every supported torch honours for them, so no patching is needed.
     """

@@ -110,7 +110,7 @@ def marked_dynamic(marks: list[tuple[torch.Tensor, tuple[int, ...]]]) -> Iterato
     """Mark dims dynamic for one compile, then leave the caller's tensors as they were.
 
     ``torch._dynamo.mark_dynamic`` records the dims on the tensor object itself
-    (``_dynamo_dynamic_indices``, ``_dynamo_dynamic_range``, ``_specialize_on``, ... in 2.13) and
+    (``_dynamo_dynamic_indices``, ``_dynamo_dynamic_range``, ``_specialize_on``, ..., which vary by release) and
     mutates sets already there; left there, they would change how any later ``torch.compile``
     treats the user's tensor. So every attribute it adds or changes is put back: removed, or
     restored from a copy taken before.
@@ -190,7 +190,7 @@ def tensor_match(tensors: list[torch.Tensor], sizes: list[list[int | None]], str
     ``check`` compares each tensor's Python class, dispatch key set (under the thread's current
     dispatch state, as when built), dtype, device, requires_grad, sizes and strides with what
     was recorded here — ``None`` in ``sizes``/``strides`` means "any value" (a dynamic dim) —
-    in C++, a small fraction of a microsecond per tensor. It keeps no reference to the tensors.
+    in C++, without a Python-level step per tensor. It keeps no reference to the tensors.
     """
     from torch._C._dynamo.guards import TensorGuards
 
@@ -215,7 +215,7 @@ def compile_backend(backend: str | Callable[..., Any], mode: str | None, options
     nocompile calls this callable from a small recording backend of its own (to see Dynamo's FX
     graph for ``explain()``), and hands ``torch.compile`` only the recording backend plus the
     ``guard_filter_fn``; building the wrapper here keeps ``mode``/``options`` meaning exactly what
-    they mean to ``torch.compile``. Mirrors ``torch.compile`` in torch 2.11 and 2.13
+    they mean to ``torch.compile``. Mirrors ``torch.compile`` on the supported releases
     (``_TorchCompileInductorWrapper`` for ``"inductor"``, ``_TorchCompileWrapper`` otherwise).
     """
     if mode is None and options is None:
@@ -224,7 +224,7 @@ def compile_backend(backend: str | Callable[..., Any], mode: str | None, options
     if backend == "inductor":
         wrapper = torch._TorchCompileInductorWrapper
         make_inductor: Callable[..., Any] = wrapper
-        if "name" in inspect.signature(wrapper.__init__).parameters:  # torch 2.13; 2.11 has no name
+        if "name" in inspect.signature(wrapper.__init__).parameters:  # newer releases; older ones take no name
             return make_inductor(mode, options, False, None)
         return make_inductor(mode, options, False)
     make_wrapper: Callable[..., Any] = torch._TorchCompileWrapper
@@ -267,7 +267,7 @@ def aot_available() -> str | None:
 
     Needs ``torch.compiler.load_compiled_function`` and the ``aot_compile`` attribute that
     ``torch.compile`` adds to its wrapper while ``torch._dynamo.config.enable_aot_compile`` is
-    on (the default on torch 2.13).
+    on (the default on the newer supported releases; docs/versions.md).
     """
     import torch._dynamo.config as dynamo_config
 
@@ -348,7 +348,7 @@ def guard_code(entry: Any) -> tuple[str, ...]:
 # ``self._call_impl(*args, **kwargs)`` otherwise. ``_call_impl`` runs ``self.forward(*args,
 # **kwargs)`` directly when the module and the process have no hooks and no JIT trace is
 # running; its setup alone (a closure's cells, the hook checks, the ``forward`` lookup) is a
-# large share of a small call (docs/design.md has the figure). ``_module_call`` takes that
+# large share of a small call (docs/design.md, "Methods"). ``_module_call`` takes that
 # shortcut itself and hands every other case back to ``_call_impl``;
 # ``tests/test_module_call.py`` compares the hook names with ``_call_impl``'s source.
 
@@ -417,8 +417,6 @@ def install_module_call(module: torch.nn.Module, state: Any) -> bool:
 def is_guard_building_error(exc: BaseException) -> bool:
     """Whether ``exc`` (or an exception it came from) was raised while Dynamo built the guards of
     a compile it had traced: a frame of ``torch/_dynamo/guards.py`` on its traceback."""
-    import os
-
     marker = os.path.join("_dynamo", "guards.py")
     seen: BaseException | None = exc
     while seen is not None:
@@ -626,7 +624,7 @@ def _release_native(checks: list[Any]) -> None:
 
 def _add_leaf(add: Callable[..., None], value: Any, parts: list[str]) -> None:
     try:
-        add(value, parts, None)  # torch >= 2.12: (value, verbose code parts, user stack)
+        add(value, parts, None)  # newer releases: (value, verbose code parts, user stack)
     except TypeError:
         add(value, parts)
 
@@ -802,7 +800,7 @@ def _unserializable(fn: Any) -> Any:
 def direct_graph_call(compiled: Any) -> Callable[..., Any] | None:
     """The inductor inference graph behind one of Dynamo's ``__compiled_fn_*`` globals, callable
     with the same flat arguments past four layers of per-call Python, or None where the structure
-    is not the one known here (torch 2.13: anything else, any other backend, a training graph).
+    is not the one known here (another torch release's layers, any other backend, a training graph).
 
     ``__compiled_fn_*`` is Dynamo's ``disable`` wrapper (the eval-frame callback off for the call)
     around AOTAutograd's ``forward`` (parameters lifted into the inputs: none, with Dynamo's

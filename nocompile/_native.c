@@ -1,10 +1,11 @@
 /* nocompile._native: the per-item part of a version tree, as one C loop.
  *
- * A KV cache of 80 layers is a list of 80 objects. The version tree (nocompile/_watch.py) checks
+ * A KV cache of N layers is a list of N objects. The version tree (nocompile/_watch.py) checks
  * each item's class and the version tag of its __dict__; with Dynamo's guard manager that is four
- * nodes an item, about 30 ns each item on every call. ItemsCheck does the same comparisons for
- * every item of one list or tuple in a loop of a few nanoseconds an item, and is attached to the
- * list's node of the tree as one leaf (a guard manager's "lambda" guard calls it with the list).
+ * nodes an item on every call. ItemsCheck does the same comparisons for every item of one list
+ * or tuple in one C loop (the costs are in docs/huggingface.md, "How guards="inputs" handles the
+ * cache object"), and is attached to the list's node of the tree as one leaf (a guard manager's
+ * "lambda" guard calls it with the list).
  *
  * What it compares is exactly what the nodes it replaces compared: the length of the sequence,
  * and for each watched index the item's class (by identity: ``obj.__class__ = Other`` stores into

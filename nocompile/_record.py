@@ -248,12 +248,6 @@ class CompileRecord:
                 code = _compat.guard_code(e)
                 self.guards.append(GuardRecord(str(e.guard_type), str(e.name), tuple(map(str, code)), kept, batch))
 
-    def keep_all_guards(self, entries: Iterable[Any]) -> list[bool]:
-        """A ``guard_filter_fn`` that records every guard and keeps it (``guards="dynamo"``)."""
-        entries = list(entries)
-        self.note_guards(entries, kept=True)
-        return [True] * len(entries)
-
     def backend(
         self, backend: str | Callable[..., Any], mode: str | None, options: dict[str, Any] | None
     ) -> RecordingBackend:

@@ -1,4 +1,4 @@
-"""The reference model of the measurements in DESIGN.md and ``python -m nocompile bench``.
+"""The reference model of the measurements in docs/design.md and ``python -m nocompile bench``.
 
 A residual MLP: ``layers`` blocks of ``x + gelu(linear(x))``, then a LayerNorm. Small enough
 that per-call overhead dominates at batch 1, which is exactly what nocompile is about.

@@ -249,7 +249,7 @@ class _KeyWriter:
             if not inside:
                 self.callable_prints(node.value, expr, self.module_prints)
             self.add(path, "type", f"{expr}.__class__", inside=inside)
-            if isinstance(node.value, slice):  # not hashable before Python 3.12
+            if isinstance(node.value, slice):  # not hashable on every supported Python
                 self.add(path, "value", f"({expr}.start, {expr}.stop, {expr}.step)", inside=inside)
             else:
                 self.add(path, "value", expr, inside=inside)
@@ -741,6 +741,20 @@ class Selector:
             others = tuple(c for c in self.verified.get(key, ()) if c is not candidate)
             self.verified.add(key, (candidate, *others), pins)
 
+    def invalidate(self) -> None:
+        """Forget every candidate and every verified key (the state's ``reset``).
+
+        Each call through ``call`` then misses and goes to the slow path, also through an entry
+        that someone still holds (``held = model.forward`` before the reset). The version trees go
+        too: they hold what their identity checks name, and no key names them any more.
+        """
+        with self.lock:
+            self.table.clear()
+            self.verified.clear()
+            for watch in (self.module_watch, self.object_watch):
+                if watch is not None:
+                    watch[0].forget()
+
     def candidates(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Candidate, ...]:
         """The candidates under this call's fast key (empty for a call of another structure)."""
         try:
@@ -835,7 +849,6 @@ def selector(
         **_namespace(fn, layout),
         "__nc_fn": fn,
         "__nc_unset": UNSET,
-        "__nc_table": table,
         "__nc_verified": verified.get,
         "__nc_promote": promote,
         "__nc_slow": slow,

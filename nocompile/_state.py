@@ -151,6 +151,8 @@ class CompileState:
         self._compiling_thread: int | None = None
         self._direct_entry, self._direct_globals = build_direct_entry(fn, self)
         self._tables: list[KeyTable] = []
+        self._retired: list[KeyTable] = []
+        """Tables forgotten by ``reset``, invalidated: a held entry may still be one's ``call``."""
         self._clear()
 
     @property
@@ -172,9 +174,12 @@ class CompileState:
     # -- deciding what a call runs ----------------------------------------------------------
 
     def _clear(self) -> None:
-        for table in self._tables:  # a bound method may still hold a selector: make it miss
-            with table.selector.lock:
-                table.selector.table.clear()
+        # A held bound method (``held = model.forward``) may still enter through a table's
+        # selector: make it miss, and keep the table, so the next compile of its structure
+        # fills that same selector and the held method is on the per-call path again.
+        for table in self._tables:
+            table.selector.invalidate()
+        self._retired = [*self._retired, *self._tables]  # disjoint: a table in use left the retired
         self._tables = []
         self._specs: list[Specialization] = []
         self._disabled = False
@@ -184,10 +189,6 @@ class CompileState:
         self._compile_seconds = 0.0
         self._graph_pool = _cudagraphs.GraphPool() if self.options.cudagraphs else None
         self._set_target(self._first_call)
-        release: weakref.finalize[Any, Any] | None = getattr(self, "_epoch_release", None)
-        if release is not None:
-            release()  # stop watching registrations until a specialization is installed again
-        self._epoch_release: weakref.finalize[Any, Any] | None = None
 
     def _first_call(self, *args: Any, **kwargs: Any) -> Any:
         return self._slow_call(args, kwargs)
@@ -305,11 +306,10 @@ class CompileState:
         opts, fn = self.options, self.function
         static_request = request
         check = self._input_check(request) if opts.guards == "inputs" else None
-        if check is not None and self._epoch_release is None:
+        if check is not None:
             # Watch registrations from before the first compile on: Dynamo traces the registration
             # hooks a forward runs into (a sliced ModuleList registers its layers) and guards on them.
-            _watch.EPOCH.acquire()
-            self._epoch_release = weakref.finalize(self, _watch.EPOCH.release)
+            _watch.EPOCH.install()
         # Keys are taken before the call runs (it may change its argument objects): the dynamic
         # layout's too, in case Dynamo compiles what was asked dynamic as dynamic.
         dynamic_check = self._input_check(dynamic_request) if dynamic_request is not None and check else None
@@ -516,7 +516,7 @@ class CompileState:
                 self.function.__qualname__,
                 ", ".join(request.layout.unchecked),
             )
-        for table in self._tables:  # the same structure as an existing table: share it
+        for table in (*self._tables, *self._retired):  # the same structure as an existing table: share it
             if table.key_function.source == request.key_function.source:
                 return table
         check = selector(
@@ -548,6 +548,7 @@ class CompileState:
         table = check.table
         if table not in self._tables:
             self._tables.append(table)
+            self._retired = [t for t in self._retired if t is not table]
         for root in check.modules:
             _watch.EPOCH.watch(root)
         shape_ok = spec.shape_check.fn if spec.shape_check is not None else None
@@ -623,7 +624,7 @@ class CompileState:
         function modes) no longer hold for this call, or None when they do.
 
         First the layout of every parameter and buffer of each module argument (kernels assume
-        it; Dynamo's guards on torch 2.11 miss an in-place ``model.double()``). Then, with Dynamo's
+        it; Dynamo's guards miss an in-place ``model.double()`` on some supported releases). Then, with Dynamo's
         guard manager (an in-process compile): every guard Dynamo built, evaluated directly.
         Without one (ahead of time or loaded from ``cache_dir``, or ``dispatch="dynamo"``): the
         digest of each module argument and the torch-function modes, as compiled for.

@@ -104,7 +104,7 @@ class Specialization:
     module_layouts: dict[str, tuple[Any, ...]] = dataclasses.field(default_factory=dict)
     """Under ``guards="inputs"``: the layout (shape, stride, dtype, device) of each module argument's
     parameters and buffers as compiled for, checked when the watch sees a change; Dynamo's guards
-    do not see a parameter converted in place on every torch (2.11: ``model.double()``)."""
+    do not see a parameter converted in place (``model.double()``) on every supported torch."""
     torch_function_modes: tuple[type, ...] = ()
     """The classes of the torch-function modes active when it compiled."""
     verified_modules: Verified = dataclasses.field(default_factory=Verified)

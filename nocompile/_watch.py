@@ -2,7 +2,8 @@
 
 Dynamo's guards protect values the compiled code baked in — attributes of ``self`` and of its
 submodules, closure cells, globals, argument objects, torch's global state. Evaluating them all
-on every call costs tens of microseconds on a real model. ``guards="inputs"`` instead keeps a
+on every call costs far more than the rest of the call's overhead on a real model (docs/index.md,
+"What it costs per call"). ``guards="inputs"`` instead keeps a
 *fingerprint* of where those values live and checks that per call, then runs the expensive
 verification (Dynamo's own guard manager, the full key of argument objects) only when the
 fingerprint is one it has not verified before. The fingerprint of a call is a tuple of:
@@ -22,9 +23,9 @@ shares, so an equal tuple means the very same dicts, unchanged. There the dict v
 read one by one in Python but by *version trees* (``ObjectWatch``): each verified state of the
 module dicts, and of the argument objects with every dict and list below them, is one C++ check
 (Dynamo's guard manager used for dict versions only), and the fingerprint holds the check that
-passed. An 80-layer KV cache then costs one C++ call, not 80 Python-level reads. Where the tag is missing or does
-not follow instance attributes (Python 3.13, whose instances keep attribute values inline) the
-fingerprint is the dict's keys and the identities of its values.
+passed. A KV cache of many layers then costs one C++ call, not one Python-level read a layer.
+Where the tag is missing or does not follow instance attributes (Python 3.13, whose instances
+keep attribute values inline) the fingerprint is the dict's keys and the identities of its values.
 
 An identity (``id()``) is evidence only while its object lives: CPython creates the next object at
 a freed one's address at once. So each verified key *pins* the objects whose identities it holds
@@ -78,7 +79,6 @@ class RegistrationEpoch:
     def __init__(self) -> None:
         self.n = 0
         self._lock = threading.Lock()
-        self._users = 0
         self._handles: list[Any] = []
         self._watched: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
 
@@ -93,20 +93,15 @@ class RegistrationEpoch:
         if isinstance(value, torch.nn.Module):  # a new submodule: registrations below it count too
             self.watch(value)
 
-    def acquire(self) -> None:
+    def install(self) -> None:
+        """Install the three hooks, once per process; they stay (see the class docstring)."""
         with self._lock:
-            self._users += 1
             if not self._handles:
                 self._handles = [
                     module_hooks.register_module_module_registration_hook(self.bump),
                     module_hooks.register_module_parameter_registration_hook(self.bump),
                     module_hooks.register_module_buffer_registration_hook(self.bump),
                 ]
-
-    def release(self) -> None:
-        """One state stopped watching. The hooks stay (see the class docstring)."""
-        with self._lock:
-            self._users = max(0, self._users - 1)
 
     @property
     def installed(self) -> bool:
@@ -253,7 +248,8 @@ def tensor_layout(module: torch.nn.Module) -> tuple[Any, ...]:
     What compiled kernels assume of the weights. ``model.half()``, ``.to(device)`` and
     ``.to(memory_format=...)`` change it in place (``param.data = ...``): the module dicts do not
     change, only the sentinel (the first parameter, in the per-call tensor check: ``_signature``)
-    does, and Dynamo's guards on torch 2.11 pass. Read once per new fingerprint, never per call.
+    does, and Dynamo's guards do not catch it on every supported torch. Read once per new
+    fingerprint, never per call.
     """
     return tuple(
         (name, *layout(t))
@@ -370,6 +366,13 @@ class ObjectWatch:
             self._trees = {c: self._trees.get(c, tree) for c in ordered if c is not EMPTY_SLOT}
         # A store while the tree was built (another thread) leaves a tree that never passes: the
         # key then holds None there, and the caller records nothing (``Selector.vouched``).
+
+    def forget(self) -> None:
+        """Empty the slots and drop every tree: no state is identified until ``remember`` again."""
+        with self._lock:
+            for name in self._slots:
+                self._namespace[name] = EMPTY_SLOT
+            self._trees = {}
 
 
 def module_tree(kinds: tuple[str, ...], roots: tuple[Any, ...]) -> _compat.VersionTree:

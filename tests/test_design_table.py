@@ -1,0 +1,127 @@
+"""docs/design.md's "Which module does what" table says what each module imports from nocompile.
+
+The last column must be exactly the module's run-time imports from the package (top-level and
+inside functions; ``if TYPE_CHECKING:`` blocks left out, as the table's text says), every module
+of the package must have a row, and a module may import only modules of rows above its own (or
+of its own row, where one row covers several modules).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "nocompile"
+DESIGN = ROOT / "docs" / "design.md"
+
+_MODULE = re.compile(r"`(\w+)\.(?:py|c)`")
+_IMPORTED = re.compile(r"`(\w+)`")
+
+
+def table_rows(text: str) -> list[tuple[list[str], set[str]]]:
+    """``(modules, imports)`` of each row of the table, in order."""
+    section = text.split("## Which module does what", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    header, separator, *body = rows
+    if not (header.startswith("| module |") and set(separator) <= set("|-")):
+        raise AssertionError(f"unexpected table head in docs/design.md: {header!r}")
+    parsed = []
+    for line in body:
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        modules = _MODULE.findall(cells[0])
+        imports = set() if cells[-1] == "—" else set(_IMPORTED.findall(cells[-1]))
+        parsed.append((modules, imports))
+    return parsed
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def runtime_imports(source: str) -> set[str]:
+    """The nocompile modules ``source`` imports at run time, by name (``_compat``, ``__init__``)."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child):
+                for statement in child.orelse:
+                    visit_one(statement)
+                continue
+            visit_one(child)
+
+    def visit_one(node: ast.AST) -> None:
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module is None:  # from . import _x, _y
+                found.update(alias.name for alias in node.names)
+            elif node.level == 1 and node.module is not None:  # from ._x import y
+                found.add(node.module.split(".")[0])
+            elif node.level == 0 and node.module is not None and node.module.split(".")[0] == "nocompile":
+                parts = node.module.split(".")
+                found.add(parts[1] if len(parts) > 1 else "__init__")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "nocompile":
+                    found.add(parts[1] if len(parts) > 1 else "__init__")
+        visit(node)
+
+    visit(ast.parse(source))
+    return found
+
+
+def test_runtime_imports_skip_type_checking_blocks_and_see_function_level_ones() -> None:
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "from . import _a, _b\n"
+        "from ._c import thing\n"
+        "import nocompile._d\n"
+        "if TYPE_CHECKING:\n"
+        "    from ._hidden import X\n"
+        "else:\n"
+        "    from ._e import y\n"
+        "def f():\n"
+        "    from ._f import z\n"
+        "    from nocompile import compile_once\n"
+    )
+    assert runtime_imports(source) == {"_a", "_b", "_c", "_d", "_e", "_f", "__init__"}
+
+
+ROWS = table_rows(DESIGN.read_text())
+SOURCES = {path.stem: path for path in PACKAGE.glob("*.py")}
+
+
+def test_every_module_has_a_row_and_every_row_a_module() -> None:
+    named = [module for modules, _ in ROWS for module in modules]
+    assert len(named) == len(set(named)), "a module named in two rows"
+    python_rows = {m for m in named if (PACKAGE / f"{m}.py").exists()}
+    assert python_rows == set(SOURCES), f"rows without a module, or modules without a row: {python_rows ^ set(SOURCES)}"
+    assert all((PACKAGE / f"{m}.py").exists() or (PACKAGE / f"{m}.c").exists() for m in named)
+
+
+@pytest.mark.parametrize(("modules", "listed"), ROWS, ids=[", ".join(m) for m, _ in ROWS])
+def test_the_import_column_is_what_the_modules_import(modules: list[str], listed: set[str]) -> None:
+    actual: set[str] = set()
+    for module in modules:
+        if module in SOURCES:
+            actual |= runtime_imports(SOURCES[module].read_text())
+    actual -= set(modules)
+    assert actual == listed, (
+        f"docs/design.md lists {sorted(listed)} for {modules}; the code imports {sorted(actual)} "
+        f"(missing from the table: {sorted(actual - listed)}; listed but not imported: {sorted(listed - actual)})"
+    )
+
+
+def test_a_module_imports_only_modules_above_it() -> None:
+    above: set[str] = set()
+    for modules, listed in ROWS:
+        late = listed - above - set(modules)
+        assert not late, f"{modules} import {sorted(late)}, which the table puts below them"
+        above |= set(modules)
