@@ -11,10 +11,9 @@ object alive for as long as it is registered, which keeps the ``id`` from being 
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from . import _compat
@@ -54,16 +53,3 @@ class _BytecodeRouter:
 
 
 ROUTER = _BytecodeRouter()
-
-
-@contextlib.contextmanager
-def compilation_context() -> Iterator[None]:
-    """Everything a nocompile compilation temporarily changes in torch, restored on exit.
-
-    That is what ``_compat.compilation_config`` changes: Dynamo's recompile limits and its
-    runtime-overhead bookkeeping. The guards on
-    global state and the torch-function-mode stack are dropped through ``guard_filter_fn``,
-    which every supported torch honours for them, so no patching is needed.
-    """
-    with _compat.compilation_config():
-        yield

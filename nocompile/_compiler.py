@@ -263,7 +263,7 @@ def compile_in_process(
     result: Any = None
     error: BaseException | None = None
     try:
-        with _bytecode_hook.compilation_context(), _compat.marked_dynamic(marks):
+        with _compat.compilation_config(), _compat.marked_dynamic(marks):
             result = compiled(*args, **kwargs)
     except BaseException as exc:
         if not caught or not _compat.has_dynamo_cache_entry(source):

@@ -24,7 +24,6 @@ import logging
 import os
 import threading
 import types
-import weakref
 from collections.abc import Callable
 from typing import Any
 
