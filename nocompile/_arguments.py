@@ -5,7 +5,7 @@ built here, so the rules for what a value *is* live in one table (``RULES``) wit
 limit (``MAX_OBJECT_DEPTH``):
 
 * the input check of ``guards="inputs"`` — its key, its generated selector and the tensors its
-  C++ check compares (``_signature``);
+  C++ check compares (``_layout``);
 * the CUDA-graph layout (which tensors are copied into static inputs, which objects a graph set
   is captured for), the rebuilt call on static tensors, and the snapshot that finds a compiled
   call rebinding its arguments' attributes (``_cudagraphs``);

@@ -40,9 +40,11 @@ import torch
 
 from . import _compat
 from ._arguments import ArgumentTree, Kind
+from ._describe import describe_key
 from ._errors import NoCompileError
+from ._layout import CheckLayout
 from ._options import CompileOptions
-from ._signature import CheckLayout, build_shape_check, describe_key, key_function
+from ._selector import build_shape_check, key_function
 
 log = logging.getLogger("nocompile")
 

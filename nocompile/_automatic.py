@@ -11,7 +11,7 @@ compiled sizes and ints, shared by nocompile's code copies, and makes exactly th
 dynamic. nocompile predicts the same set (``differences``) and, after the compile, checks that
 Dynamo really did (``kept_static``): a dim it made dynamic shows in its shape guards
 (``2 <= L['x'].size()[0]``), an int it kept static has a value guard. Only then does the
-specialization's key leave those values out (``_signature``: a dynamic dim or int counts as 0, 1
+specialization's key leave those values out (``_layout``: a dynamic dim or int counts as 0, 1
 or "2 or more"; Dynamo's shape guards, evaluated on every call, say the rest). Otherwise the key
 checks them exactly: never looser than what was compiled.
 """
@@ -23,8 +23,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from ._layout import KeyFunction
 from ._record import CompileRecord
-from ._signature import KeyFunction
 
 #: Key properties automatic dynamic may loosen: a tensor's shape (and strides, which follow it)
 #: and an int's value. A difference in anything else is a static recompile.

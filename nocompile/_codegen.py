@@ -199,3 +199,8 @@ def define_like(
             function.__qualname__ = qualname
             defined[name] = function
     return defined
+
+
+def parameter_names(fn: types.FunctionType) -> list[str]:
+    """The names of ``fn``'s parameters, in order (``*args`` and ``**kwargs`` by their names)."""
+    return list(code_signature(fn).parameters)

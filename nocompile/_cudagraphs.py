@@ -66,7 +66,7 @@ from . import _compat
 from ._arguments import ArgumentTree, identity_snapshot, rebuild, walk
 from ._codegen import define_like, parameter_list
 from ._errors import GuardMismatchError, NoCompileError
-from ._signature import ShapeCheck
+from ._selector import ShapeCheck
 
 MAX_OBJECT_SETS = 8
 """Graph sets one specialization captures for different non-tensor argument objects."""

@@ -34,11 +34,11 @@ from torch import nn
 from typing_extensions import Self
 
 from ._arguments import STATE_ATTRIBUTE_PREFIX
+from ._codegen import parameter_names
 from ._compat import CALL_SLOT, MODULE_CALL_AVAILABLE, check_torch_supported, install_module_call
 from ._entry import FunctionLike, MethodFunction, StateSurface
 from ._explain import ExplainReport, build_report
 from ._options import CompileOptions, CudagraphOutputs, Dispatch, DynamicSpec, GuardPolicy, OnMismatch, validate_options
-from ._signature import parameter_names
 from ._state import CompileState
 from ._view import CompileStats
 from ._wrappers import (

@@ -12,7 +12,7 @@ Then it does its policy's work. The *direct* entry (``guards="none"``/``"dynamo"
 state before its first compile) calls ``__nc_target``, a name in its own globals that the state
 rebinds: ``_first_call`` before the first compile, then the function on Dynamo's transformed
 bytecode, ``torch.compile``'s callable, a CUDA-graph replay or the original (``NOCOMPILE_DISABLE``).
-Under ``guards="inputs"`` the entry is the selector's generated ``call`` (see ``_signature``),
+Under ``guards="inputs"`` the entry is the selector's generated ``call`` (see ``_selector``),
 which has this prologue too: check, choose a specialization, call it, in one frame.
 
 ``instance.method`` binds a ``MethodFunction``: a ``functools.partial`` on the state's current entry,

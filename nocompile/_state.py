@@ -31,6 +31,7 @@ import torch
 
 from . import _artifacts, _automatic, _bytecode_hook, _compat, _cudagraphs, _dump, _watch
 from ._arguments import ArgumentTree, Kind, bound_arguments, closure_values, identity_snapshot, walk
+from ._codegen import parameter_names
 from ._compiler import (
     Compiled,
     bytecode_function,
@@ -38,27 +39,14 @@ from ._compiler import (
     compile_in_process,
     describe_function,
 )
+from ._describe import build_key_function, describe_difference, describe_key
 from ._entry import TARGET, MethodFunction, build_direct_entry, build_guarded_call, prologue, prologue_globals
 from ._errors import GuardMismatchError, NoCompileError
 from ._explain import ExplainReport, build_report
+from ._layout import CheckLayout, KeyFunction, TensorArg, global_names
 from ._options import CompileOptions
 from ._record import CompileRecord
-from ._signature import (
-    Candidate,
-    CheckLayout,
-    KeyFunction,
-    Selector,
-    ShapeCheck,
-    TensorArg,
-    build_key_function,
-    build_shape_check,
-    describe_difference,
-    describe_key,
-    global_names,
-    key_function,
-    parameter_names,
-    selector,
-)
+from ._selector import Candidate, Selector, ShapeCheck, build_shape_check, key_function, selector
 from ._view import CompileStats, Specialization, StateView
 
 log = logging.getLogger("nocompile")

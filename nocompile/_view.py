@@ -12,9 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ._automatic import Dynamic
+from ._describe import describe_key
+from ._layout import KeyFunction
 from ._options import CompileOptions
 from ._record import CompileRecord
-from ._signature import KeyFunction, Selector, ShapeCheck, describe_key
+from ._selector import Selector, ShapeCheck
 from ._watch import Verified
 
 
@@ -95,7 +97,7 @@ class Specialization:
     sentinel_states: tuple[tuple[Any, ...], ...] = ()
     """Under ``guards="inputs"``: the layout, class, dispatch keys and ``requires_grad`` of the first
     parameter of ``self``, of each module argument and each global module, as compiled for
-    (``_signature``, ``_watch.sentinel_state``)."""
+    (``_layout``, ``_watch.sentinel_state``)."""
     object_key: tuple[Any, ...] = ()
     """Under ``guards="inputs"``: the argument objects' part of the key, as the compiling call had it."""
     module_digests: dict[str, str] = dataclasses.field(default_factory=dict)

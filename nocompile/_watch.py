@@ -247,7 +247,7 @@ def tensor_layout(module: torch.nn.Module) -> tuple[Any, ...]:
 
     What compiled kernels assume of the weights. ``model.half()``, ``.to(device)`` and
     ``.to(memory_format=...)`` change it in place (``param.data = ...``): the module dicts do not
-    change, only the sentinel (the first parameter, in the per-call tensor check: ``_signature``)
+    change, only the sentinel (the first parameter, in the per-call tensor check: ``_layout``)
     does, and Dynamo's guards do not catch it on every supported torch. Read once per new
     fingerprint, never per call.
     """
@@ -275,7 +275,7 @@ def layout(t: torch.Tensor) -> tuple[Any, ...]:
 
 def sentinel_state(t: torch.Tensor) -> tuple[Any, ...]:
     """What the per-call tensor check compares of a module's first parameter (a *sentinel*, see
-    ``_signature``): its layout, class, dispatch keys and ``requires_grad``."""
+    ``_layout``): its layout, class, dispatch keys and ``requires_grad``."""
     return (*layout(t), type(t), _compat.dispatch_keys(t), t.requires_grad)
 
 
@@ -377,7 +377,7 @@ class ObjectWatch:
 
 def module_tree(kinds: tuple[str, ...], roots: tuple[Any, ...]) -> _compat.VersionTree:
     """A C++ check of the module part of the fingerprint, true while each of ``roots`` is as it
-    is now, by its kind (``_signature``'s tree markers):
+    is now, by its kind (``_layout``'s tree markers):
 
     * ``"dict"`` (globals, a module's four dicts, a partial's keywords): the dict's version tag;
     * ``"cells"`` (the tuple of plain closure cells): each cell's value, equal and of the same type;

@@ -34,10 +34,10 @@ from typing import Any, Generic, TypeVar
 
 from torch import nn
 
+from ._codegen import parameter_names
 from ._entry import FunctionLike, MethodFunction, StateSurface
 from ._errors import NoCompileError
 from ._options import CompileOptions
-from ._signature import parameter_names
 from ._state import CompileState
 
 M = TypeVar("M", bound=nn.Module)

@@ -13,7 +13,8 @@ import torch
 
 from nocompile import GuardMismatchError, compile_once
 from nocompile._arguments import MAX_OBJECT_DEPTH
-from nocompile._signature import build_key_function, build_selector
+from nocompile._describe import build_key_function
+from nocompile._selector import build_selector
 
 
 class Layer:

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.modules import module as module_hooks
 
 from nocompile import GuardMismatchError, _compat, _watch, compile_once
-from nocompile._signature import version_trees
+from nocompile._layout import version_trees
 
 
 def count_slow_calls(compiled: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -1031,10 +1031,10 @@ def test_a_list_item_emptied_then_refilled_is_still_watched() -> None:
 def test_a_store_while_a_tree_is_made_records_nothing(part: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Another thread stores into a watched dict between the tree being made and the key being
     read: the key holds None there, is not recorded, and a later change is still caught."""
-    from nocompile import _signature
+    from nocompile import _selector
 
     name = "remember_objects" if part == "argument objects" else "remember_modules"
-    original = getattr(_signature.Selector, name)
+    original = getattr(_selector.Selector, name)
     cache, x = _Stepped(), torch.ones(2)
     namespace: dict[str, Any] = {}
 
@@ -1054,9 +1054,9 @@ def test_a_store_while_a_tree_is_made_records_nothing(part: str, monkeypatch: py
     cache.t = torch.zeros(2)  # the next call is verified again
     if part == "module dicts":
         namespace = use.__globals__
-    monkeypatch.setattr(_signature.Selector, name, racing)
+    monkeypatch.setattr(_selector.Selector, name, racing)
     torch.testing.assert_close(f(x, cache), x * SCALE)
-    monkeypatch.setattr(_signature.Selector, name, original)
+    monkeypatch.setattr(_selector.Selector, name, original)
     if part == "argument objects":
         cache.step = 5
     else:

@@ -1,0 +1,327 @@
+"""The generated per-call check of ``guards="inputs"``: the ``Selector`` of one argument structure.
+
+``selector(layout, slow)`` writes, from a ``CheckLayout`` (``_layout``), the functions that
+compute a call's keys and the per-call path itself (``Selector.call``): one frame with the
+decorated function's parameters that computes the verified key, looks it up and runs the
+first candidate whose checks pass, or hands the call to ``slow``. ``key_function`` writes the
+full key (every property, for messages and reports). Generated code, rather than a generic
+tree walk, because it is the per-call path: one tensor costs a handful of attribute reads and
+a tuple.
+
+Dynamic dims leave *shape guards*, Python expressions over the call's locals such as
+``4 <= L['x'].size()[0]``, that dropping Dynamo's guards would throw away. ``ShapeCheck``
+compiles them into a function with the same parameters, evaluated after the key matched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import re
+import threading
+import types
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from . import _watch
+from ._arguments import CLOSURE_CELLS, walk
+from ._codegen import UNSET, call_list, define_like, live_defaults, parameter_list, pass_on, tuple_source
+from ._layout import (
+    CheckLayout,
+    KeyFn,
+    KeyFunction,
+    dict_slots,
+    generated_globals,
+    object_slots,
+    pinning_globals,
+)
+
+
+def key_function(layout: CheckLayout) -> KeyFunction:
+    """Generate the full key function of this structure (for messages and reports).
+
+    The full key describes every property of every argument. The per-call path uses a
+    ``Selector`` instead.
+    """
+    fn = layout.fn
+    body = ",\n        ".join(e.expr for e in layout.elements)
+    source = f"def key({parameter_list(fn)}):\n    return (\n        {body},\n    )\n"
+    key_fn = define_like(fn, source, generated_globals(fn, layout))["key"]
+    return KeyFunction(key_fn, layout.elements, source)
+
+
+#: One specialization a selector may pick: its global-state check, its tensor check (tensors
+#: outside argument objects), its shape check (or None), its callable.
+Candidate = tuple[Callable[[], bool], Callable[..., bool], "Callable[..., bool] | None", Callable[..., Any]]
+
+
+@dataclasses.dataclass
+class Selector:
+    """The per-call check of ``guards="inputs"`` for one argument structure.
+
+    ``call(*args, **kwargs)`` is the per-call path itself, one generated frame with the decorated
+    function's parameters. It computes one tuple, the *fast key* (scalar values and types,
+    container structure, ``training``, grad mode, which tensors are the same object) followed by
+    the *fingerprint* (``_watch``), and looks it up in ``verified``: the candidates verified for
+    exactly this key, whose argument objects, module attributes, globals and closures were found
+    to be what they were compiled for. It calls the first whose global-state check, C++ tensor
+    check and shape guards pass. Anything else — a new fingerprint, a miss, a call of another
+    structure — goes to ``slow(args, kwargs)``, which verifies, compiles or raises. A hit that was
+    not first moves to the front.
+
+    ``table`` holds every candidate by fast key alone, for the slow path; ``fast``,
+    ``verified_key``, ``fingerprint``, ``object_key``, ``tensors`` (every tensor) and
+    ``argument_tensors`` are the per-call computations one by one.
+    """
+
+    call: Callable[..., Any]
+    fast: KeyFn
+    verified_key: KeyFn
+    fingerprint: KeyFn
+    pins: KeyFn
+    """The fingerprint's pinning variant (``_watch.pinned_objects`` of it: what ``verify`` pins)."""
+    object_key: KeyFn
+    tensors: Callable[..., tuple[torch.Tensor, ...]]
+    argument_tensors: Callable[..., tuple[torch.Tensor, ...]]
+    """The tensors the per-call C++ tensor check compares (``CheckLayout.checked_tensors``): the
+    last ``sentinel_count`` are the modules' first parameters (``CheckLayout.sentinels``)."""
+    sentinel_count: int
+    paths: tuple[str, ...]
+    module_part: int
+    source: str
+    table: dict[tuple[Any, ...], tuple[Candidate, ...]]
+    verified: _watch.Verified
+    lock: threading.Lock
+    """Taken by ``add``, ``verify`` and the generated code's reordering, so none loses another's candidate."""
+    module_watch: tuple[_watch.ObjectWatch, Callable[..., tuple[Any, ...]]] | None = None
+    """The module dicts' version trees (``CheckLayout.module_dicts``) and the function of the call
+    that gives their roots."""
+    object_watch: tuple[_watch.ObjectWatch, Callable[..., tuple[Any, ...]]] | None = None
+    """The argument objects' version trees (``CheckLayout.object_roots``), likewise."""
+    tree_positions: tuple[int, ...] = ()
+    """Where in ``verified_key`` the version trees' elements are (None there: no tree vouched)."""
+    module_tree_position: int | None = None
+    """Where in ``fingerprint`` the module dicts' tree element is."""
+
+    def remember_modules(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Make sure a version tree identifies the module dicts' state as it is now. Safe before
+        verification: that tree checks every position (a dict's version, a cell's value), so it
+        identifies the state entirely; only keys recorded after verification rely on it."""
+        if self.module_watch is not None:
+            watch, roots = self.module_watch
+            watch.remember(roots(*args, **kwargs))
+
+    def remember_objects(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Vouch for the argument objects as they are now. Only after they were verified: the tree
+        checks the dicts and lists the verified layout has, not what another layout would need."""
+        if self.object_watch is not None:
+            watch, roots = self.object_watch
+            watch.remember(roots(*args, **kwargs))
+
+    def vouched(self, key: tuple[Any, ...]) -> bool:
+        """Whether every version-tree element of a ``verified_key`` names a tree (a state that
+        changed while its tree was made gives None there, and such a key must not be recorded)."""
+        return all(key[i] is not None for i in self.tree_positions)
+
+    def module_part_vouched(self, fingerprint: tuple[Any, ...]) -> bool:
+        """The same for the module part of a ``fingerprint``."""
+        return self.module_tree_position is None or fingerprint[self.module_tree_position] is not None
+
+    def add(self, key: tuple[Any, ...], candidate: Candidate) -> None:
+        """Make ``candidate`` the first one under the fast key ``key``."""
+        with self.lock:
+            self.table[key] = (candidate, *self.table.get(key, ()))
+
+    def verify(self, key: tuple[Any, ...], candidate: Candidate, pins: list[Any]) -> None:
+        """Make ``candidate`` the first one the per-call path tries for ``key`` (a ``verified_key``),
+        pinning ``pins`` (the objects whose ``id()`` is in the key) for as long as the key is kept."""
+        with self.lock:
+            others = tuple(c for c in self.verified.get(key, ()) if c is not candidate)
+            self.verified.add(key, (candidate, *others), pins)
+
+    def invalidate(self) -> None:
+        """Forget every candidate and every verified key (the state's ``reset``).
+
+        Each call through ``call`` then misses and goes to the slow path, also through an entry
+        that someone still holds (``held = model.forward`` before the reset). The version trees go
+        too: they hold what their identity checks name, and no key names them any more.
+        """
+        with self.lock:
+            self.table.clear()
+            self.verified.clear()
+            for watch in (self.module_watch, self.object_watch):
+                if watch is not None:
+                    watch[0].forget()
+
+    def candidates(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Candidate, ...]:
+        """The candidates under this call's fast key (empty for a call of another structure)."""
+        try:
+            return self.table.get(self.fast(*args, **kwargs), ())
+        except Exception:
+            return ()
+
+
+def _unreachable_slow(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    raise RuntimeError("nocompile: a selector built without a slow path was called")
+
+
+def build_selector(
+    fn: types.FunctionType,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    dynamic: Mapping[str, tuple[int, ...]],
+    slow: Callable[[tuple[Any, ...], dict[str, Any]], Any] = _unreachable_slow,
+) -> Selector:
+    """The selector of this call's structure, walked afresh (for tests and one-off checks)."""
+    return selector(CheckLayout.of(walk(fn, args, kwargs, dynamic)), slow)
+
+
+def selector(
+    layout: CheckLayout,
+    slow: Callable[[tuple[Any, ...], dict[str, Any]], Any] = _unreachable_slow,
+    entry_prologue: tuple[str, Mapping[str, Any]] = ("", {}),
+) -> Selector:
+    """Generate the selector of this structure; ``slow(args, kwargs)`` serves misses.
+
+    ``entry_prologue`` is source (and the globals it reads) that ``call`` runs first: with the
+    state's prologue (``_entry.prologue``), ``call`` is the state's entry itself. ``call`` binds
+    the function's current defaults (``_codegen.live_defaults``), as Python would.
+    """
+    fn = layout.fn
+    params, call = parameter_list(fn), call_list(fn)
+    fast = tuple_source([e.expr for e in layout.fast])
+    fingerprint = tuple_source(list(layout.fingerprint))
+    verified_key = tuple_source([*(e.expr for e in layout.fast), *layout.fingerprint])
+    object_key = tuple_source([e.expr for e in layout.object_elements])
+    arg_tensors = ", ".join(t.expr for t in layout.checked_tensors)
+    rebuilt_args, rebuilt_kwargs = pass_on(fn)
+    live_params, resolve = live_defaults(fn)
+    source = (
+        f"def fast({params}):\n    return {fast}\n\n"
+        f"def fingerprint({params}):\n    return {fingerprint}\n\n"
+        f"def verified_key({params}):\n    return {verified_key}\n\n"
+        f"def object_key({params}):\n    return {object_key}\n\n"
+        # The object key first: it binds the locals (``_nc_oN``) that paths into argument objects go through.
+        f"def tensors({params}):\n    __nc_okey = {object_key}\n"
+        f"    return {tuple_source([t.expr for t in layout.all_tensors])}\n\n"
+        f"def argument_tensors({params}):\n    return {tuple_source([t.expr for t in layout.checked_tensors])}\n\n"
+        # The per-call path: the check inside try (a call of another structure raises there),
+        # the chosen callable outside it (its own exceptions are the user's).
+        f"def call({live_params}):\n"
+        f"{resolve}"
+        f"{entry_prologue[0]}"
+        "    try:\n"
+        f"        __nc_key = {verified_key}\n"
+        "        __nc_candidates = __nc_verified(__nc_key)\n"
+        "        __nc_hit = None\n"
+        "        if __nc_candidates is not None:\n"
+        "            for __nc_gs, __nc_check, __nc_shape_ok, __nc_target in __nc_candidates:\n"
+        f"                if __nc_gs() and __nc_check({arg_tensors}) and (\n"
+        f"                    __nc_shape_ok is None or __nc_shape_ok({call})\n"
+        "                ):\n"
+        "                    __nc_hit = __nc_target\n"
+        "                    break\n"
+        "    except Exception:\n"
+        "        __nc_hit = None\n"
+        "    if __nc_hit is None:\n"
+        f"        return __nc_slow({rebuilt_args}, {rebuilt_kwargs})\n"
+        "    if __nc_hit is not __nc_candidates[0][3]:\n"
+        "        __nc_promote(__nc_key, __nc_hit)\n"
+        f"    return __nc_hit({call})\n"
+    )
+    if layout.object_roots:
+        source += f"def object_roots({params}):\n    return {tuple_source(list(layout.object_roots))}\n\n"
+    if layout.module_dicts:
+        source += f"def module_dicts({params}):\n    return {tuple_source(list(layout.module_dicts))}\n\n"
+    table: dict[tuple[Any, ...], tuple[Candidate, ...]] = {}
+    verified = _watch.Verified()
+    lock = threading.Lock()
+
+    def promote(key: tuple[Any, ...], target: Callable[..., Any]) -> None:
+        with lock:  # rare (a hit that was not first); never loses a candidate added meanwhile
+            candidates = verified.get(key, ())
+            verified.add(key, tuple(sorted(candidates, key=lambda candidate: candidate[3] is not target)))
+
+    namespace = {
+        **entry_prologue[1],
+        **generated_globals(fn, layout),
+        "__nc_fn": fn,
+        "__nc_unset": UNSET,
+        "__nc_verified": verified.get,
+        "__nc_promote": promote,
+        "__nc_slow": slow,
+    }
+    module_watch = (
+        _watch.ObjectWatch(namespace, dict_slots(), functools.partial(_watch.module_tree, layout.module_kinds))
+        if layout.module_dicts
+        else None
+    )
+    object_watch = _watch.ObjectWatch(namespace, object_slots(), _watch.version_tree) if layout.object_roots else None
+    defined = define_like(fn, source, namespace, named_like=("call",), own_defaults=("call",))
+    # The fingerprint again, with its identities and its dicts' values collected instead: what the
+    # verified table pins for a key (``_watch.Verified.add``).
+    pins = define_like(
+        fn,
+        f"def pins({params}):\n    return {fingerprint}\n",
+        {
+            **generated_globals(fn, layout),
+            **pinning_globals(),
+        },
+    )["pins"]
+    return Selector(
+        call=defined["call"],
+        fast=defined["fast"],
+        fingerprint=defined["fingerprint"],
+        pins=pins,
+        verified_key=defined["verified_key"],
+        object_key=defined["object_key"],
+        tensors=defined["tensors"],
+        argument_tensors=defined["argument_tensors"],
+        sentinel_count=len(layout.sentinels),
+        paths=layout.paths,
+        module_part=layout.module_part,
+        source=source,
+        table=table,
+        verified=verified,
+        lock=lock,
+        module_watch=(module_watch, defined["module_dicts"]) if module_watch is not None else None,
+        object_watch=(object_watch, defined["object_roots"]) if object_watch is not None else None,
+        tree_positions=tuple(len(layout.fast) + i for i in layout.tree_elements),
+        module_tree_position=layout.module_tree,
+    )
+
+
+_LOCAL = re.compile(r"L\['([A-Za-z_][A-Za-z0-9_]*)'\]")
+
+
+@dataclasses.dataclass
+class ShapeCheck:
+    """Dynamo's symbolic shape guards for one specialization, as one Python function."""
+
+    expressions: tuple[str, ...]
+    fn: Callable[..., bool]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> bool:
+        return self.fn(*args, **kwargs)
+
+
+def build_shape_check(fn: types.FunctionType, expressions: Sequence[str]) -> ShapeCheck | None:
+    """A function of the decorated function's parameters that is True when every guard holds."""
+    if not expressions:
+        return None
+    rewritten = [_LOCAL.sub(r"\1", e) for e in expressions]
+    body = " and ".join(f"({e})" for e in rewritten)
+    # Closure variables the guards read (``L['w']`` for a captured tensor) are locals of the frame.
+    used = set(_LOCAL.findall(" ".join(expressions)))
+    cells = "".join(
+        f"    {name} = {CLOSURE_CELLS}[{i}].cell_contents\n"
+        for i, name in enumerate(fn.__code__.co_freevars)
+        if name in used
+    )
+    source = f"def shape_ok({parameter_list(fn)}):\n{cells}    return bool({body})\n"
+    namespace = {"torch": torch, "math": math, CLOSURE_CELLS: fn.__closure__ or ()}
+    check = define_like(fn, source, namespace)["shape_ok"]
+    return ShapeCheck(tuple(expressions), check)
