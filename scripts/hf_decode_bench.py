@@ -59,7 +59,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
         intermediate_size=args.hidden * 8 // 3 // 64 * 64,
         num_hidden_layers=args.layers,
         num_attention_heads=heads,
-        num_key_value_heads=heads,
+        num_key_value_heads=args.kv_heads or heads,
         vocab_size=args.vocab,
         max_position_embeddings=args.cache,
     )
@@ -288,6 +288,9 @@ def main() -> int:
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument(
+        "--kv-heads", type=int, default=None, help="key/value heads (default: as many as heads, hidden/64)"
+    )
     parser.add_argument("--cache", type=int, default=4096)
     parser.add_argument("--prompt", type=int, default=16)
     parser.add_argument("--dtype", default="bfloat16")
