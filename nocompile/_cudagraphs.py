@@ -9,17 +9,25 @@ How a ``GraphedCall`` works (the same recipe as vLLM's and SGLang's decode graph
 ``torch.cuda.make_graphed_callables``):
 
 * **Inputs.** The tensor arguments (found by walking args, kwargs, lists, tuples and dicts the
-  way ``_signature`` does) are copied into *static* tensors that the graph reads. Everything
+  way ``_layout`` does) are copied into *static* tensors that the graph reads. Everything
   else is read in place: parameters and buffers of ``self`` and any tensor hanging off a
   non-tensor argument object (a KV-cache object, say). An in-place update of such a tensor is
   seen by the next replay; *reassigning* the attribute to a new tensor is not (the graph keeps
   reading the old memory; call ``reset()``).
 * **Argument objects.** Because the graph reads the tensors of non-tensor argument objects at
   the addresses it captured, each graph set remembers *which* objects it was captured with
-  (weak references where the object allows them). A call with a different object (another
-  module instance under ``per_instance=False``, a new cache object) captures a new graph set,
-  at most ``MAX_OBJECT_SETS`` per specialization, then raises ``GuardMismatchError``. The
-  check is an identity test per object argument: cheap, and never replays on stale addresses.
+  (weak references where the object allows them) and, for a plain object whose tensors can all
+  be reached by attribute (a KV cache), *where* those tensors were: their addresses, sizes,
+  strides, dtypes and devices (``AddressKey``). A call with the same objects replays (an
+  identity test per object: the per-call cost). A call with another object computes that
+  object's address key once and replays a set whose tensors were at exactly those addresses (a
+  new cache the caching allocator placed in a freed cache's blocks), so a replay only ever
+  reads memory of the current call's objects; anything else (the old cache still alive, a
+  cache of another length) captures a new set. Modules and objects that cannot be walked whole
+  are matched by identity only. At most ``MAX_OBJECT_SETS`` sets per specialization: a set
+  whose objects died is kept for reuse and evicted least recently used first; with every set's
+  objects alive a new one raises ``GuardMismatchError``. A set holds an object's tensors (so a
+  reassigned attribute is never freed under the graph) only while the object lives.
 * **Capture.** On the first call of a specialization after it compiled: the call's tensors are
   copied into the static tensors and the compiled call runs once on them on a side stream (the
   warm-up, which *is* this call: its result is returned, so state updated in place changes once
@@ -54,6 +62,7 @@ from __future__ import annotations
 
 import dataclasses
 import dis
+import itertools
 import threading
 import types
 import weakref
@@ -63,13 +72,14 @@ from typing import Any
 import torch
 
 from . import _compat
-from ._arguments import ArgumentTree, identity_snapshot, rebuild, walk
+from ._arguments import ArgumentTree, Kind, Node, identity_snapshot, rebuild, walk
 from ._codegen import define_like, parameter_list
 from ._errors import GuardMismatchError, NoCompileError
 from ._selector import ShapeCheck
 
 MAX_OBJECT_SETS = 8
-"""Graph sets one specialization captures for different non-tensor argument objects."""
+"""Graph sets one specialization keeps for different non-tensor argument objects (memory bound:
+each set holds its graphs and their static outputs in the state's pool)."""
 
 # Bytecode that rebinds a global or a closure cell: a replay would skip it. Attribute and item
 # stores are not judged by opcode: torch 2.11 writes an attribute set as STORE_ATTR where 2.13
@@ -252,6 +262,95 @@ def build_extractor(
     return define_like(fn, source, {})["extract"]
 
 
+_KEY_NAMES = itertools.count()
+
+
+def _addressable(root: Node) -> bool:
+    """Whether every tensor under an argument object can be reached again by attribute.
+
+    Only plain objects (not modules: they are matched by identity), walked whole: no value
+    nocompile cannot look into (an opaque value, an object too deep), no module inside, and an
+    expression for every object and tensor.
+    """
+    if root.kind is not Kind.OBJECT:
+        return False
+    for node in root.walk():
+        if node.kind in (Kind.OPAQUE, Kind.MODULE):
+            return False
+        if node.kind is Kind.OBJECT and (node.expr is None or node.local is None):
+            return False
+        if node.kind is Kind.TENSOR and node.expr is None:
+            return False
+    return True
+
+
+class AddressKey:
+    """Where the tensors of a call's argument objects are: the key graph sets are reused by.
+
+    Built from the compiling call's walk; called with a later call's argument objects (layout
+    order), it returns ``(key, tensors)``: per argument object, either None (matched by
+    identity: a module, an object not walked whole) or a tuple of ``(data_ptr, size, stride,
+    dtype, device)`` of each tensor at the paths the compiling call had (``None`` where a path
+    no longer holds a tensor), and the tensors themselves. Two keys are equal only if every
+    tensor the graph reads sits at the same address with the same layout, so a replay reads
+    exactly the current objects' memory. Generated code: one attribute chain per tensor.
+    """
+
+    def __init__(self, roots: Sequence[Node]) -> None:
+        self.addressable = tuple(_addressable(root) for root in roots)
+        self.paths: tuple[tuple[str, ...], ...] = tuple(
+            tuple(n.path for n in root.walk() if n.kind is Kind.TENSOR) if ok else ()
+            for root, ok in zip(roots, self.addressable, strict=True)
+        )
+        lines = ["def address_key(objects):", "    key = []", "    tensors = []"]
+        for i, (root, ok) in enumerate(zip(roots, self.addressable, strict=True)):
+            if not ok:
+                lines.append("    key.append(None)")
+                lines.append("    tensors.append(())")
+                continue
+            lines.append("    try:")
+            lines.append(f"        {root.local} = objects[{i}]")
+            names: list[str] = []
+            for node in root.walk():
+                if node is root:
+                    continue
+                if node.kind is Kind.OBJECT:
+                    lines.append(f"        {node.local} = {node.expr}")
+                elif node.kind is Kind.TENSOR:
+                    name = f"_nc_t{len(names)}"
+                    names.append(name)
+                    lines.append(f"        {name} = {node.expr}")
+            lines.append(f"        ts = ({''.join(n + ', ' for n in names)})")
+            lines.append("        key.append(tuple(_describe(t) for t in ts))")
+            lines.append("        tensors.append(ts)")
+            lines.append("    except Exception:  # the object no longer has the structure: no address match")
+            lines.append("        key.append(('unreachable',))")
+            lines.append("        tensors.append(())")
+        lines.append("    return tuple(key), tuple(tensors)")
+        source = "\n".join(lines) + "\n"
+        namespace: dict[str, Any] = {"_describe": _describe}
+        exec(compile(source, f"<nocompile address key {next(_KEY_NAMES)}>", "exec"), namespace)
+        self.source = source
+        self._fn: Callable[[tuple[Any, ...]], tuple[tuple[Any, ...], tuple[tuple[torch.Tensor, ...], ...]]] = namespace[
+            "address_key"
+        ]
+
+    @property
+    def any(self) -> bool:
+        """Whether any argument object is matched by address (else identity alone decides)."""
+        return any(self.addressable)
+
+    def __call__(self, objects: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[tuple[torch.Tensor, ...], ...]]:
+        return self._fn(objects)
+
+
+def _describe(t: Any) -> Any:
+    """What a graph assumes of a tensor it reads in place: address, sizes, strides, dtype, device."""
+    if not isinstance(t, torch.Tensor):
+        return None
+    return (t.data_ptr(), t.size(), t.stride(), t.dtype, t.device)
+
+
 def substitute(
     fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping[str, Any], tensors: Sequence[torch.Tensor]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -300,30 +399,135 @@ def _strong(obj: Any) -> Callable[[], Any]:
     return lambda: obj
 
 
+Slot = tuple[tuple[Any, ...], int]
+"""Where an argument object sits in an output: the keys from the root, and its index among the call's objects."""
+
+
+def _find_slots(value: Any, ids: Mapping[int, int], path: tuple[Any, ...] = ()) -> list[Slot]:
+    """The places in an output (walked like ``_map_outputs``) that hold one of the call's objects."""
+    if isinstance(value, torch.Tensor) or value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [s for i, item in enumerate(value) for s in _find_slots(item, ids, (*path, i))]
+    if isinstance(value, dict):
+        return [s for k, item in value.items() for s in _find_slots(item, ids, (*path, k))]
+    index = ids.get(id(value))
+    return [(path, index)] if index is not None else []
+
+
+def _put(value: Any, path: tuple[Any, ...], obj: Any) -> Any:
+    """``value`` with ``obj`` at ``path``: lists and dicts written in place, tuples rebuilt.
+
+    A dataclass that is a dict (transformers' ``ModelOutput``) gets both the item and the
+    attribute, as its own constructor sets them.
+    """
+    if not path:
+        return obj
+    key, rest = path[0], path[1:]
+    if isinstance(value, tuple):
+        items = list(value)
+        items[key] = _put(items[key], rest, obj)
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    child = _put(value[key], rest, obj)
+    if value[key] is not child:
+        value[key] = child
+    if isinstance(value, dict) and type(value) is not dict and isinstance(key, str):
+        current = getattr(value, key, _MISSING)
+        if current is not _MISSING and current is not child:
+            object.__setattr__(value, key, child)
+    return value
+
+
+_MISSING = object()
+
+
 # -- the graphed call -----------------------------------------------------------------------
 
 
 @dataclasses.dataclass
 class _Plan:
-    """What a call of one size does: copy into ``dsts``, replay ``graph``, return ``output``."""
+    """What a call of one size does: copy into ``dsts``, replay ``graph``, return ``output``.
+
+    ``slots`` are where ``output`` holds the call's argument objects (a model returning the
+    cache it was given); ``held`` the objects written there, compared by identity each call and
+    rewritten when another call's objects arrive.
+    """
 
     dsts: tuple[torch.Tensor, ...]
     graph: Any
     output: Any
+    slots: tuple[Slot, ...] = ()
+    held: list[Any] = dataclasses.field(default_factory=list)
+
+    def fill(self, objects: tuple[Any, ...]) -> None:
+        """Write this call's objects into the output where they differ from the last call's."""
+        held = self.held
+        for j, (path, index) in enumerate(self.slots):
+            obj = objects[index]
+            if held[j] is not obj:
+                self.output = _put(self.output, path, obj)
+                held[j] = obj
+
+    def release(self) -> None:
+        """Stop holding the objects last written into the output (they read None there)."""
+        if any(h is not None for h in self.held):
+            self.fill(tuple(None for _ in range(1 + max(index for _, index in self.slots))))
 
 
 @dataclasses.dataclass
 class _GraphSet:
-    """The graphs captured for one set of argument objects: one per size (one in all without sizes)."""
+    """The graphs captured for one set of argument objects: one per size (one in all without sizes).
+
+    ``key`` is the ``AddressKey`` of the objects at capture: a later call whose objects' tensors
+    sit at the same addresses replays these graphs (``rebind``). ``kept`` holds, per object,
+    the tensors the graphs read in place, so that one replaced by reassignment is never freed
+    under a graph; an object's entry is emptied when the object dies (its weak reference's
+    callback), so a new object can be given that memory.
+    """
 
     refs: tuple[Callable[[], Any], ...]
-    graphs: dict[int, tuple[Any, Any]]
+    graphs: dict[int, tuple[Any, Any, tuple[Slot, ...]]]
+    key: tuple[Any, ...] = ()
     plans: dict[int, _Plan] = dataclasses.field(default_factory=dict)
-    kept: tuple[torch.Tensor, ...] = ()
-    """The argument objects' tensors at capture: held so that a replaced one is never freed under the graph."""
+    kept: list[tuple[torch.Tensor, ...]] = dataclasses.field(default_factory=list)
 
     def matches(self, objects: tuple[Any, ...]) -> bool:
         return all(ref() is obj for ref, obj in zip(self.refs, objects, strict=False))
+
+    def alive(self) -> bool:
+        return all(ref() is not None for ref in self.refs)
+
+    def matchable(self) -> bool:
+        """False once an object matched by identity (a key of None) has died: no call can match."""
+        return all(k is not None or ref() is not None for k, ref in zip(self.key, self.refs, strict=True))
+
+    def reusable(self, objects: tuple[Any, ...], key: tuple[Any, ...]) -> bool:
+        """Whether these graphs read exactly ``objects``' memory: identity where the key is None,
+        the same addresses and layouts elsewhere."""
+        for ref, obj, mine, theirs in zip(self.refs, objects, self.key, key, strict=True):
+            if mine is None:
+                if ref() is not obj:
+                    return False
+            elif mine != theirs:
+                return False
+        return True
+
+    def bind(
+        self, objects: tuple[Any, ...], key_tensors: tuple[tuple[torch.Tensor, ...], ...], address: AddressKey
+    ) -> None:
+        """Remember ``objects`` (weakly where possible) and hold their tensors while they live."""
+        kept: list[tuple[torch.Tensor, ...]] = [
+            key_tensors[i] if address.addressable[i] else _tensors_of((obj,)) for i, obj in enumerate(objects)
+        ]
+        self.kept = kept
+        self.refs = tuple(_weak_or_strong(obj, _forget(kept, i)) for i, obj in enumerate(objects))
+
+
+def _forget(kept: list[tuple[torch.Tensor, ...]], index: int) -> Callable[[Any], None]:
+    def callback(ref: Any) -> None:
+        kept[index] = ()
+
+    return callback
 
 
 class GraphedCall:
@@ -345,6 +549,7 @@ class GraphedCall:
         dyn: tuple[int, int] | None,
         sizes: tuple[int, ...],
         shape_check: ShapeCheck | None,
+        address: AddressKey | None = None,
     ) -> None:
         self._fn = fn
         self._inner = inner
@@ -357,7 +562,8 @@ class GraphedCall:
         self._sizes = sizes
         self._shape_check = shape_check
         self._extract = build_extractor(fn, layout)
-        self._sets: list[_GraphSet] = []
+        self._address = address if address is not None else AddressKey([])
+        self._sets: list[_GraphSet] = []  # least recently used first
         self._last: _GraphSet | None = None
         self._statics: list[torch.Tensor] | None = None  # shared by every graph of this call
         self._padded: dict[int, torch.Tensor] = {}  # size -> static buffer of the padded tensor
@@ -366,6 +572,9 @@ class GraphedCall:
         """Graphs captured so far (one per size per argument-object set)."""
         self.fallbacks = 0
         """Calls that ran without a graph (above the largest captured size)."""
+        self.rebinds = 0
+        """Calls that brought other argument objects and replayed graphs captured for objects whose
+        tensors were at the same addresses (a new cache in a freed cache's memory)."""
 
     @classmethod
     def for_call(
@@ -427,9 +636,10 @@ class GraphedCall:
                     )
                 dyn = (index, dim)
                 used_sizes = tuple(s for s in sizes if s >= 2)
+        address = AddressKey(tree.argument_objects())
         # Keep the paths and expressions, not the compiling call's tensors and objects.
         layout = dataclasses.replace(layout, tensors=(), objects=())
-        return cls(fn, inner, pool, layout, device, copy_outputs, dyn, used_sizes, shape_check)
+        return cls(fn, inner, pool, layout, device, copy_outputs, dyn, used_sizes, shape_check, address)
 
     # -- per call -----------------------------------------------------------------------------
 
@@ -459,6 +669,8 @@ class GraphedCall:
                 for dst, src in zip(plan.dsts, tensors, strict=False):
                     dst.copy_(src)
                 plan.graph.replay()
+                if plan.slots:
+                    plan.fill(objects)
                 if self._copy_outputs:
                     return _map_outputs(plan.output, _clone)
                 return plan.output
@@ -476,24 +688,56 @@ class GraphedCall:
         pool.last_stream = stream
         pool.last_stream_id = stream_id
 
+    def address_key(self, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """The ``AddressKey`` of a call's argument objects: what a call with new objects computes
+        to find graphs it may replay (for tests and for measuring its cost)."""
+        return self._address(self._extract(*args, **kwargs)[0])[0]
+
     def _graph_set(self, objects: tuple[Any, ...]) -> _GraphSet:
+        """The graph set for a call whose objects are not the last call's (under the lock)."""
+        for graphs in self._sets:
+            for plan in graphs.plans.values():  # outputs stop holding the last call's objects
+                if plan.slots:
+                    plan.release()
         for graphs in self._sets:
             if graphs.matches(objects):
-                self._last = graphs
-                return graphs
-        self._sets = [g for g in self._sets if all(ref() is not None for ref in g.refs)]
-        if len(self._sets) >= MAX_OBJECT_SETS:
-            paths = ", ".join(
-                f"{p} ({type(o).__name__})" for p, o in zip(self._layout.object_paths, objects, strict=False)
-            )
-            raise GuardMismatchError(
-                f"compile_once(cudagraphs=True) on {self._where()}: this specialization already captured "
-                f"graphs for {MAX_OBJECT_SETS} different sets of argument objects [{paths}], and this call "
-                "brings yet another. A CUDA graph reads those objects' tensors at the addresses it "
-                "captured, so each new object needs a new capture. Fix: pass the same objects on "
-                "every call (update their tensors in place), or use cudagraphs=False."
-            )
-        graphs = _GraphSet(tuple(_weak_or_strong(o) for o in objects), {}, kept=_tensors_of(objects))
+                return self._use(graphs)
+        key, key_tensors = self._address(objects) if self._address.any else ((None,) * len(objects), ())
+        if self._address.any:
+            for graphs in self._sets:
+                if graphs.reusable(objects, key):
+                    graphs.bind(objects, key_tensors, self._address)
+                    self.rebinds += 1
+                    return self._use(graphs)
+        # Sets that can never match again: an object matched by identity has died.
+        self._sets = [
+            g
+            for g in self._sets
+            if all(k is not None or ref() is not None for k, ref in zip(g.key, g.refs, strict=True))
+        ]
+        while len(self._sets) >= MAX_OBJECT_SETS:
+            dead = next((g for g in self._sets if not g.alive()), None)
+            if dead is None:
+                paths = ", ".join(
+                    f"{p} ({type(o).__name__})" for p, o in zip(self._layout.object_paths, objects, strict=False)
+                )
+                raise GuardMismatchError(
+                    f"compile_once(cudagraphs=True) on {self._where()}: this specialization already captured "
+                    f"graphs for {MAX_OBJECT_SETS} different sets of argument objects [{paths}], all still alive, "
+                    "and this call brings yet another. A CUDA graph reads those objects' tensors at the addresses "
+                    "it captured, so each new object whose tensors sit elsewhere needs a new capture. Fix: pass "
+                    "the same objects on every call (update their tensors in place), let old ones go, or use "
+                    "cudagraphs=False."
+                )
+            self._sets.remove(dead)  # least recently used first
+        graphs = _GraphSet((), {}, key=key)
+        graphs.bind(objects, key_tensors or tuple(() for _ in objects), self._address)
+        self._sets.append(graphs)
+        self._last = graphs
+        return graphs
+
+    def _use(self, graphs: _GraphSet) -> _GraphSet:
+        self._sets.remove(graphs)
         self._sets.append(graphs)
         self._last = graphs
         return graphs
@@ -588,7 +832,7 @@ class GraphedCall:
                 "argument object (those are read in place), or use cudagraphs=False."
             )
         try:
-            graphs.graphs[size] = CUDA.capture(pool.pool_handle(), side, lambda: self._inner(*g_args, **g_kwargs))
+            graph, out = CUDA.capture(pool.pool_handle(), side, lambda: self._inner(*g_args, **g_kwargs))
         except Exception as exc:
             raise NoCompileError(
                 f"compile_once(cudagraphs=True) on {self._where()}: capturing the compiled call into a "
@@ -596,6 +840,11 @@ class GraphedCall:
                 "synchronisation in the function (.item(), .tolist(), printing a tensor, a CPU "
                 "tensor), or a backend that cannot be captured. Fix: remove it, or use cudagraphs=False."
             ) from exc
+        # The stored output must not hold this call's objects: a later call may bring others.
+        slots = tuple(_find_slots(out, {id(obj): i for i, obj in enumerate(self._extract(*args, **kwargs)[0])}))
+        for path, _ in slots:
+            out = _put(out, path, None)
+        graphs.graphs[size] = (graph, out, slots)
         self.captures += 1
         pool.last_stream = current  # the static inputs were filled on this stream
         pool.last_stream_id = CUDA.current_stream_id(self._device_index)
@@ -645,14 +894,14 @@ class GraphedCall:
 
     def _plan(self, graphs: _GraphSet, size: int, n: int) -> _Plan:
         """The plan of a call of size ``n`` (``-1``: no sizes) replaying the graph of ``size``."""
-        graph, out = graphs.graphs[size]
+        graph, out, slots = graphs.graphs[size]
         statics = list(self._statics or ())  # made by the capture, which precedes any plan
         if self._dyn is not None:
             statics[self._dyn[0]] = self._padded[size]
             if n != size:
                 dim = self._dyn[1]
                 out = _map_outputs(out, lambda t: t.narrow(dim, 0, n))
-        plan = _Plan(self._destinations(statics, n), graph, out)
+        plan = _Plan(self._destinations(statics, n), graph, out, slots, [None] * len(slots))
         graphs.plans[n] = plan
         return plan
 
@@ -697,9 +946,9 @@ def _tensors_of(objects: tuple[Any, ...]) -> tuple[torch.Tensor, ...]:
     return tuple(kept)
 
 
-def _weak_or_strong(obj: Any) -> Callable[[], Any]:
+def _weak_or_strong(obj: Any, callback: Callable[[Any], None] | None = None) -> Callable[[], Any]:
     try:
-        return weakref.ref(obj)
+        return weakref.ref(obj, callback)
     except TypeError:  # no weak references to this type: hold it, so its id cannot be reused
         return _strong(obj)
 

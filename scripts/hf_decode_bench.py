@@ -20,8 +20,17 @@ tensors), and times that step through:
 Rows are interleaved round by round; each figure is the median over rounds of the mean per call
 (synchronised per round). The cache's write position is reset between rounds (in place), so
 every timed call writes inside the cache. Then a whole ``generate()`` of ``--new-tokens``
-tokens through eager, ``torch.compile`` and both ``compile_once`` forms (each generate with a
-new ``StaticCache``), with tokens compared to eager's.
+tokens through eager, ``torch.compile``, both ``compile_once`` forms (each generate with a new
+``StaticCache``), ``compile_once(cudagraphs=True)`` with one ``StaticCache`` kept and
+``reset()`` between calls, and transformers' own recipe (``generate(cache_implementation=
+"static")``, which compiles forward itself on CUDA), with tokens compared to eager's. Each
+generate row: one compiling call and one warm-up call, then ``--repeats`` (at least 5) timed
+calls, reported as median and spread (min-max). Last, what a call with a new cache pays to find
+graphs it may replay: the address key of an 8- and a 16-layer cache's tensors.
+
+Arguments that cannot fit (a cache shorter than the longest prompt plus ``--new-tokens``) are
+refused with one line and exit status 2 before any model is built; a row that fails prints its
+traceback and makes the script exit with status 1.
 """
 
 from __future__ import annotations
@@ -32,8 +41,9 @@ import os
 import statistics
 import sys
 import time
+import timeit
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -49,7 +59,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
         intermediate_size=args.hidden * 8 // 3 // 64 * 64,
         num_hidden_layers=args.layers,
         num_attention_heads=heads,
-        num_key_value_heads=heads,
+        num_key_value_heads=args.kv_heads or heads,
         vocab_size=args.vocab,
         max_position_embeddings=args.cache,
     )
@@ -140,10 +150,72 @@ def agreement(sequences: dict[str, torch.Tensor], name: str) -> str:
     return "tokens " + ", ".join(parts) if parts else "reference tokens"
 
 
+def spread(values: Sequence[float], scale: float = 1.0, digits: int = 1) -> str:
+    """``median (min-max)`` of ``values`` times ``scale``."""
+    v = [x * scale for x in values]
+    return f"{statistics.median(v):.{digits}f} ({min(v):.{digits}f}-{max(v):.{digits}f})"
+
+
+def validate(args: argparse.Namespace) -> str | None:
+    """Why these arguments cannot run (one line), or None: checked before any model is built."""
+    prompts = args.mixed if args.mixed else [args.prompt]
+    for name in ("hidden", "layers", "vocab", "cache", "new_tokens", "calls", "rounds"):
+        if getattr(args, name) < 1:
+            return f"--{name.replace('_', '-')} must be at least 1 (got {getattr(args, name)})"
+    if any(n < 1 for n in prompts):
+        return f"prompt lengths must be at least 1 (got {prompts})"
+    if args.repeats < 5:
+        return f"--repeats must be at least 5 (got {args.repeats}): fewer generate() calls make no median to trust"
+    longest = max(prompts)
+    if args.cache < longest + args.new_tokens:
+        return (
+            f"--cache {args.cache} is shorter than the longest prompt ({longest}) plus --new-tokens "
+            f"({args.new_tokens}) = {longest + args.new_tokens}: generate() would write past the cache's end. "
+            f"Pass --cache {longest + args.new_tokens} or more, or fewer --new-tokens."
+        )
+    return None
+
+
+def key_cost(args: argparse.Namespace) -> dict[str, float]:
+    """Microseconds to compute the address key (what a call with a new cache object pays once per
+    specialization to find graphs captured at the same addresses) of a StaticCache of 8 and 16 layers."""
+    from transformers import LlamaConfig
+
+    from nocompile._arguments import walk
+    from nocompile._cudagraphs import AddressKey
+
+    def step(cache: Any) -> None:
+        return None
+
+    out = {}
+    for layers in (8, 16):
+        heads = max(1, args.hidden // 64)
+        config = LlamaConfig(
+            hidden_size=args.hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=heads,
+            vocab_size=args.vocab,
+        )
+
+        class Model:  # what new_cache reads of a model
+            dtype = getattr(torch, args.dtype)
+            device = torch.device(args.device)
+
+        cache = new_cache(Model(), config, 16)
+        key = AddressKey(walk(step, (cache,), {}, follow_modules=True).argument_objects())
+        objects = (cache,)
+        number = 1000
+        best = min(timeit.repeat(lambda: key(objects), number=number, repeat=5))  # noqa: B023
+        out[f"{layers} layers"] = best / number * 1e6
+    return out
+
+
 def mixed_generate(args: argparse.Namespace, model: Any, config: Any, original: Any, sync: Callable[[], Any]) -> int:
-    """generate() over prompts of mixed lengths, twice through: tokens per second of the second
-    pass (the first compiles) for eager, Hugging Face's own compiled recipe (a static cache, no
-    disable_compile: generate() compiles forward itself on CUDA) and compile_once(cudagraphs=True)
+    """generate() over prompts of mixed lengths: a first pass that compiles, then ``--repeats``
+    timed passes (tokens per second: median and spread) for eager, Hugging Face's own compiled
+    recipe (a static cache, no disable_compile: generate() compiles forward itself on CUDA) and
+    compile_once(cudagraphs=True)
     with a StaticCache of --cache positions made per call (prefills of any length share one
     dynamic specialization; the decode step keeps its shapes and replays a graph)."""
     from nocompile import compile_once
@@ -152,18 +224,21 @@ def mixed_generate(args: argparse.Namespace, model: Any, config: Any, original: 
     total = args.new_tokens * len(prompts)
     print(f"\ngenerate() over prompt lengths {args.mixed}, {args.new_tokens} new tokens each, greedy")
     sequences: dict[str, list[torch.Tensor]] = {}
+    failed: list[str] = []
 
     def run(name: str, one: Callable[[torch.Tensor], torch.Tensor]) -> None:
         try:
+            rates = []
             with torch.no_grad():
-                for _ in range(2):  # the first pass compiles (and captures), the second is timed
+                for i in range(1 + args.repeats):  # the first pass compiles (and captures), the rest are timed
                     outputs = []
                     sync()
                     started = time.perf_counter()
                     for prompt in prompts:
                         outputs.append(one(prompt))
                     sync()
-                    seconds = time.perf_counter() - started
+                    if i:
+                        rates.append(total / (time.perf_counter() - started))
             sequences[name] = outputs
             same = (
                 "reference"
@@ -175,10 +250,11 @@ def mixed_generate(args: argparse.Namespace, model: Any, config: Any, original: 
                 )
             )
             extra = f", {model.forward.stats.compiles} compiles" if hasattr(model.forward, "stats") else ""
-            print(f"  {name:<44} {total / seconds:9.1f} tokens/s  ({same}{extra})")
+            print(f"  {name:<44} {spread(rates)} tokens/s over {args.repeats} passes  ({same}{extra})")
         except Exception as exc:
+            failed.append(name)
             print(f"  {name:<44} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
-            traceback.print_exc(limit=4)
+            traceback.print_exc()
 
     def with_cache(prompt: torch.Tensor) -> torch.Tensor:
         return generate(model, prompt, args.new_tokens, new_cache(model, config, args.cache))
@@ -201,6 +277,9 @@ def mixed_generate(args: argparse.Namespace, model: Any, config: Any, original: 
         run(f"compile_once(cudagraphs={graphs})", with_cache)
     finally:
         del model.forward
+    if failed:
+        print(f"hf_decode_bench: {len(failed)} row(s) failed: {failed}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -209,6 +288,9 @@ def main() -> int:
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument(
+        "--kv-heads", type=int, default=None, help="key/value heads (default: as many as heads, hidden/64)"
+    )
     parser.add_argument("--cache", type=int, default=4096)
     parser.add_argument("--prompt", type=int, default=16)
     parser.add_argument("--dtype", default="bfloat16")
@@ -216,7 +298,9 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--generations", type=int, default=3)
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed generate() calls (passes with --mixed) per row, at least 5"
+    )
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--reduce-overhead", action="store_true", help="time eager and mode='reduce-overhead' only")
     parser.add_argument(
@@ -240,6 +324,10 @@ def main() -> int:
         "CUDA (once per cache size it meets: minutes of compiling)",
     )
     args = parser.parse_args()
+    problem = validate(args)
+    if problem is not None:
+        print(f"hf_decode_bench: {problem}", file=sys.stderr)
+        return 2
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
         print("hf_decode_bench: needs a CUDA device (or --device cpu for a smoke test)", file=sys.stderr)
@@ -314,63 +402,112 @@ def main() -> int:
     for name, note in notes.items():
         print(f"{name:<40} failed: {note}")
     if args.reduce_overhead:
-        return 0
+        return 1 if notes else 0
 
     if args.mixed:
-        return mixed_generate(args, model, config, original, sync)
+        status = mixed_generate(args, model, config, original, sync)
+        return 1 if notes else status
 
-    # Whole generate(): a new StaticCache per call, tokens compared with eager.
+    # Whole generate(): each row one compiling call, one warm-up call, then --repeats timed calls.
     print()
-    variants: dict[str, Callable[[], Any] | None] = {
-        "eager": None,
-        "torch.compile (guards on)": lambda: torch.compile(original, fullgraph=True),
-        'compile_once (guards="inputs")': lambda: compile_once(original, on_mismatch="recompile"),
-        "compile_once(cudagraphs=True)": lambda: compile_once(original, cudagraphs=True, on_mismatch="recompile"),
+    length = args.prompt + args.new_tokens
+
+    def hf_recipe() -> torch.Tensor:
+        return model.generate(
+            prompt,
+            max_new_tokens=args.new_tokens,
+            min_new_tokens=args.new_tokens,
+            do_sample=False,
+            cache_implementation="static",
+        )
+
+    kept: dict[str, Any] = {}
+
+    def reused_cache() -> torch.Tensor:
+        cache_r = kept.get("cache")
+        if cache_r is None:
+            cache_r = kept["cache"] = new_cache(model, config, length)
+        else:
+            cache_r.reset()  # in place: the graphs keep reading the same tensors
+        return generate(model, prompt, args.new_tokens, cache_r)
+
+    def fresh_cache() -> torch.Tensor:
+        return generate(model, prompt, args.new_tokens, new_cache(model, config, length))
+
+    graphed = "compile_once(cudagraphs=True)"
+    # name -> (what model.forward becomes or None for eager forward, one generate call)
+    variants: dict[str, tuple[Callable[[], Any] | None, Callable[[], torch.Tensor]]] = {
+        "eager": (None, fresh_cache),
+        "torch.compile (guards on)": (lambda: torch.compile(original, fullgraph=True), fresh_cache),
+        'compile_once (guards="inputs")': (lambda: compile_once(original, on_mismatch="recompile"), fresh_cache),
+        f"{graphed}, new StaticCache per call": (
+            lambda: compile_once(original, cudagraphs=True, on_mismatch="recompile"),
+            fresh_cache,
+        ),
+        f"{graphed}, one StaticCache reset() per call": (
+            lambda: compile_once(original, cudagraphs=True, on_mismatch="recompile"),
+            reused_cache,
+        ),
+        "transformers' recipe, generate(cache_implementation='static')": (None, hf_recipe),
     }
     if not cuda:
-        del variants["compile_once(cudagraphs=True)"]
-    reference = None
+        variants = {k: v for k, v in variants.items() if "cudagraphs" not in k}
     sequences: dict[str, torch.Tensor] = {}
-    per_token: dict[str, float] = {}
+    generate_ms: dict[str, list[float]] = {}
+    failed: list[str] = []
     with torch.no_grad():
-        for name, make in variants.items():
+        for name, (make, one) in variants.items():
             try:
                 if make is not None:
                     model.forward = make()
+                kept.clear()
                 times = []
-                for i in range(args.generations + 2):  # the first compiles, the second warms up
-                    cache_i = new_cache(model, config, args.prompt + args.new_tokens)
+                for i in range(args.repeats + 2):  # the first compiles, the second warms up (captures)
                     sync()
                     started = time.perf_counter()
-                    tokens = generate(model, prompt, args.new_tokens, cache_i)
+                    tokens = one()
                     sync()
                     if i >= 2:
                         times.append(time.perf_counter() - started)
-                    if reference is None:
-                        reference = tokens
                     sequences[name] = tokens
-                seconds = statistics.median(times)
-                per_token[name] = seconds / args.new_tokens * 1e6
+                generate_ms[name] = [t * 1e3 for t in times]
                 extra = ""
                 if hasattr(model.forward, "stats"):
-                    extra = f"  ({model.forward.stats.compiles} compiles for {args.generations + 2} generate calls)"
+                    extra = f"; {model.forward.stats.compiles} compiles for {args.repeats + 2} generate calls"
+                    calls = [getattr(spec.call, "captures", None) for spec in model.forward.specializations]
+                    if any(c is not None for c in calls):
+                        rebinds = [getattr(spec.call, "rebinds", 0) for spec in model.forward.specializations]
+                        extra += f", graphs captured per specialization {calls}, reused by address {rebinds}"
                 print(
-                    f"generate {args.new_tokens} tokens, {name:<32} {seconds * 1e3:8.1f} ms  "
-                    f"{args.new_tokens / seconds:8.1f} tokens/s  {agreement(sequences, name)}{extra}"
+                    f"generate {args.new_tokens} tokens, {name:<62} {spread(times, 1e3)} ms  "
+                    f"{args.new_tokens / statistics.median(times):8.1f} tokens/s  {agreement(sequences, name)}{extra}"
                 )
             except Exception as exc:
+                failed.append(name)
                 print(f"generate, {name}: failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
-                traceback.print_exc(limit=4)
+                traceback.print_exc()
             finally:
+                kept.clear()
                 if "forward" in vars(model):
                     del model.forward
+    if cuda:
+        reused = statistics.median(generate_ms.get(f"{graphed}, one StaticCache reset() per call", [float("nan")]))
+        fresh = statistics.median(generate_ms.get(f"{graphed}, new StaticCache per call", [float("nan")]))
+        print(f"new cache per call / one reused cache: {fresh / reused:.3f}x")
+    costs = key_cost(args)
+    print(
+        "address key (a call with a new cache object, once per specialization): "
+        + ", ".join(f"{k} {us:.1f} us" for k, us in costs.items())
+    )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(
                 {
                     "step_us": step,
                     "failed": notes,
-                    "generate_us_per_token": per_token,
+                    "generate_ms": generate_ms,
+                    "address_key_us": costs,
+                    "failed_generate": failed,
                     "torch": torch.__version__,
                     "transformers": transformers.__version__,
                     "config": vars(args),
@@ -378,6 +515,9 @@ def main() -> int:
                 handle,
                 indent=2,
             )
+    if notes or failed:
+        print(f"hf_decode_bench: row(s) failed: {[*notes, *failed]}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -285,6 +285,31 @@ def test_argument_objects_read_in_place_new_object_recaptures() -> None:
 
 
 @torch.no_grad()
+def test_a_new_object_in_a_freed_objects_memory_replays_and_reads_its_own_values() -> None:
+    @compile_once(backend="eager", cudagraphs=True)
+    def step(cache: KVCache, x: torch.Tensor) -> torch.Tensor:
+        return x * cache.k
+
+    x = torch.randn(8, device="cuda")
+    first = KVCache(8)
+    step(first, x)
+    step(first, x)
+    address = first.k.data_ptr()
+    alive = KVCache(8)  # the old object still alive: other memory, other values, a new capture
+    torch.testing.assert_close(step(alive, x).clone(), x * alive.k)
+    assert (_graphed(step).captures, _graphed(step).rebinds) == (2, 0)
+    del first
+    second = KVCache(8)  # the caching allocator usually hands it the freed block
+    expected = x * second.k
+    torch.testing.assert_close(step(second, x).clone(), expected)
+    reused = second.k.data_ptr() == address
+    assert (_graphed(step).captures, _graphed(step).rebinds) == ((2, 1) if reused else (3, 0))
+    longer = KVCache(16)  # another length: another specialization under guards="inputs"
+    with pytest.raises(GuardMismatchError):
+        step(longer, torch.randn(16, device="cuda"))
+
+
+@torch.no_grad()
 def test_cpu_tensor_argument_is_refused() -> None:
     f = compile_once(backend="eager", cudagraphs=True)(lambda x, y: x + y.sum())
     with pytest.raises(NoCompileError, match=r"tensor argument y is on cpu"):
