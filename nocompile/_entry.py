@@ -24,19 +24,25 @@ so the call enters the generated function straight from C, with no ``__call__`` 
 from __future__ import annotations
 
 import functools
+import logging
 import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from . import _compat
 from ._arguments import CLOSURE_CELLS
 from ._codegen import UNSET, call_list, code_signature_names, define_like, live_defaults, parameter_list
+from ._compiler import Compiled, bytecode_function
+from ._options import CompileOptions
 
 if TYPE_CHECKING:
     from ._explain import ExplainReport
     from ._state import CompileState
     from ._view import CompileStats, Specialization
+
+log = logging.getLogger("nocompile")
 
 TARGET = "__nc_target"
 """The name, in the direct entry's globals, of what it calls."""
@@ -98,6 +104,52 @@ def build_guarded_call(
     )
     namespace = {"__nc_candidates": candidates, "__nc_fallback": fallback, CLOSURE_CELLS: fn.__closure__ or ()}
     return define_like(fn, source, namespace)["guarded"]
+
+
+def guarded_call(
+    fn: types.FunctionType, source: types.CodeType, dynamo_entry: Callable[..., Any]
+) -> types.FunctionType:
+    """``guards="dynamo"``: Dynamo's cache entries for ``source`` (the compile's private code), each
+    guard manager evaluated directly and the first passing entry's bytecode run; a call none passes
+    goes through ``dynamo_entry`` (``torch.compile``'s, which recompiles), and the entries are read
+    again (``build_guarded_call``)."""
+    candidates: list[tuple[Callable[[dict[str, Any]], bool], Callable[..., Any]]] = []
+
+    def refill() -> None:
+        entries = _compat.dynamo_cache_entries(source)
+        candidates[:] = [(manager.check, bytecode_function(code, fn)[0]) for manager, code in entries]
+
+    def through_dynamo(*args: Any, **kwargs: Any) -> Any:
+        result = dynamo_entry(*args, **kwargs)
+        refill()
+        return result
+
+    refill()
+    return build_guarded_call(fn, candidates, through_dynamo)
+
+
+def specialization_call(
+    fn: types.FunctionType, options: CompileOptions, made: Compiled
+) -> tuple[Callable[..., Any], int]:
+    """What calls of a specialization run, and how many graphs it calls past their wrappers:
+    the function on Dynamo's transformed bytecode (``dispatch="bytecode"``), Dynamo's cache
+    entries evaluated directly (``guards="dynamo"``), or ``torch.compile``'s callable."""
+    if not options.calls_bytecode:
+        return made.compiled, 0
+    if options.guards == "dynamo":
+        return guarded_call(fn, made.source_code, made.compiled), 0
+    if made.transformed_code.co_freevars == fn.__code__.co_freevars:
+        # Dynamo removes the __compiled_fn_* globals this code loads once the code
+        # object dies: the specialization keeps it (``transformed_code``).
+        return bytecode_function(made.transformed_code, fn)
+    log.warning(  # pragma: no cover - has not happened on supported torch versions
+        "%s: Dynamo's transformed code has free variables %s, the function %s; "
+        "calling through torch.compile instead of the transformed bytecode",
+        fn.__qualname__,
+        made.transformed_code.co_freevars,
+        fn.__code__.co_freevars,
+    )
+    return made.compiled, 0  # pragma: no cover
 
 
 class FunctionLike:

@@ -22,7 +22,7 @@ import re
 import threading
 import types
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -53,9 +53,32 @@ def key_function(layout: CheckLayout) -> KeyFunction:
     return KeyFunction(key_fn, layout.elements, source)
 
 
-#: One specialization a selector may pick: its global-state check, its tensor check (tensors
-#: outside argument objects), its shape check (or None), its callable.
-Candidate = tuple[Callable[[], bool], Callable[..., bool], "Callable[..., bool] | None", Callable[..., Any]]
+class Candidate(NamedTuple):
+    """One specialization a selector may pick. The per-call path unpacks it as a tuple (no
+    attribute reads); Python code reads it by name."""
+
+    global_state_ok: Callable[[], bool]
+    """Dynamo's check of torch's global state as the specialization was compiled under."""
+    tensors_ok: Callable[..., bool]
+    """The C++ tensor check of the tensors outside argument objects and of the sentinels."""
+    shape_ok: Callable[..., bool] | None
+    """Dynamo's shape guards on dynamic dims, or None."""
+    call: Callable[..., Any]
+    """What the call runs."""
+    spec: Any
+    """The specialization (``_view.Specialization``) it belongs to."""
+
+
+class Verification(NamedTuple):
+    """What the slow path reads of a call to verify it, computed by one generated function."""
+
+    fingerprint: tuple[Any, ...]
+    object_key: tuple[Any, ...]
+    tensors: tuple[torch.Tensor, ...]
+    """Every tensor, in the order of the full key (``CheckLayout.all_tensors``)."""
+    argument_tensors: tuple[torch.Tensor, ...]
+    """What the per-call tensor check compares (``CheckLayout.checked_tensors``): the last
+    ``Selector.sentinel_count`` are the modules' first parameters."""
 
 
 @dataclasses.dataclass
@@ -72,22 +95,19 @@ class Selector:
     structure — goes to ``slow(args, kwargs)``, which verifies, compiles or raises. A hit that was
     not first moves to the front.
 
-    ``table`` holds every candidate by fast key alone, for the slow path; ``fast``,
-    ``verified_key``, ``fingerprint``, ``object_key``, ``tensors`` (every tensor) and
-    ``argument_tensors`` are the per-call computations one by one.
+    ``table`` holds every candidate by fast key alone, for the slow path. ``fast`` and
+    ``verified_key`` are the per-call keys alone; ``verification`` computes, in one evaluation,
+    everything else the slow path compares (fingerprint, object key, tensors).
     """
 
     call: Callable[..., Any]
     fast: KeyFn
     verified_key: KeyFn
-    fingerprint: KeyFn
+    verification: Callable[..., Verification]
+    """Everything the slow path compares of a call, in one evaluation."""
     pins: KeyFn
     """The fingerprint's pinning variant (``_watch.pinned_objects`` of it: what ``verify`` pins)."""
     object_key: KeyFn
-    tensors: Callable[..., tuple[torch.Tensor, ...]]
-    argument_tensors: Callable[..., tuple[torch.Tensor, ...]]
-    """The tensors the per-call C++ tensor check compares (``CheckLayout.checked_tensors``): the
-    last ``sentinel_count`` are the modules' first parameters (``CheckLayout.sentinels``)."""
     sentinel_count: int
     paths: tuple[str, ...]
     module_part: int
@@ -201,13 +221,13 @@ def selector(
     live_params, resolve = live_defaults(fn)
     source = (
         f"def fast({params}):\n    return {fast}\n\n"
-        f"def fingerprint({params}):\n    return {fingerprint}\n\n"
         f"def verified_key({params}):\n    return {verified_key}\n\n"
         f"def object_key({params}):\n    return {object_key}\n\n"
         # The object key first: it binds the locals (``_nc_oN``) that paths into argument objects go through.
-        f"def tensors({params}):\n    __nc_okey = {object_key}\n"
-        f"    return {tuple_source([t.expr for t in layout.all_tensors])}\n\n"
-        f"def argument_tensors({params}):\n    return {tuple_source([t.expr for t in layout.checked_tensors])}\n\n"
+        f"def verification({params}):\n    __nc_okey = {object_key}\n"
+        f"    return __nc_verification({fingerprint}, __nc_okey, "
+        f"{tuple_source([t.expr for t in layout.all_tensors])}, "
+        f"{tuple_source([t.expr for t in layout.checked_tensors])})\n\n"
         # The per-call path: the check inside try (a call of another structure raises there),
         # the chosen callable outside it (its own exceptions are the user's).
         f"def call({live_params}):\n"
@@ -218,7 +238,7 @@ def selector(
         "        __nc_candidates = __nc_verified(__nc_key)\n"
         "        __nc_hit = None\n"
         "        if __nc_candidates is not None:\n"
-        "            for __nc_gs, __nc_check, __nc_shape_ok, __nc_target in __nc_candidates:\n"
+        "            for __nc_gs, __nc_check, __nc_shape_ok, __nc_target, __nc_spec in __nc_candidates:\n"
         f"                if __nc_gs() and __nc_check({arg_tensors}) and (\n"
         f"                    __nc_shape_ok is None or __nc_shape_ok({call})\n"
         "                ):\n"
@@ -243,7 +263,7 @@ def selector(
     def promote(key: tuple[Any, ...], target: Callable[..., Any]) -> None:
         with lock:  # rare (a hit that was not first); never loses a candidate added meanwhile
             candidates = verified.get(key, ())
-            verified.add(key, tuple(sorted(candidates, key=lambda candidate: candidate[3] is not target)))
+            verified.add(key, tuple(sorted(candidates, key=lambda candidate: candidate.call is not target)))
 
     namespace = {
         **entry_prologue[1],
@@ -253,6 +273,7 @@ def selector(
         "__nc_verified": verified.get,
         "__nc_promote": promote,
         "__nc_slow": slow,
+        "__nc_verification": Verification,
     }
     module_watch = (
         _watch.ObjectWatch(namespace, dict_slots(), functools.partial(_watch.module_tree, layout.module_kinds))
@@ -274,12 +295,10 @@ def selector(
     return Selector(
         call=defined["call"],
         fast=defined["fast"],
-        fingerprint=defined["fingerprint"],
+        verification=defined["verification"],
         pins=pins,
         verified_key=defined["verified_key"],
         object_key=defined["object_key"],
-        tensors=defined["tensors"],
-        argument_tensors=defined["argument_tensors"],
         sentinel_count=len(layout.sentinels),
         paths=layout.paths,
         module_part=layout.module_part,

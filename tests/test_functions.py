@@ -88,7 +88,7 @@ def test_keyword_arguments_of_varkw_are_a_set_not_a_count(monkeypatch: pytest.Mo
     torch.testing.assert_close(f(x, scale=2.0, shift=1.0), x * 3)
     torch.testing.assert_close(f(x, shift=1.0, scale=2.0), x * 3)
     assert f.stats.compiles == 1
-    assert "len(named)" in f.state._tables[0].selector.source
+    assert "len(named)" in f.state.inputs.tables[0].selector.source
     torch.testing.assert_close(f(x, scale=2.0, bias=5.0), x * 7)  # as many names, another one
     assert f.stats.compiles == 2
 
@@ -97,7 +97,7 @@ def test_keyword_arguments_of_varkw_are_a_set_not_a_count(monkeypatch: pytest.Mo
         return x + 1
 
     g(x, gen=iter(()))  # an iterator: nothing reads it per call
-    assert "frozenset(named)" in g.state._tables[0].selector.source
+    assert "frozenset(named)" in g.state.inputs.tables[0].selector.source
 
 
 def test_closure_reads_current_cell_value_tensor() -> None:

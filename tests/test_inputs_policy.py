@@ -399,7 +399,7 @@ def test_alternating_signatures_stay_on_the_fast_path(monkeypatch: pytest.Monkey
     f(*a)  # the first call of each specialization after a compile is verified (nocompile._watch)
     f(*b)
     slow_calls: list[int] = []
-    selector = f._state._tables[0].selector
+    selector = f._state.inputs.tables[0].selector
     original = selector.call.__globals__["__nc_slow"]
 
     def counting_slow_call(args, kwargs):  # type: ignore[no-untyped-def]

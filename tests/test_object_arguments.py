@@ -106,7 +106,7 @@ def test_state_tensors_are_checked_like_tensor_arguments() -> None:
     assert unchecked == []
     selector = build_selector(read_cache, args, {}, {})
     assert "cache.layers[0].keys" in selector.paths
-    assert selector.tensors(*args)[selector.paths.index("cache.layers[0].keys")] is args[1].layers[0].keys
+    assert selector.verification(*args).tensors[selector.paths.index("cache.layers[0].keys")] is args[1].layers[0].keys
 
 
 def test_depth_is_bounded_and_cycles_terminate() -> None:

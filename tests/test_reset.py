@@ -120,7 +120,7 @@ def test_reset_drops_what_the_selector_verified() -> None:
         model(x)
         model(x)
     state = model.forward.state
-    (table,) = state._tables
+    (table,) = state.inputs.tables
     selector = table.selector
     assert selector.table and selector.verified.table
     model.forward.reset()

@@ -26,7 +26,7 @@ def count_slow_calls(compiled: Any, monkeypatch: pytest.MonkeyPatch) -> list[int
     """Record every call that leaves the per-call path (``__nc_slow`` of each selector)."""
     state = getattr(compiled, "_state", None) or compiled.state
     seen: list[int] = []
-    for table in state._tables:
+    for table in state.inputs.tables:
         namespace = table.selector.call.__globals__
         original = namespace["__nc_slow"]
 
@@ -104,7 +104,7 @@ def object_watch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 
 def uses_version_tree(compiled: Any) -> bool:
     state = getattr(compiled, "_state", None) or compiled.state
-    return all("__nc_watch0" in table.selector.source for table in state._tables)
+    return all("__nc_watch0" in table.selector.source for table in state.inputs.tables)
 
 
 @pytest.mark.parametrize("mutation", list(MUTATIONS))
@@ -162,13 +162,13 @@ def test_a_changed_module_state_is_verified_with_dynamos_guards_once(
     model, x = Scaled(), torch.randn(2, 4)
     state = model.forward.state
     runs: list[int] = []
-    original = state._baked_in_failure
+    original = state.inputs.baked_in_failure
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         runs.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(state, "_baked_in_failure", counting)
+    monkeypatch.setattr(state.inputs, "baked_in_failure", counting)
     with torch.no_grad():
         model(x)
         model(x)
@@ -348,7 +348,7 @@ def test_a_change_to_self_after_verified_calls_is_caught(change: str, object_wat
         model(x)
         model(x)
         model(x)
-        table = model.forward.state._tables[0]
+        table = model.forward.state.inputs.tables[0]
         assert ("__nc_dicts0" in table.selector.source) == object_watch.startswith("version tree")
         SELF_CHANGES[change](model)
         with pytest.raises((GuardMismatchError, AttributeError)) as caught:
@@ -817,7 +817,7 @@ def test_a_pinned_object_that_dies_takes_its_verified_keys_with_it() -> None:
     holder.items = [torch.ones(3)]  # type: ignore[attr-defined]
     f(holder)
     f(holder)
-    verified = f.state._tables[0].selector.verified
+    verified = f.state.inputs.tables[0].selector.verified
     assert len(verified.table) == 1 and len(verified.pins) == 1
     holder.items[0] = torch.ones(3)  # the verified tensor dies: its key goes
     assert verified.table == {} and verified.pins == {}
@@ -923,8 +923,8 @@ def test_a_plain_closure_cell_rebound_after_verified_calls_is_caught(rebind: str
     x = torch.randn(3)
     for _ in range(3):
         torch.testing.assert_close(f(x), plain(x))
-    assert ("__nc_cell_watched" not in f.state._tables[0].selector.source) and (
-        ("__nc_dicts0" in f.state._tables[0].selector.source) == object_watch.startswith("version tree")
+    assert ("__nc_cell_watched" not in f.state.inputs.tables[0].selector.source) and (
+        ("__nc_dicts0" in f.state.inputs.tables[0].selector.source) == object_watch.startswith("version tree")
     )
     name, value = CELL_REBINDS[rebind]
     _cell(plain, name).cell_contents = value
