@@ -305,7 +305,7 @@ def layout_change(where: str, compiled: tuple[Any, ...], now: tuple[Any, ...]) -
     return None
 
 
-# -- argument objects as one C++ check (``_version_tree.VersionTree``) --------------------------------
+# -- argument objects as one C++ check (``_version_tree.VersionTree``) ------------------------
 
 #: How many versions of the argument objects a selector remembers at once (one per cache that
 #: calls alternate between); the oldest goes first.
