@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from . import _compat
+from . import _native_checks
 from ._compiler import DIRECT_PREFIX
 from ._decorator import compile_once
 from ._reference import LayerStack, ReferenceMLP, sequential_mlp
@@ -362,7 +362,7 @@ def environment(cfg: BenchConfig) -> dict[str, Any]:
         "device": cfg.device if not cfg.device.startswith("cuda") else torch.cuda.get_device_name(),
         "threads": torch.get_num_threads(),
         # nocompile's C item loop (README: set-up): whether the argument objects' check uses it here.
-        "c_extension": _compat.NATIVE is not None,
+        "c_extension": _native_checks.NATIVE is not None,
     }
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import functools
 import inspect
 import os
@@ -483,208 +482,23 @@ def _dict_version_function() -> Callable[[dict[str, Any]], int] | None:
 DICT_VERSION = _dict_version_function()
 
 
-class VersionTree:
-    """Dynamo's C++ guard manager, used as a tree of dict-version checks over argument objects.
+def guard_tree_root() -> tuple[Any, Any]:
+    """A fresh root of Dynamo's C++ guard manager (``RootGuardManager``) and the node kind
+    (``GuardManagerType.GUARD_MANAGER``) its ``*_manager`` methods take for child nodes: what
+    ``_version_tree.VersionTree`` builds its checks from."""
+    from torch._C._dynamo.guards import RootGuardManager
+    from torch._dynamo.guards import GuardManagerType
 
-    ``check(values)`` (C++, no Python frame per object) is True while every dict registered with
-    ``dict_version`` has the version tag it had then and every list its length; reading a missing
-    key or index fails the check. ``root`` is the tuple of values ``check`` is called with; the
-    other methods return the node (a guard manager) of an item below ``node``.
-    """
-
-    def __init__(self) -> None:
-        from torch._C._dynamo.guards import RootGuardManager
-        from torch._dynamo.guards import GuardManagerType
-
-        self.root = RootGuardManager()
-        self.check = self.root.check
-        self._kind = GuardManagerType.GUARD_MANAGER
-        self._held: list[Any] = []
-        """What ``identity`` checks name, kept alive with the tree."""
-        self._native: list[Any] = []
-        """The C checks of ``native``: released when the tree is dropped (see there)."""
-        weakref.finalize(self, _release_native, self._native)
-
-    def tuple_item(self, node: Any, index: int, value: Any, source: str) -> Any:
-        return node.tuple_getitem_manager(index, source, value, self._kind)
-
-    def list_item(self, node: Any, index: int, value: Any, source: str) -> Any:
-        return node.list_getitem_manager(index, source, value, self._kind)
-
-    def dict_item(self, node: Any, key: Any, value: Any, source: str) -> Any:
-        return node.dict_getitem_manager(key, source, value, self._kind)
-
-    def instance_dict(self, node: Any, value: Any, source: str) -> Any:
-        """The node of ``value.__dict__`` (read without the class's ``__getattribute__``)."""
-        return node.get_generic_dict_manager(source, value.__dict__, self._kind)
-
-    def attribute(self, node: Any, name: str, value: Any, source: str) -> Any:
-        """The node of ``getattr(value at node, name)``."""
-        return node.getattr_manager(name, source, value, self._kind)
-
-    def identity(self, node: Any, value: Any, source: str) -> None:
-        """The value at ``node`` is ``value`` itself (held by the tree, so its address stays its own)."""
-        self._held.append(value)
-        _add_leaf(node.add_id_match_guard, id(value), [f"{source} is {type(value).__qualname__} at {id(value):#x}"])
-
-    def dict_version(self, node: Any, d: dict[Any, Any], source: str) -> None:
-        _add_leaf(node.add_dict_version_guard, d, [f"dict_version({source})"])
-
-    def length(self, node: Any, n: int, source: str) -> None:
-        _add_leaf(node.add_length_check_guard, n, [f"len({source}) == {n}"])
-
-    def type_is(self, node: Any, value: Any, source: str) -> None:
-        """The value at ``node`` has the class ``value`` has now (compared by identity; the class
-        is held alive by ``value``, which the caller verified)."""
-        _add_leaf(node.add_type_match_guard, id(type(value)), [f"type({source}) is {type(value).__qualname__}"])
-
-    def native(self, node: Any, native: NativeCheck, description: str) -> None:
-        """The value at ``node`` passes ``native.check``, one of nocompile's C checks (``NATIVE``): a
-        leaf doing in one call what other methods do with a node per value.
-
-        The C check compares by address and holds nothing; the tree holds what it compares
-        (``_held``, which the garbage collector sees: the guard manager holds its leaves from C++,
-        where it cannot). The guard manager, and so the check, can outlive the tree (a verified
-        key holds the tree's ``check`` method, up to ``MAX_VERIFIED`` keys), so the tree releases
-        its checks when it is dropped, before what it holds goes: a released check is false, and
-        no key naming a dropped tree is reachable anyway."""
-        self._held.append(native.held)
-        self._native.append(native.check)
-        _add_leaf(node.add_lambda_guard, native.check, [description])
-
-    def cell_value(self, node: Any, cell: Any, source: str) -> None:
-        """The closure cell at ``node`` holds a value equal to, and of the type of, what it holds
-        now (an empty cell fails). The check holds a reference to the value."""
-        value = cell.cell_contents
-        contents = node.getattr_manager("cell_contents", f"{source}.cell_contents", value, self._kind)
-        _add_leaf(contents.add_type_match_guard, id(type(value)), [f"type({source}.cell_contents)"])
-        _add_leaf(contents.add_equals_match_guard, value, [f"{source}.cell_contents == {value!r}"])
+    return RootGuardManager(), GuardManagerType.GUARD_MANAGER
 
 
-@dataclasses.dataclass(frozen=True)
-class NativeCheck:
-    """One of nocompile's C checks and what it compares by address: ``held`` must outlive every
-    call of ``check`` (``VersionTree.native`` keeps it, and releases the check first)."""
-
-    check: Any
-    held: tuple[Any, ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class NativeChecks:
-    """nocompile's C checks (``nocompile/_native.c``), each made from a value as it is now and then
-    called with the value at a version tree's node (``VersionTree.native``)."""
-
-    module: Any
-    """``nocompile._native``."""
-
-    def items(self, sequence: list[Any] | tuple[Any, ...], indices: tuple[int, ...]) -> NativeCheck:
-        """The length, and each item's class (by identity) and ``__dict__`` version tag."""
-        classes = tuple(type(sequence[i]) for i in indices)
-        return NativeCheck(self.module.ItemsCheck(sequence, indices, classes), classes)
-
-    def cells(self, cells: tuple[Any, ...]) -> NativeCheck:
-        """Each closure cell holds an equal value of the same type (an empty cell raises here)."""
-        values = tuple(cell.cell_contents for cell in cells)
-        return NativeCheck(self.module.CellsCheck(values), values)
-
-    def function(self, fn: types.FunctionType) -> NativeCheck:
-        """The same code, defaults, keyword defaults and closure contents, by identity (an empty
-        closure cell raises here)."""
-        contents = tuple(cell.cell_contents for cell in fn.__closure__ or ())
-        parts = (fn.__code__, fn.__defaults__, fn.__kwdefaults__, contents)
-        return NativeCheck(self.module.FunctionCheck(*parts), parts)
-
-
-def _native_checks() -> NativeChecks | None:
-    """nocompile's C checks where the extension is built and applies (Python 3.10 to 3.12, with
-    dict version tags: ``DICT_VERSION``), else None: version trees then check the same values
-    with guard-manager nodes, one or more a value. ``NOCOMPILE_NATIVE=0`` (or ``false``, ``no``,
-    ``off``) in the environment at import turns them off: to rule them out when debugging, or to
-    measure what they save."""
-    if DICT_VERSION is None or os.environ.get("NOCOMPILE_NATIVE", "").strip().lower() in {"0", "false", "no", "off"}:
-        return None
-    try:
-        from . import _native
-    except ImportError:  # installed without a C compiler: the extension is optional
-        return None
-    if not hasattr(_native, "ItemsCheck"):  # built on Python 3.13 or later: nothing in it
-        return None
-    return NativeChecks(_native)
-
-
-#: nocompile's C checks, or None where the extension was not built or does not apply here.
-NATIVE = _native_checks()
-
-
-def _release_native(checks: list[Any]) -> None:
-    for check in checks:
-        check.release()
-
-
-def _add_leaf(add: Callable[..., None], value: Any, parts: list[str]) -> None:
+def add_guard_leaf(add: Callable[..., None], value: Any, parts: list[str]) -> None:
+    """Call ``add``, one of a guard-manager node's ``add_*_guard`` methods, with ``value`` and the
+    check's description ``parts``: newer releases also take the user stack (passed as None)."""
     try:
         add(value, parts, None)  # newer releases: (value, verbose code parts, user stack)
     except TypeError:
         add(value, parts)
-
-
-def _version_tree_supported() -> bool:
-    """Whether ``VersionTree`` works here and sees what the watch needs it to see (an attribute
-    stored on an object in a list held by an argument object, even of an equal value). Needs dict
-    version tags that follow instance attributes (``DICT_VERSION``); anything unexpected says no."""
-    if DICT_VERSION is None:
-        return False
-
-    class Probe:
-        pass
-
-    try:
-        item: Any = Probe()
-        holder: Any = Probe()
-        item.a = 1
-        holder.items = [item]
-        holder.table = {"k": 1}
-        tree = VersionTree()
-        node = tree.instance_dict(tree.tuple_item(tree.root, 0, holder, "h"), holder, "h.__dict__")
-        tree.dict_version(node, holder.__dict__, "h.__dict__")
-        items = tree.dict_item(node, "items", holder.items, "h.items")
-        tree.length(items, 1, "h.items")
-        item_dict = tree.instance_dict(tree.list_item(items, 0, item, "h.items[0]"), item, "h.items[0].__dict__")
-        tree.dict_version(item_dict, item.__dict__, "h.items[0].__dict__")
-        tree.dict_version(tree.dict_item(node, "table", holder.table, "h.table"), holder.table, "h.table")
-        cell = (lambda: item).__closure__[0]  # type: ignore[index]
-        tree.cell_value(tree.tuple_item(tree.root, 1, cell, "c"), cell, "c")
-        defaults = tuple(range(1, 2))  # built at run time: not the code's constant (1,)
-
-        def helper(a: int = 1) -> int:
-            return a
-
-        helper.__defaults__ = defaults
-        node = tree.tuple_item(tree.root, 2, helper, "f")
-        tree.identity(tree.attribute(node, "__defaults__", defaults, "f.__defaults__"), defaults, "f.__defaults__")
-        roots = (holder, cell, helper)
-        seen = [tree.check(roots)]
-        item.a = 2
-        seen.append(tree.check(roots))
-        item.a = 1
-        seen.append(tree.check(roots))  # the same value again is still a store
-        helper.__defaults__ = tuple(range(1, 2))  # equal, not the same
-        rebound = VersionTree()
-        node = rebound.tuple_item(rebound.root, 0, helper, "f")
-        rebound.identity(rebound.attribute(node, "__defaults__", defaults, "d"), defaults, "d")
-        return (
-            seen == [True, False, False]
-            and not rebound.check((helper,))
-            and not tree.check((Probe(), cell, helper))
-            and not tree.check(())
-        )
-    except Exception:
-        return False
-
-
-#: Whether the watch may check argument objects with a ``VersionTree`` (else with Python code).
-VERSION_TREE = _version_tree_supported()
 
 
 def _no_dispatch_keys(t: torch.Tensor) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from . import _compat, _watch
+from . import _compat, _version_tree, _watch
 from ._arguments import CLOSURE_CELLS, STATE_ATTRIBUTE_PREFIX, ArgumentTree, Kind, Node, classify
 
 KeyFn = Callable[..., tuple[Any, ...]]
@@ -569,7 +569,7 @@ def dict_watch_expr(dicts: Sequence[str]) -> str:
 
 def version_trees() -> bool:
     """Whether the fingerprint's dict versions are read by version trees here (``_watch.ObjectWatch``)."""
-    return _compat.VERSION_TREE and _watch.dict_fingerprint is _compat.DICT_VERSION
+    return _version_tree.VERSION_TREE and _watch.dict_fingerprint is _compat.DICT_VERSION
 
 
 def _module_dicts_as_tree(prints: list[str]) -> tuple[list[str], tuple[str, ...], tuple[str, ...], int | None]:

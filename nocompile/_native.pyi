@@ -2,7 +2,7 @@
 
 Present on Python 3.10 to 3.12 (dict version tags). None of the checks holds a reference to what
 it compares: the caller keeps that alive for as long as it calls the check, and calls
-``release()`` before letting it go (``nocompile._compat.VersionTree.native``).
+``release()`` before letting it go (``nocompile._version_tree.VersionTree.native``).
 """
 
 from typing import Any

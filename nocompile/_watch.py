@@ -52,7 +52,7 @@ from typing import Any
 import torch
 from torch.nn.modules import module as module_hooks
 
-from . import _compat
+from . import _compat, _native_checks, _version_tree
 from ._arguments import MAX_NODES, MAX_OBJECT_DEPTH, STATE_ATTRIBUTE_PREFIX, Kind, classify
 
 #: Verified fingerprints kept per argument structure; the oldest is forgotten beyond this.
@@ -305,7 +305,7 @@ def layout_change(where: str, compiled: tuple[Any, ...], now: tuple[Any, ...]) -
     return None
 
 
-# -- argument objects as one C++ check (``_compat.VersionTree``) --------------------------------
+# -- argument objects as one C++ check (``_version_tree.VersionTree``) ------------------------
 
 #: How many versions of the argument objects a selector remembers at once (one per cache that
 #: calls alternate between); the oldest goes first.
@@ -335,13 +335,13 @@ class ObjectWatch:
         self,
         namespace: MutableMapping[str, Any],
         slot_names: tuple[str, ...],
-        build: Callable[[tuple[Any, ...]], _compat.VersionTree],
+        build: Callable[[tuple[Any, ...]], _version_tree.VersionTree],
     ) -> None:
         self._namespace = namespace
         self._slots = slot_names
         self._build = build
         self._lock = threading.Lock()
-        self._trees: dict[Any, _compat.VersionTree] = {}
+        self._trees: dict[Any, _version_tree.VersionTree] = {}
         """The tree of each check in the slots, by check: it holds what its identity checks name."""
         for name in slot_names:
             namespace[name] = EMPTY_SLOT
@@ -375,7 +375,7 @@ class ObjectWatch:
             self._trees = {}
 
 
-def module_tree(kinds: tuple[str, ...], roots: tuple[Any, ...]) -> _compat.VersionTree:
+def module_tree(kinds: tuple[str, ...], roots: tuple[Any, ...]) -> _version_tree.VersionTree:
     """A C++ check of the module part of the fingerprint, true while each of ``roots`` is as it
     is now, by its kind (``_layout``'s tree markers):
 
@@ -386,13 +386,13 @@ def module_tree(kinds: tuple[str, ...], roots: tuple[Any, ...]) -> _compat.Versi
       keyword defaults and each closure cell's contents, by identity (the tree holds them, so no
       other object can take their addresses while it lives). Dynamo inlines all of them.
     """
-    tree = _compat.VersionTree()
+    tree = _version_tree.VersionTree()
     for i, (value, kind) in enumerate(zip(roots, kinds, strict=True)):
         source = f"roots[{i}]"
         node = tree.tuple_item(tree.root, i, value, source)
-        if kind == "cells" and _compat.NATIVE is not None:
+        if kind == "cells" and _native_checks.NATIVE is not None:
             description = f"{source}: {len(value)} cells, each an equal value of the same type"
-            tree.native(node, _compat.NATIVE.cells(value), description)
+            tree.native(node, _native_checks.NATIVE.cells(value), description)
         elif kind == "cells":
             for j, cell in enumerate(value):
                 tree.cell_value(tree.tuple_item(node, j, cell, f"{source}[{j}]"), cell, f"{source}[{j}]")
@@ -408,10 +408,10 @@ def module_tree(kinds: tuple[str, ...], roots: tuple[Any, ...]) -> _compat.Versi
     return tree
 
 
-def _watch_function(tree: _compat.VersionTree, node: Any, fn: types.FunctionType, source: str) -> None:
-    if _compat.NATIVE is not None:
+def _watch_function(tree: _version_tree.VersionTree, node: Any, fn: types.FunctionType, source: str) -> None:
+    if _native_checks.NATIVE is not None:
         description = f"{source}: the same code, defaults and closure contents"
-        tree.native(node, _compat.NATIVE.function(fn), description)  # an empty cell raises, as below
+        tree.native(node, _native_checks.NATIVE.function(fn), description)  # an empty cell raises, as below
         return
     for name in ("__code__", "__defaults__", "__kwdefaults__"):
         value = getattr(fn, name)
@@ -429,11 +429,11 @@ def _watch_function(tree: _compat.VersionTree, node: Any, fn: types.FunctionType
             )
 
 
-def version_tree(roots: tuple[Any, ...]) -> _compat.VersionTree:
+def version_tree(roots: tuple[Any, ...]) -> _version_tree.VersionTree:
     """A C++ check, true while ``roots``' objects are as they are now: the version tag of each
     object's ``__dict__`` and of each dict, the length of each list, below each root, followed by
     the walk's rules and limits (``_arguments``: objects up to ``MAX_OBJECT_DEPTH`` deep)."""
-    tree = _compat.VersionTree()
+    tree = _version_tree.VersionTree()
     counter = [0]
     for i, value in enumerate(roots):
         source = f"arguments[{i}]"
@@ -491,12 +491,12 @@ def _watch_items(
 ) -> None:
     """A list's length and its items (every one an object, ``_must_be_object``), a tuple's items.
 
-    With the C extension (``_compat.NATIVE``), the length and every object item's class and
+    With the C extension (``_native_checks.NATIVE``), the length and every object item's class and
     ``__dict__`` version are one leaf on the sequence's node (``ItemsCheck``), a loop of a few
     nanoseconds an item: a node of the tree is made for an item only where something its
     attributes hold is followed. Without it, each item is its own nodes (``_watch_value``)."""
     is_list = isinstance(value, list)
-    native = _compat.NATIVE
+    native = _native_checks.NATIVE
     natively = native is not None
     if is_list and not natively:
         tree.length(node, len(value), source)

@@ -160,11 +160,11 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    from nocompile import _compat
+    from nocompile import _native_checks
 
     print(
         f"torch {torch.__version__}, {args.device}, backend {args.backend!r}, tiny Llama hidden {args.hidden}, "
-        f"decode step with a StaticCache, C extension {'on' if _compat.NATIVE is not None else 'off'} "
+        f"decode step with a StaticCache, C extension {'on' if _native_checks.NATIVE is not None else 'off'} "
         f"(NOCOMPILE_NATIVE=0 turns it off); median of {args.rounds} interleaved rounds of {args.calls} calls"
     )
     print(

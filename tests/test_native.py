@@ -22,16 +22,16 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nocompile import _compat, _watch
+from nocompile import _compat, _native_checks, _version_tree, _watch
 
 needs_native = pytest.mark.skipif(
-    _compat.NATIVE is None, reason="nocompile's C extension is not built, or does not apply here"
+    _native_checks.NATIVE is None, reason="nocompile's C extension is not built, or does not apply here"
 )
 
 
-def native() -> _compat.NativeChecks:
-    assert _compat.NATIVE is not None
-    return _compat.NATIVE
+def native() -> _native_checks.NativeChecks:
+    assert _native_checks.NATIVE is not None
+    return _native_checks.NATIVE
 
 
 class Layer:
@@ -54,7 +54,7 @@ def test_the_c_extension_is_built_where_ci_expects_it() -> None:
     if not os.environ.get("NOCOMPILE_EXPECT_NATIVE"):
         pytest.skip("NOCOMPILE_EXPECT_NATIVE is not set")
     assert _compat.DICT_VERSION is not None, "this Python has no dict version tags: the extension does not apply"
-    assert _compat.NATIVE is not None, "nocompile._native was not built (see the install's build log)"
+    assert _native_checks.NATIVE is not None, "nocompile._native was not built (see the install's build log)"
 
 
 CHANGES: dict[str, Callable[[list[Layer]], None]] = {
@@ -347,7 +347,7 @@ def test_function_check_of_a_function_without_closure_or_defaults() -> None:
     ],
 )
 def test_cells_and_function_checks_refuse_bad_construction(
-    build: Callable[[_compat.NativeChecks], Any], error: type, match: str
+    build: Callable[[_native_checks.NativeChecks], Any], error: type, match: str
 ) -> None:
     with pytest.raises(error, match=match):
         build(native())
@@ -451,13 +451,13 @@ class _OtherHolder(Holder):
     data=st.data(),
 )
 def test_a_tree_with_the_c_loop_agrees_with_one_item_by_item(root: Holder, data: st.DataObject) -> None:
-    def build(checks: _compat.NativeChecks | None) -> _compat.VersionTree:
-        saved = _compat.NATIVE
-        _compat.NATIVE = checks
+    def build(checks: _native_checks.NativeChecks | None) -> _version_tree.VersionTree:
+        saved = _native_checks.NATIVE
+        _native_checks.NATIVE = checks
         try:
             return _watch.version_tree((root,))
         finally:
-            _compat.NATIVE = saved
+            _native_checks.NATIVE = saved
 
     with_c, item_by_item = build(native()), build(None)
     assert with_c.check((root,)) and item_by_item.check((root,))
@@ -499,13 +499,13 @@ def test_a_module_tree_with_the_c_checks_agrees_with_one_node_by_node(
     helper.__defaults__ = defaults
     kinds, roots = ("cells", "function"), (cells, helper)
 
-    def build(checks: _compat.NativeChecks | None) -> _compat.VersionTree:
-        saved = _compat.NATIVE
-        _compat.NATIVE = checks
+    def build(checks: _native_checks.NativeChecks | None) -> _version_tree.VersionTree:
+        saved = _native_checks.NATIVE
+        _native_checks.NATIVE = checks
         try:
             return _watch.module_tree(kinds, roots)
         finally:
-            _compat.NATIVE = saved
+            _native_checks.NATIVE = saved
 
     with_c, node_by_node = build(native()), build(None)
     assert with_c.check(roots) and node_by_node.check(roots)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.modules import module as module_hooks
 
-from nocompile import GuardMismatchError, _compat, _watch, compile_once
+from nocompile import GuardMismatchError, _compat, _native_checks, _version_tree, _watch, compile_once
 from nocompile._layout import version_trees
 
 
@@ -89,16 +89,16 @@ def _equal_looking(layer: Layer) -> Layer:
 def object_watch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every way of watching argument objects: one C++ version tree (where this Python and torch
     support it), with nocompile's C checks as its leaves for lists' items, closure cells and helpers
-    (``_compat.NATIVE``) or, as without the C extension, with guard-manager nodes value by value;
+    (``_native_checks.NATIVE``) or, as without the C extension, with guard-manager nodes value by value;
     and the Python fingerprint (Python 3.13, objects holding modules or tensor lists)."""
     tree = request.param.startswith("version tree")
-    if tree and not _compat.VERSION_TREE:
+    if tree and not _version_tree.VERSION_TREE:
         pytest.skip("no version tree here (dict version tags do not follow instance attributes)")
-    if request.param == "version tree" and _compat.NATIVE is None:
+    if request.param == "version tree" and _native_checks.NATIVE is None:
         pytest.skip("nocompile's C extension is not built here")
-    monkeypatch.setattr(_compat, "VERSION_TREE", tree)
+    monkeypatch.setattr(_version_tree, "VERSION_TREE", tree)
     if request.param == "version tree without C":
-        monkeypatch.setattr(_compat, "NATIVE", None)
+        monkeypatch.setattr(_native_checks, "NATIVE", None)
     return str(request.param)
 
 
