@@ -1,9 +1,10 @@
 """What a ``GraphedCall`` is built from: the compiling call's checks, its layout, its extractor.
 
-Everything here runs once per specialization, when the state installs it with
-``cudagraphs=True`` (``_cudagraphs.GraphedCall.for_call``); the replay path only runs the
-extractor ``build_extractor`` generates. ``prepare`` refuses what a graph cannot replay
-(``NoCompileError`` with the reason and the fix):
+Nothing here runs on a replay, which only runs the extractor ``build_extractor`` generates:
+``prepare`` runs once per specialization, when the state installs it with ``cudagraphs=True``
+(``_cudagraphs.GraphedCall.for_call``), and ``substitute`` at a capture or a size's first shape
+check. ``prepare`` refuses what a graph cannot replay (``NoCompileError`` with the reason and
+the fix):
 
 * bytecode that rebinds a global or a closure cell, and a compiling call that changed what its
   arguments are (``_arguments.identity_snapshot`` before and after): a replay runs GPU work only;
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 _SIDE_EFFECT_OPS = frozenset({"STORE_GLOBAL", "DELETE_GLOBAL", "STORE_DEREF"})
 # No method names: ``update``, ``clear``, ``__setitem__``, ``object_setattr_ignore_descriptor``
 # also appear when the code builds a *new* object it returns (transformers' ``ModelOutput``) or
-# rewrites its own ``**kwargs`` dict (as transformers' code does). Mutations of the arguments — a
+# rewrites its own ``**kwargs`` dict (transformers' code does both). Mutations of the arguments — a
 # module buffer reassigned (``self._buffers.update(...)``), an attribute set on a cache — are found
 # by comparing the arguments before and after the compiling call instead
 # (``_arguments.identity_snapshot``), which names exactly what changed.
