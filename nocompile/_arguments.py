@@ -376,6 +376,18 @@ def identity_snapshot(tree: ArgumentTree) -> dict[str, Any]:
     return state
 
 
+def rebuilt_sequence(like: Any, items: list[Any]) -> Any:
+    """A sequence of ``like``'s type holding ``items``: ``items`` itself for a list (of any list
+    type), a namedtuple from its fields, any other tuple type from the items.
+
+    How containers are rebuilt, for the call (``rebuild``) and for a CUDA graph's outputs
+    (``_cudagraph_outputs``).
+    """
+    if isinstance(like, list):
+        return items
+    return type(like)(*items) if hasattr(like, "_fields") else type(like)(items)
+
+
 def rebuild(tree: ArgumentTree, replacements: Sequence[torch.Tensor]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """``(args, kwargs)`` of the call with its argument tensors (``argument_tensors`` order)
     replaced by ``replacements``; containers rebuilt as their own types, objects passed as they are."""
@@ -385,11 +397,7 @@ def rebuild(tree: ArgumentTree, replacements: Sequence[torch.Tensor]) -> tuple[t
         if node.kind is Kind.TENSOR and not node.inside_object:
             return next(queue)
         if node.kind is Kind.SEQUENCE:
-            items = [build(child) for child in node.children]
-            value = node.value
-            if isinstance(value, list):
-                return items
-            return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+            return rebuilt_sequence(node.value, [build(child) for child in node.children])
         if node.kind is Kind.MAPPING and not node.varkw:
             return {k: build(child) for k, child in zip(node.value, node.children, strict=True)}
         return node.value

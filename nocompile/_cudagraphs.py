@@ -2,8 +2,11 @@
 
 Once guards are gone, what is left of a small call on a GPU is Python launching each kernel.
 A ``torch.cuda.CUDAGraph`` records those launches once and replays them with one call. This
-module owns that: ``GraphedCall`` wraps one specialization's call (the captured bytecode) and
-is what the state's per-call path runs instead.
+module owns that at run time: ``GraphedCall`` wraps one specialization's call (the captured
+bytecode) and is what the state's per-call path runs instead; it captures, replays and hands
+out the outputs. Built once per specialization from ``_cudagraph_setup`` (the compiling call's
+checks, its ``Layout``, the per-call extractor), with ``_cudagraph_address`` (``AddressKey``)
+and ``_cudagraph_outputs`` (mapping over outputs, the argument objects in them).
 
 How a ``GraphedCall`` works (the same recipe as vLLM's and SGLang's decode graphs and
 ``torch.cuda.make_graphed_callables``):
@@ -61,8 +64,6 @@ How a ``GraphedCall`` works (the same recipe as vLLM's and SGLang's decode graph
 from __future__ import annotations
 
 import dataclasses
-import dis
-import itertools
 import threading
 import types
 import weakref
@@ -72,27 +73,17 @@ from typing import Any
 import torch
 
 from . import _compat
-from ._arguments import ArgumentTree, Kind, Node, identity_snapshot, rebuild, walk
-from ._codegen import define_like, parameter_list
+from ._arguments import ArgumentTree
+from ._compiler import describe_function
+from ._cudagraph_address import AddressKey
+from ._cudagraph_outputs import Slot, clone, find_slots, map_outputs, put
+from ._cudagraph_setup import Layout, build_extractor, prepare, substitute
 from ._errors import GuardMismatchError, NoCompileError
 from ._selector import ShapeCheck
 
 MAX_OBJECT_SETS = 8
 """Graph sets one specialization keeps for different non-tensor argument objects (memory bound:
 each set holds its graphs and their static outputs in the state's pool)."""
-
-# Bytecode that rebinds a global or a closure cell: a replay would skip it. Attribute and item
-# stores are not judged by opcode: torch 2.11 writes an attribute set as STORE_ATTR where 2.13
-# calls a helper, and both also build new objects (a returned ModelOutput) and reset library
-# globals (transformers' output-capturing flags). What matters — a change to the arguments — is
-# found by ``_arguments.identity_snapshot``; attribute changes of global objects are not seen (docs/cudagraphs.md).
-_SIDE_EFFECT_OPS = frozenset({"STORE_GLOBAL", "DELETE_GLOBAL", "STORE_DEREF"})
-# No method names: ``update``, ``clear``, ``__setitem__``, ``object_setattr_ignore_descriptor``
-# also appear when the code builds a *new* object it returns (transformers' ``ModelOutput``) or
-# rewrites its own ``**kwargs`` dict (transformers 5.17). Mutations of the arguments — a module
-# buffer reassigned (``self._buffers.update(...)``), an attribute set on a cache — are found by
-# comparing the arguments before and after the compiling call instead (``_arguments.identity_snapshot``),
-# which names exactly what changed.
 
 
 class CudaOps:
@@ -156,291 +147,6 @@ class GraphPool:
         return stream
 
 
-# -- compile-time checks --------------------------------------------------------------------
-
-
-def side_effects(code: types.CodeType) -> list[str]:
-    """The stores in the transformed bytecode that a graph replay would not repeat.
-
-    Only the opcodes: method calls that mutate are judged by their effect on the arguments
-    (``_arguments.identity_snapshot``), since the same calls also build new objects.
-    """
-    ops = {i.opname for i in dis.get_instructions(code)} & _SIDE_EFFECT_OPS
-    return [f"executes {op}" for op in sorted(ops)]
-
-
-def check_arguments_unchanged(
-    before: dict[str, Any], after: dict[str, Any], where: str, code: types.CodeType | None
-) -> None:
-    """Refuse a compiled call that rebound anything reachable from its arguments (``NoCompileError``)."""
-    changed = [path for path in dict.fromkeys([*before, *after]) if before.get(path) != after.get(path)]
-    if not changed:
-        return
-    shown = ", ".join(changed[:8]) + (f", ... ({len(changed) - 8} more)" if len(changed) > 8 else "")
-    source = "\n".join("    " + line for line in decompiled(code).splitlines()) if code is not None else ""
-    raise NoCompileError(
-        f"compile_once(cudagraphs=True) on {where}: the compiled call changed its arguments' Python "
-        f"state ({shown}). A CUDA graph replays GPU work only: an attribute set, a tensor allocated "
-        "and stored, a counter bumped would happen once, at capture, and never again.\n"
-        + (f"Dynamo's transformed code:\n{source}\n" if source else "")
-        + "Fix: create such state before the first call (for a Hugging Face StaticCache, "
-        "cache.early_initialization(...)), update tensors in place instead of reassigning them "
-        "(self.buf.copy_(...), self.buf.add_(...)), or use cudagraphs=False."
-    )
-
-
-def decompiled(code: types.CodeType) -> str:
-    """Readable source of ``code``: depyf's decompilation, or the ``dis`` listing."""
-    try:
-        import depyf
-
-        return str(depyf.decompile(code))
-    except Exception:  # depyf missing, or this bytecode beyond it: the listing still shows the culprit
-        return dis.Bytecode(code).dis()
-
-
-def check_bytecode(code: types.CodeType | None, where: str) -> None:
-    """Refuse transformed bytecode with Python side effects (``NoCompileError`` with the source)."""
-    if code is None:
-        return
-    found = side_effects(code)
-    if not found:
-        return
-    source = "\n".join("    " + line for line in decompiled(code).splitlines())
-    raise NoCompileError(
-        f"compile_once(cudagraphs=True) on {where}: the compiled code has Python side effects "
-        f"that a CUDA graph replay would skip (it {', '.join(found)}). Typically the function "
-        "reassigns a module buffer (self.buf = ..., compiled as self._buffers.update(...)) or "
-        "sets an attribute on an argument object; under a graph that would happen once, at "
-        "capture, and never again.\n"
-        f"Dynamo's transformed code:\n{source}\n"
-        "Fix: update the tensor in place instead (self.buf.copy_(...), self.buf.add_(...)), "
-        "return the new value, or use cudagraphs=False."
-    )
-
-
-# -- argument layout ------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """Where the tensors and the non-tensor argument objects of a call are, as expressions.
-
-    ``tensors`` and ``objects`` are the values of the call the layout was taken from (for the
-    checks at install time); the layout a ``GraphedCall`` keeps has them emptied.
-    """
-
-    tensor_exprs: tuple[str, ...]
-    tensor_paths: tuple[str, ...]
-    object_exprs: tuple[str, ...]
-    object_paths: tuple[str, ...]
-    tensors: tuple[torch.Tensor, ...]
-    objects: tuple[Any, ...]
-
-    @classmethod
-    def of(cls, tree: ArgumentTree) -> Layout:
-        """The layout of a walked call: its argument tensors and the objects that hold state."""
-        tensors = tree.argument_tensors()
-        objects = tree.argument_objects()
-        return cls(
-            tuple(str(n.expr) for n in tensors),
-            tuple(n.path for n in tensors),
-            tuple(str(n.expr) for n in objects),
-            tuple(n.path for n in objects),
-            tuple(n.value for n in tensors),
-            tuple(n.value for n in objects),
-        )
-
-
-def build_extractor(
-    fn: types.FunctionType, layout: Layout
-) -> Callable[..., tuple[tuple[Any, ...], tuple[torch.Tensor, ...]]]:
-    """A function with ``fn``'s parameters returning ``(objects, tensors)`` of a call: the per-call walk."""
-    objs = "".join(f"{e}, " for e in layout.object_exprs)
-    tens = "".join(f"{e}, " for e in layout.tensor_exprs)
-    source = f"def extract({parameter_list(fn)}):\n    return ({objs}), ({tens})\n"
-    return define_like(fn, source, {})["extract"]
-
-
-_KEY_NAMES = itertools.count()
-
-
-def _addressable(root: Node) -> bool:
-    """Whether every tensor under an argument object can be reached again by attribute.
-
-    Only plain objects (not modules: they are matched by identity), walked whole: no value
-    nocompile cannot look into (an opaque value, an object too deep), no module inside, and an
-    expression for every object and tensor.
-    """
-    if root.kind is not Kind.OBJECT:
-        return False
-    for node in root.walk():
-        if node.kind in (Kind.OPAQUE, Kind.MODULE):
-            return False
-        if node.kind is Kind.OBJECT and (node.expr is None or node.local is None):
-            return False
-        if node.kind is Kind.TENSOR and node.expr is None:
-            return False
-    return True
-
-
-class AddressKey:
-    """Where the tensors of a call's argument objects are: the key graph sets are reused by.
-
-    Built from the compiling call's walk; called with a later call's argument objects (layout
-    order), it returns ``(key, tensors)``: per argument object, either None (matched by
-    identity: a module, an object not walked whole) or a tuple of ``(data_ptr, size, stride,
-    dtype, device)`` of each tensor at the paths the compiling call had (``None`` where a path
-    no longer holds a tensor), and the tensors themselves. Two keys are equal only if every
-    tensor the graph reads sits at the same address with the same layout, so a replay reads
-    exactly the current objects' memory. Generated code: one attribute chain per tensor.
-    """
-
-    def __init__(self, roots: Sequence[Node]) -> None:
-        self.addressable = tuple(_addressable(root) for root in roots)
-        self.paths: tuple[tuple[str, ...], ...] = tuple(
-            tuple(n.path for n in root.walk() if n.kind is Kind.TENSOR) if ok else ()
-            for root, ok in zip(roots, self.addressable, strict=True)
-        )
-        lines = ["def address_key(objects):", "    key = []", "    tensors = []"]
-        for i, (root, ok) in enumerate(zip(roots, self.addressable, strict=True)):
-            if not ok:
-                lines.append("    key.append(None)")
-                lines.append("    tensors.append(())")
-                continue
-            lines.append("    try:")
-            lines.append(f"        {root.local} = objects[{i}]")
-            names: list[str] = []
-            for node in root.walk():
-                if node is root:
-                    continue
-                if node.kind is Kind.OBJECT:
-                    lines.append(f"        {node.local} = {node.expr}")
-                elif node.kind is Kind.TENSOR:
-                    name = f"_nc_t{len(names)}"
-                    names.append(name)
-                    lines.append(f"        {name} = {node.expr}")
-            lines.append(f"        ts = ({''.join(n + ', ' for n in names)})")
-            lines.append("        key.append(tuple(_describe(t) for t in ts))")
-            lines.append("        tensors.append(ts)")
-            lines.append("    except Exception:  # the object no longer has the structure: no address match")
-            lines.append("        key.append(('unreachable',))")
-            lines.append("        tensors.append(())")
-        lines.append("    return tuple(key), tuple(tensors)")
-        source = "\n".join(lines) + "\n"
-        namespace: dict[str, Any] = {"_describe": _describe}
-        exec(compile(source, f"<nocompile address key {next(_KEY_NAMES)}>", "exec"), namespace)
-        self.source = source
-        self._fn: Callable[[tuple[Any, ...]], tuple[tuple[Any, ...], tuple[tuple[torch.Tensor, ...], ...]]] = namespace[
-            "address_key"
-        ]
-
-    @property
-    def any(self) -> bool:
-        """Whether any argument object is matched by address (else identity alone decides)."""
-        return any(self.addressable)
-
-    def __call__(self, objects: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[tuple[torch.Tensor, ...], ...]]:
-        return self._fn(objects)
-
-
-def _describe(t: Any) -> Any:
-    """What a graph assumes of a tensor it reads in place: address, sizes, strides, dtype, device."""
-    if not isinstance(t, torch.Tensor):
-        return None
-    return (t.data_ptr(), t.size(), t.stride(), t.dtype, t.device)
-
-
-def substitute(
-    fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping[str, Any], tensors: Sequence[torch.Tensor]
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """``(args, kwargs)`` of the call with its argument tensors replaced, in layout order, by ``tensors``."""
-    return rebuild(walk(fn, args, kwargs), tensors)
-
-
-def _keep_any(value: Any) -> bool:
-    return True
-
-
-def _map_outputs(value: Any, fn: Callable[[torch.Tensor], Any], keep: Callable[[Any], bool] = _keep_any) -> Any:
-    """``value`` with ``fn`` applied to each tensor, containers rebuilt as their own types.
-
-    Other leaves are returned as they are when ``keep(leaf)`` (the argument objects of the call,
-    such as a KV cache a model returns with its logits); otherwise ``TypeError`` names the type.
-    A dataclass that is a dict (transformers' ``ModelOutput``) is rebuilt with
-    ``dataclasses.replace``, so its attributes and keys both hold the mapped values.
-    """
-    if isinstance(value, torch.Tensor):
-        return fn(value)
-    if value is None:
-        return None
-    if isinstance(value, (list, tuple)):
-        items = [_map_outputs(item, fn, keep) for item in value]
-        if isinstance(value, list):
-            return items
-        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
-    if isinstance(value, dict):
-        mapped = {k: _map_outputs(item, fn, keep) for k, item in value.items()}
-        if type(value) is dict:
-            return mapped
-        if dataclasses.is_dataclass(value) and all(isinstance(k, str) for k in mapped):
-            return dataclasses.replace(value, **mapped)
-        return type(value)(mapped)
-    if keep(value):
-        return value
-    raise TypeError(type(value).__name__)
-
-
-def _clone(t: torch.Tensor) -> torch.Tensor:
-    return t.clone()
-
-
-def _strong(obj: Any) -> Callable[[], Any]:
-    return lambda: obj
-
-
-Slot = tuple[tuple[Any, ...], int]
-"""Where an argument object sits in an output: the keys from the root, and its index among the call's objects."""
-
-
-def _find_slots(value: Any, ids: Mapping[int, int], path: tuple[Any, ...] = ()) -> list[Slot]:
-    """The places in an output (walked like ``_map_outputs``) that hold one of the call's objects."""
-    if isinstance(value, torch.Tensor) or value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return [s for i, item in enumerate(value) for s in _find_slots(item, ids, (*path, i))]
-    if isinstance(value, dict):
-        return [s for k, item in value.items() for s in _find_slots(item, ids, (*path, k))]
-    index = ids.get(id(value))
-    return [(path, index)] if index is not None else []
-
-
-def _put(value: Any, path: tuple[Any, ...], obj: Any) -> Any:
-    """``value`` with ``obj`` at ``path``: lists and dicts written in place, tuples rebuilt.
-
-    A dataclass that is a dict (transformers' ``ModelOutput``) gets both the item and the
-    attribute, as its own constructor sets them.
-    """
-    if not path:
-        return obj
-    key, rest = path[0], path[1:]
-    if isinstance(value, tuple):
-        items = list(value)
-        items[key] = _put(items[key], rest, obj)
-        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
-    child = _put(value[key], rest, obj)
-    if value[key] is not child:
-        value[key] = child
-    if isinstance(value, dict) and type(value) is not dict and isinstance(key, str):
-        current = getattr(value, key, _MISSING)
-        if current is not _MISSING and current is not child:
-            object.__setattr__(value, key, child)
-    return value
-
-
-_MISSING = object()
-
-
 # -- the graphed call -----------------------------------------------------------------------
 
 
@@ -465,7 +171,7 @@ class _Plan:
         for j, (path, index) in enumerate(self.slots):
             obj = objects[index]
             if held[j] is not obj:
-                self.output = _put(self.output, path, obj)
+                self.output = put(self.output, path, obj)
                 held[j] = obj
 
     def release(self) -> None:
@@ -592,54 +298,12 @@ class GraphedCall:
         state_before: dict[str, Any] | None = None,
     ) -> GraphedCall:
         """The graphed call of a specialization; ``tree`` is the compiling call's arguments walked
-        after it ran (modules followed), ``state_before`` their ``identity_snapshot`` before it."""
-        where = f"{fn.__module__}.{fn.__qualname__}"
-        check_bytecode(transformed_code, where)
-        if state_before is not None:
-            check_arguments_unchanged(state_before, identity_snapshot(tree), where, transformed_code)
-        if not CUDA.is_available():
-            raise NoCompileError(
-                f"compile_once(cudagraphs=True) on {where}: CUDA graphs need a CUDA device and "
-                "torch.cuda.is_available() is False in this process. Fix: use cudagraphs=False here "
-                "(e.g. cudagraphs=torch.cuda.is_available())."
-            )
-        layout = Layout.of(tree)
-        devices = set()
-        for path, t in zip(layout.tensor_paths, layout.tensors, strict=True):
-            if t.device.type != CUDA.device_type:
-                raise NoCompileError(
-                    f"compile_once(cudagraphs=True) on {where}: tensor argument {path} is on "
-                    f"{t.device}; a CUDA graph can only read CUDA tensors. Fix: move it to the GPU "
-                    "before the call, pass a Python scalar instead, or use cudagraphs=False."
-                )
-            if any(stride == 0 and size > 1 for size, stride in zip(t.shape, t.stride(), strict=True)):
-                raise NoCompileError(
-                    f"compile_once(cudagraphs=True) on {where}: tensor argument {path} is a broadcast "
-                    f"view (shape {tuple(t.shape)}, strides {t.stride()}): its elements share memory, so "
-                    "it cannot be copied into a static input of the same layout. Fix: pass "
-                    f"{path}.contiguous() (or the un-expanded tensor), or use cudagraphs=False."
-                )
-            devices.add(t.device)
-        device = _device_of(layout, devices, where)
-        dyn = None
-        used_sizes: tuple[int, ...] = ()
-        if sizes:
-            ((name, dims),) = dynamic.items()  # validated: exactly one dynamic dim
-            dim = dims[0]
-            index = layout.tensor_paths.index(name)
-            if layout.tensors[index].shape[dim] >= 2:  # a dynamic specialization; 0/1 are static
-                if not layout.tensors[index].is_contiguous():
-                    raise NoCompileError(
-                        f"compile_once(cudagraph_sizes=...) on {where}: the padded argument {name!r} is not "
-                        "contiguous; calls are padded into contiguous static buffers, which the code "
-                        f"compiled for these strides may not expect. Fix: pass {name}.contiguous()."
-                    )
-                dyn = (index, dim)
-                used_sizes = tuple(s for s in sizes if s >= 2)
-        address = AddressKey(tree.argument_objects())
-        # Keep the paths and expressions, not the compiling call's tensors and objects.
-        layout = dataclasses.replace(layout, tensors=(), objects=())
-        return cls(fn, inner, pool, layout, device, copy_outputs, dyn, used_sizes, shape_check, address)
+        after it ran (modules followed), ``state_before`` their ``identity_snapshot`` before it.
+        The checks are ``_cudagraph_setup.prepare``'s (``NoCompileError`` if it cannot be graphed)."""
+        s = prepare(
+            fn, tree, CUDA, transformed_code=transformed_code, dynamic=dynamic, sizes=sizes, state_before=state_before
+        )
+        return cls(fn, inner, pool, s.layout, s.device, copy_outputs, s.dyn, s.sizes, shape_check, s.address)
 
     # -- per call -----------------------------------------------------------------------------
 
@@ -672,7 +336,7 @@ class GraphedCall:
                 if plan.slots:
                     plan.fill(objects)
                 if self._copy_outputs:
-                    return _map_outputs(plan.output, _clone)
+                    return map_outputs(plan.output, clone)
                 return plan.output
         self.fallbacks += 1
         return self._inner(*args, **kwargs)
@@ -817,7 +481,7 @@ class GraphedCall:
             result = self._inner(*g_args, **g_kwargs)
         current.wait_stream(side)
         self._check_outputs(result, size, graphs)
-        _map_outputs(result, lambda t: t.record_stream(current) if t.device.type == "cuda" else None)
+        map_outputs(result, lambda t: t.record_stream(current) if t.device.type == "cuda" else None)
         mutated = [
             path
             for path, t, v in zip(self._layout.tensor_paths, statics, versions, strict=False)
@@ -841,16 +505,16 @@ class GraphedCall:
                 "tensor), or a backend that cannot be captured. Fix: remove it, or use cudagraphs=False."
             ) from exc
         # The stored output must not hold this call's objects: a later call may bring others.
-        slots = tuple(_find_slots(out, {id(obj): i for i, obj in enumerate(self._extract(*args, **kwargs)[0])}))
+        slots = tuple(find_slots(out, {id(obj): i for i, obj in enumerate(self._extract(*args, **kwargs)[0])}))
         for path, _ in slots:
-            out = _put(out, path, None)
+            out = put(out, path, None)
         graphs.graphs[size] = (graph, out, slots)
         self.captures += 1
         pool.last_stream = current  # the static inputs were filled on this stream
         pool.last_stream_id = CUDA.current_stream_id(self._device_index)
         if self._dyn is not None and n != size:
             dim = self._dyn[1]
-            result = _map_outputs(result, lambda t: t.narrow(dim, 0, n))
+            result = map_outputs(result, lambda t: t.narrow(dim, 0, n))
         return result
 
     def _destinations(self, statics: list[torch.Tensor], n: int) -> tuple[torch.Tensor, ...]:
@@ -865,7 +529,7 @@ class GraphedCall:
         tensors: list[torch.Tensor] = []
         arguments = {id(ref()) for ref in graphs.refs}
         try:
-            _map_outputs(out, tensors.append, lambda leaf: id(leaf) in arguments)
+            map_outputs(out, tensors.append, lambda leaf: id(leaf) in arguments)
         except TypeError as exc:
             raise NoCompileError(
                 f"compile_once(cudagraphs=True) on {self._where()}: the function returns a {exc} "
@@ -900,7 +564,7 @@ class GraphedCall:
             statics[self._dyn[0]] = self._padded[size]
             if n != size:
                 dim = self._dyn[1]
-                out = _map_outputs(out, lambda t: t.narrow(dim, 0, n))
+                out = map_outputs(out, lambda t: t.narrow(dim, 0, n))
         plan = _Plan(self._destinations(statics, n), graph, out, slots, [None] * len(slots))
         graphs.plans[n] = plan
         return plan
@@ -908,7 +572,7 @@ class GraphedCall:
     # -- messages -----------------------------------------------------------------------------
 
     def _where(self) -> str:
-        return f"{self._fn.__module__}.{self._fn.__qualname__}"
+        return describe_function(self._fn)
 
     def _structure_error(self, exc: BaseException) -> NoCompileError:
         return NoCompileError(
@@ -946,24 +610,12 @@ def _tensors_of(objects: tuple[Any, ...]) -> tuple[torch.Tensor, ...]:
     return tuple(kept)
 
 
+def _strong(obj: Any) -> Callable[[], Any]:
+    return lambda: obj
+
+
 def _weak_or_strong(obj: Any, callback: Callable[[Any], None] | None = None) -> Callable[[], Any]:
     try:
         return weakref.ref(obj, callback)
     except TypeError:  # no weak references to this type: hold it, so its id cannot be reused
         return _strong(obj)
-
-
-def _device_of(layout: Layout, devices: set[torch.device], where: str) -> torch.device:
-    if len(devices) > 1:
-        raise NoCompileError(
-            f"compile_once(cudagraphs=True) on {where}: tensor arguments are on several devices "
-            f"{sorted(str(d) for d in devices)}; one CUDA graph runs on one device. Fix: put them on one."
-        )
-    if devices:
-        return next(iter(devices))
-    for obj in layout.objects:
-        if isinstance(obj, torch.nn.Module):
-            for t in (*obj.parameters(), *obj.buffers()):
-                if t.device.type == CUDA.device_type:
-                    return t.device
-    return CUDA.default_device()

@@ -182,7 +182,7 @@ def key_cost(args: argparse.Namespace) -> dict[str, float]:
     from transformers import LlamaConfig
 
     from nocompile._arguments import walk
-    from nocompile._cudagraphs import AddressKey
+    from nocompile._cudagraph_address import AddressKey
 
     def step(cache: Any) -> None:
         return None

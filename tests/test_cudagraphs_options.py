@@ -20,7 +20,7 @@ import torch
 from fake_cuda import FakeCuda, FakeStream
 from torch import nn
 
-from nocompile import GuardMismatchError, NoCompileError, _cudagraphs, compile_once
+from nocompile import GuardMismatchError, NoCompileError, _cudagraph_setup, _cudagraphs, compile_once
 from nocompile._arguments import walk
 
 # -- options, validated at decoration time ------------------------------------------------------
@@ -176,9 +176,9 @@ def test_side_effects_and_decompiled_fall_back_to_dis() -> None:
         global _COUNTER
         _COUNTER = x
 
-    assert _cudagraphs.side_effects(pure.__code__) == []
-    assert _cudagraphs.side_effects(stores.__code__) == ["executes STORE_GLOBAL"]
-    listing = _cudagraphs.decompiled(stores.__code__)
+    assert _cudagraph_setup.side_effects(pure.__code__) == []
+    assert _cudagraph_setup.side_effects(stores.__code__) == ["executes STORE_GLOBAL"]
+    listing = _cudagraph_setup.decompiled(stores.__code__)
     assert "STORE_GLOBAL" in listing or "_COUNTER = x" in listing
 
 
@@ -488,14 +488,14 @@ def test_layout_and_substitute_follow_the_same_order() -> None:
     obj = Cache()
     args = (torch.ones(1), [torch.ones(2), 3, obj], torch.ones(3))
     kwargs = {"c": {"k": torch.ones(4)}, "z": torch.ones(5)}
-    layout = _cudagraphs.Layout.of(walk(fn, args, kwargs))  # type: ignore[arg-type]
+    layout = _cudagraph_setup.Layout.of(walk(fn, args, kwargs))  # type: ignore[arg-type]
     assert layout.tensor_paths == ("a", "b[0]", "rest[0]", "c['k']", "extra['z']")
     assert layout.object_paths == ("b[2]",)
-    extract = _cudagraphs.build_extractor(fn, layout)  # type: ignore[arg-type]
+    extract = _cudagraph_setup.build_extractor(fn, layout)  # type: ignore[arg-type]
     objects, tensors = extract(*args, **kwargs)
     assert objects == (obj,) and [t.numel() for t in tensors] == [1, 2, 3, 4, 5]
     new = [torch.zeros(t.numel()) for t in tensors]
-    new_args, new_kwargs = _cudagraphs.substitute(fn, args, kwargs, new)  # type: ignore[arg-type]
+    new_args, new_kwargs = _cudagraph_setup.substitute(fn, args, kwargs, new)  # type: ignore[arg-type]
     assert new_args[0] is new[0] and new_args[1][0] is new[1] and new_args[1][2] is obj and new_args[2] is new[2]
     assert new_kwargs["c"]["k"] is new[3] and new_kwargs["z"] is new[4]
 
