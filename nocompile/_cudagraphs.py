@@ -64,6 +64,7 @@ How a ``GraphedCall`` works (the same recipe as vLLM's and SGLang's decode graph
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import types
 import weakref
@@ -73,13 +74,16 @@ from typing import Any
 import torch
 
 from . import _compat
-from ._arguments import ArgumentTree
+from ._arguments import ArgumentTree, walk
 from ._compiler import describe_function
 from ._cudagraph_address import AddressKey
 from ._cudagraph_outputs import Slot, clone, find_slots, map_outputs, put
 from ._cudagraph_setup import Layout, build_extractor, prepare, substitute
 from ._errors import GuardMismatchError, NoCompileError
+from ._options import CompileOptions
 from ._selector import ShapeCheck
+
+log = logging.getLogger("nocompile")
 
 MAX_OBJECT_SETS = 8
 """Graph sets one specialization keeps for different non-tensor argument objects (memory bound:
@@ -145,6 +149,43 @@ class GraphPool:
         if stream is None:
             stream = self.capture_streams[device] = CUDA.new_stream(device)
         return stream
+
+    def graphed(
+        self,
+        fn: types.FunctionType,
+        call: Callable[..., Any],
+        options: CompileOptions,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        transformed_code: types.CodeType | None,
+        shape_check: ShapeCheck | None,
+        state_before: dict[str, Any] | None,
+        automatic: Any,
+    ) -> Callable[..., Any]:
+        """What a new specialization's calls run: ``call`` replayed from CUDA graphs (captured on
+        first use), given the compiling call's arguments as the call left them. A specialization
+        made dynamic automatically (``automatic``: what was made dynamic) runs ``call`` itself: a
+        graph has fixed shapes (``cudagraph_sizes`` with ``dynamic=`` pads calls to captured sizes
+        instead)."""
+        if automatic is not None:
+            log.info(
+                "%s: a specialization dynamic in %s runs without CUDA graphs",
+                fn.__qualname__,
+                ", ".join(automatic.describe()),
+            )
+            return call
+        return GraphedCall.for_call(
+            fn,
+            call,
+            self,
+            walk(fn, args, kwargs, follow_modules=True),  # what the call left
+            transformed_code=transformed_code,
+            copy_outputs=options.cudagraph_outputs == "copy",
+            dynamic=options.dynamic,
+            sizes=options.cudagraph_sizes,
+            shape_check=shape_check,
+            state_before=state_before,
+        )
 
 
 # -- the graphed call -----------------------------------------------------------------------

@@ -388,6 +388,35 @@ class InputGuard:
 
     # -- a call that matches nothing ----------------------------------------------------------
 
+    def miss(self, args: tuple[Any, ...], kwargs: dict[str, Any], specs: list[Specialization]) -> Request:
+        """A call no specialization may run: ``GuardMismatchError`` saying how it differs from the
+        latest one (``on_mismatch="raise"``, or ``max_compiles`` reached), else that logged and the
+        request to compile it with (the call bound and walked once, for both)."""
+        options = self.options
+        try:
+            request = request_for(self.function, options, args, kwargs)
+        except TypeError as exc:  # the call does not bind to the function's parameters
+            if options.on_mismatch == "raise":
+                raise self.mismatch_error([f"the call does not bind to the parameters: {exc}"]) from None
+            raise
+        differences = self.explain_miss(request, specs[-1])
+        if options.on_mismatch == "raise":
+            raise self.mismatch_error(differences)
+        if len(specs) >= options.max_compiles:
+            raise self.limit_error(differences, specs)
+        number, bound = len(specs) + 1, options.max_compiles
+        # Expected in normal use (a prefill, then decode steps): INFO; WARNING once the bound is near.
+        level = logging.WARNING if number >= bound - 1 else logging.INFO
+        log.log(
+            level,
+            "%s: recompiling for a new signature (specialization #%d of at most %d): %s",
+            self.function.__qualname__,
+            number,
+            bound,
+            "; ".join(differences),
+        )
+        return request
+
     def explain_miss(self, request: Request, spec: Specialization) -> list[str]:
         """One line per way this call differs from ``spec``, from the request the miss built."""
         expected = spec.expectations

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from . import _artifacts, _automatic, _bytecode_hook, _compat, _cudagraphs, _dump, _watch
-from ._arguments import bound_arguments, identity_snapshot, walk
+from ._arguments import bound_arguments, identity_snapshot
 from ._compiler import Compiled, compile_ahead, compile_in_process, describe_function
 from ._entry import TARGET, MethodFunction, build_direct_entry, prologue, prologue_globals, specialization_call
 from ._errors import NoCompileError
@@ -152,29 +152,7 @@ class CompileState:
         if target is not None:
             self._set_entry(self.inputs.entry)  # the table that served it may have moved to the front
             return target
-        try:
-            request = self._request(args, kwargs)
-        except TypeError as exc:  # the call does not bind to the function's parameters
-            if self.options.on_mismatch == "raise":
-                raise self.inputs.mismatch_error([f"the call does not bind to the parameters: {exc}"]) from None
-            raise
-        differences = self.inputs.explain_miss(request, self._specs[-1])
-        if self.options.on_mismatch == "raise":
-            raise self.inputs.mismatch_error(differences)
-        if len(self._specs) >= self.options.max_compiles:
-            raise self.inputs.limit_error(differences, self._specs)
-        number, bound = len(self._specs) + 1, self.options.max_compiles
-        # Expected in normal use (a prefill, then decode steps): INFO; WARNING once the bound is near.
-        level = logging.WARNING if number >= bound - 1 else logging.INFO
-        log.log(
-            level,
-            "%s: recompiling for a new signature (specialization #%d of at most %d): %s",
-            self.function.__qualname__,
-            number,
-            bound,
-            "; ".join(differences),
-        )
-        return request
+        return self.inputs.miss(args, kwargs, self._specs)  # raises, or the request to compile
 
     # -- compiling --------------------------------------------------------------------------
 
@@ -286,28 +264,17 @@ class CompileState:
             keeps = made.origin == "compiled" and made.keeps_guards
             guard_manager = _compat.dynamo_guard_manager(made.source_code) if keeps else None
             expectations = self.inputs.expect(arrival, request, shape_check, guard_manager)
-        if self._graph_pool is not None and request.dynamic is not None:
-            # A graph has fixed shapes: a specialization made dynamic automatically runs ungraphed
-            # (cudagraph_sizes=[...] with dynamic={...} pads calls to captured sizes instead).
-            log.info(
-                "%s: specialization #%d is dynamic in %s; it runs without CUDA graphs",
-                fn.__qualname__,
-                len(self._specs) + 1,
-                ", ".join(request.dynamic.describe()),
-            )
-        elif self._graph_pool is not None:  # replay a CUDA graph of the call (captured on first use)
-            after = walk(fn, request.args, request.kwargs, follow_modules=True)  # what the call left
-            call = _cudagraphs.GraphedCall.for_call(
+        if self._graph_pool is not None:
+            call = self._graph_pool.graphed(
                 fn,
                 call,
-                self._graph_pool,
-                after,
-                transformed_code=made.transformed_code,
-                copy_outputs=opts.cudagraph_outputs == "copy",
-                dynamic=opts.dynamic,
-                sizes=opts.cudagraph_sizes,
-                shape_check=shape_check,
-                state_before=before,
+                opts,
+                request.args,
+                request.kwargs,
+                made.transformed_code,
+                shape_check,
+                before,
+                request.dynamic,
             )
         spec = Specialization(
             source_code=made.source_code,

@@ -131,22 +131,9 @@ def test_a_module_imports_only_modules_above_it() -> None:
 
 #: The most lines a module of the package may have.
 MAX_MODULE_LINES = 700
-#: Modules over the limit that are being split now; each is expected to fail until it is.
-BEING_SPLIT = {"_state", "_cudagraphs"}
 
 
-@pytest.mark.parametrize(
-    "module",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                name in BEING_SPLIT, reason="issue #26: _state, _cudagraphs being split", strict=False
-            ),
-        )
-        for name in sorted(SOURCES)
-    ],
-)
+@pytest.mark.parametrize("module", sorted(SOURCES))
 def test_no_module_is_over_the_line_limit(module: str) -> None:
     lines = len(SOURCES[module].read_text().splitlines())
     assert lines <= MAX_MODULE_LINES, f"nocompile/{module}.py has {lines} lines, over {MAX_MODULE_LINES}"
@@ -224,3 +211,16 @@ def test_only_compat_names_private_torch_namespaces(module: str) -> None:
 
 def test_compat_is_where_the_private_torch_names_are() -> None:
     assert private_torch_names(SOURCES["_compat"].read_text()), "the scan finds nothing even in _compat.py"
+
+
+#: The most lines ``CompileState`` may have: the lifecycle of one compiled function, no more
+#: (the input check is ``_inputs.InputGuard``'s).
+MAX_STATE_LINES = 350
+
+
+def test_compile_state_keeps_to_the_lifecycle() -> None:
+    tree = ast.parse(SOURCES["_state"].read_text())
+    (state,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "CompileState"]
+    assert state.end_lineno is not None
+    lines = state.end_lineno - state.lineno + 1
+    assert lines <= MAX_STATE_LINES, f"CompileState has {lines} lines, over {MAX_STATE_LINES}"
