@@ -14,6 +14,7 @@ import functools
 import inspect
 import os
 import re
+import sys
 import types
 import warnings
 import weakref
@@ -228,6 +229,21 @@ def compile_backend(backend: str | Callable[..., Any], mode: str | None, options
         return make_inductor(mode, options, False)
     make_wrapper: Callable[..., Any] = torch._TorchCompileWrapper
     return make_wrapper(backend, mode, options, False)
+
+
+def sole_owner(tensors: tuple[torch.Tensor, ...], holders: list[int]) -> bool:
+    """Whether ``holders[i]`` (the containers the caller knows of, ``tensors`` among them) are the
+    only references to ``tensors[i]`` and its memory: no other reference to the tensor object,
+    no other tensor (a view) on its storage."""
+    for i in range(len(tensors)):
+        tensor = tensors[i]
+        # The known holders, this local and getrefcount's own argument.
+        if sys.getrefcount(tensor) > holders[i] + 2:
+            return False
+        # The tensor's own reference to its storage, and the Python storage object asked here.
+        if torch._C._storage_Use_Count(tensor.untyped_storage()._cdata) > 2:
+            return False
+    return True
 
 
 def tensor_version(tensor: torch.Tensor) -> int:

@@ -18,19 +18,23 @@ How a ``GraphedCall`` works (the same recipe as vLLM's and SGLang's decode graph
   seen by the next replay; *reassigning* the attribute to a new tensor is not (the graph keeps
   reading the old memory; call ``reset()``).
 * **Argument objects.** Because the graph reads the tensors of non-tensor argument objects at
-  the addresses it captured, each graph set remembers *which* objects it was captured with
-  (weak references where the object allows them) and, for a plain object whose tensors can all
-  be reached by attribute (a KV cache), *where* those tensors were: their addresses, sizes,
-  strides, dtypes and devices (``AddressKey``). A call with the same objects replays (an
-  identity test per object: the per-call cost). A call with another object computes that
-  object's address key once and replays a set whose tensors were at exactly those addresses (a
-  new cache the caching allocator placed in a freed cache's blocks), so a replay only ever
-  reads memory of the current call's objects; anything else (the old cache still alive, a
-  cache of another length) captures a new set. Modules and objects that cannot be walked whole
-  are matched by identity only. At most ``MAX_OBJECT_SETS`` sets per specialization: a set
-  whose objects died is kept for reuse and evicted least recently used first; with every set's
-  objects alive a new one raises ``GuardMismatchError``. A set holds an object's tensors (so a
-  reassigned attribute is never freed under the graph) only while the object lives.
+  the addresses it captured, each graph set (``_cudagraph_sets``) remembers *which* objects it
+  was captured with (weak references where the object allows them) and, for a plain object
+  whose tensors can all be reached by attribute (a KV cache), *where* those tensors were: their
+  addresses, sizes, strides, dtypes and devices (``AddressKey``). A call with the same objects
+  replays (an identity test per object: the per-call cost). A call with another object computes
+  that object's address key once and replays a set whose tensors were at exactly those
+  addresses; failing that, when the object a set was captured for has died and the new one's
+  tensors have the same layouts, the new object *adopts* the dead one's memory (its values
+  copied there, each tensor ``set_`` to it: ``_cudagraph_sets.GraphSet.adopt``) and the set
+  replays: a new ``StaticCache`` per ``generate()`` costs a copy, not a capture. The memory of
+  the last dead object is kept for that (one per specialization), never while anyone else holds
+  a tensor or a view of it, and never moved under a graph that reads an object where it is. So
+  a replay only ever reads memory of the current call's objects; anything else (the old cache
+  still alive, a cache of another length) captures a new set. Modules and objects that cannot be
+  walked whole are matched by identity only. At most ``MAX_OBJECT_SETS`` sets per
+  specialization: a set whose objects died is evicted least recently used first; with every
+  set's objects alive a new one raises ``GuardMismatchError``.
 * **Capture.** On the first call of a specialization after it compiled: the call's tensors are
   copied into the static tensors and the compiled call runs once on them on a side stream (the
   warm-up, which *is* this call: its result is returned, so state updated in place changes once
@@ -63,7 +67,6 @@ How a ``GraphedCall`` works (the same recipe as vLLM's and SGLang's decode graph
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import types
@@ -77,7 +80,8 @@ from . import _compat
 from ._arguments import ArgumentTree, walk
 from ._compiler import describe_function
 from ._cudagraph_address import AddressKey
-from ._cudagraph_outputs import Slot, clone, find_slots, map_outputs, put
+from ._cudagraph_outputs import clone, find_slots, map_outputs, put
+from ._cudagraph_sets import GraphSet, Plan
 from ._cudagraph_setup import Layout, build_extractor, prepare, substitute
 from ._errors import GuardMismatchError, NoCompileError
 from ._options import CompileOptions
@@ -138,6 +142,29 @@ class GraphPool:
         self.capture_streams: dict[torch.device, Any] = {}
         self.last_stream: Any = None
         self.last_stream_id: int | None = None
+        self.calls: weakref.WeakSet[GraphedCall] = weakref.WeakSet()
+        """Every specialization's graphed call: they share argument objects (a prefill and the
+        decode steps get the same cache) and so what adopting memory must know of."""
+
+    def _sets(self) -> list[GraphSet]:
+        return [graphs for call in list(self.calls) for graphs in call._sets]
+
+    def release_outputs(self) -> None:
+        """Static outputs of every specialization stop holding the argument objects of their last
+        call (a call with other objects arrived): an old cache is then free to die."""
+        for graphs in self._sets():
+            for plan in graphs.plans.values():
+                if plan.slots:
+                    plan.release()
+
+    def known(self, obj: Any) -> bool:
+        """Whether some graph set of this state has ``obj`` among its live objects: its tensors
+        may be read by those graphs where they are now, so they must stay where they are."""
+        return any(ref() is obj for graphs in self._sets() for ref in graphs.refs)
+
+    def holders(self, tensor: torch.Tensor) -> int:
+        """How many graph sets' ``kept`` tuples hold ``tensor``."""
+        return sum(any(t is tensor for t in kept) for graphs in self._sets() for kept in graphs.kept)
 
     def pool_handle(self) -> Any:
         if self.handle is None:
@@ -191,92 +218,6 @@ class GraphPool:
 # -- the graphed call -----------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class _Plan:
-    """What a call of one size does: copy into ``dsts``, replay ``graph``, return ``output``.
-
-    ``slots`` are where ``output`` holds the call's argument objects (a model returning the
-    cache it was given); ``held`` the objects written there, compared by identity each call and
-    rewritten when another call's objects arrive.
-    """
-
-    dsts: tuple[torch.Tensor, ...]
-    graph: Any
-    output: Any
-    slots: tuple[Slot, ...] = ()
-    held: list[Any] = dataclasses.field(default_factory=list)
-
-    def fill(self, objects: tuple[Any, ...]) -> None:
-        """Write this call's objects into the output where they differ from the last call's."""
-        held = self.held
-        for j, (path, index) in enumerate(self.slots):
-            obj = objects[index]
-            if held[j] is not obj:
-                self.output = put(self.output, path, obj)
-                held[j] = obj
-
-    def release(self) -> None:
-        """Stop holding the objects last written into the output (they read None there)."""
-        if any(h is not None for h in self.held):
-            self.fill(tuple(None for _ in range(1 + max(index for _, index in self.slots))))
-
-
-@dataclasses.dataclass
-class _GraphSet:
-    """The graphs captured for one set of argument objects: one per size (one in all without sizes).
-
-    ``key`` is the ``AddressKey`` of the objects at capture: a later call whose objects' tensors
-    sit at the same addresses replays these graphs (``rebind``). ``kept`` holds, per object,
-    the tensors the graphs read in place, so that one replaced by reassignment is never freed
-    under a graph; an object's entry is emptied when the object dies (its weak reference's
-    callback), so a new object can be given that memory.
-    """
-
-    refs: tuple[Callable[[], Any], ...]
-    graphs: dict[int, tuple[Any, Any, tuple[Slot, ...]]]
-    key: tuple[Any, ...] = ()
-    plans: dict[int, _Plan] = dataclasses.field(default_factory=dict)
-    kept: list[tuple[torch.Tensor, ...]] = dataclasses.field(default_factory=list)
-
-    def matches(self, objects: tuple[Any, ...]) -> bool:
-        return all(ref() is obj for ref, obj in zip(self.refs, objects, strict=False))
-
-    def alive(self) -> bool:
-        return all(ref() is not None for ref in self.refs)
-
-    def matchable(self) -> bool:
-        """False once an object matched by identity (a key of None) has died: no call can match."""
-        return all(k is not None or ref() is not None for k, ref in zip(self.key, self.refs, strict=True))
-
-    def reusable(self, objects: tuple[Any, ...], key: tuple[Any, ...]) -> bool:
-        """Whether these graphs read exactly ``objects``' memory: identity where the key is None,
-        the same addresses and layouts elsewhere."""
-        for ref, obj, mine, theirs in zip(self.refs, objects, self.key, key, strict=True):
-            if mine is None:
-                if ref() is not obj:
-                    return False
-            elif mine != theirs:
-                return False
-        return True
-
-    def bind(
-        self, objects: tuple[Any, ...], key_tensors: tuple[tuple[torch.Tensor, ...], ...], address: AddressKey
-    ) -> None:
-        """Remember ``objects`` (weakly where possible) and hold their tensors while they live."""
-        kept: list[tuple[torch.Tensor, ...]] = [
-            key_tensors[i] if address.addressable[i] else _tensors_of((obj,)) for i, obj in enumerate(objects)
-        ]
-        self.kept = kept
-        self.refs = tuple(_weak_or_strong(obj, _forget(kept, i)) for i, obj in enumerate(objects))
-
-
-def _forget(kept: list[tuple[torch.Tensor, ...]], index: int) -> Callable[[Any], None]:
-    def callback(ref: Any) -> None:
-        kept[index] = ()
-
-    return callback
-
-
 class GraphedCall:
     """One specialization's call, captured into CUDA graphs on first use and replayed after.
 
@@ -310,8 +251,8 @@ class GraphedCall:
         self._shape_check = shape_check
         self._extract = build_extractor(fn, layout)
         self._address = address if address is not None else AddressKey([])
-        self._sets: list[_GraphSet] = []  # least recently used first
-        self._last: _GraphSet | None = None
+        self._sets: list[GraphSet] = []  # least recently used first
+        self._last: GraphSet | None = None
         self._statics: list[torch.Tensor] | None = None  # shared by every graph of this call
         self._padded: dict[int, torch.Tensor] = {}  # size -> static buffer of the padded tensor
         self._allowed: dict[int, bool] = {}  # size -> whether Dynamo's shape guards hold there
@@ -322,6 +263,11 @@ class GraphedCall:
         self.rebinds = 0
         """Calls that brought other argument objects and replayed graphs captured for objects whose
         tensors were at the same addresses (a new cache in a freed cache's memory)."""
+        self.adoptions = 0
+        """Calls with new objects that adopted a dead object's memory (``GraphSet.adopt``)."""
+        self._spare: GraphSet | None = None
+        """The set whose dead objects' memory is kept for adoption (at most one)."""
+        pool.calls.add(self)
 
     @classmethod
     def for_call(
@@ -398,12 +344,9 @@ class GraphedCall:
         to find graphs it may replay (for tests and for measuring its cost)."""
         return self._address(self._extract(*args, **kwargs)[0])[0]
 
-    def _graph_set(self, objects: tuple[Any, ...]) -> _GraphSet:
+    def _graph_set(self, objects: tuple[Any, ...]) -> GraphSet:
         """The graph set for a call whose objects are not the last call's (under the lock)."""
-        for graphs in self._sets:
-            for plan in graphs.plans.values():  # outputs stop holding the last call's objects
-                if plan.slots:
-                    plan.release()
+        self._pool.release_outputs()  # outputs stop holding the last call's objects
         for graphs in self._sets:
             if graphs.matches(objects):
                 return self._use(graphs)
@@ -411,8 +354,17 @@ class GraphedCall:
         if self._address.any:
             for graphs in self._sets:
                 if graphs.reusable(objects, key):
-                    graphs.bind(objects, key_tensors, self._address)
+                    graphs.bind(objects, key_tensors, self._address, self._died)
                     self.rebinds += 1
+                    return self._use(graphs)
+            for graphs in reversed(self._sets):  # most recently used first
+                positions = graphs.adoptable(objects, key, self._pool)
+                if positions:
+                    graphs.adopt(positions, key_tensors)
+                    graphs.bind(objects, key_tensors, self._address, self._died)
+                    self.adoptions += 1
+                    if self._spare is graphs:
+                        self._spare = None
                     return self._use(graphs)
         # Sets that can never match again: an object matched by identity has died.
         self._sets = [
@@ -435,13 +387,20 @@ class GraphedCall:
                     "cudagraphs=False."
                 )
             self._sets.remove(dead)  # least recently used first
-        graphs = _GraphSet((), {}, key=key)
-        graphs.bind(objects, key_tensors or tuple(() for _ in objects), self._address)
+        graphs = GraphSet((), {}, key=key)
+        graphs.bind(objects, key_tensors or tuple(() for _ in objects), self._address, self._died)
         self._sets.append(graphs)
         self._last = graphs
         return graphs
 
-    def _use(self, graphs: _GraphSet) -> _GraphSet:
+    def _died(self, graphs: GraphSet) -> None:
+        """A plain object of ``graphs`` died: its memory is the spare now, the previous spare's goes
+        (one object's memory kept per specialization, for the next new object to adopt)."""
+        previous, self._spare = self._spare, graphs
+        if previous is not None and previous is not graphs:
+            previous.release_dead()
+
+    def _use(self, graphs: GraphSet) -> GraphSet:
         self._sets.remove(graphs)
         self._sets.append(graphs)
         self._last = graphs
@@ -494,7 +453,7 @@ class GraphedCall:
 
     def _capture(
         self,
-        graphs: _GraphSet,
+        graphs: GraphSet,
         size: int,
         n: int,
         args: tuple[Any, ...],
@@ -566,7 +525,7 @@ class GraphedCall:
             dsts[index] = statics[index].narrow(dim, 0, n)
         return tuple(dsts)
 
-    def _check_outputs(self, out: Any, size: int, graphs: _GraphSet) -> None:
+    def _check_outputs(self, out: Any, size: int, graphs: GraphSet) -> None:
         tensors: list[torch.Tensor] = []
         arguments = {id(ref()) for ref in graphs.refs}
         try:
@@ -597,7 +556,7 @@ class GraphedCall:
                         "cudagraph_sizes."
                     )
 
-    def _plan(self, graphs: _GraphSet, size: int, n: int) -> _Plan:
+    def _plan(self, graphs: GraphSet, size: int, n: int) -> Plan:
         """The plan of a call of size ``n`` (``-1``: no sizes) replaying the graph of ``size``."""
         graph, out, slots = graphs.graphs[size]
         statics = list(self._statics or ())  # made by the capture, which precedes any plan
@@ -606,7 +565,7 @@ class GraphedCall:
             if n != size:
                 dim = self._dyn[1]
                 out = map_outputs(out, lambda t: t.narrow(dim, 0, n))
-        plan = _Plan(self._destinations(statics, n), graph, out, slots, [None] * len(slots))
+        plan = Plan(self._destinations(statics, n), graph, out, slots, [None] * len(slots))
         graphs.plans[n] = plan
         return plan
 
@@ -631,32 +590,3 @@ class GraphedCall:
 def _static_like(t: torch.Tensor) -> torch.Tensor:
     """A tensor of ``t``'s shape, strides, dtype and device (the compiled code may assume the strides)."""
     return torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device=t.device)
-
-
-def _tensors_of(objects: tuple[Any, ...]) -> tuple[torch.Tensor, ...]:
-    """Parameters and buffers of module objects, tensor attributes of other objects.
-
-    A graph reads them at their captured addresses. If one is later replaced (``m.weight =
-    nn.Parameter(...)``), holding the old tensor keeps the graph reading valid (if stale)
-    memory instead of memory the allocator has handed to someone else.
-    """
-    kept: list[torch.Tensor] = []
-    for obj in objects:
-        if isinstance(obj, torch.nn.Module):
-            kept.extend(obj.parameters())
-            kept.extend(obj.buffers())
-        else:
-            namespace = getattr(obj, "__dict__", None) or {}
-            kept.extend(v for v in namespace.values() if isinstance(v, torch.Tensor))
-    return tuple(kept)
-
-
-def _strong(obj: Any) -> Callable[[], Any]:
-    return lambda: obj
-
-
-def _weak_or_strong(obj: Any, callback: Callable[[Any], None] | None = None) -> Callable[[], Any]:
-    try:
-        return weakref.ref(obj, callback)
-    except TypeError:  # no weak references to this type: hold it, so its id cannot be reused
-        return _strong(obj)

@@ -228,7 +228,6 @@ class InputGuard:
             argument_match=arrival.argument_match,
             argument_dims=arrival.argument_dims,
             sentinel_states=arrival.sentinel_states,
-            modules=arrival.modules,
             fast_key=arrival.fast_key,
             shape_check=shape_check,
             global_state=request.global_state,
@@ -246,9 +245,11 @@ class InputGuard:
             },
         )
 
-    def install(self, spec: Specialization) -> None:
+    def install(self, spec: Specialization, arrival: Arrival) -> None:
         """Register ``spec`` in its table; its table is then the one the per-call path reads first
-        when it is new (read ``entry`` after)."""
+        when it is new (read ``entry`` after). The registration epoch watches the modules the call
+        brought (``arrival``; the specialization does not hold them: a module holding its own
+        compiled method would be kept alive by it)."""
         expected = spec.expectations
         if expected is None:  # pragma: no cover - the state installs only specs with expectations here
             raise RuntimeError("nocompile: a specialization without expectations installed in the input check")
@@ -257,7 +258,7 @@ class InputGuard:
             table = KeyTable(expected.key_function, expected.selector)
             self.tables.append(table)
             self._retired = [t for t in self._retired if t.selector is not expected.selector]
-        for root in expected.modules:
+        for root in arrival.modules:
             _watch.EPOCH.watch(root)
         shape_ok = expected.shape_check.fn if expected.shape_check is not None else None
         candidate = Candidate(expected.global_state.check, expected.argument_match.check, shape_ok, spec.call, spec)

@@ -299,8 +299,8 @@ class CompileState:
         else:
             self._compiles += 1
             self._compile_seconds += made.seconds
-        if self.inputs is not None and expectations is not None:
-            self.inputs.install(spec)
+        if self.inputs is not None and arrival is not None:
+            self.inputs.install(spec, arrival)
             self._set_entry(self.inputs.entry)
         else:
             self._set_target(spec.call)

@@ -77,8 +77,6 @@ class Expectations:
     """The layout, class, dispatch keys and ``requires_grad`` of the first parameter of ``self``, of
     each module argument and each global module, as compiled for (``_layout``,
     ``_watch.sentinel_state``)."""
-    modules: tuple[Any, ...]
-    """The modules among the arguments and closure variables, whose trees the registration epoch watches."""
     shape_check: ShapeCheck | None
     """With dynamic dims: Dynamo's shape guards, kept and checked."""
     global_state: Any

@@ -477,7 +477,11 @@ def main() -> int:
                     calls = [getattr(spec.call, "captures", None) for spec in model.forward.specializations]
                     if any(c is not None for c in calls):
                         rebinds = [getattr(spec.call, "rebinds", 0) for spec in model.forward.specializations]
-                        extra += f", graphs captured per specialization {calls}, reused by address {rebinds}"
+                        adopted = [getattr(spec.call, "adoptions", 0) for spec in model.forward.specializations]
+                        extra += (
+                            f", graphs captured per specialization {calls}, reused by address {rebinds}, "
+                            f"memory adopted {adopted}"
+                        )
                 print(
                     f"generate {args.new_tokens} tokens, {name:<62} {spread(times, 1e3)} ms  "
                     f"{args.new_tokens / statistics.median(times):8.1f} tokens/s  {agreement(sequences, name)}{extra}"

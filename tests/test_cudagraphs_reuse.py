@@ -171,7 +171,7 @@ class _NoReplayCuda(FakeCuda):
 
 
 @torch.no_grad()
-def test_graphs_and_outputs_do_not_keep_a_cache_alive(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_outputs_do_not_keep_a_cache_alive_and_its_memory_goes_to_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_cudagraphs, "CUDA", _NoReplayCuda())
     f = compile_once(backend="eager", cudagraphs=True)(lambda x, cache: (x * cache.layers[0].keys, cache))
     x = torch.randn(4)
@@ -182,12 +182,17 @@ def test_graphs_and_outputs_do_not_keep_a_cache_alive(monkeypatch: pytest.Monkey
     assert out[1] is first
     gone = weakref.ref(first)
     keys = weakref.ref(first.layers[0].keys)
+    address = first.layers[0].keys.data_ptr()
     del first, out
     second = Cache()
+    values = second.layers[0].keys.clone()
     assert f(x, second)[1] is second  # another object's call: the outputs let the first go
     gc.collect()
-    assert gone() is None and keys() is None
-    assert _graphed(f).captures == 2
+    assert gone() is None and keys() is None  # the object and its tensor objects are gone ...
+    assert second.layers[0].keys.data_ptr() == address  # ... their memory is the second's now
+    assert torch.equal(second.layers[0].keys, values)  # holding the second's values
+    call = _graphed(f)
+    assert (call.captures, call.rebinds, call.adoptions) == (1, 0, 1)
 
 
 @torch.no_grad()
@@ -200,7 +205,56 @@ def test_sets_whose_objects_died_are_evicted_oldest_first(monkeypatch: pytest.Mo
         f(x, Cache())  # each dies after its call: never an error, at most MAX_OBJECT_SETS sets kept
     call = _graphed(f)
     assert len(call._sets) <= _cudagraphs.MAX_OBJECT_SETS
-    assert call.captures + call.rebinds == 3 * _cudagraphs.MAX_OBJECT_SETS
+    assert call.captures + call.rebinds + call.adoptions == 3 * _cudagraphs.MAX_OBJECT_SETS
+    assert call.captures == 1  # every later cache adopts the memory of the one before
+
+
+@torch.no_grad()
+def test_a_dead_caches_memory_is_not_adopted_while_a_tensor_or_view_of_it_is_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_cudagraphs, "CUDA", _NoReplayCuda())
+    f = compile_once(backend="eager", cudagraphs=True, guards="none")(step)
+    x = torch.randn(4)
+    for hold in ("tensor", "view"):
+        old = Cache()
+        f(x, old)
+        f(x, old)
+        before = _graphed(f).captures
+        kept = old.layers[1].values if hold == "tensor" else old.layers[1].values[1:]
+        snapshot = kept.clone()
+        del old
+        new = Cache()
+        new_address = new.layers[1].values.data_ptr()
+        f(x, new)
+        call = _graphed(f)
+        assert call.captures == before + 1, hold  # captured anew: the old memory is still someone's
+        assert new.layers[1].values.data_ptr() == new_address
+        assert torch.equal(kept, snapshot)  # and it was not written
+        del kept, new
+
+
+@torch.no_grad()
+def test_only_the_most_recently_dead_objects_memory_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_cudagraphs, "CUDA", _NoReplayCuda())
+    f = compile_once(backend="eager", cudagraphs=True, guards="none")(step)
+    x = torch.randn(4)
+    a, b = Cache(), Cache()
+    f(x, a)
+    f(x, a)
+    f(x, b)
+    a_keys, b_keys = weakref.ref(a.layers[0].keys), weakref.ref(b.layers[0].keys)
+    b_address = b.layers[0].keys.data_ptr()
+    del a
+    gc.collect()
+    assert a_keys() is not None  # the spare: kept for the next new cache
+    del b
+    gc.collect()
+    assert a_keys() is None and b_keys() is not None  # only the last dead cache's memory is kept
+    c = Cache()
+    f(x, c)
+    assert c.layers[0].keys.data_ptr() == b_address
+    assert _graphed(f).adoptions == 1
 
 
 @torch.no_grad()
@@ -234,3 +288,57 @@ def test_the_address_key_costs_microseconds_per_new_object(fake: FakeCuda, layer
     us = min(timeit.repeat(lambda: call._address(objects), number=number, repeat=3)) / number * 1e6
     print(f"address key, {layers} layers ({2 * layers} tensors): {us:.1f} us")
     assert us < 2000  # a shared CI machine: only a gross regression fails
+
+
+def _specs_graphed(f: Any) -> list[_cudagraphs.GraphedCall]:
+    calls = [spec.call for spec in f.specializations]
+    assert all(isinstance(call, _cudagraphs.GraphedCall) for call in calls)
+    return calls
+
+
+@torch.no_grad()
+def test_a_prefill_adopts_and_the_decode_step_replays_at_the_adopted_addresses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two specializations share each cache (a prefill, then decode steps), as in generate()."""
+    monkeypatch.setattr(_cudagraphs, "CUDA", _NoReplayCuda())
+    f = compile_once(backend="eager", cudagraphs=True, on_mismatch="recompile", dynamic=False)(step)
+    prefill, decode = torch.randn(4), torch.randn(1)
+
+    def generate(cache: Cache) -> None:
+        f(prefill, cache)
+        for _ in range(3):
+            f(decode, cache)
+
+    first = Cache()
+    generate(first)
+    generate(first)  # both specializations captured on the first cache
+    address = first.layers[0].keys.data_ptr()
+    del first
+    second = Cache()
+    values = second.layers[0].values.clone()
+    generate(second)
+    p, d = _specs_graphed(f)
+    assert (p.captures, p.rebinds, p.adoptions) == (1, 0, 1)  # the prefill adopted the first cache's memory
+    assert (d.captures, d.rebinds, d.adoptions) == (1, 1, 0)  # the decode step found it at its addresses
+    assert second.layers[0].keys.data_ptr() == address and torch.equal(second.layers[0].values, values)
+
+
+@torch.no_grad()
+def test_memory_is_never_moved_under_a_graph_that_reads_the_object_where_it_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_cudagraphs, "CUDA", _NoReplayCuda())
+    f = compile_once(backend="eager", cudagraphs=True, on_mismatch="recompile", dynamic=False)(step)
+    prefill, decode = torch.randn(4), torch.randn(1)
+    first = Cache()
+    for x in (prefill, prefill, decode, decode):
+        f(x, first)
+    second = Cache()
+    f(prefill, second)  # the first cache still alive: the prefill captures on the second's own memory
+    address = second.layers[0].keys.data_ptr()
+    del first, x
+    f(decode, second)  # the decode set's cache died, but a prefill graph reads the second cache in place
+    p, d = _specs_graphed(f)
+    assert second.layers[0].keys.data_ptr() == address  # so its memory stayed where that graph reads it
+    assert (p.captures, d.captures, p.adoptions + d.adoptions) == (2, 2, 0)
