@@ -191,7 +191,36 @@ class ArgumentTree:
         return [f"{n.path} ({n.note})" for n in self.nodes() if n.kind is Kind.OPAQUE]
 
 
-class _Walker:
+class ObjectWalk:
+    """The limits and rules of every walk into a call's objects, in one place.
+
+    Two walks go into argument objects: the ``ArgumentTree`` (``walk``, by ``_Walker``) and the
+    version trees of ``_watch`` (``version_tree``), which follow the dicts and lists the tree's
+    object part fingerprints. Both classify values by ``RULES`` (``classify``), follow an
+    object's attributes only where ``follows`` says so, and read those attributes through
+    ``instance_attributes``. Each walk counts its own nodes (``count``): the tree every value,
+    a version tree each value it follows into.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        """Nodes this walk has made so far (each walk counts one where it visits a value)."""
+
+    def follows(self, depth: int) -> bool:
+        """Whether to follow the attributes of an object ``depth`` objects deep: not at
+        ``MAX_OBJECT_DEPTH`` (which also bounds a reference cycle), nor once this walk has made
+        ``MAX_NODES`` nodes (a huge object graph). An object not followed is opaque to the walk."""
+        return depth < MAX_OBJECT_DEPTH and self.count < MAX_NODES
+
+
+def instance_attributes(value: Any) -> list[tuple[str, Any]]:
+    """``value``'s instance attributes as every walk follows them: the items of its ``__dict__``
+    as they are now, without nocompile's own state (``STATE_ATTRIBUTE_PREFIX``), which is not the
+    instance's data."""
+    return [(name, item) for name, item in vars(value).items() if not name.startswith(STATE_ATTRIBUTE_PREFIX)]
+
+
+class _Walker(ObjectWalk):
     def __init__(
         self,
         dynamic: Mapping[str, tuple[int, ...]],
@@ -199,11 +228,11 @@ class _Walker:
         dynamic_paths: Mapping[str, tuple[int, ...]],
         dynamic_ints: frozenset[str],
     ) -> None:
+        super().__init__()
         self.dynamic = dynamic
         self.dynamic_paths = dynamic_paths
         self.dynamic_ints = dynamic_ints
         self.follow_modules = follow_modules
-        self.count = 0
         self.locals = 0
 
     def node(
@@ -236,7 +265,7 @@ class _Walker:
                     self.node(item, f"{path}[{k!r}]", _sub(expr, f"[{k!r}]"), depth, None, inside, closure)
                 )
         elif kind is Kind.OBJECT or (kind is Kind.MODULE and self.follow_modules):
-            if depth >= MAX_OBJECT_DEPTH or self.count >= MAX_NODES:
+            if not self.follows(depth):
                 if kind is Kind.OBJECT:
                     node.kind = Kind.OPAQUE
                     node.note = f"{type(value).__name__}; deeper than {MAX_OBJECT_DEPTH} objects or too large"
@@ -249,9 +278,7 @@ class _Walker:
     def attributes(self, node: Node) -> None:
         self.locals += 1
         node.local = f"_nc_o{self.locals}" if node.expr is not None else None
-        for name, item in list(vars(node.value).items()):
-            if name.startswith(STATE_ATTRIBUTE_PREFIX):  # nocompile's own state is not the instance's data
-                continue
+        for name, item in instance_attributes(node.value):
             spellable = node.local is not None and name.isidentifier() and not name.startswith("__")
             expr = f"{node.local}.{name}" if spellable else None
             node.children.append(self.node(item, f"{node.path}.{name}", expr, node.depth + 1, None, True, node.closure))

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from . import _compat, _watch
-from ._arguments import CLOSURE_CELLS, STATE_ATTRIBUTE_PREFIX, ArgumentTree, Kind, Node, classify
+from ._arguments import CLOSURE_CELLS, ArgumentTree, Kind, Node, classify, instance_attributes
 
 KeyFn = Callable[..., tuple[Any, ...]]
 
@@ -295,9 +295,7 @@ class _KeyWriter:
                 self.sentinels.append(TensorArg(f"{path}{_readable(sentinel)}", f"{expr}{sentinel}", parameter, ()))
             else:
                 prints += [f"{expr}{sentinel}.dtype", f"{expr}{sentinel}.device", f"{expr}{sentinel}.stride()"]
-        for name, value in vars(module).items():
-            if name.startswith(STATE_ATTRIBUTE_PREFIX):  # nocompile's own state: changes on every call
-                continue
+        for name, value in instance_attributes(module):  # not nocompile's own state: it changes on every call
             if name.isidentifier() and not name.startswith("__") and classify(value) is Kind.OBJECT:
                 prints.append(_object_print(value, f"{expr}.{name}", in_tree=prints is self.module_prints))
 
