@@ -22,7 +22,6 @@ generated function (``(_nc_o3 := cache.layers[0]).__class__``), so deep paths st
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import enum
 import functools
@@ -32,7 +31,8 @@ from typing import Any
 
 import torch
 
-from ._codegen import code_signature, varkw_name
+from ._codegen import EMPTY_CELL, closure_variables, code_signature, varkw_name
+from ._codegen import closure_values as closure_values  # re-exported: _state imports it from here
 
 #: How many objects deep the walk follows attributes (a cache object -> its list of layers -> a
 #: layer is depth 2); deeper objects are opaque. Also bounds a reference cycle.
@@ -42,8 +42,6 @@ MAX_NODES = 20_000
 #: How the attribute holding an instance's nocompile state is named (``instance.__dict__``): never
 #: watched or walked as the instance's data.
 STATE_ATTRIBUTE_PREFIX = "_nocompile_state_"
-#: The name generated code binds the function's ``__closure__`` to (closure variables' expressions read it).
-CLOSURE_CELLS = "__nc_cells"
 
 
 class Kind(str, enum.Enum):
@@ -154,7 +152,7 @@ class ArgumentTree:
     fn: types.FunctionType
     roots: list[Node]
     closure_roots: list[Node] = dataclasses.field(default_factory=list)
-    """The function's closure variables, one node per free variable (``CLOSURE_CELLS[i].cell_contents``):
+    """The function's closure variables, one node per free variable (``_codegen.CLOSURE_CELLS[i].cell_contents``):
     values the compiled code reads like arguments, though no call passes them."""
 
     def nodes(self) -> Iterator[Node]:
@@ -295,16 +293,6 @@ def bound_arguments(fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping
     return dict(bound.arguments)
 
 
-def closure_values(fn: types.FunctionType) -> dict[str, Any]:
-    """The function's closure variables by name, as a frame of it would have them (an empty
-    cell, assigned later or never, is absent)."""
-    values = {}
-    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False):
-        with contextlib.suppress(ValueError):
-            values[name] = cell.cell_contents
-    return values
-
-
 def walk(
     fn: types.FunctionType,
     args: Sequence[Any],
@@ -333,11 +321,8 @@ def walk(
         else:
             roots.append(walker.node(value, name, name, 0, name, False))
     closure_roots = []
-    for i, (name, cell) in enumerate(zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False)):
-        expr = f"{CLOSURE_CELLS}[{i}].cell_contents"
-        try:
-            value = cell.cell_contents
-        except ValueError:  # an empty cell: assigned later, or never
+    for name, expr, value in closure_variables(fn):
+        if value is EMPTY_CELL:  # assigned later, or never
             closure_roots.append(Node(Kind.OPAQUE, name, expr, None, 0, note="empty closure cell", closure=True))
             continue
         closure_roots.append(walker.node(value, name, expr, 0, None, False, closure=True))

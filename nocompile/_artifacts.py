@@ -40,6 +40,7 @@ import torch
 
 from . import _compat
 from ._arguments import ArgumentTree, Kind
+from ._codegen import EMPTY_CELL, closure_variables
 from ._describe import describe_key
 from ._errors import NoCompileError
 from ._layout import CheckLayout
@@ -204,10 +205,8 @@ def function_digest(fn: types.FunctionType) -> str:
     """
     h = hashlib.sha256()
     _code_digest(fn.__code__, h, set(), fn.__globals__, depth=3)
-    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False):
-        try:
-            value = cell.cell_contents
-        except ValueError:  # an empty cell
+    for name, _, value in closure_variables(fn):
+        if value is EMPTY_CELL:
             h.update(f"cell {name}: empty;".encode())
             continue
         h.update(f"cell {name}: {_closure_value(value)};".encode())

@@ -35,7 +35,8 @@ from typing import Any
 import torch
 
 from . import _compat, _watch
-from ._arguments import CLOSURE_CELLS, ArgumentTree, Kind, Node, classify, instance_attributes
+from ._arguments import ArgumentTree, Kind, Node, classify, instance_attributes
+from ._codegen import closure_globals
 
 KeyFn = Callable[..., tuple[Any, ...]]
 
@@ -593,7 +594,7 @@ def generated_globals(fn: types.FunctionType, layout: CheckLayout | None = None)
         **{f"{_CELL}{i}": cells[i] for i in (layout.closure_cells if layout is not None else ())},
         _PLAIN_CELLS: tuple(cells[i] for i in (layout.closure_cells if layout is not None else ())),
         _GRAD_ENABLED: torch.is_grad_enabled,
-        CLOSURE_CELLS: cells,
+        **closure_globals(fn),
         _EPOCH: _watch.EPOCH,
         _MODES: _compat.torch_function_mode_count,
         _FINGERPRINT: _watch.dict_fingerprint,
