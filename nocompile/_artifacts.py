@@ -40,7 +40,7 @@ import torch
 
 from . import _compat
 from ._arguments import ArgumentTree, Kind
-from ._codegen import EMPTY_CELL, closure_variables
+from ._codegen import EMPTY_CELL, closure_variables, qualified_name
 from ._describe import describe_key
 from ._errors import NoCompileError
 from ._layout import CheckLayout
@@ -228,7 +228,7 @@ def _closure_value(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return f"tensor{tuple(value.shape)}:{value.dtype}:{value.device}"
     if isinstance(value, (types.FunctionType, type)):
-        return f"{value.__module__}.{value.__qualname__}"
+        return qualified_name(value)
     if isinstance(value, torch.nn.Module):
         return module_digest(value)
     return f"{type(value).__qualname__}@{id(value):x}"
@@ -256,7 +256,7 @@ def module_digest(module: torch.nn.Module) -> str:
     forwards: dict[type, None] = {}
     for name, sub in module.named_modules():
         kind = type(sub)
-        h.update(f"{name}:{kind.__module__}.{kind.__qualname__};".encode())
+        h.update(f"{name}:{qualified_name(kind)};".encode())
         attrs = sorted((k, repr(v)) for k, v in vars(sub).items() if not k.startswith("_") and _plain_value(v))
         h.update(repr(attrs).encode())
         forwards.setdefault(kind)
@@ -282,7 +282,7 @@ def key_material(
     key = key_fn.fn(*args, **kwargs)
     modules = [f"{root.path}={module_digest(root.value)}" for root in tree.roots if root.kind is Kind.MODULE]
     return {
-        "function": f"{fn.__module__}.{fn.__qualname__}",
+        "function": qualified_name(fn),
         "code": function_digest(fn),
         "torch": TORCH_VERSION,
         "python": platform.python_version(),
@@ -318,7 +318,7 @@ def artifact_key(material: dict[str, Any]) -> str:
 
 
 def artifact_path(directory: str, fn: types.FunctionType, key: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9_.]+", "_", f"{fn.__module__}.{fn.__qualname__}")[-80:]
+    name = re.sub(r"[^A-Za-z0-9_.]+", "_", qualified_name(fn))[-80:]
     return os.path.join(directory, f"{name}-{key}{SUFFIX}")
 
 

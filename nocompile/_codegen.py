@@ -252,6 +252,12 @@ def define_like(
     return defined
 
 
+def qualified_name(obj: types.FunctionType | type) -> str:
+    """``module.Qualified.name`` of a function or class: how nocompile names it in messages,
+    dumps, reports and artifact keys."""
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
 def parameter_names(fn: types.FunctionType) -> list[str]:
     """The names of ``fn``'s parameters, in order (``*args`` and ``**kwargs`` by their names)."""
     return list(code_signature(fn).parameters)
