@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 import torch
 
-from . import _compat
+from . import _compat, _watch
 from ._arguments import ArgumentTree, Kind
 from ._codegen import EMPTY_CELL, closure_variables, qualified_name
 from ._describe import describe_key
@@ -260,9 +260,9 @@ def module_digest(module: torch.nn.Module) -> str:
         attrs = sorted((k, repr(v)) for k, v in vars(sub).items() if not k.startswith("_") and _plain_value(v))
         h.update(repr(attrs).encode())
         forwards.setdefault(kind)
-    for tensors in (module.named_parameters(), module.named_buffers()):
-        for name, t in tensors:
-            h.update(f"{name}:{tuple(t.shape)}:{t.dtype}:{t.device}:{t.requires_grad}:{t.stride()};".encode())
+    for name, t in _watch.module_tensors(module):
+        shape, stride, dtype, device = _watch.layout(t)
+        h.update(f"{name}:{shape}:{dtype}:{device}:{t.requires_grad}:{stride};".encode())
     for kind in forwards:
         forward = getattr(kind.forward, "__wrapped__", kind.forward)
         if isinstance(forward, types.FunctionType) and not (forward.__module__ or "").startswith("torch"):

@@ -46,7 +46,7 @@ import operator
 import threading
 import types
 import weakref
-from collections.abc import Callable, Hashable, MutableMapping
+from collections.abc import Callable, Hashable, Iterator, MutableMapping
 from typing import Any
 
 import torch
@@ -251,15 +251,20 @@ def tensor_layout(module: torch.nn.Module) -> tuple[Any, ...]:
     does, and Dynamo's guards do not catch it on every supported torch. Read once per new
     fingerprint, never per call.
     """
-    return tuple(
-        (name, *layout(t))
-        for tensors in (module.named_parameters(), module.named_buffers())
-        for name, t in tensors
-        if t is not None
-    )
+    return tuple((name, *layout(t)) for name, t in module_tensors(module))
+
+
+def module_tensors(module: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(name, tensor)`` of each parameter, then each buffer, of ``module`` and its submodules."""
+    for tensors in (module.named_parameters(), module.named_buffers()):
+        for name, t in tensors:
+            if t is not None:
+                yield name, t
 
 
 def layout(t: torch.Tensor) -> tuple[Any, ...]:
+    """``(shape, stride, dtype, device)`` of a parameter or buffer: what compiled kernels assume of
+    it (``tensor_layout``, the sentinels, the artifact key's ``_artifacts.module_digest``)."""
     if torch.nn.parameter.is_lazy(t):  # a lazy module not run yet: no shape to compare
         return ("uninitialized", None, t.dtype, t.device)
     try:
