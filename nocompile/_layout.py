@@ -29,7 +29,7 @@ import dataclasses
 import functools
 import re
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -304,8 +304,7 @@ class _KeyWriter:
         """Objects, modules and dicts the function names as globals: their attributes or entries,
         which a store into the globals dict itself would not show."""
         namespace = fn.__globals__
-        for name in dict.fromkeys(global_names(fn.__code__)):
-            value = namespace.get(name)
+        for name, value in global_values(fn):
             kind = classify(value)
             where = f"{_GLOBALS}[{name!r}]"
             if isinstance(value, torch.nn.Module):
@@ -399,6 +398,15 @@ def global_names(code: types.CodeType) -> list[str]:
         if isinstance(const, types.CodeType):
             names += global_names(const)
     return names
+
+
+def global_values(fn: types.FunctionType) -> Iterator[tuple[str, Any]]:
+    """``(name, value)`` of each global ``fn``'s code may load, once each, in the order the code
+    names them; the value in ``fn.__globals__`` now, None where it has none (a builtin, an
+    attribute name, a global not assigned yet)."""
+    namespace = fn.__globals__
+    for name in dict.fromkeys(global_names(fn.__code__)):
+        yield name, namespace.get(name)
 
 
 #: Kinds of argument whose expression the per-call path evaluates (the fast key, the tensor check

@@ -43,7 +43,7 @@ from ._describe import build_key_function, describe_difference, describe_key
 from ._entry import TARGET, MethodFunction, build_direct_entry, build_guarded_call, prologue, prologue_globals
 from ._errors import GuardMismatchError, NoCompileError
 from ._explain import ExplainReport, build_report
-from ._layout import CheckLayout, KeyFunction, TensorArg, global_names
+from ._layout import CheckLayout, KeyFunction, TensorArg, global_values
 from ._options import CompileOptions
 from ._record import CompileRecord
 from ._selector import Candidate, Selector, ShapeCheck, build_shape_check, key_function, selector
@@ -847,8 +847,7 @@ def _layout_sources(fn: types.FunctionType, bound: dict[str, Any]) -> dict[str, 
     for name, value in closure_values(fn).items():
         if isinstance(value, torch.nn.Module):
             found[f"closure cell {name}"] = value
-    for name in dict.fromkeys(global_names(fn.__code__)):
-        value = fn.__globals__.get(name)
+    for name, value in global_values(fn):
         if isinstance(value, torch.nn.Module):
             found[f"global {name}"] = value
     return found
