@@ -22,7 +22,6 @@ generated function (``(_nc_o3 := cache.layers[0]).__class__``), so deep paths st
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import enum
 import functools
@@ -32,7 +31,8 @@ from typing import Any
 
 import torch
 
-from ._codegen import code_signature, varkw_name
+from ._codegen import EMPTY_CELL, closure_variables, code_signature, varkw_name
+from ._codegen import closure_values as closure_values  # re-exported: _state imports it from here
 
 #: How many objects deep the walk follows attributes (a cache object -> its list of layers -> a
 #: layer is depth 2); deeper objects are opaque. Also bounds a reference cycle.
@@ -42,8 +42,6 @@ MAX_NODES = 20_000
 #: How the attribute holding an instance's nocompile state is named (``instance.__dict__``): never
 #: watched or walked as the instance's data.
 STATE_ATTRIBUTE_PREFIX = "_nocompile_state_"
-#: The name generated code binds the function's ``__closure__`` to (closure variables' expressions read it).
-CLOSURE_CELLS = "__nc_cells"
 
 
 class Kind(str, enum.Enum):
@@ -154,7 +152,7 @@ class ArgumentTree:
     fn: types.FunctionType
     roots: list[Node]
     closure_roots: list[Node] = dataclasses.field(default_factory=list)
-    """The function's closure variables, one node per free variable (``CLOSURE_CELLS[i].cell_contents``):
+    """The function's closure variables, one node per free variable (``_codegen.CLOSURE_CELLS[i].cell_contents``):
     values the compiled code reads like arguments, though no call passes them."""
 
     def nodes(self) -> Iterator[Node]:
@@ -191,7 +189,36 @@ class ArgumentTree:
         return [f"{n.path} ({n.note})" for n in self.nodes() if n.kind is Kind.OPAQUE]
 
 
-class _Walker:
+class ObjectWalk:
+    """The limits and rules of every walk into a call's objects, in one place.
+
+    Two walks go into argument objects: the ``ArgumentTree`` (``walk``, by ``_Walker``) and the
+    version trees of ``_watch`` (``version_tree``), which follow the dicts and lists the tree's
+    object part fingerprints. Both classify values by ``RULES`` (``classify``), follow an
+    object's attributes only where ``follows`` says so, and read those attributes through
+    ``instance_attributes``. Each walk counts its own nodes (``count``): the tree every value,
+    a version tree each value it follows into.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        """Nodes this walk has made so far (each walk counts one where it visits a value)."""
+
+    def follows(self, depth: int) -> bool:
+        """Whether to follow the attributes of an object ``depth`` objects deep: not at
+        ``MAX_OBJECT_DEPTH`` (which also bounds a reference cycle), nor once this walk has made
+        ``MAX_NODES`` nodes (a huge object graph). An object not followed is opaque to the walk."""
+        return depth < MAX_OBJECT_DEPTH and self.count < MAX_NODES
+
+
+def instance_attributes(value: Any) -> list[tuple[str, Any]]:
+    """``value``'s instance attributes as every walk follows them: the items of its ``__dict__``
+    as they are now, without nocompile's own state (``STATE_ATTRIBUTE_PREFIX``), which is not the
+    instance's data."""
+    return [(name, item) for name, item in vars(value).items() if not name.startswith(STATE_ATTRIBUTE_PREFIX)]
+
+
+class _Walker(ObjectWalk):
     def __init__(
         self,
         dynamic: Mapping[str, tuple[int, ...]],
@@ -199,11 +226,11 @@ class _Walker:
         dynamic_paths: Mapping[str, tuple[int, ...]],
         dynamic_ints: frozenset[str],
     ) -> None:
+        super().__init__()
         self.dynamic = dynamic
         self.dynamic_paths = dynamic_paths
         self.dynamic_ints = dynamic_ints
         self.follow_modules = follow_modules
-        self.count = 0
         self.locals = 0
 
     def node(
@@ -236,7 +263,7 @@ class _Walker:
                     self.node(item, f"{path}[{k!r}]", _sub(expr, f"[{k!r}]"), depth, None, inside, closure)
                 )
         elif kind is Kind.OBJECT or (kind is Kind.MODULE and self.follow_modules):
-            if depth >= MAX_OBJECT_DEPTH or self.count >= MAX_NODES:
+            if not self.follows(depth):
                 if kind is Kind.OBJECT:
                     node.kind = Kind.OPAQUE
                     node.note = f"{type(value).__name__}; deeper than {MAX_OBJECT_DEPTH} objects or too large"
@@ -249,9 +276,7 @@ class _Walker:
     def attributes(self, node: Node) -> None:
         self.locals += 1
         node.local = f"_nc_o{self.locals}" if node.expr is not None else None
-        for name, item in list(vars(node.value).items()):
-            if name.startswith(STATE_ATTRIBUTE_PREFIX):  # nocompile's own state is not the instance's data
-                continue
+        for name, item in instance_attributes(node.value):
             spellable = node.local is not None and name.isidentifier() and not name.startswith("__")
             expr = f"{node.local}.{name}" if spellable else None
             node.children.append(self.node(item, f"{node.path}.{name}", expr, node.depth + 1, None, True, node.closure))
@@ -266,16 +291,6 @@ def bound_arguments(fn: types.FunctionType, args: Sequence[Any], kwargs: Mapping
     bound = code_signature(fn).bind(*args, **kwargs)
     bound.apply_defaults()
     return dict(bound.arguments)
-
-
-def closure_values(fn: types.FunctionType) -> dict[str, Any]:
-    """The function's closure variables by name, as a frame of it would have them (an empty
-    cell, assigned later or never, is absent)."""
-    values = {}
-    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False):
-        with contextlib.suppress(ValueError):
-            values[name] = cell.cell_contents
-    return values
 
 
 def walk(
@@ -306,11 +321,8 @@ def walk(
         else:
             roots.append(walker.node(value, name, name, 0, name, False))
     closure_roots = []
-    for i, (name, cell) in enumerate(zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False)):
-        expr = f"{CLOSURE_CELLS}[{i}].cell_contents"
-        try:
-            value = cell.cell_contents
-        except ValueError:  # an empty cell: assigned later, or never
+    for name, expr, value in closure_variables(fn):
+        if value is EMPTY_CELL:  # assigned later, or never
             closure_roots.append(Node(Kind.OPAQUE, name, expr, None, 0, note="empty closure cell", closure=True))
             continue
         closure_roots.append(walker.node(value, name, expr, 0, None, False, closure=True))

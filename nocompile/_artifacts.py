@@ -38,8 +38,9 @@ from typing import Any, Protocol
 
 import torch
 
-from . import _compat
+from . import _compat, _watch
 from ._arguments import ArgumentTree, Kind
+from ._codegen import EMPTY_CELL, closure_variables, qualified_name
 from ._describe import describe_key
 from ._errors import NoCompileError
 from ._layout import CheckLayout
@@ -204,10 +205,8 @@ def function_digest(fn: types.FunctionType) -> str:
     """
     h = hashlib.sha256()
     _code_digest(fn.__code__, h, set(), fn.__globals__, depth=3)
-    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False):
-        try:
-            value = cell.cell_contents
-        except ValueError:  # an empty cell
+    for name, _, value in closure_variables(fn):
+        if value is EMPTY_CELL:
             h.update(f"cell {name}: empty;".encode())
             continue
         h.update(f"cell {name}: {_closure_value(value)};".encode())
@@ -229,7 +228,7 @@ def _closure_value(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return f"tensor{tuple(value.shape)}:{value.dtype}:{value.device}"
     if isinstance(value, (types.FunctionType, type)):
-        return f"{value.__module__}.{value.__qualname__}"
+        return qualified_name(value)
     if isinstance(value, torch.nn.Module):
         return module_digest(value)
     return f"{type(value).__qualname__}@{id(value):x}"
@@ -257,13 +256,13 @@ def module_digest(module: torch.nn.Module) -> str:
     forwards: dict[type, None] = {}
     for name, sub in module.named_modules():
         kind = type(sub)
-        h.update(f"{name}:{kind.__module__}.{kind.__qualname__};".encode())
+        h.update(f"{name}:{qualified_name(kind)};".encode())
         attrs = sorted((k, repr(v)) for k, v in vars(sub).items() if not k.startswith("_") and _plain_value(v))
         h.update(repr(attrs).encode())
         forwards.setdefault(kind)
-    for tensors in (module.named_parameters(), module.named_buffers()):
-        for name, t in tensors:
-            h.update(f"{name}:{tuple(t.shape)}:{t.dtype}:{t.device}:{t.requires_grad}:{t.stride()};".encode())
+    for name, t in _watch.module_tensors(module):
+        shape, stride, dtype, device = _watch.layout(t)
+        h.update(f"{name}:{shape}:{dtype}:{device}:{t.requires_grad}:{stride};".encode())
     for kind in forwards:
         forward = getattr(kind.forward, "__wrapped__", kind.forward)
         if isinstance(forward, types.FunctionType) and not (forward.__module__ or "").startswith("torch"):
@@ -283,7 +282,7 @@ def key_material(
     key = key_fn.fn(*args, **kwargs)
     modules = [f"{root.path}={module_digest(root.value)}" for root in tree.roots if root.kind is Kind.MODULE]
     return {
-        "function": f"{fn.__module__}.{fn.__qualname__}",
+        "function": qualified_name(fn),
         "code": function_digest(fn),
         "torch": TORCH_VERSION,
         "python": platform.python_version(),
@@ -319,7 +318,7 @@ def artifact_key(material: dict[str, Any]) -> str:
 
 
 def artifact_path(directory: str, fn: types.FunctionType, key: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9_.]+", "_", f"{fn.__module__}.{fn.__qualname__}")[-80:]
+    name = re.sub(r"[^A-Za-z0-9_.]+", "_", qualified_name(fn))[-80:]
     return os.path.join(directory, f"{name}-{key}{SUFFIX}")
 
 

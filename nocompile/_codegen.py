@@ -13,7 +13,7 @@ import inspect
 import linecache
 import types
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def code_signature(fn: types.FunctionType) -> inspect.Signature:
@@ -119,6 +119,57 @@ def live_defaults(fn: types.FunctionType) -> tuple[str, str]:
     return ", ".join(parts), "".join(lines)
 
 
+#: The name generated code binds the function's ``__closure__`` to (``closure_globals``): closure
+#: variables' expressions read it (``ClosureVariable.expr``).
+CLOSURE_CELLS = "__nc_cells"
+
+
+class _EmptyCell:
+    """The value of a closure variable whose cell is empty: assigned later in the enclosing function, or never."""
+
+    def __repr__(self) -> str:
+        return "<empty cell>"
+
+
+EMPTY_CELL: Any = _EmptyCell()
+
+
+class ClosureVariable(NamedTuple):
+    """One free variable of a function, read from its closure cell."""
+
+    name: str
+    expr: str
+    """Source reading it again in generated code that has ``closure_globals`` among its globals."""
+    value: Any
+    """What the cell holds now; ``EMPTY_CELL`` for an empty cell."""
+
+
+def closure_variables(fn: types.FunctionType) -> list[ClosureVariable]:
+    """``fn``'s free variables, in ``co_freevars`` order: every reading of a closure cell goes
+    through here (the argument walk, the frame a guard check sees, the shape check, the artifact
+    key)."""
+    variables = []
+    for i, (name, cell) in enumerate(zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False)):
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell: assigned later, or never
+            value = EMPTY_CELL
+        variables.append(ClosureVariable(name, f"{CLOSURE_CELLS}[{i}].cell_contents", value))
+    return variables
+
+
+def closure_values(fn: types.FunctionType) -> dict[str, Any]:
+    """The function's closure variables by name, as a frame of it would have them (an empty
+    cell, assigned later or never, is absent)."""
+    return {name: value for name, _, value in closure_variables(fn) if value is not EMPTY_CELL}
+
+
+def closure_globals(fn: types.FunctionType) -> dict[str, Any]:
+    """The global that ``ClosureVariable.expr`` reads: ``fn``'s closure cells (read at the call,
+    so a cell rebound later is read as it is then)."""
+    return {CLOSURE_CELLS: fn.__closure__ or ()}
+
+
 def tuple_source(exprs: Sequence[str]) -> str:
     return "(" + "".join(f"{e}, " for e in exprs) + ")"
 
@@ -199,6 +250,12 @@ def define_like(
             function.__qualname__ = qualname
             defined[name] = function
     return defined
+
+
+def qualified_name(obj: types.FunctionType | type) -> str:
+    """``module.Qualified.name`` of a function or class: how nocompile names it in messages,
+    dumps, reports and artifact keys."""
+    return f"{obj.__module__}.{obj.__qualname__}"
 
 
 def parameter_names(fn: types.FunctionType) -> list[str]:

@@ -24,6 +24,8 @@ from typing import Any, cast
 import torch
 from torch.nn.modules import module as _module_module
 
+from ._codegen import closure_values
+
 #: Oldest torch release nocompile runs on: the oldest the test suite has run against
 #: (docs/versions.md). Releases before 2.10 cannot filter the GLOBAL_STATE and
 #: TORCH_FUNCTION_MODE_STACK guards through ``guard_filter_fn`` and lack the bytecode-hook
@@ -610,11 +612,6 @@ def first_parameter(module: torch.nn.Module, depth: int = 0) -> tuple[str, torch
 # -- calling an inductor inference graph past its wrappers ----------------------------------------
 
 
-def _cell_values(fn: Any) -> dict[str, Any]:
-    code = fn.__code__
-    return {name: cell.cell_contents for name, cell in zip(code.co_freevars, fn.__closure__ or (), strict=True)}
-
-
 def _no_prologue_record() -> None:
     """What the runtime wrapper's ``_on_before_call_`` does outside the profiler: nothing."""
 
@@ -653,12 +650,12 @@ def direct_graph_call(compiled: Any) -> Callable[..., Any] | None:
             return None
         if not aot_forward.__code__.co_flags & inspect.CO_VARARGS:  # the boxed variant clears its list
             return None
-        forward_cells = _cell_values(aot_forward)
+        forward_cells = closure_values(aot_forward)  # a cell missing or empty: KeyError below
         lifted = list(forward_cells["params_buffers_flat"])
         runtime = _unserializable(forward_cells["compiled_fn"])
         if runtime.__qualname__ != "_create_runtime_wrapper.<locals>.runtime_wrapper":
             return None
-        runtime_cells = _cell_values(runtime)
+        runtime_cells = closure_values(runtime)
         generated = runtime_cells["_codegen_runtime_wrapper"]
         first_call = runtime_cells["_first_invocation_ctx"]
         graph = _unserializable(runtime_cells["_inner_compiled_fn"])

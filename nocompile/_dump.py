@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ._codegen import qualified_name
 from ._explain import build_report
 from ._record import CompileRecord, GuardRecord
 
@@ -49,7 +50,7 @@ def dump_root(option: str | None) -> str | None:
 def after_compile(state: StateView, spec: Specialization, index: int) -> None:
     """Dump one freshly installed specialization if a dump directory is set. Never raises."""
     fn = state.function
-    where = f"{fn.__module__}.{fn.__qualname__}"
+    where = qualified_name(fn)
     root: str | None = None
     try:
         root = dump_root(state.options.dump_dir)

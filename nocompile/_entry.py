@@ -32,8 +32,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from . import _compat
-from ._arguments import CLOSURE_CELLS
-from ._codegen import UNSET, call_list, code_signature_names, define_like, live_defaults, parameter_list
+from ._codegen import (
+    UNSET,
+    call_list,
+    closure_globals,
+    closure_variables,
+    code_signature_names,
+    define_like,
+    live_defaults,
+    parameter_list,
+)
 from ._compiler import Compiled, bytecode_function
 from ._options import CompileOptions
 
@@ -88,11 +96,7 @@ def build_guarded_call(
     own entry, which recompiles). ``candidates`` is read on every call, so refilling it in place
     takes effect at once."""
     names = list(code_signature_names(fn))
-    cells = [
-        f"{name!r}: {CLOSURE_CELLS}[{i}].cell_contents"
-        for i, name in enumerate(fn.__code__.co_freevars)
-        if name != "__class__"
-    ]
+    cells = [f"{name!r}: {expr}" for name, expr, _ in closure_variables(fn) if name != "__class__"]
     frame = "{" + ", ".join([*(f"{n!r}: {n}" for n in names), *cells]) + "}"
     source = (
         f"def guarded({parameter_list(fn)}):\n"
@@ -102,7 +106,7 @@ def build_guarded_call(
         f"            return __nc_target({call_list(fn)})\n"
         f"    return __nc_fallback({call_list(fn)})\n"
     )
-    namespace = {"__nc_candidates": candidates, "__nc_fallback": fallback, CLOSURE_CELLS: fn.__closure__ or ()}
+    namespace = {"__nc_candidates": candidates, "__nc_fallback": fallback, **closure_globals(fn)}
     return define_like(fn, source, namespace)["guarded"]
 
 

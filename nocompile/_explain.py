@@ -18,6 +18,7 @@ import types
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ._codegen import qualified_name
 from ._options import CompileOptions
 from ._record import GUARD_KINDS, OTHER_KIND, CompileRecord, GraphRecord, GuardRecord
 
@@ -145,7 +146,7 @@ def _specialization_report(fn: types.FunctionType, index: int, spec: Specializat
     record: CompileRecord | None = getattr(spec, "record", None)
     if record is None:  # a specialization loaded from an artifact: no compile to record
         record = CompileRecord(signature=spec.signature())
-    source, error = record.decompiled(spec.transformed_code, f"{fn.__module__}.{fn.__qualname__}")
+    source, error = record.decompiled(spec.transformed_code, qualified_name(fn))
     return SpecializationReport(
         index=index,
         signature=record.signature,

@@ -34,7 +34,7 @@ from ._codegen import parameter_names
 from ._compiler import describe_function
 from ._describe import describe_difference, describe_key
 from ._errors import GuardMismatchError, NoCompileError
-from ._layout import CheckLayout, KeyFunction, TensorArg, global_names
+from ._layout import CheckLayout, KeyFunction, TensorArg, global_values
 from ._options import CompileOptions
 from ._selector import Candidate, Selector, ShapeCheck, build_shape_check, key_function, selector
 from ._view import Expectations, Specialization
@@ -516,8 +516,7 @@ def _layout_sources(fn: types.FunctionType, bound: dict[str, Any]) -> dict[str, 
     for name, value in closure_values(fn).items():
         if isinstance(value, torch.nn.Module):
             found[f"closure cell {name}"] = value
-    for name in dict.fromkeys(global_names(fn.__code__)):
-        value = fn.__globals__.get(name)
+    for name, value in global_values(fn):
         if isinstance(value, torch.nn.Module):
             found[f"global {name}"] = value
     return found

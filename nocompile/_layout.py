@@ -29,13 +29,14 @@ import dataclasses
 import functools
 import re
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 
 from . import _compat, _version_tree, _watch
-from ._arguments import CLOSURE_CELLS, STATE_ATTRIBUTE_PREFIX, ArgumentTree, Kind, Node, classify
+from ._arguments import ArgumentTree, Kind, Node, classify, instance_attributes
+from ._codegen import closure_globals
 
 KeyFn = Callable[..., tuple[Any, ...]]
 
@@ -295,9 +296,7 @@ class _KeyWriter:
                 self.sentinels.append(TensorArg(f"{path}{_readable(sentinel)}", f"{expr}{sentinel}", parameter, ()))
             else:
                 prints += [f"{expr}{sentinel}.dtype", f"{expr}{sentinel}.device", f"{expr}{sentinel}.stride()"]
-        for name, value in vars(module).items():
-            if name.startswith(STATE_ATTRIBUTE_PREFIX):  # nocompile's own state: changes on every call
-                continue
+        for name, value in instance_attributes(module):  # not nocompile's own state: it changes on every call
             if name.isidentifier() and not name.startswith("__") and classify(value) is Kind.OBJECT:
                 prints.append(_object_print(value, f"{expr}.{name}", in_tree=prints is self.module_prints))
 
@@ -305,8 +304,7 @@ class _KeyWriter:
         """Objects, modules and dicts the function names as globals: their attributes or entries,
         which a store into the globals dict itself would not show."""
         namespace = fn.__globals__
-        for name in dict.fromkeys(global_names(fn.__code__)):
-            value = namespace.get(name)
+        for name, value in global_values(fn):
             kind = classify(value)
             where = f"{_GLOBALS}[{name!r}]"
             if isinstance(value, torch.nn.Module):
@@ -400,6 +398,15 @@ def global_names(code: types.CodeType) -> list[str]:
         if isinstance(const, types.CodeType):
             names += global_names(const)
     return names
+
+
+def global_values(fn: types.FunctionType) -> Iterator[tuple[str, Any]]:
+    """``(name, value)`` of each global ``fn``'s code may load, once each, in the order the code
+    names them; the value in ``fn.__globals__`` now, None where it has none (a builtin, an
+    attribute name, a global not assigned yet)."""
+    namespace = fn.__globals__
+    for name in dict.fromkeys(global_names(fn.__code__)):
+        yield name, namespace.get(name)
 
 
 #: Kinds of argument whose expression the per-call path evaluates (the fast key, the tensor check
@@ -595,7 +602,7 @@ def generated_globals(fn: types.FunctionType, layout: CheckLayout | None = None)
         **{f"{_CELL}{i}": cells[i] for i in (layout.closure_cells if layout is not None else ())},
         _PLAIN_CELLS: tuple(cells[i] for i in (layout.closure_cells if layout is not None else ())),
         _GRAD_ENABLED: torch.is_grad_enabled,
-        CLOSURE_CELLS: cells,
+        **closure_globals(fn),
         _EPOCH: _watch.EPOCH,
         _MODES: _compat.torch_function_mode_count,
         _FINGERPRINT: _watch.dict_fingerprint,

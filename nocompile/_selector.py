@@ -27,8 +27,18 @@ from typing import Any, NamedTuple
 import torch
 
 from . import _watch
-from ._arguments import CLOSURE_CELLS, walk
-from ._codegen import UNSET, call_list, define_like, live_defaults, parameter_list, pass_on, tuple_source
+from ._arguments import walk
+from ._codegen import (
+    UNSET,
+    call_list,
+    closure_globals,
+    closure_variables,
+    define_like,
+    live_defaults,
+    parameter_list,
+    pass_on,
+    tuple_source,
+)
 from ._layout import (
     CheckLayout,
     KeyFn,
@@ -335,12 +345,8 @@ def build_shape_check(fn: types.FunctionType, expressions: Sequence[str]) -> Sha
     body = " and ".join(f"({e})" for e in rewritten)
     # Closure variables the guards read (``L['w']`` for a captured tensor) are locals of the frame.
     used = set(_LOCAL.findall(" ".join(expressions)))
-    cells = "".join(
-        f"    {name} = {CLOSURE_CELLS}[{i}].cell_contents\n"
-        for i, name in enumerate(fn.__code__.co_freevars)
-        if name in used
-    )
+    cells = "".join(f"    {name} = {expr}\n" for name, expr, _ in closure_variables(fn) if name in used)
     source = f"def shape_ok({parameter_list(fn)}):\n{cells}    return bool({body})\n"
-    namespace = {"torch": torch, "math": math, CLOSURE_CELLS: fn.__closure__ or ()}
+    namespace = {"torch": torch, "math": math, **closure_globals(fn)}
     check = define_like(fn, source, namespace)["shape_ok"]
     return ShapeCheck(tuple(expressions), check)

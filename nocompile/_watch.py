@@ -46,14 +46,14 @@ import operator
 import threading
 import types
 import weakref
-from collections.abc import Callable, Hashable, MutableMapping
+from collections.abc import Callable, Hashable, Iterator, MutableMapping
 from typing import Any
 
 import torch
 from torch.nn.modules import module as module_hooks
 
 from . import _compat, _native_checks, _version_tree
-from ._arguments import MAX_NODES, MAX_OBJECT_DEPTH, STATE_ATTRIBUTE_PREFIX, Kind, classify
+from ._arguments import Kind, ObjectWalk, classify, instance_attributes
 
 #: Verified fingerprints kept per argument structure; the oldest is forgotten beyond this.
 MAX_VERIFIED = 256
@@ -251,15 +251,20 @@ def tensor_layout(module: torch.nn.Module) -> tuple[Any, ...]:
     does, and Dynamo's guards do not catch it on every supported torch. Read once per new
     fingerprint, never per call.
     """
-    return tuple(
-        (name, *layout(t))
-        for tensors in (module.named_parameters(), module.named_buffers())
-        for name, t in tensors
-        if t is not None
-    )
+    return tuple((name, *layout(t)) for name, t in module_tensors(module))
+
+
+def module_tensors(module: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(name, tensor)`` of each parameter, then each buffer, of ``module`` and its submodules."""
+    for tensors in (module.named_parameters(), module.named_buffers()):
+        for name, t in tensors:
+            if t is not None:
+                yield name, t
 
 
 def layout(t: torch.Tensor) -> tuple[Any, ...]:
+    """``(shape, stride, dtype, device)`` of a parameter or buffer: what compiled kernels assume of
+    it (``tensor_layout``, the sentinels, the artifact key's ``_artifacts.module_digest``)."""
     if torch.nn.parameter.is_lazy(t):  # a lazy module not run yet: no shape to compare
         return ("uninitialized", None, t.dtype, t.device)
     try:
@@ -432,13 +437,13 @@ def _watch_function(tree: _version_tree.VersionTree, node: Any, fn: types.Functi
 def version_tree(roots: tuple[Any, ...]) -> _version_tree.VersionTree:
     """A C++ check, true while ``roots``' objects are as they are now: the version tag of each
     object's ``__dict__`` and of each dict, the length of each list, below each root, followed by
-    the walk's rules and limits (``_arguments``: objects up to ``MAX_OBJECT_DEPTH`` deep)."""
+    the walk's rules and limits (``_arguments.ObjectWalk``: objects up to ``MAX_OBJECT_DEPTH`` deep)."""
     tree = _version_tree.VersionTree()
-    counter = [0]
+    walk = ObjectWalk()
     for i, value in enumerate(roots):
         source = f"arguments[{i}]"
         _must_be_object(value, source)
-        _watch_value(tree, tree.tuple_item(tree.root, i, value, source), value, source, 0, counter)
+        _watch_value(tree, tree.tuple_item(tree.root, i, value, source), value, source, 0, walk)
     return tree
 
 
@@ -450,44 +455,44 @@ def _must_be_object(value: Any, source: str) -> None:
         raise TypeError(f"{source}: {type(value).__name__} where a version tree expects an object")
 
 
-def _watch_value(tree: Any, node: Any, value: Any, source: str, depth: int, counter: list[int]) -> None:
-    counter[0] += 1
+def _watch_value(tree: Any, node: Any, value: Any, source: str, depth: int, walk: ObjectWalk) -> None:
+    walk.count += 1
     kind = classify(value)
     if kind is Kind.OBJECT:
-        if depth >= MAX_OBJECT_DEPTH or counter[0] >= MAX_NODES:
+        if not walk.follows(depth):
             return  # opaque to the walk as well
         tree.type_is(node, value, source)  # ``obj.__class__ = Other`` stores into no dict
         attributes = tree.instance_dict(node, value, f"{source}.__dict__")
         tree.dict_version(attributes, vars(value), f"{source}.__dict__")
-        _watch_attributes(tree, lambda: attributes, value, source, depth, counter)
+        _watch_attributes(tree, lambda: attributes, value, source, depth, walk)
     elif kind is Kind.SEQUENCE:
-        _watch_items(tree, node, value, source, depth, counter)
+        _watch_items(tree, node, value, source, depth, walk)
     elif kind is Kind.MAPPING:
         tree.dict_version(node, value, source)
         for key, item in value.items():
             if classify(item) in _FOLLOWED:
                 where = f"{source}[{key!r}]"
-                _watch_value(tree, tree.dict_item(node, key, item, where), item, where, depth, counter)
+                _watch_value(tree, tree.dict_item(node, key, item, where), item, where, depth, walk)
     elif kind is Kind.MODULE:
         raise TypeError(f"{source}: a module inside an argument object is watched in Python, not by a VersionTree")
 
 
 def _watch_attributes(
-    tree: Any, attributes: Callable[[], Any], value: Any, source: str, depth: int, counter: list[int]
+    tree: Any, attributes: Callable[[], Any], value: Any, source: str, depth: int, walk: ObjectWalk
 ) -> None:
     """What ``value``'s attributes hold, below the node of its ``__dict__`` (``attributes()``,
     made only where an attribute is followed: a KV cache layer of tensors and ints needs none)."""
     node = None
-    for name, item in list(vars(value).items()):
-        if name.startswith(STATE_ATTRIBUTE_PREFIX) or classify(item) not in _FOLLOWED:
+    for name, item in instance_attributes(value):
+        if classify(item) not in _FOLLOWED:
             continue
         node = attributes() if node is None else node
         where = f"{source}.{name}"
-        _watch_value(tree, tree.dict_item(node, name, item, where), item, where, depth + 1, counter)
+        _watch_value(tree, tree.dict_item(node, name, item, where), item, where, depth + 1, walk)
 
 
 def _watch_items(
-    tree: Any, node: Any, value: list[Any] | tuple[Any, ...], source: str, depth: int, counter: list[int]
+    tree: Any, node: Any, value: list[Any] | tuple[Any, ...], source: str, depth: int, walk: ObjectWalk
 ) -> None:
     """A list's length and its items (every one an object, ``_must_be_object``), a tuple's items.
 
@@ -510,17 +515,17 @@ def _watch_items(
         if kind not in _FOLLOWED:
             continue
         if not (natively and kind is Kind.OBJECT):
-            _watch_value(tree, item_node(node, i, item, where), item, where, depth, counter)
+            _watch_value(tree, item_node(node, i, item, where), item, where, depth, walk)
             continue
-        counter[0] += 1  # as ``_watch_value`` counts it
-        if depth >= MAX_OBJECT_DEPTH or counter[0] >= MAX_NODES:
+        walk.count += 1  # the node ``_watch_value`` would count for it
+        if not walk.follows(depth):
             continue  # opaque to the walk as well
         checked.append(i)
 
         def attributes(i: int = i, item: Any = item, where: str = where) -> Any:
             return tree.instance_dict(item_node(node, i, item, where), item, f"{where}.__dict__")
 
-        _watch_attributes(tree, attributes, item, where, depth, counter)
+        _watch_attributes(tree, attributes, item, where, depth, walk)
     if native is not None and (is_list or checked):
         description = f"{source}: length {len(value)}, class and dict version of items {_ranges(checked)}"
         tree.native(node, native.items(value, tuple(checked)), description)
