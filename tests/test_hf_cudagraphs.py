@@ -58,11 +58,13 @@ def test_generate_with_cuda_graphs_matches_eager_and_a_new_cache_adopts_the_old_
         torch.testing.assert_close(out, references[0], rtol=0, atol=0)
     specs = model.forward.specializations
     assert len(specs) == 2  # prefill and decode
-    decode = max(specs, key=lambda spec: spec.call.captures + spec.call.rebinds + spec.call.adoptions)
-    # Six caches, each dead after its generate(): each new one adopts the memory of the one
-    # before (the graph set keeps it for that) and replays the graphs captured for the first.
-    counts = (decode.call.captures, decode.call.rebinds, decode.call.adoptions)
-    assert decode.call.captures == 1 and decode.call.adoptions + decode.call.rebinds == 5, counts
+    # Six caches, each dead after its generate(). The first generate() compiles the prefill and
+    # captures the decode step on the first cache; the second captures the prefill on the second
+    # cache, whose decode steps then capture too (a prefill graph reads that cache where it is,
+    # so its memory is not moved). From the third on, the prefill adopts the dead cache's memory
+    # and the decode step finds the new cache at the addresses it captured: no more captures.
+    counts = [(spec.call.captures, spec.call.rebinds, spec.call.adoptions) for spec in specs]
+    assert sorted(counts) == [(1, 0, 4), (2, 4, 0)], counts
 
 
 @torch.no_grad()
