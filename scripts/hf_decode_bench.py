@@ -78,6 +78,17 @@ def new_cache(model: Any, config: Any, length: int) -> Any:
     return cache
 
 
+def recipe_generate(model: Any, prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:
+    """transformers' own compiled recipe: a static cache it makes (and on CUDA compiles) itself."""
+    return model.generate(
+        prompt,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        cache_implementation="static",
+    )
+
+
 def generate(model: Any, prompt: torch.Tensor, new_tokens: int, cache: Any) -> torch.Tensor:
     return model.generate(
         prompt,
@@ -260,13 +271,7 @@ def mixed_generate(args: argparse.Namespace, model: Any, config: Any, original: 
         return generate(model, prompt, args.new_tokens, new_cache(model, config, args.cache))
 
     def hf_recipe(prompt: torch.Tensor) -> torch.Tensor:
-        return model.generate(
-            prompt,
-            max_new_tokens=args.new_tokens,
-            min_new_tokens=args.new_tokens,
-            do_sample=False,
-            cache_implementation="static",
-        )
+        return recipe_generate(model, prompt, args.new_tokens)
 
     run("eager", with_cache)
     if args.hf_recipe:
@@ -413,13 +418,7 @@ def main() -> int:
     length = args.prompt + args.new_tokens
 
     def hf_recipe() -> torch.Tensor:
-        return model.generate(
-            prompt,
-            max_new_tokens=args.new_tokens,
-            min_new_tokens=args.new_tokens,
-            do_sample=False,
-            cache_implementation="static",
-        )
+        return recipe_generate(model, prompt, args.new_tokens)
 
     kept: dict[str, Any] = {}
 
