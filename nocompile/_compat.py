@@ -242,10 +242,13 @@ def sole_owner(tensors: tuple[torch.Tensor, ...], holders: list[int]) -> bool:
         # The known holders, this local and getrefcount's own argument.
         if sys.getrefcount(tensor) > holders[i] + 2:
             return False
-        # The tensor's own reference to its storage, and the Python storage object asked here.
-        if torch._C._storage_Use_Count(tensor.untyped_storage()._cdata) > 2:
-            return False
-    return True
+    return storage_unshared(tensors)
+
+
+def storage_unshared(tensors: tuple[torch.Tensor, ...]) -> bool:
+    """Whether no other tensor (a view) shares a storage with any of ``tensors``: each storage has
+    the tensor's own reference and that of the Python storage object asked for here."""
+    return all(torch._C._storage_Use_Count(tensor.untyped_storage()._cdata) <= 2 for tensor in tensors)
 
 
 def tensor_version(tensor: torch.Tensor) -> int:

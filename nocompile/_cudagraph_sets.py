@@ -95,12 +95,18 @@ class GraphSet:
                 return False
         return True
 
-    def adoptable(self, objects: tuple[Any, ...], key: tuple[Any, ...], pool: GraphPool) -> list[int]:
+    def adoptable(
+        self,
+        objects: tuple[Any, ...],
+        key: tuple[Any, ...],
+        key_tensors: tuple[tuple[torch.Tensor, ...], ...],
+        pool: GraphPool,
+    ) -> list[int]:
         """Where ``objects`` may adopt the memory these graphs read: the positions of dead plain
         objects whose tensors had exactly the layouts ``objects``' have (sizes, strides, dtypes,
         devices), whose memory only graph sets of this state hold, and whose new object no graph set
-        has seen (its graphs read it where it is); the other positions must be reusable as they
-        are. Empty: not adoptable."""
+        has seen (its graphs read it where it is) and no view shares (a view would stay on the old
+        memory); the other positions must be reusable as they are. Empty: not adoptable."""
         positions = []
         for i, (ref, obj, mine, theirs) in enumerate(zip(self.refs, objects, self.key, key, strict=True)):
             if mine is None:
@@ -109,6 +115,8 @@ class GraphSet:
             elif mine != theirs:
                 if ref() is not None or not self.kept[i] or not same_layouts(mine, theirs) or pool.known(obj):
                     return []
+                if not _compat.storage_unshared(key_tensors[i]):
+                    return []  # a view of the new object's memory would not follow it there
                 held = self.kept[i]
                 if not _compat.sole_owner(held, [pool.holders(t) for t in held]):
                     return []  # someone still holds a tensor of the dead object, or a view of its memory

@@ -358,7 +358,7 @@ class GraphedCall:
                     self.rebinds += 1
                     return self._use(graphs)
             for graphs in reversed(self._sets):  # most recently used first
-                positions = graphs.adoptable(objects, key, self._pool)
+                positions = graphs.adoptable(objects, key, key_tensors, self._pool)
                 if positions:
                     graphs.adopt(positions, key_tensors)
                     graphs.bind(objects, key_tensors, self._address, self._died)

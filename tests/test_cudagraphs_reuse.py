@@ -342,3 +342,23 @@ def test_memory_is_never_moved_under_a_graph_that_reads_the_object_where_it_is(
     p, d = _specs_graphed(f)
     assert second.layers[0].keys.data_ptr() == address  # so its memory stayed where that graph reads it
     assert (p.captures, d.captures, p.adoptions + d.adoptions) == (2, 2, 0)
+
+
+@torch.no_grad()
+def test_a_new_cache_with_a_view_of_its_memory_is_not_moved(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_cudagraphs, "CUDA", _NoReplayCuda())
+    f = compile_once(backend="eager", cudagraphs=True, guards="none")(step)
+    x = torch.randn(4)
+    old = Cache()
+    f(x, old)
+    f(x, old)
+    del old
+    new = Cache()
+    window = new.layers[0].keys[1:]  # the user's view of the new cache's memory
+    address = new.layers[0].keys.data_ptr()
+    f(x, new)
+    call = _graphed(f)
+    assert (call.captures, call.adoptions) == (2, 0)  # a capture on its own memory instead
+    assert new.layers[0].keys.data_ptr() == address
+    new.layers[0].keys.fill_(7.0)
+    assert torch.equal(window, torch.full((3,), 7.0))  # the view still sees the cache's tensor
