@@ -43,9 +43,9 @@ from ._arguments import ArgumentTree, Kind
 from ._codegen import EMPTY_CELL, closure_variables, qualified_name
 from ._describe import describe_key
 from ._errors import NoCompileError
-from ._layout import CheckLayout
+from ._layout import KeyFunction
 from ._options import CompileOptions
-from ._selector import build_shape_check, key_function
+from ._selector import build_shape_check
 
 log = logging.getLogger("nocompile")
 
@@ -274,12 +274,11 @@ def key_material(
     fn: types.FunctionType,
     options: CompileOptions,
     tree: ArgumentTree,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    key_fn: KeyFunction,
+    key: tuple[Any, ...],
 ) -> dict[str, Any]:
-    """Everything the artifact key hashes, as JSON-able text (also written into the header)."""
-    key_fn = key_function(CheckLayout.of(tree))
-    key = key_fn.fn(*args, **kwargs)
+    """Everything the artifact key hashes, as JSON-able text (also written into the header):
+    ``key_fn`` and ``key`` are the call's full key (its request's), ``tree`` its walked arguments."""
     modules = [f"{root.path}={module_digest(root.value)}" for root in tree.roots if root.kind is Kind.MODULE]
     return {
         "function": qualified_name(fn),
@@ -464,13 +463,15 @@ def make(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     tree: ArgumentTree,
+    signature: tuple[KeyFunction, tuple[Any, ...]],
     guards: GuardsSeen,
     compile_kwargs: dict[str, Any],
     marks: list[tuple[torch.Tensor, tuple[int, ...]]],
 ) -> Made:
     """Load the specialization for this call from ``directory``, or compile it ahead of time and save it.
 
-    ``fn_copy`` is the state's private copy of ``fn``; ``compile_kwargs`` are ``torch.compile``'s
+    ``fn_copy`` is the state's private copy of ``fn``; ``signature`` the call's full key function and
+    key (what the artifact key hashes of the arguments); ``compile_kwargs`` are ``torch.compile``'s
     keyword arguments, whose guard filter records into ``guards``. ``directory=None`` compiles
     ahead of time without loading or saving.
     ``AheadOfTimeFailed`` when torch's ahead-of-time compile raises; ``NoCompileError`` when the
@@ -480,7 +481,7 @@ def make(
     path: str | None = None
     if directory is not None:
         ensure_private_dir(directory)
-        material = key_material(fn, options, tree, args, kwargs)
+        material = key_material(fn, options, tree, *signature)
         path = artifact_path(directory, fn, artifact_key(material))
         made = _load(path, fn, args, kwargs)
         if made is not None:

@@ -32,6 +32,7 @@ from . import _artifacts, _bytecode_hook, _compat
 from ._arguments import ArgumentTree, dynamic_marks
 from ._codegen import traced_alias
 from ._errors import NoCompileError
+from ._layout import KeyFunction
 from ._options import CompileOptions
 from ._record import CompileRecord
 
@@ -310,6 +311,7 @@ def compile_ahead(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     tree: ArgumentTree,
+    signature: tuple[KeyFunction, tuple[Any, ...]],
     record: CompileRecord,
     directory: str | None,
     fall_back: bool,
@@ -335,6 +337,7 @@ def compile_ahead(
             args,
             kwargs,
             tree,
+            signature,
             guards,
             _compile_kwargs(options, guards, recording=False),
             marks,

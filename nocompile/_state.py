@@ -205,8 +205,9 @@ class CompileState:
         self._compiling_thread = threading.get_ident()
         try:
             if not run or (directory is not None and _artifacts.aot_usable()):
+                signature = (request.key_function, request.key)
                 made = compile_ahead(
-                    fn, opts, request.args, request.kwargs, request.tree, record, directory, fall_back=run
+                    fn, opts, request.args, request.kwargs, request.tree, signature, record, directory, fall_back=run
                 )
                 if made is not None:
                     return self._install(made, arrival, request, None, static_request), _NOT_RUN, None
