@@ -148,14 +148,15 @@ class GraphSet:
         on_death: Callable[[GraphSet], None],
     ) -> None:
         """Remember ``objects`` (weakly where possible) and hold their tensors; ``on_death(self)``
-        when a plain object among them dies."""
+        when a plain object among them dies. ``on_death`` is a bound method, held weakly like this
+        set: the callbacks make no cycle, so a dropped state frees its graphs at once."""
         self.kept = [key_tensors[i] if address.addressable[i] else tensors_of((obj,)) for i, obj in enumerate(objects)]
-        me = weakref.ref(self)
+        me, notify = weakref.ref(self), weakref.WeakMethod(on_death)
 
         def died(ref: Any) -> None:
-            graphs = me()
-            if graphs is not None:
-                on_death(graphs)
+            graphs, callback = me(), notify()
+            if graphs is not None and callback is not None:
+                callback(graphs)
 
         self.refs = tuple(
             weak_or_strong(obj, died if address.addressable[i] else None) for i, obj in enumerate(objects)

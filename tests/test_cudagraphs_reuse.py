@@ -362,3 +362,21 @@ def test_a_new_cache_with_a_view_of_its_memory_is_not_moved(monkeypatch: pytest.
     assert new.layers[0].keys.data_ptr() == address
     new.layers[0].keys.fill_(7.0)
     assert torch.equal(window, torch.full((3,), 7.0))  # the view still sees the cache's tensor
+
+
+@torch.no_grad()
+def test_a_reset_state_frees_its_graphs_without_waiting_for_the_garbage_collector(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_cudagraphs, "CUDA", _NoReplayCuda())
+    f = compile_once(backend="eager", cudagraphs=True, guards="none")(step)
+    x, cache = torch.randn(4), Cache()
+    f(x, cache)
+    f(x, cache)
+    call = weakref.ref(_graphed(f))
+    gc.disable()
+    try:
+        f.reset()
+        assert call() is None  # no reference cycle through the death callbacks
+    finally:
+        gc.enable()
