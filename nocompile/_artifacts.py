@@ -99,7 +99,7 @@ def cache_dir_for(options: CompileOptions) -> str | None:
     env = os.environ.get(CACHE_ENV, "").strip()
     if not env:
         return None
-    if options.guards == "dynamo" or not isinstance(options.backend, str) or options.cudagraphs:
+    if not options.policy.persistable or not isinstance(options.backend, str) or options.cudagraphs:
         log.info(
             "%s is set, but guards='dynamo', a backend callable or cudagraphs=True cannot be persisted; "
             "compiling as usual",

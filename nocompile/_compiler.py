@@ -180,7 +180,8 @@ def keeps_guards(options: CompileOptions) -> bool:
     them per call, and the state evaluates them through the guard manager when the watch sees a
     change (``_watch``). ``guards="none"`` and ``dispatch="dynamo"`` drop them all.
     """
-    return options.guards == "dynamo" or (options.guards == "inputs" and options.dispatch == "bytecode")
+    policy = options.policy
+    return policy.keeps_dynamo_guards or (policy.checks_inputs and options.dispatch == "bytecode")
 
 
 def _implied_options(options: CompileOptions) -> dict[str, Any]:
@@ -191,7 +192,7 @@ def _implied_options(options: CompileOptions) -> dict[str, Any]:
     buffers replaced through registration: ``size_asserts`` is off. Under ``"none"`` they stay:
     the only check that stops a call of another shape from reading out of bounds.
     """
-    if options.guards == "inputs" and options.backend == "inductor":
+    if options.policy.checks_inputs and options.backend == "inductor":
         return {"size_asserts": False}
     return {}
 
@@ -249,7 +250,7 @@ def compile_in_process(
     dynamic = None if automatic_dynamic else False
     compiled = torch.compile(fn_copy, fullgraph=True, dynamic=dynamic, **_compile_kwargs(options, guards))
     caught: list[types.CodeType] = []
-    keep_watching = options.guards == "dynamo"
+    keep_watching = options.policy.watches_recompiles
 
     def on_bytecode(new_code: types.CodeType) -> None:
         caught.append(new_code)
@@ -269,7 +270,7 @@ def compile_in_process(
     except BaseException as exc:
         if not caught or not _compat.has_dynamo_cache_entry(source):
             _bytecode_hook.ROUTER.unwatch(source)
-            if guards.keep and options.guards == "inputs" and _compat.is_guard_building_error(exc):
+            if guards.keep and options.policy.checks_inputs and _compat.is_guard_building_error(exc):
                 # Dynamo traced the function but could not build a guard it wanted to keep; the
                 # input check does without Dynamo's guards (verifying changes by digests instead).
                 log.info("%s: Dynamo could not build its guards (%s); compiling without them", fn.__qualname__, exc)

@@ -140,7 +140,7 @@ def specialization_call(
     entries evaluated directly (``guards="dynamo"``), or ``torch.compile``'s callable."""
     if not options.calls_bytecode:
         return made.compiled, 0
-    if options.guards == "dynamo":
+    if options.policy.keeps_dynamo_guards:
         return guarded_call(fn, made.source_code, made.compiled), 0
     if made.transformed_code.co_freevars == fn.__code__.co_freevars:
         # Dynamo removes the __compiled_fn_* globals this code loads once the code

@@ -27,6 +27,33 @@ CUDAGRAPH_OUTPUTS: tuple[str, ...] = get_args(CudagraphOutputs)
 
 
 @dataclasses.dataclass(frozen=True)
+class Policy:
+    """What a guard policy means for the rest of the package, so that code asks a question
+    (``policy.checks_inputs``) instead of comparing names."""
+
+    name: GuardPolicy
+    keeps_dynamo_guards: bool
+    """Dynamo's guards are kept and evaluated on every call (``"dynamo"``); else filtered out."""
+    checks_inputs: bool
+    """nocompile's own input check decides whether a call may run a specialization (``"inputs"``)."""
+    persistable: bool
+    """Its specializations can be saved to and loaded from ``cache_dir`` (not with Dynamo's guards)."""
+    watches_recompiles: bool
+    """Dynamo may recompile the code later on its own (its guards fail): keep catching its bytecode."""
+
+
+POLICIES: dict[str, Policy] = {
+    "none": Policy("none", keeps_dynamo_guards=False, checks_inputs=False, persistable=True, watches_recompiles=False),
+    "inputs": Policy(
+        "inputs", keeps_dynamo_guards=False, checks_inputs=True, persistable=True, watches_recompiles=False
+    ),
+    "dynamo": Policy(
+        "dynamo", keeps_dynamo_guards=True, checks_inputs=False, persistable=False, watches_recompiles=True
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
 class CompileOptions:
     """The validated options of one ``compile_once`` decoration."""
 
@@ -51,9 +78,14 @@ class CompileOptions:
     """Directory of compiled artifacts (``None``: ``NOCOMPILE_CACHE_DIR``, if set, at compile time)."""
 
     @property
+    def policy(self) -> Policy:
+        """The guard policy, as the questions the package asks of it."""
+        return POLICIES[self.guards]
+
+    @property
     def drops_guards(self) -> bool:
         """Whether Dynamo's guards are filtered out at compile time."""
-        return self.guards != "dynamo"
+        return not self.policy.keeps_dynamo_guards
 
     @property
     def calls_bytecode(self) -> bool:

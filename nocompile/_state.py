@@ -80,7 +80,7 @@ class CompileState:
         self._direct_entry, self._direct_globals = build_direct_entry(fn, self)
         self.inputs = (
             InputGuard(fn, options, self._slow_call, (prologue(fn), prologue_globals(fn, self)))
-            if options.guards == "inputs"
+            if options.policy.checks_inputs
             else None
         )
         """The input check (``guards="inputs"``): whether a call may run a specialization."""
@@ -358,7 +358,7 @@ class CompileState:
             bound_arguments(fn, args, kwargs)  # before the lock: a bad call is the caller's TypeError
         except TypeError as exc:  # as Python would say it, with the function named
             raise TypeError(f"aot_compile of {describe_function(fn)}: {exc}") from None
-        if self.options.guards == "dynamo":
+        if self.options.policy.keeps_dynamo_guards:
             raise NoCompileError(
                 f"{describe_function(fn)}: aot_compile() needs guards='inputs' or 'none'; under "
                 "guards='dynamo' Dynamo compiles on the first call. Call the function once instead."

@@ -49,3 +49,15 @@ def test_good_options_are_accepted_and_recorded() -> None:
     assert "mode='max-autotune-no-cudagraphs'" in repr(g)
     h = compile_once(backend="eager", mode="anything-the-backend-takes", guards="dynamo")(_identity)
     assert "mode='anything-the-backend-takes'" in repr(h)
+
+
+def test_every_guard_policy_is_described_by_a_policy_object() -> None:
+    from nocompile._options import GUARD_POLICIES, POLICIES, CompileOptions
+
+    assert set(POLICIES) == set(GUARD_POLICIES)
+    for name in GUARD_POLICIES:
+        policy = CompileOptions(guards=name).policy  # type: ignore[arg-type]
+        assert policy.name == name
+        assert policy.keeps_dynamo_guards == (name == "dynamo") == (not CompileOptions(guards=name).drops_guards)  # type: ignore[arg-type]
+        assert policy.checks_inputs == (name == "inputs")
+        assert policy.persistable == (name != "dynamo")
