@@ -23,7 +23,6 @@ directory or file owned by another user, or writable by group or others, is refu
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import logging
@@ -45,6 +44,7 @@ from ._describe import describe_key
 from ._errors import NoCompileError
 from ._layout import KeyFunction
 from ._options import CompileOptions
+from ._record import Compiled, CompileRecord
 from ._selector import build_shape_check
 
 log = logging.getLogger("nocompile")
@@ -66,23 +66,6 @@ class AheadOfTimeFailed(Exception):
 
 class BadArtifact(Exception):
     """An artifact file that cannot be used: truncated, corrupted, or from another format."""
-
-
-@dataclasses.dataclass
-class Made:
-    """A specialization made by this module: compiled ahead of time, or loaded from disk."""
-
-    aot: Any
-    """torch's ``AOTCompiledFunction``: callable, checks its (empty) guard set on each call."""
-    bytecode_fn: types.FunctionType
-    """The function on Dynamo's transformed bytecode inside ``aot``."""
-    dropped: list[tuple[str, str]]
-    shape_exprs: list[str]
-    origin: str
-    """``"compiled"`` or ``"loaded"``."""
-    path: str | None
-    """The artifact file: loaded from, or saved to (``None`` when saving failed)."""
-    seconds: float
 
 
 # -- where artifacts go ----------------------------------------------------------------------
@@ -423,7 +406,9 @@ def install_dynamo_globals(loaded: types.FunctionType, fn_globals: dict[str, Any
             fn_globals[name] = source[name]
 
 
-def _load(path: str, fn: types.FunctionType, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Made | None:
+def _load(
+    path: str, fn: types.FunctionType, source: types.CodeType, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Compiled | None:
     data = read_artifact(path)  # NoCompileError when unsafe: refused, nothing loaded
     if data is None:
         return None
@@ -445,7 +430,17 @@ def _load(path: str, fn: types.FunctionType, args: tuple[Any, ...], kwargs: dict
             return None
     install_dynamo_globals(bytecode_fn, fn.__globals__)
     dropped = [(str(t), str(n)) for t, n in header.get("dropped_guards", [])]
-    return Made(aot, bytecode_fn, dropped, shape_exprs, "loaded", path, time.perf_counter() - started)
+    return Compiled(
+        source_code=source,
+        compiled=aot,
+        transformed_code=bytecode_fn.__code__,
+        seconds=time.perf_counter() - started,
+        dropped=tuple(dropped),
+        shape_exprs=tuple(shape_exprs),
+        record=None,
+        origin="loaded",
+        artifact_path=path,
+    )
 
 
 class GuardsSeen(Protocol):
@@ -467,9 +462,11 @@ def make(
     guards: GuardsSeen,
     compile_kwargs: dict[str, Any],
     marks: list[tuple[torch.Tensor, tuple[int, ...]]],
-) -> Made:
+    record: CompileRecord,
+) -> Compiled:
     """Load the specialization for this call from ``directory``, or compile it ahead of time and save it.
 
+    Returns the ``Compiled`` record (``record`` is what the compile saw; a loaded one has none).
     ``fn_copy`` is the state's private copy of ``fn``; ``signature`` the call's full key function and
     key (what the artifact key hashes of the arguments); ``compile_kwargs`` are ``torch.compile``'s
     keyword arguments, whose guard filter records into ``guards``. ``directory=None`` compiles
@@ -483,7 +480,7 @@ def make(
         ensure_private_dir(directory)
         material = key_material(fn, options, tree, *signature)
         path = artifact_path(directory, fn, artifact_key(material))
-        made = _load(path, fn, args, kwargs)
+        made = _load(path, fn, fn_copy.__code__, args, kwargs)
         if made is not None:
             log.info("nocompile: loaded %s from %s in %.3f s", fn.__qualname__, path, made.seconds)
             return made
@@ -499,8 +496,21 @@ def make(
     seconds = time.perf_counter() - started
     dropped, shape_exprs = list(guards.dropped), list(guards.shape_exprs)
     saved = path
+
+    def compiled(saved: str | None) -> Compiled:
+        return Compiled(
+            source_code=fn_copy.__code__,
+            compiled=aot,
+            transformed_code=bytecode_fn.__code__,
+            seconds=seconds,
+            dropped=tuple(dropped),
+            shape_exprs=tuple(shape_exprs),
+            record=record,
+            artifact_path=saved,
+        )
+
     if path is None:
-        return Made(aot, bytecode_fn, dropped, shape_exprs, "compiled", None, seconds)
+        return compiled(None)
     try:
         header = {
             **material,
@@ -520,4 +530,4 @@ def make(
             type(exc).__name__,
             exc,
         )
-    return Made(aot, bytecode_fn, dropped, shape_exprs, "compiled", saved, seconds)
+    return compiled(saved)

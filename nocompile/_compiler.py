@@ -17,7 +17,6 @@ the guards Dynamo wanted and the shape guards to keep, and a ``CompileRecord`` f
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import time
@@ -34,32 +33,9 @@ from ._codegen import traced_alias
 from ._errors import NoCompileError
 from ._layout import KeyFunction
 from ._options import CompileOptions
-from ._record import CompileRecord
+from ._record import Compiled, CompileRecord
 
 log = logging.getLogger("nocompile")
-
-
-@dataclasses.dataclass
-class Compiled:
-    """What one compilation produced, before the state installs it as a specialization."""
-
-    source_code: types.CodeType
-    """The private copy of the function's code object that Dynamo compiled."""
-    compiled: Callable[..., Any]
-    """``torch.compile``'s callable (in process) or torch's ``AOTCompiledFunction`` (ahead of time)."""
-    transformed_code: types.CodeType
-    """Dynamo's transformed bytecode: what later calls run."""
-    seconds: float
-    dropped: tuple[tuple[str, str], ...]
-    """``(guard_type, name)`` of each guard Dynamo wanted and nocompile dropped."""
-    shape_exprs: tuple[str, ...]
-    """Dynamo's shape guards (``SHAPE_ENV``) on dynamic dims, which the input check keeps."""
-    record: CompileRecord | None
-    origin: str = "compiled"
-    """``"compiled"`` in this process, or ``"loaded"`` from an artifact file."""
-    artifact_path: str | None = None
-    keeps_guards: bool = False
-    """Whether Dynamo's cache entry for ``source_code`` kept its guards (see ``keeps_guards``)."""
 
 
 def function_on_code(code: types.CodeType, like: types.FunctionType) -> types.FunctionType:
@@ -342,6 +318,7 @@ def compile_ahead(
             guards,
             _compile_kwargs(options, guards, recording=False),
             marks,
+            record,
         )
     except _artifacts.AheadOfTimeFailed as exc:
         cause = exc.__cause__ or exc
@@ -357,14 +334,4 @@ def compile_ahead(
             ) from cause
         log.warning("%s: ahead-of-time compile failed (%s); compiling in-process, nothing saved", fn.__qualname__, exc)
         return None
-    return Compiled(
-        source_code=source,
-        compiled=made.aot,
-        transformed_code=made.bytecode_fn.__code__,
-        seconds=made.seconds,
-        dropped=tuple(made.dropped),
-        shape_exprs=tuple(made.shape_exprs),
-        record=record if made.origin == "compiled" else None,
-        origin=made.origin,
-        artifact_path=made.path,
-    )
+    return made

@@ -42,8 +42,9 @@ from ._codegen import (
     live_defaults,
     parameter_list,
 )
-from ._compiler import Compiled, bytecode_function
+from ._compiler import bytecode_function
 from ._options import CompileOptions
+from ._record import Compiled
 
 if TYPE_CHECKING:
     from ._explain import ExplainReport

@@ -283,3 +283,27 @@ class CompileRecord:
                     log.warning("%s: transformed bytecode not decompiled (%s)", where, reason)
                     self._decompiled = (None, reason)
         return self._decompiled
+
+
+@dataclasses.dataclass
+class Compiled:
+    """What one compilation produced, before the state installs it as a specialization: in process
+    (``_compiler``), ahead of time or loaded from disk (``_artifacts``)."""
+
+    source_code: types.CodeType
+    """The private copy of the function's code object that Dynamo compiled."""
+    compiled: Callable[..., Any]
+    """``torch.compile``'s callable (in process) or torch's ``AOTCompiledFunction`` (ahead of time)."""
+    transformed_code: types.CodeType
+    """Dynamo's transformed bytecode: what later calls run."""
+    seconds: float
+    dropped: tuple[tuple[str, str], ...]
+    """``(guard_type, name)`` of each guard Dynamo wanted and nocompile dropped."""
+    shape_exprs: tuple[str, ...]
+    """Dynamo's shape guards (``SHAPE_ENV``) on dynamic dims, which the input check keeps."""
+    record: CompileRecord | None
+    origin: str = "compiled"
+    """``"compiled"`` in this process, or ``"loaded"`` from an artifact file."""
+    artifact_path: str | None = None
+    keeps_guards: bool = False
+    """Whether Dynamo's cache entry for ``source_code`` kept its guards (see ``keeps_guards``)."""

@@ -32,13 +32,13 @@ import torch
 
 from . import _artifacts, _automatic, _bytecode_hook, _compat, _cudagraphs, _dump, _watch
 from ._arguments import bound_arguments, identity_snapshot
-from ._compiler import Compiled, compile_ahead, compile_in_process, describe_function
+from ._compiler import compile_ahead, compile_in_process, describe_function
 from ._entry import TARGET, MethodFunction, build_direct_entry, prologue, prologue_globals, specialization_call
 from ._errors import NoCompileError
 from ._explain import ExplainReport, build_report
 from ._inputs import Arrival, InputGuard, Request, request_for
 from ._options import CompileOptions
-from ._record import CompileRecord
+from ._record import Compiled, CompileRecord
 from ._view import CompileStats, Specialization, StateView
 
 log = logging.getLogger("nocompile")
