@@ -22,23 +22,22 @@ import dataclasses
 import functools
 import inspect
 import logging
-import os
 import threading
 import types
 import weakref
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Concatenate, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
+from collections.abc import Callable
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
 import torch
 from torch import nn
-from typing_extensions import Self
+from typing_extensions import Self, Unpack
 
 from ._arguments import STATE_ATTRIBUTE_PREFIX
 from ._codegen import parameter_names
 from ._compat import CALL_SLOT, MODULE_CALL_AVAILABLE, check_torch_supported, install_module_call
 from ._entry import FunctionLike, MethodFunction, StateSurface
 from ._explain import ExplainReport, build_report
-from ._options import CompileOptions, CudagraphOutputs, Dispatch, DynamicSpec, GuardPolicy, OnMismatch, validate_options
+from ._options import CompileOptions, OptionArguments, unknown_options, validate_options
 from ._state import CompileState
 from ._view import CompileStats
 from ._wrappers import (
@@ -282,91 +281,22 @@ class CompiledFunction(FunctionLike, StateSurface, Generic[P, R]):
 
 # A module is also a Callable, so the first two overloads overlap on purpose: mypy picks the
 # first match, and a module gets CompiledModule[M] (the order mypy suggests would lose that).
+# The options are typed once, in ``_options.OptionArguments``.
 @overload
-def compile_once(  # type: ignore[overload-overlap]
-    fn: M,
-    /,
-    *,
-    backend: str | Callable[..., Any] = "inductor",
-    options: Mapping[str, Any] | None = None,
-    mode: str | None = None,
-    guards: GuardPolicy = "inputs",
-    on_mismatch: OnMismatch = "raise",
-    max_compiles: int = 8,
-    dynamic: DynamicSpec | Literal[False] | None = None,
-    per_instance: bool = True,
-    dispatch: Dispatch = "bytecode",
-    dump_dir: str | os.PathLike[str] | None = None,
-    cudagraphs: bool = False,
-    cudagraph_sizes: Sequence[int] | None = None,
-    cudagraph_outputs: CudagraphOutputs = "static",
-    cache_dir: str | os.PathLike[str] | None = None,
-) -> CompiledModule[M]: ...
+def compile_once(fn: M, /, **options: Unpack[OptionArguments]) -> CompiledModule[M]: ...  # type: ignore[overload-overlap]
+
+
+@overload
+def compile_once(fn: Callable[P, R], /, **options: Unpack[OptionArguments]) -> CompiledFunction[P, R]: ...
 
 
 @overload
 def compile_once(
-    fn: Callable[P, R],
-    /,
-    *,
-    backend: str | Callable[..., Any] = "inductor",
-    options: Mapping[str, Any] | None = None,
-    mode: str | None = None,
-    guards: GuardPolicy = "inputs",
-    on_mismatch: OnMismatch = "raise",
-    max_compiles: int = 8,
-    dynamic: DynamicSpec | Literal[False] | None = None,
-    per_instance: bool = True,
-    dispatch: Dispatch = "bytecode",
-    dump_dir: str | os.PathLike[str] | None = None,
-    cudagraphs: bool = False,
-    cudagraph_sizes: Sequence[int] | None = None,
-    cudagraph_outputs: CudagraphOutputs = "static",
-    cache_dir: str | os.PathLike[str] | None = None,
-) -> CompiledFunction[P, R]: ...
-
-
-@overload
-def compile_once(
-    fn: None = None,
-    /,
-    *,
-    backend: str | Callable[..., Any] = "inductor",
-    options: Mapping[str, Any] | None = None,
-    mode: str | None = None,
-    guards: GuardPolicy = "inputs",
-    on_mismatch: OnMismatch = "raise",
-    max_compiles: int = 8,
-    dynamic: DynamicSpec | Literal[False] | None = None,
-    per_instance: bool = True,
-    dispatch: Dispatch = "bytecode",
-    dump_dir: str | os.PathLike[str] | None = None,
-    cudagraphs: bool = False,
-    cudagraph_sizes: Sequence[int] | None = None,
-    cudagraph_outputs: CudagraphOutputs = "static",
-    cache_dir: str | os.PathLike[str] | None = None,
+    fn: None = None, /, **options: Unpack[OptionArguments]
 ) -> Callable[[Callable[P, R]], CompiledFunction[P, R]]: ...
 
 
-def compile_once(
-    fn: Callable[P, R] | nn.Module | None = None,
-    /,
-    *,
-    backend: str | Callable[..., Any] = "inductor",
-    options: Mapping[str, Any] | None = None,
-    mode: str | None = None,
-    guards: GuardPolicy = "inputs",
-    on_mismatch: OnMismatch = "raise",
-    max_compiles: int = 8,
-    dynamic: DynamicSpec | Literal[False] | None = None,
-    per_instance: bool = True,
-    dispatch: Dispatch = "bytecode",
-    dump_dir: str | os.PathLike[str] | None = None,
-    cudagraphs: bool = False,
-    cudagraph_sizes: Sequence[int] | None = None,
-    cudagraph_outputs: CudagraphOutputs = "static",
-    cache_dir: str | os.PathLike[str] | None = None,
-) -> Any:
+def compile_once(fn: Callable[P, R] | nn.Module | None = None, /, **options: Unpack[OptionArguments]) -> Any:
     """Compile a function once with ``torch.compile`` and call Dynamo's bytecode directly after.
 
     Use it bare (``@compile_once``) or with keywords (``@compile_once(backend="eager")``), on a
@@ -430,22 +360,8 @@ def compile_once(
     Every option is validated here, when the decorator is applied.
     """
     check_torch_supported()
-    opts = validate_options(
-        backend=backend,
-        options=options,
-        mode=mode,
-        guards=guards,
-        per_instance=per_instance,
-        dispatch=dispatch,
-        on_mismatch=on_mismatch,
-        max_compiles=max_compiles,
-        dynamic=dynamic,
-        dump_dir=dump_dir,
-        cudagraphs=cudagraphs,
-        cudagraph_sizes=cudagraph_sizes,
-        cudagraph_outputs=cudagraph_outputs,
-        cache_dir=cache_dir,
-    )
+    unknown_options(options)
+    opts = validate_options(**options)
 
     def decorate(f: Any) -> Any:
         if isinstance(f, nn.Module):

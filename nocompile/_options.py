@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypedDict, get_args
 
 from . import _compat
 
@@ -142,14 +142,49 @@ def _quoted(values: tuple[str, ...] | list[str]) -> str:
     return ", ".join(repr(v) for v in values)
 
 
+class OptionArguments(TypedDict, total=False):
+    """``compile_once``'s keyword options and their types, written once: the decorator's overloads
+    take them as ``**options: Unpack[OptionArguments]``, ``validate_options`` checks their values.
+    Defaults are ``CompileOptions``'."""
+
+    backend: str | Callable[..., Any]
+    options: Mapping[str, Any] | None
+    mode: str | None
+    guards: GuardPolicy
+    on_mismatch: OnMismatch
+    max_compiles: int
+    dynamic: DynamicSpec | Literal[False] | None
+    per_instance: bool
+    dispatch: Dispatch
+    dump_dir: str | os.PathLike[str] | None
+    cudagraphs: bool
+    cudagraph_sizes: Sequence[int] | None
+    cudagraph_outputs: CudagraphOutputs
+    cache_dir: str | os.PathLike[str] | None
+
+
+#: The names ``compile_once`` takes, in the order its docstring lists them.
+OPTION_NAMES: tuple[str, ...] = tuple(OptionArguments.__annotations__)
+
+
+def unknown_options(given: Mapping[str, object]) -> None:
+    """``TypeError`` naming any keyword ``compile_once`` does not take, with the ones it does."""
+    unknown = sorted(set(given) - set(OPTION_NAMES))
+    if unknown:
+        raise TypeError(
+            f"compile_once() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+            f"its options are {', '.join(OPTION_NAMES)}."
+        )
+
+
 def validate_options(
     *,
-    backend: object,
-    options: object,
-    mode: object,
-    guards: object,
-    per_instance: object,
-    dispatch: object,
+    backend: object = "inductor",
+    options: object = None,
+    mode: object = None,
+    guards: object = "inputs",
+    per_instance: object = True,
+    dispatch: object = "bytecode",
     on_mismatch: object = "raise",
     max_compiles: object = 8,
     dynamic: object = None,

@@ -61,3 +61,8 @@ def test_every_guard_policy_is_described_by_a_policy_object() -> None:
         assert policy.keeps_dynamo_guards == (name == "dynamo") == (not CompileOptions(guards=name).drops_guards)  # type: ignore[arg-type]
         assert policy.checks_inputs == (name == "inputs")
         assert policy.persistable == (name != "dynamo")
+
+
+def test_an_unknown_option_is_a_type_error_listing_the_options() -> None:
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) 'guard'; its options are backend, "):
+        compile_once(guard="none")  # type: ignore[call-overload]
