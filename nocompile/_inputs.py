@@ -150,6 +150,11 @@ class InputGuard:
         """The per-call path: the front table's selector (after at least one ``install``)."""
         return self.tables[0].selector.call
 
+    @property
+    def dispatch(self) -> Callable[..., Any]:
+        """The same without the entry prologue, for the state's direct entry."""
+        return self.tables[0].selector.dispatch
+
     def invalidate(self) -> None:
         """Forget every table (``reset``). A held bound method (``held = model.forward``) may still
         enter through a table's selector: make it miss, and keep the table, so the next compile of

@@ -111,6 +111,9 @@ class Selector:
     """
 
     call: Callable[..., Any]
+    dispatch: Callable[..., Any]
+    """``call`` without the state's entry prologue: the target of the state's direct entry, which
+    ran the prologue (a bound method taken before the first compile enters there)."""
     fast: KeyFn
     verified_key: KeyFn
     verification: Callable[..., Verification]
@@ -229,20 +232,7 @@ def selector(
     arg_tensors = ", ".join(t.expr for t in layout.checked_tensors)
     rebuilt_args, rebuilt_kwargs = pass_on(fn)
     live_params, resolve = live_defaults(fn)
-    source = (
-        f"def fast({params}):\n    return {fast}\n\n"
-        f"def verified_key({params}):\n    return {verified_key}\n\n"
-        f"def object_key({params}):\n    return {object_key}\n\n"
-        # The object key first: it binds the locals (``_nc_oN``) that paths into argument objects go through.
-        f"def verification({params}):\n    __nc_okey = {object_key}\n"
-        f"    return __nc_verification({fingerprint}, __nc_okey, "
-        f"{tuple_source([t.expr for t in layout.all_tensors])}, "
-        f"{tuple_source([t.expr for t in layout.checked_tensors])})\n\n"
-        # The per-call path: the check inside try (a call of another structure raises there),
-        # the chosen callable outside it (its own exceptions are the user's).
-        f"def call({live_params}):\n"
-        f"{resolve}"
-        f"{entry_prologue[0]}"
+    body = (
         "    try:\n"
         f"        __nc_key = {verified_key}\n"
         "        __nc_candidates = __nc_verified(__nc_key)\n"
@@ -261,6 +251,22 @@ def selector(
         "    if __nc_hit is not __nc_candidates[0][3]:\n"
         "        __nc_promote(__nc_key, __nc_hit)\n"
         f"    return __nc_hit({call})\n"
+    )
+    source = (
+        f"def fast({params}):\n    return {fast}\n\n"
+        f"def verified_key({params}):\n    return {verified_key}\n\n"
+        f"def object_key({params}):\n    return {object_key}\n\n"
+        # The object key first: it binds the locals (``_nc_oN``) that paths into argument objects go through.
+        f"def verification({params}):\n    __nc_okey = {object_key}\n"
+        f"    return __nc_verification({fingerprint}, __nc_okey, "
+        f"{tuple_source([t.expr for t in layout.all_tensors])}, "
+        f"{tuple_source([t.expr for t in layout.checked_tensors])})\n\n"
+        # The per-call path: the check inside try (a call of another structure raises there),
+        # the chosen callable outside it (its own exceptions are the user's).
+        f"def call({live_params}):\n{resolve}{entry_prologue[0]}{body}\n"
+        # The same without the prologue: what an entry that ran it already calls (a bound method
+        # taken before the first compile holds the state's direct entry).
+        f"def dispatch({params}):\n{body}"
     )
     if layout.object_roots:
         source += f"def object_roots({params}):\n    return {tuple_source(list(layout.object_roots))}\n\n"
@@ -304,6 +310,7 @@ def selector(
     )["pins"]
     return Selector(
         call=defined["call"],
+        dispatch=defined["dispatch"],
         fast=defined["fast"],
         verification=defined["verification"],
         pins=pins,

@@ -97,6 +97,13 @@ class CompileState:
         self.bound = MethodFunction(entry, self)
         self.entry = entry
 
+    def _enter_inputs(self) -> None:
+        """Make the input check's per-call path what calls enter, and what the direct entry (held
+        by a bound method taken before the first compile) calls after its prologue."""
+        if self.inputs is not None:
+            self._direct_globals[TARGET] = self.inputs.dispatch
+            self._set_entry(self.inputs.entry)
+
     def _set_target(self, target: Callable[..., Any]) -> None:
         """Make the direct entry call ``target``, and make the direct entry what calls enter."""
         self._direct_globals[TARGET] = target
@@ -150,7 +157,7 @@ class CompileState:
             return self._specs[0].call  # another thread compiled while we waited
         target = self.inputs.lookup(args, kwargs)
         if target is not None:
-            self._set_entry(self.inputs.entry)  # the table that served it may have moved to the front
+            self._enter_inputs()  # the table that served it may have moved to the front
             return target
         return self.inputs.miss(args, kwargs, self._specs)  # raises, or the request to compile
 
@@ -302,7 +309,7 @@ class CompileState:
             self._compile_seconds += made.seconds
         if self.inputs is not None and arrival is not None:
             self.inputs.install(spec, arrival)
-            self._set_entry(self.inputs.entry)
+            self._enter_inputs()
         else:
             self._set_target(spec.call)
         if made.record is not None:

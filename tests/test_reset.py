@@ -128,3 +128,35 @@ def test_reset_drops_what_the_selector_verified() -> None:
     for watch in (selector.module_watch, selector.object_watch):
         if watch is not None:
             assert not watch[0]._trees
+
+
+def test_a_bound_method_taken_before_the_first_call_is_on_the_per_call_path_after_it() -> None:
+    """It holds the state's direct entry, whose target becomes the input check's per-call path
+    (without the entry's prologue: each call counted once)."""
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 4)
+
+        @compile_once(backend="eager")
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(x)
+
+    net, x = Net(), torch.randn(2, 4)
+    held = net.forward  # before anything compiled
+    expected = net.linear(x)
+    state = net.forward.state
+    assert state.inputs is not None
+    lookups: list[int] = []
+    original = state.inputs.lookup
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        lookups.append(1)
+        return original(*args, **kwargs)
+
+    state.inputs.lookup = counting  # type: ignore[method-assign]
+    for _ in range(6):
+        torch.testing.assert_close(held(x), expected)
+    assert len(lookups) <= 1  # one verification of the fingerprint, then the per-call path
+    assert (net.forward.stats.calls, net.forward.stats.compiles) == (6, 1)
