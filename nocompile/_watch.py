@@ -172,6 +172,10 @@ class Verified:
         self.get = self.table.get
         self.pins: dict[Hashable, list[Any]] = {}
         self._strong: dict[Hashable, None] = {}
+        """Keys that hold an object strongly that no other key holds (what the bound counts)."""
+        self._held: dict[int, list[Any]] = {}
+        """``id -> [object, number of keys]`` of the objects held strongly, shared between keys: a
+        module's globals dict pinned by every key holds one object, however many keys there are."""
         # Reentrant: a pinned object can die (and its callback run) inside ``add`` itself.
         self._lock = threading.RLock()
 
@@ -194,6 +198,7 @@ class Verified:
             self.table.pop(key, None)  # re-inserted last: the newest is the last to be forgotten
             self.table[key] = candidates
             if pins is not None:
+                self._release(self.pins.pop(key, []))
                 held, strong = self._hold(key, pins)
                 self.pins[key] = held
                 self._strong.pop(key, None)
@@ -223,16 +228,30 @@ class Verified:
             try:
                 held.append(weakref.ref(obj, died))
             except TypeError:  # not weakly referenceable: keep it alive instead
-                held.append(obj)
-                strong = True
+                held.append(_Strong(obj))
+                shared = self._held.get(id(obj))
+                if shared is not None and shared[0] is obj:
+                    shared[1] += 1  # held for another key already: nothing more is kept alive
+                else:
+                    self._held[id(obj)] = [obj, 1]
+                    strong = True
         return held, strong
+
+    def _release(self, held: list[Any]) -> None:
+        for pin in held:
+            if isinstance(pin, _Strong):
+                shared = self._held.get(id(pin.obj))
+                if shared is not None and shared[0] is pin.obj:
+                    shared[1] -= 1
+                    if shared[1] == 0:
+                        del self._held[id(pin.obj)]
 
     def _forget(self, key: Hashable) -> None:
         """A pinned object died (its ``id()`` may come back on another object), or the key is
         the oldest of too many: the key goes."""
         with self._lock:
             self.table.pop(key, None)
-            self.pins.pop(key, None)
+            self._release(self.pins.pop(key, []))
             self._strong.pop(key, None)
 
     def clear(self) -> None:
@@ -240,6 +259,16 @@ class Verified:
             self.table.clear()
             self.pins.clear()
             self._strong.clear()
+            self._held.clear()
+
+
+class _Strong:
+    """A pin held by a strong reference (the object cannot be weakly referenced)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
 
 
 def tensor_layout(module: torch.nn.Module) -> tuple[Any, ...]:

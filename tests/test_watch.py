@@ -213,6 +213,26 @@ def test_calls_alternating_between_caches_stay_on_the_fast_path(
     assert len(slow) == len(caches)  # the first round verifies each cache once
 
 
+def test_without_version_tags_alternating_caches_stay_on_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where dict version tags do not follow instance attributes (Python 3.13) the fingerprint
+    holds the identities of a dict's values, and a key pins them: this module's globals hold
+    dicts and lists, which cannot be weakly referenced and are pinned strongly by every key. Pins
+    shared by every key keep nothing more alive, so they do not count against
+    ``MAX_STRONGLY_PINNED``: eight caches in turn stay verified (on Python 3.13 only four did)."""
+    monkeypatch.setattr(_watch, "dict_fingerprint", _watch._contents)
+    monkeypatch.setattr(_version_tree, "VERSION_TREE", False)
+    f = compile_once(backend="eager")(read_cache)
+    x = torch.zeros(1)
+    caches = [Cache() for _ in range(_watch.OBJECT_WATCH_SLOTS)]
+    assert _watch.OBJECT_WATCH_SLOTS > _watch.MAX_STRONGLY_PINNED
+    f(x, caches[0])
+    slow = count_slow_calls(f, monkeypatch)
+    for _ in range(3):
+        for cache in caches:
+            f(x, cache)
+    assert len(slow) == len(caches)
+
+
 def test_more_caches_than_slots_stay_correct(object_watch: str) -> None:
     """Past ``OBJECT_WATCH_SLOTS`` caches in turn, the oldest tree is forgotten and its cache is
     verified again: slower, never wrong (a change to any of them is still caught)."""
