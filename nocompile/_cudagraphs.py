@@ -367,11 +367,7 @@ class GraphedCall:
                         self._spare = None
                     return self._use(graphs)
         # Sets that can never match again: an object matched by identity has died.
-        self._sets = [
-            g
-            for g in self._sets
-            if all(k is not None or ref() is not None for k, ref in zip(g.key, g.refs, strict=True))
-        ]
+        self._sets = [g for g in self._sets if g.matchable()]
         while len(self._sets) >= MAX_OBJECT_SETS:
             dead = next((g for g in self._sets if not g.alive()), None)
             if dead is None:

@@ -2,25 +2,9 @@
 
 from __future__ import annotations
 
-import types
-from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._arguments import walk
-from ._layout import CheckLayout, KeyFunction
-from ._selector import key_function
-
-
-def build_key_function(
-    fn: types.FunctionType,
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any],
-    dynamic: Mapping[str, tuple[int, ...]],
-) -> tuple[KeyFunction, list[str]]:
-    """The full key function of this call's structure and its unchecked paths, for a one-off call
-    (a mismatch message describing the call that missed). Raises TypeError if the call does not bind."""
-    layout = CheckLayout.of(walk(fn, args, kwargs, dynamic))
-    return key_function(layout), list(layout.unchecked)
+from ._layout import KeyFunction
 
 
 def format_value(prop: str, value: Any) -> str:

@@ -13,7 +13,9 @@ import torch
 
 from nocompile import GuardMismatchError, compile_once
 from nocompile._arguments import MAX_OBJECT_DEPTH
-from nocompile._describe import build_key_function
+from nocompile._inputs import request_for
+from nocompile._layout import KeyFunction
+from nocompile._options import CompileOptions
 from nocompile._selector import build_selector
 
 
@@ -96,11 +98,17 @@ def test_lazy_initialization_inside_the_compiled_call() -> None:
     assert f.stats.compiles == 2
 
 
+def build_key_function(fn: Any, args: tuple[Any, ...]) -> tuple[KeyFunction, list[str]]:
+    """The full key function of this call's structure and its unchecked paths (the call's request)."""
+    request = request_for(fn, CompileOptions(), args, {})
+    return request.key_function, list(request.layout.unchecked)
+
+
 def test_state_tensors_are_checked_like_tensor_arguments() -> None:
     """A tensor held by an argument object goes through the same C++ tensor check as a tensor
     argument (class, dispatch keys, dtype, device, requires_grad, sizes, strides)."""
     args = (torch.zeros(1), Cache(layers=1))
-    kf, unchecked = build_key_function(read_cache, args, {}, {})
+    kf, unchecked = build_key_function(read_cache, args)
     props = [e.prop for e in kf.elements if e.path == "cache.layers[0].keys"]
     assert props == ["type", "shape", "dtype", "device", "requires_grad", "stride"]
     assert unchecked == []
@@ -115,16 +123,14 @@ def test_depth_is_bounded_and_cycles_terminate() -> None:
             self.me = self
             self.n = 1
 
-    kf, unchecked = build_key_function(lambda x, node: x, (torch.zeros(1), Node()), {}, {})
+    kf, unchecked = build_key_function(lambda x, node: x, (torch.zeros(1), Node()))
     assert max(e.path.count(".me") for e in kf.elements) == MAX_OBJECT_DEPTH - 1
     assert any(u.startswith("node" + ".me" * MAX_OBJECT_DEPTH) for u in unchecked)
 
 
 def test_functions_classes_ranges_and_slices_are_checked_by_value() -> None:
     """Dynamo specializes on which function, class, range or slice a call passes: so does the check."""
-    kf, unchecked = build_key_function(
-        lambda x, f, c, r, s: x, (torch.zeros(1), len, Cache, range(3), slice(0, 2)), {}, {}
-    )
+    kf, unchecked = build_key_function(lambda x, f, c, r, s: x, (torch.zeros(1), len, Cache, range(3), slice(0, 2)))
     assert unchecked == []
     assert {(e.path, e.prop) for e in kf.elements} >= {("f", "value"), ("c", "value"), ("r", "value"), ("s", "value")}
 

@@ -66,3 +66,11 @@ def test_every_guard_policy_is_described_by_a_policy_object() -> None:
 def test_an_unknown_option_is_a_type_error_listing_the_options() -> None:
     with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) 'guard'; its options are backend, "):
         compile_once(guard="none")  # type: ignore[call-overload]
+
+
+def test_the_typed_options_are_the_ones_validated() -> None:
+    import inspect
+
+    from nocompile._options import OPTION_NAMES, validate_options
+
+    assert set(OPTION_NAMES) == set(inspect.signature(validate_options).parameters)
