@@ -100,7 +100,7 @@ class CompileState:
     def _enter_inputs(self) -> None:
         """Make the input check's per-call path what calls enter, and what the direct entry (held
         by a bound method taken before the first compile) calls after its prologue."""
-        if self.inputs is not None:
+        if self.inputs is not None and self.inputs.entry is not self.entry:  # a new front table
             self._direct_globals[TARGET] = self.inputs.dispatch
             self._set_entry(self.inputs.entry)
 
