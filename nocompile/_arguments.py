@@ -155,6 +155,11 @@ class ArgumentTree:
     """The function's closure variables, one node per free variable (``_codegen.CLOSURE_CELLS[i].cell_contents``):
     values the compiled code reads like arguments, though no call passes them."""
 
+    @property
+    def arguments(self) -> dict[str, Any]:
+        """The call's arguments by parameter name, defaults applied, as the walk bound them."""
+        return {root.path: root.value for root in self.roots}
+
     def nodes(self) -> Iterator[Node]:
         """The call's arguments, parents first (closure variables not included)."""
         for root in self.roots:
@@ -302,17 +307,20 @@ def walk(
     follow_modules: bool = False,
     dynamic_paths: Mapping[str, tuple[int, ...]] | None = None,
     dynamic_ints: frozenset[str] = frozenset(),
+    bound: Mapping[str, Any] | None = None,
 ) -> ArgumentTree:
     """Bind the call to ``fn``'s parameters (TypeError if it does not bind) and walk it.
 
     ``follow_modules`` also walks modules' attributes (parameters, buffers, submodules, plain
     attributes), which only the CUDA-graph snapshot wants. ``dynamic`` names dims of parameters;
     ``dynamic_paths`` and ``dynamic_ints`` name dims and ints anywhere, by path (automatic dynamic).
+    ``bound``: the call's arguments as an earlier walk bound them (``ArgumentTree.arguments``),
+    walked again without binding the call again.
     """
     walker = _Walker(dynamic or {}, follow_modules, dynamic_paths or {}, dynamic_ints)
     varkw = varkw_name(fn)
     roots = []
-    for name, value in bound_arguments(fn, args, kwargs).items():
+    for name, value in (bound if bound is not None else bound_arguments(fn, args, kwargs)).items():
         if name == varkw:
             root = Node(Kind.MAPPING, name, name, value, 0, parameter=name, varkw=True)
             for k in sorted(value):

@@ -38,9 +38,8 @@ from typing import Any, Protocol
 import torch
 
 from . import _compat, _watch
-from ._arguments import ArgumentTree, Kind
+from ._arguments import ArgumentTree, Kind, dynamic_marks
 from ._codegen import EMPTY_CELL, closure_variables, qualified_name
-from ._describe import describe_key
 from ._errors import NoCompileError
 from ._layout import KeyFunction
 from ._options import CompileOptions
@@ -259,9 +258,11 @@ def key_material(
     tree: ArgumentTree,
     key_fn: KeyFunction,
     key: tuple[Any, ...],
+    signature_text: str,
 ) -> dict[str, Any]:
     """Everything the artifact key hashes, as JSON-able text (also written into the header):
-    ``key_fn`` and ``key`` are the call's full key (its request's), ``tree`` its walked arguments."""
+    ``key_fn`` and ``key`` are the call's full key (its request's), ``tree`` its walked arguments,
+    ``signature_text`` the key as the compile record shows it (``describe_key``)."""
     modules = [f"{root.path}={module_digest(root.value)}" for root in tree.roots if root.kind is Kind.MODULE]
     return {
         "function": qualified_name(fn),
@@ -276,7 +277,7 @@ def key_material(
         "signature": _ADDRESS.sub("", key_fn.source + repr(key)),
         "modules": modules,
         "distributed": _distributed_identity(),
-        "signature_text": describe_key(key_fn, key),
+        "signature_text": signature_text,
     }
 
 
@@ -461,7 +462,6 @@ def make(
     signature: tuple[KeyFunction, tuple[Any, ...]],
     guards: GuardsSeen,
     compile_kwargs: dict[str, Any],
-    marks: list[tuple[torch.Tensor, tuple[int, ...]]],
     record: CompileRecord,
 ) -> Compiled:
     """Load the specialization for this call from ``directory``, or compile it ahead of time and save it.
@@ -478,13 +478,14 @@ def make(
     path: str | None = None
     if directory is not None:
         ensure_private_dir(directory)
-        material = key_material(fn, options, tree, *signature)
+        material = key_material(fn, options, tree, *signature, record.signature)
         path = artifact_path(directory, fn, artifact_key(material))
         made = _load(path, fn, fn_copy.__code__, args, kwargs)
         if made is not None:
             log.info("nocompile: loaded %s from %s in %.3f s", fn.__qualname__, path, made.seconds)
             return made
 
+    marks = dynamic_marks(tree, options.dynamic)  # ValueError on a bad name or dim
     started = time.perf_counter()
     try:
         with _compat.compilation_config(), _compat.marked_dynamic(marks):

@@ -1,8 +1,8 @@
 """Compiling one specialization: in this process under Dynamo, or ahead of time (and from disk).
 
-The state (``_state``) decides *when* a call needs a new specialization and installs what comes
-back; this module does the compiling, the same way for a first call, a recompile, ``cache_dir``
-and ``aot_compile()``:
+The state (``_state``) decides *when* a call needs a new specialization and keeps what comes
+back; ``_specialize`` makes it, and this module does the compiling, the same way for a first call,
+a recompile, ``cache_dir`` and ``aot_compile()``. ``compile_call`` picks the way:
 
 * ``compile_in_process`` runs the call under ``torch.compile`` on a private copy of the
   function's code object — Dynamo caches per code object, so this specialization never sees (or
@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from . import _artifacts, _bytecode_hook, _compat
-from ._arguments import ArgumentTree, dynamic_marks
+from ._arguments import ArgumentTree, dynamic_marks, identity_snapshot
 from ._codegen import traced_alias
 from ._errors import NoCompileError
 from ._layout import KeyFunction
@@ -36,6 +36,16 @@ from ._options import CompileOptions
 from ._record import Compiled, CompileRecord
 
 log = logging.getLogger("nocompile")
+
+
+class _NotRun:
+    """The result of a compile that did not run the call (ahead of time, or loaded)."""
+
+    def __repr__(self) -> str:
+        return "<not run>"
+
+
+NOT_RUN: Any = _NotRun()
 
 
 def function_on_code(code: types.CodeType, like: types.FunctionType) -> types.FunctionType:
@@ -198,6 +208,10 @@ def _compile_kwargs(options: CompileOptions, guards: _GuardCollector, recording:
     }
 
 
+class _GuardsUnbuildable(Exception):
+    """Dynamo traced the function but could not build a guard it wanted to keep."""
+
+
 def compile_in_process(
     fn: types.FunctionType,
     options: CompileOptions,
@@ -207,7 +221,6 @@ def compile_in_process(
     record: CompileRecord,
     on_recompile: Callable[[], None],
     automatic_dynamic: bool = False,
-    drop_guards: bool = False,
 ) -> tuple[Compiled, Any, BaseException | None]:
     """Compile by running this call under Dynamo: ``(compiled, result, error)``.
 
@@ -215,9 +228,33 @@ def compile_in_process(
     specialization and re-raises it). A function Dynamo cannot trace as one graph is a
     ``NoCompileError`` here, and nothing is left watched. ``on_recompile`` is called for each
     later Dynamo recompile of this code (``guards="dynamo"`` only: the other policies drop the
-    guards that would trigger one). ``automatic_dynamic`` compiles with ``dynamic=None`` (see below);
-    ``drop_guards`` drops the guards the policy would keep.
+    guards that would trigger one). ``automatic_dynamic`` compiles with ``dynamic=None`` (see below).
+    When Dynamo cannot build a guard the policy keeps, the input check does without Dynamo's
+    guards (verifying changes by digests instead): the call is compiled again, dropping them.
     """
+    drop_guards = False
+    while True:
+        try:
+            return _under_dynamo(fn, options, args, kwargs, tree, record, on_recompile, automatic_dynamic, drop_guards)
+        except _GuardsUnbuildable as exc:
+            log.info("%s: Dynamo could not build its guards (%s); compiling without them", fn.__qualname__, exc)
+            drop_guards = True
+            record = CompileRecord(signature=record.signature, unchecked=record.unchecked)
+
+
+def _under_dynamo(
+    fn: types.FunctionType,
+    options: CompileOptions,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    tree: ArgumentTree,
+    record: CompileRecord,
+    on_recompile: Callable[[], None],
+    automatic_dynamic: bool,
+    drop_guards: bool,
+) -> tuple[Compiled, Any, BaseException | None]:
+    """One compile under Dynamo (``compile_in_process``); ``drop_guards`` drops the guards the
+    policy would keep."""
     source = private_code(fn)
     fn_copy = function_on_code(source, fn)
     guards = _GuardCollector(record, keep=keeps_guards(options) and not drop_guards, where=fn.__qualname__)
@@ -235,6 +272,8 @@ def compile_in_process(
             on_recompile()
 
     marks = dynamic_marks(tree, options.dynamic)  # ValueError on a bad name or dim
+    # cudagraphs=True: what the arguments are before the call, to refuse a call that rebinds them.
+    before = identity_snapshot(tree) if options.cudagraphs else None
     _bytecode_hook.ROUTER.watch(source, on_bytecode)
     log.info("compiling %s for %s (%s)", describe_function(fn), record.signature, options.describe())
     started = time.perf_counter()
@@ -247,13 +286,7 @@ def compile_in_process(
         if not caught or not _compat.has_dynamo_cache_entry(source):
             _bytecode_hook.ROUTER.unwatch(source)
             if guards.keep and options.policy.checks_inputs and _compat.is_guard_building_error(exc):
-                # Dynamo traced the function but could not build a guard it wanted to keep; the
-                # input check does without Dynamo's guards (verifying changes by digests instead).
-                log.info("%s: Dynamo could not build its guards (%s); compiling without them", fn.__qualname__, exc)
-                fresh = CompileRecord(signature=record.signature, unchecked=record.unchecked)
-                return compile_in_process(
-                    fn, options, args, kwargs, tree, fresh, on_recompile, automatic_dynamic, drop_guards=True
-                )
+                raise _GuardsUnbuildable(str(exc)) from exc
             raise compile_error(fn, options, exc) from exc
         error = exc  # compiled fine, then the first run raised
     finally:
@@ -276,6 +309,7 @@ def compile_in_process(
         shape_exprs=tuple(guards.shape_exprs),
         record=record,
         keeps_guards=guards.keep,
+        arguments_before=before,
     )
     if error is None:
         log.info("compiled %s for %s in %.3f s", fn.__qualname__, record.signature, seconds)
@@ -300,8 +334,6 @@ def compile_ahead(
     it raises ``NoCompileError``.
     """
     source = private_code(fn)
-    marks = dynamic_marks(tree, options.dynamic)  # ValueError on a bad name or dim
-
     # torch's ahead-of-time save needs torch.compile's own backend object, so no recording
     # backend here: explain() shows the guards but not the FX graph.
     guards = _GuardCollector(record, keep=False, where=fn.__qualname__)
@@ -317,7 +349,6 @@ def compile_ahead(
             signature,
             guards,
             _compile_kwargs(options, guards, recording=False),
-            marks,
             record,
         )
     except _artifacts.AheadOfTimeFailed as exc:
@@ -335,3 +366,33 @@ def compile_ahead(
         log.warning("%s: ahead-of-time compile failed (%s); compiling in-process, nothing saved", fn.__qualname__, exc)
         return None
     return made
+
+
+def compile_call(
+    fn: types.FunctionType,
+    options: CompileOptions,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    tree: ArgumentTree,
+    signature: tuple[KeyFunction, tuple[Any, ...]],
+    record: CompileRecord,
+    *,
+    run: bool,
+    on_recompile: Callable[[], None],
+    automatic_dynamic: bool = False,
+) -> tuple[Compiled, Any, BaseException | None]:
+    """Compile one specialization for this call: ``(compiled, result, error)`` as
+    ``compile_in_process`` returns them, ``result`` being ``NOT_RUN`` when the call did not run.
+
+    ``run=True`` (a call): load or compile ahead of time when a cache directory is set and torch
+    has the ahead-of-time path (falling back to an in-process compile), else compile by running
+    the call under Dynamo. ``run=False`` (``aot_compile``): ahead of time only.
+    """
+    directory = _artifacts.cache_dir_for(options) if options.drops_guards else None
+    if not run or (directory is not None and _artifacts.aot_usable()):
+        made = compile_ahead(fn, options, args, kwargs, tree, signature, record, directory, fall_back=run)
+        if made is not None:
+            return made, NOT_RUN, None
+    return compile_in_process(
+        fn, options, args, kwargs, tree, record, on_recompile, automatic_dynamic=automatic_dynamic
+    )

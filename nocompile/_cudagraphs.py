@@ -188,12 +188,13 @@ class GraphPool:
         shape_check: ShapeCheck | None,
         state_before: dict[str, Any] | None,
         automatic: Any,
+        bound: dict[str, Any] | None = None,
     ) -> Callable[..., Any]:
         """What a new specialization's calls run: ``call`` replayed from CUDA graphs (captured on
         first use), given the compiling call's arguments as the call left them. A specialization
         made dynamic automatically (``automatic``: what was made dynamic) runs ``call`` itself: a
         graph has fixed shapes (``cudagraph_sizes`` with ``dynamic=`` pads calls to captured sizes
-        instead)."""
+        instead). ``bound``: the call's arguments as its request bound them (not bound again)."""
         if automatic is not None:
             log.info(
                 "%s: a specialization dynamic in %s runs without CUDA graphs",
@@ -205,7 +206,7 @@ class GraphPool:
             fn,
             call,
             self,
-            walk(fn, args, kwargs, follow_modules=True),  # what the call left
+            walk(fn, args, kwargs, follow_modules=True, bound=bound),  # what the call left
             transformed_code=transformed_code,
             copy_outputs=options.cudagraph_outputs == "copy",
             dynamic=options.dynamic,

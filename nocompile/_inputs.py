@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -36,6 +36,7 @@ from ._describe import describe_difference, describe_key
 from ._errors import GuardMismatchError, NoCompileError
 from ._layout import CheckLayout, KeyFunction, TensorArg, global_values
 from ._options import CompileOptions
+from ._record import Compiled
 from ._selector import Candidate, Selector, ShapeCheck, build_shape_check, key_function, selector
 from ._view import Expectations, Specialization
 
@@ -59,6 +60,9 @@ class Request:
     global_state: Any = None
     modes: tuple[type, ...] = ()
     dynamic: _automatic.Dynamic | None = None
+    alternative: Request | None = None
+    """Automatic dynamic (a recompile): the same call walked again with the sizes and ints in which
+    it differs from the latest specialization of its structure marked dynamic (``InputGuard.miss``)."""
 
     @property
     def signature(self) -> str:
@@ -67,7 +71,7 @@ class Request:
     @property
     def arguments(self) -> dict[str, Any]:
         """The call's arguments by parameter name, defaults applied (the tree's roots)."""
-        return {root.path: root.value for root in self.tree.roots}
+        return self.tree.arguments
 
 
 def request_for(
@@ -76,9 +80,11 @@ def request_for(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     dynamic: _automatic.Dynamic | None = None,
+    bound: Mapping[str, Any] | None = None,
 ) -> Request:
     """Bind and walk the call once (TypeError if it does not bind); everything the compile and the
-    check need is projected from that. ``dynamic``: dims and ints, by path, compiled as dynamic."""
+    check need is projected from that. ``dynamic``: dims and ints, by path, compiled as dynamic;
+    ``bound``: the arguments an earlier request bound (walked again, not bound again)."""
     # follow_modules: the CUDA-graph snapshot compares modules' attributes before and after.
     tree = walk(
         fn,
@@ -88,6 +94,7 @@ def request_for(
         follow_modules=options.cudagraphs,
         dynamic_paths=dynamic.dims if dynamic is not None else None,
         dynamic_ints=dynamic.ints if dynamic is not None else frozenset(),
+        bound=bound,
     )
     layout = CheckLayout.of(tree)
     key_fn = key_function(layout)
@@ -119,6 +126,10 @@ class Arrival:
     argument_dims: tuple[list[list[int | None]], list[list[int | None]]]
     sentinel_states: tuple[tuple[Any, ...], ...]
     modules: tuple[torch.nn.Module, ...]
+    dynamic: tuple[Request, Arrival] | None = None
+    """Automatic dynamic: the call walked again with the sizes and ints that changed since the
+    latest specialization of its structure marked dynamic, and its arrival; the compile uses them
+    if Dynamo compiles those as dynamic."""
 
 
 class InputGuard:
@@ -167,7 +178,17 @@ class InputGuard:
     # -- before and after a compile -----------------------------------------------------------
 
     def arrive(self, request: Request) -> Arrival:
-        """The call's keys and tensor checks, for the table of its argument structure."""
+        """The call's keys and tensor checks, for the table of its argument structure; with the
+        request's automatic-dynamic alternative and its arrival, if it has one."""
+        arrivals = []
+        for one in (request, request.alternative):
+            if one is not None:
+                arrivals.append(self._arrival(one))
+        if request.alternative is None:
+            return arrivals[0]
+        return dataclasses.replace(arrivals[0], dynamic=(request.alternative, arrivals[1]))
+
+    def _arrival(self, request: Request) -> Arrival:
         table = self._table_for(request)
         args, kwargs, layout = request.args, request.kwargs, request.layout
         return Arrival(
@@ -179,7 +200,7 @@ class InputGuard:
             argument_match=_tensor_match(layout.checked_tensors),
             argument_dims=_tensor_dims(layout.checked_tensors),
             sentinel_states=tuple(_watch.sentinel_state(t.tensor) for t in layout.sentinels),
-            modules=tuple(n.value for n in request.tree.all_nodes() if n.kind is Kind.MODULE and not n.inside_object),
+            modules=layout.modules,
         )
 
     def _table_for(self, request: Request) -> KeyTable:
@@ -196,7 +217,7 @@ class InputGuard:
                 return table
         return KeyTable(request.key_function, selector(request.layout, self._slow, entry_prologue=self._prologue))
 
-    def shape_check(self, exprs: tuple[str, ...], request: Request) -> ShapeCheck | None:
+    def _shape_check(self, exprs: tuple[str, ...], request: Request) -> ShapeCheck | None:
         """Dynamo's shape guards on dynamic dims as one function, proven to evaluate on this call."""
         if not exprs:
             return None
@@ -215,15 +236,16 @@ class InputGuard:
             ) from exc
         return check
 
-    def expect(
-        self, arrival: Arrival, request: Request, shape_check: ShapeCheck | None, guard_manager: Any
-    ) -> Expectations:
-        """The frozen record of what a call must match to run the specialization being installed.
+    def expect(self, arrival: Arrival, request: Request, made: Compiled) -> Expectations:
+        """The frozen record of what a call must match to run the specialization ``made`` for it.
 
-        ``guard_manager``: Dynamo's for this compile (an in-process compile that kept its guards),
-        or None, and then each module argument's digest is what a change is verified against.
+        With Dynamo's guard manager (an in-process compile that kept its guards) a change is
+        verified against Dynamo's guards; without, against each module argument's digest.
         """
         fn = self.function
+        shape_check = self._shape_check(made.shape_exprs, request)
+        keeps = made.origin == "compiled" and made.keeps_guards
+        guard_manager = _compat.dynamo_guard_manager(made.source_code) if keeps else None
         return Expectations(
             key_function=arrival.table.key_function,
             key=arrival.key,
@@ -269,7 +291,7 @@ class InputGuard:
         candidate = Candidate(expected.global_state.check, expected.argument_match.check, shape_ok, spec.call, spec)
         table.selector.add(expected.fast_key, candidate)
 
-    def automatic_dynamic(self, request: Request, specs: list[Specialization]) -> _automatic.Dynamic | None:
+    def _automatic_dynamic(self, request: Request, specs: Sequence[Specialization]) -> _automatic.Dynamic | None:
         """What to compile as dynamic for this call: the sizes and ints in which it differs from the
         latest specialization of its argument structure, if that is all it differs in (and what that
         specialization already had dynamic), or None. Only under ``on_mismatch="recompile"``."""
@@ -349,7 +371,13 @@ class InputGuard:
             return spec.call
         return None
 
-    def baked_in_failure(self, spec: Specialization, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    def baked_in_failure(
+        self,
+        spec: Specialization,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        arguments: Mapping[str, Any] | None = None,
+    ) -> str | None:
         """Why values the code baked in (attributes of modules, closure cells, globals, torch
         function modes) no longer hold for this call, or None when they do.
 
@@ -362,7 +390,7 @@ class InputGuard:
         fn, expected = self.function, spec.expectations
         if expected is None:  # pragma: no cover - only specializations with expectations are verified
             return None
-        bound = bound_arguments(fn, args, kwargs)
+        bound = arguments if arguments is not None else bound_arguments(fn, args, kwargs)
         layout_failure = _layout_failure(expected.module_layouts, _layout_sources(fn, bound))
         if layout_failure is not None:
             return layout_failure
@@ -397,7 +425,8 @@ class InputGuard:
     def miss(self, args: tuple[Any, ...], kwargs: dict[str, Any], specs: list[Specialization]) -> Request:
         """A call no specialization may run: ``GuardMismatchError`` saying how it differs from the
         latest one (``on_mismatch="raise"``, or ``max_compiles`` reached), else that logged and the
-        request to compile it with (the call bound and walked once, for both)."""
+        request to compile it with (the call bound and walked once, for both; under automatic
+        dynamic walked once more, with what changed marked dynamic: ``Request.alternative``)."""
         options = self.options
         try:
             request = request_for(self.function, options, args, kwargs)
@@ -410,6 +439,10 @@ class InputGuard:
             raise self.mismatch_error(differences)
         if len(specs) >= options.max_compiles:
             raise self.limit_error(differences, specs)
+        dynamic = self._automatic_dynamic(request, specs)
+        if dynamic is not None:  # the same bound arguments, walked with what changed marked dynamic
+            alternative = request_for(self.function, options, args, kwargs, dynamic, bound=request.arguments)
+            request = dataclasses.replace(request, alternative=alternative)
         number, bound = len(specs) + 1, options.max_compiles
         # Expected in normal use (a prefill, then decode steps): INFO; WARNING once the bound is near.
         level = logging.WARNING if number >= bound - 1 else logging.INFO
@@ -440,7 +473,7 @@ class InputGuard:
         if not lines and not expected.global_state.check():
             lines = [f"torch's global state changed since compiling: {expected.global_state.reason().strip()}"]
         if not lines:
-            failure = self.baked_in_failure(spec, args, kwargs)
+            failure = self.baked_in_failure(spec, args, kwargs, request.arguments)
             if failure is not None:
                 lines = [f"a value the compiled code baked in changed: {failure}"]
         return lines or ["the signature differs in a way nocompile could not pin down"]
@@ -513,7 +546,7 @@ def _tensor_match(tensors: tuple[TensorArg, ...]) -> Any:
     return _compat.tensor_match([t.tensor for t in tensors], *_tensor_dims(tensors))
 
 
-def _layout_sources(fn: types.FunctionType, bound: dict[str, Any]) -> dict[str, torch.nn.Module]:
+def _layout_sources(fn: types.FunctionType, bound: Mapping[str, Any]) -> dict[str, torch.nn.Module]:
     """The modules whose parameters' layout a specialization is compiled for, by where the code
     reaches them: module arguments (``self``; ``bound``: the call's arguments by name), modules in
     closure cells, modules the code names as globals."""

@@ -498,6 +498,9 @@ class CheckLayout:
     with ``*map``, so the same index holds in every call's fingerprint)."""
     module_tree: int | None = None
     """Where in ``fingerprint`` the module dicts' tree element is."""
+    modules: tuple[torch.nn.Module, ...] = ()
+    """The modules the call brings outside argument objects (arguments, what their containers hold,
+    closure variables): what the registration epoch watches once it is installed (``_watch.EPOCH``)."""
 
     @classmethod
     def of(cls, tree: ArgumentTree) -> CheckLayout:
@@ -523,6 +526,7 @@ class CheckLayout:
             module_kinds=module_kinds,
             tree_elements=trees,
             module_tree=module_tree,
+            modules=tuple(n.value for n in tree.all_nodes() if n.kind is Kind.MODULE and not n.inside_object),
         )
 
     @property

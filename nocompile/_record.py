@@ -307,3 +307,6 @@ class Compiled:
     artifact_path: str | None = None
     keeps_guards: bool = False
     """Whether Dynamo's cache entry for ``source_code`` kept its guards (see ``keeps_guards``)."""
+    arguments_before: dict[str, Any] | None = None
+    """``cudagraphs=True``, compiled in process: the arguments' ``identity_snapshot`` before the
+    compiling call ran, to refuse a call that rebinds what a graph would read."""

@@ -224,6 +224,32 @@ def selector(
     the function's current defaults (``_codegen.live_defaults``), as Python would.
     """
     fn = layout.fn
+    table: dict[tuple[Any, ...], tuple[Candidate, ...]] = {}
+    verified = _watch.Verified()
+    lock = threading.Lock()
+
+    def promote(key: tuple[Any, ...], target: Callable[..., Any]) -> None:
+        with lock:  # rare (a hit that was not first); never loses a candidate added meanwhile
+            candidates = verified.get(key, ())
+            verified.add(key, tuple(sorted(candidates, key=lambda candidate: candidate.call is not target)))
+
+    namespace = {
+        **entry_prologue[1],
+        **generated_globals(fn, layout),
+        "__nc_fn": fn,
+        "__nc_unset": UNSET,
+        "__nc_verified": verified.get,
+        "__nc_promote": promote,
+        "__nc_slow": slow,
+        "__nc_verification": Verification,
+    }
+    module_watch = (
+        _watch.ObjectWatch(namespace, dict_slots(), functools.partial(_watch.module_tree, layout.module_kinds))
+        if layout.module_dicts
+        else None
+    )
+    object_watch = _watch.ObjectWatch(namespace, object_slots(), _watch.version_tree) if layout.object_roots else None
+    pin_namespace = {**generated_globals(fn, layout), **pinning_globals()}
     params, call = parameter_list(fn), call_list(fn)
     fast = tuple_source([e.expr for e in layout.fast])
     fingerprint = tuple_source(list(layout.fingerprint))
@@ -272,41 +298,13 @@ def selector(
         source += f"def object_roots({params}):\n    return {tuple_source(list(layout.object_roots))}\n\n"
     if layout.module_dicts:
         source += f"def module_dicts({params}):\n    return {tuple_source(list(layout.module_dicts))}\n\n"
-    table: dict[tuple[Any, ...], tuple[Candidate, ...]] = {}
-    verified = _watch.Verified()
-    lock = threading.Lock()
-
-    def promote(key: tuple[Any, ...], target: Callable[..., Any]) -> None:
-        with lock:  # rare (a hit that was not first); never loses a candidate added meanwhile
-            candidates = verified.get(key, ())
-            verified.add(key, tuple(sorted(candidates, key=lambda candidate: candidate.call is not target)))
-
-    namespace = {
-        **entry_prologue[1],
-        **generated_globals(fn, layout),
-        "__nc_fn": fn,
-        "__nc_unset": UNSET,
-        "__nc_verified": verified.get,
-        "__nc_promote": promote,
-        "__nc_slow": slow,
-        "__nc_verification": Verification,
-    }
-    module_watch = (
-        _watch.ObjectWatch(namespace, dict_slots(), functools.partial(_watch.module_tree, layout.module_kinds))
-        if layout.module_dicts
-        else None
-    )
-    object_watch = _watch.ObjectWatch(namespace, object_slots(), _watch.version_tree) if layout.object_roots else None
     defined = define_like(fn, source, namespace, named_like=("call",), own_defaults=("call",))
     # The fingerprint again, with its identities and its dicts' values collected instead: what the
     # verified table pins for a key (``_watch.Verified.add``).
     pins = define_like(
         fn,
         f"def pins({params}):\n    return {fingerprint}\n",
-        {
-            **generated_globals(fn, layout),
-            **pinning_globals(),
-        },
+        pin_namespace,
     )["pins"]
     return Selector(
         call=defined["call"],

@@ -19,26 +19,26 @@ target is one atomic store, so concurrent callers always see either the old or t
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import itertools
 import logging
 import os
 import threading
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
-from . import _artifacts, _automatic, _bytecode_hook, _compat, _cudagraphs, _dump, _watch
-from ._arguments import bound_arguments, identity_snapshot
-from ._compiler import compile_ahead, compile_in_process, describe_function
-from ._entry import TARGET, MethodFunction, build_direct_entry, prologue, prologue_globals, specialization_call
+from . import _artifacts, _bytecode_hook, _compat, _cudagraphs, _dump
+from ._arguments import bound_arguments
+from ._compiler import NOT_RUN, describe_function
+from ._entry import TARGET, MethodFunction, build_direct_entry, prologue, prologue_globals
 from ._errors import NoCompileError
 from ._explain import ExplainReport, build_report
 from ._inputs import Arrival, InputGuard, Request, request_for
 from ._options import CompileOptions
-from ._record import Compiled, CompileRecord
+from ._specialize import Job, Outcome, specialize
 from ._view import CompileStats, Specialization, StateView
 
 log = logging.getLogger("nocompile")
@@ -152,7 +152,7 @@ class CompileState:
                 self._disabled = True
                 self._set_target(self.function)
                 return self.function
-            return self._request(args, kwargs)
+            return request_for(self.function, self.options, args, kwargs)
         if self.inputs is None:
             return self._specs[0].call  # another thread compiled while we waited
         target = self.inputs.lookup(args, kwargs)
@@ -163,158 +163,51 @@ class CompileState:
 
     # -- compiling --------------------------------------------------------------------------
 
-    def _request(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], dynamic: _automatic.Dynamic | None = None
-    ) -> Request:
-        return request_for(self.function, self.options, args, kwargs, dynamic)
-
     def _compile_and_call(self, request: Request) -> Any:
-        dynamic = self.inputs.automatic_dynamic(request, self._specs) if self.inputs is not None else None
-        alternative = self._request(request.args, request.kwargs, dynamic) if dynamic is not None else None
-        spec, result, error = self._compile_specialization(request, run=True, dynamic_request=alternative)
-        if error is not None:
-            raise error
-        return spec.call(*request.args, **request.kwargs) if result is _NOT_RUN else result
+        outcome = self._compile_specialization(request, run=True)
+        if outcome.error is not None:
+            raise outcome.error
+        if outcome.result is NOT_RUN:
+            return outcome.spec.call(*request.args, **request.kwargs)
+        return outcome.result
 
-    def _compile_specialization(
-        self, request: Request, run: bool, dynamic_request: Request | None = None
-    ) -> tuple[Specialization, Any, BaseException | None]:
-        """The one way a specialization is made (first call, recompile, ``cache_dir``, ``aot_compile``).
+    def _compile_specialization(self, request: Request, run: bool) -> Outcome:
+        """The one way a specialization is made and kept (first call, recompile, ``cache_dir``,
+        ``aot_compile``): ``_specialize`` makes it, this state keeps it. Under the lock."""
+        job = Job(
+            self.function, self.options, self.inputs, self._graph_pool, self._count_dynamo_recompile, self._compiling
+        )
+        outcome = specialize(job, request, run=run)
+        self._keep(outcome.spec, outcome.arrival)
+        return outcome
 
-        ``run=True`` (a call): load or compile ahead of time when a cache directory is set (falling
-        back to an in-process compile), else compile by running the call under Dynamo. ``run=False``
-        (``aot_compile``): ahead of time only. Returns ``(spec, result, error)``: the call's result
-        when it ran (``_NOT_RUN`` when not), and an exception it raised after compiling.
-        Under the lock.
-        """
-        opts, fn = self.options, self.function
-        static_request = request
-        arrival = self.inputs.arrive(request) if self.inputs is not None else None
-        if arrival is not None:
-            # Watch registrations from before the first compile on: Dynamo traces the registration
-            # hooks a forward runs into (a sliced ModuleList registers its layers) and guards on them.
-            _watch.EPOCH.install()
-        # Keys are taken before the call runs (it may change its argument objects): the dynamic
-        # layout's too, in case Dynamo compiles what was asked dynamic as dynamic.
-        dynamic_arrival = (
-            self.inputs.arrive(dynamic_request)
-            if self.inputs is not None and dynamic_request is not None and arrival is not None
-            else None
-        )
-        record = CompileRecord(signature=request.signature, unchecked=request.layout.unchecked)
-        # Torch's global state and function modes as the call arrived: what the code is compiled under.
-        request = dataclasses.replace(
-            request,
-            global_state=_compat.global_state_guard(),
-            modes=tuple(type(m) for m in _compat.torch_function_modes()),
-        )
-        directory = _artifacts.cache_dir_for(opts) if opts.drops_guards else None
+    @contextlib.contextmanager
+    def _compiling(self) -> Iterator[None]:
         self._compiling_thread = threading.get_ident()
         try:
-            if not run or (directory is not None and _artifacts.aot_usable()):
-                signature = (request.key_function, request.key)
-                made = compile_ahead(
-                    fn, opts, request.args, request.kwargs, request.tree, signature, record, directory, fall_back=run
-                )
-                if made is not None:
-                    return self._install(made, arrival, request, None, static_request), _NOT_RUN, None
-            # cudagraphs=True: what the arguments are before the call, to refuse a call that rebinds them.
-            before = identity_snapshot(request.tree) if opts.cudagraphs else None
-            made, result, error = compile_in_process(
-                fn,
-                opts,
-                request.args,
-                request.kwargs,
-                request.tree,
-                record,
-                self._count_dynamo_recompile,
-                automatic_dynamic=dynamic_request is not None,
-            )
+            yield
         finally:
             self._compiling_thread = None
-        if dynamic_request is not None and dynamic_request.dynamic is not None and dynamic_arrival is not None:
-            kept_static = _automatic.kept_static(dynamic_request.dynamic, made.shape_exprs, made.record)
-            if kept_static:
-                log.info(
-                    "%s: Dynamo kept %s static; this specialization checks them exactly",
-                    fn.__qualname__,
-                    ", ".join(kept_static),
-                )
-            else:
-                request = dataclasses.replace(dynamic_request, global_state=request.global_state, modes=request.modes)
-                arrival = dynamic_arrival
-                if made.record is not None:
-                    made.record.signature = request.signature
-                log.info(
-                    "%s: compiled dynamic in %s (they differed from the last specialization)",
-                    fn.__qualname__,
-                    ", ".join(dynamic_request.dynamic.describe()),
-                )
-        return self._install(made, arrival, request, before, static_request), result, error
 
     def _count_dynamo_recompile(self) -> None:
         self._compiles += 1
         log.warning("%s: Dynamo recompiled (guards='dynamo'), compile #%d", self.function.__qualname__, self._compiles)
 
-    def _install(
-        self,
-        made: Compiled,
-        arrival: Arrival | None,
-        request: Request,
-        before: dict[str, Any] | None,
-        static_request: Request,
-    ) -> Specialization:
-        fn, opts = self.function, self.options
-        call, direct_graphs = specialization_call(fn, opts, made)
-        shape_check = expectations = None
-        if self.inputs is not None and arrival is not None:
-            shape_check = self.inputs.shape_check(made.shape_exprs, request)
-            keeps = made.origin == "compiled" and made.keeps_guards
-            guard_manager = _compat.dynamo_guard_manager(made.source_code) if keeps else None
-            expectations = self.inputs.expect(arrival, request, shape_check, guard_manager)
-        if self._graph_pool is not None:
-            call = self._graph_pool.graphed(
-                fn,
-                call,
-                opts,
-                request.args,
-                request.kwargs,
-                made.transformed_code,
-                shape_check,
-                before,
-                request.dynamic,
-            )
-        spec = Specialization(
-            source_code=made.source_code,
-            compiled=made.compiled,
-            transformed_code=made.transformed_code,
-            call=call,
-            compile_seconds=made.seconds,
-            dropped_guards=made.dropped,
-            shape_check=shape_check,
-            record=made.record,
-            origin=made.origin,
-            artifact_path=made.artifact_path,
-            direct_graphs=direct_graphs,
-            expectations=expectations,
-            static_key_function=static_request.key_function,
-            static_key=static_request.key,
-            dynamic=request.dynamic,
-        )
+    def _keep(self, spec: Specialization, arrival: Arrival | None) -> None:
+        """Count ``spec``, register it with the input check (or make it the target) and dump it."""
         self._specs.append(spec)
-        if made.origin == "loaded":
+        if spec.origin == "loaded":
             self._loads += 1
         else:
             self._compiles += 1
-            self._compile_seconds += made.seconds
+            self._compile_seconds += spec.compile_seconds
         if self.inputs is not None and arrival is not None:
             self.inputs.install(spec, arrival)
             self._enter_inputs()
         else:
             self._set_target(spec.call)
-        if made.record is not None:
+        if spec.record is not None:
             _dump.after_compile(self.view(), spec, len(self._specs))  # never raises: problems are WARNINGs
-        return spec
 
     # -- public surface ---------------------------------------------------------------------
 
@@ -381,8 +274,7 @@ class CompileState:
                     f"{describe_function(fn)}: aot_compile() needs torch's ahead-of-time path, which "
                     f"torch {torch.__version__} lacks ({_compat.aot_available()}). Call the function once instead."
                 )
-            spec, _, _ = self._compile_specialization(target, run=False)
-            return spec
+            return self._compile_specialization(target, run=False).spec
 
     def reset(self) -> None:
         """Forget the compiled state and zero the counters; the next call compiles again."""
@@ -406,13 +298,3 @@ class CompileState:
 
     def __repr__(self) -> str:
         return f"<nocompile state of {self.function.__qualname__}: {self.options.describe()}; {self.status()}>"
-
-
-class _NotRun:
-    """The result of a compile that did not run the call (ahead of time, or loaded)."""
-
-    def __repr__(self) -> str:
-        return "<not run>"
-
-
-_NOT_RUN: Any = _NotRun()

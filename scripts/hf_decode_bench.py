@@ -25,8 +25,9 @@ tokens through eager, ``torch.compile``, both ``compile_once`` forms (each gener
 ``reset()`` between calls, and transformers' own recipe (``generate(cache_implementation=
 "static")``, which compiles forward itself on CUDA), with tokens compared to eager's. Each
 generate row: one compiling call and one warm-up call, then ``--repeats`` (at least 5) timed
-calls, reported as median and spread (min-max). Last, what a call with a new cache pays to find
-graphs it may replay: the address key of an 8- and a 16-layer cache's tensors.
+calls, interleaved with the other rows' round by round, reported as median and spread (min-max).
+Last, what a call with a new cache pays to find graphs it may replay: the address key of an 8- and
+a 16-layer cache's tensors.
 
 Arguments that cannot fit (a cache shorter than the longest prompt plus ``--new-tokens``) are
 refused with one line and exit status 2 before any model is built; a row that fails prints its
@@ -312,7 +313,8 @@ def main() -> int:
         "--rows",
         default="all",
         choices=("all", "graphs"),
-        help="graphs: only eager, compile_once(cudagraphs=True) and the replay floor (fewer compiles)",
+        help="graphs: only eager, compile_once(cudagraphs=True) and the replay floor, and the generate() rows "
+        "of eager and compile_once(cudagraphs=True) (fewer compiles)",
     )
     parser.add_argument(
         "--mixed",
@@ -451,48 +453,75 @@ def main() -> int:
     }
     if not cuda:
         variants = {k: v for k, v in variants.items() if "cudagraphs" not in k}
+    if args.rows == "graphs":
+        variants = {k: v for k, v in variants.items() if k == "eager" or k.startswith(graphed)}
     sequences: dict[str, torch.Tensor] = {}
     generate_ms: dict[str, list[float]] = {}
     failed: list[str] = []
+    forwards: dict[str, Any] = {}  # name -> what model.forward is for that row (None: the model's own)
+    caches: dict[str, dict[str, Any]] = {name: {} for name in variants}
+
+    def one_call(name: str) -> float:
+        """One generate() of row ``name``, in seconds; model.forward is the row's own meanwhile."""
+        forward = forwards[name]
+        if forward is not None:
+            model.forward = forward
+        kept.clear()
+        kept.update(caches[name])
+        try:
+            sync()
+            started = time.perf_counter()
+            sequences[name] = variants[name][1]()
+            sync()
+            return time.perf_counter() - started
+        finally:
+            caches[name] = dict(kept)
+            kept.clear()
+            if "forward" in vars(model):
+                del model.forward
+
     with torch.no_grad():
-        for name, (make, one) in variants.items():
+        # Each row compiles on its first call and warms up (captures) on its second; then the rows'
+        # timed calls are interleaved, so that a drift of the machine falls on every row alike.
+        for name, (make, _) in variants.items():
             try:
-                if make is not None:
-                    model.forward = make()
-                kept.clear()
-                times = []
-                for i in range(args.repeats + 2):  # the first compiles, the second warms up (captures)
-                    sync()
-                    started = time.perf_counter()
-                    tokens = one()
-                    sync()
-                    if i >= 2:
-                        times.append(time.perf_counter() - started)
-                    sequences[name] = tokens
-                generate_ms[name] = [t * 1e3 for t in times]
-                extra = ""
-                if hasattr(model.forward, "stats"):
-                    extra = f"; {model.forward.stats.compiles} compiles for {args.repeats + 2} generate calls"
-                    calls = [getattr(spec.call, "captures", None) for spec in model.forward.specializations]
-                    if any(c is not None for c in calls):
-                        rebinds = [getattr(spec.call, "rebinds", 0) for spec in model.forward.specializations]
-                        adopted = [getattr(spec.call, "adoptions", 0) for spec in model.forward.specializations]
-                        extra += (
-                            f", graphs captured per specialization {calls}, reused by address {rebinds}, "
-                            f"memory adopted {adopted}"
-                        )
-                print(
-                    f"generate {args.new_tokens} tokens, {name:<62} {spread(times, 1e3)} ms  "
-                    f"{args.new_tokens / statistics.median(times):8.1f} tokens/s  {agreement(sequences, name)}{extra}"
-                )
+                forwards[name] = make() if make is not None else None
+                one_call(name)
+                one_call(name)
             except Exception as exc:
                 failed.append(name)
                 print(f"generate, {name}: failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
                 traceback.print_exc()
-            finally:
-                kept.clear()
-                if "forward" in vars(model):
-                    del model.forward
+        live = [name for name in variants if name not in failed]
+        times: dict[str, list[float]] = {name: [] for name in live}
+        for _ in range(args.repeats):
+            for name in list(live):
+                try:
+                    times[name].append(one_call(name))
+                except Exception as exc:
+                    failed.append(name)
+                    live.remove(name)
+                    print(f"generate, {name}: failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+                    traceback.print_exc()
+        for name in live:
+            generate_ms[name] = [t * 1e3 for t in times[name]]
+            extra = ""
+            forward = forwards[name]
+            if hasattr(forward, "stats"):
+                extra = f"; {forward.stats.compiles} compiles for {args.repeats + 2} generate calls"
+                calls = [getattr(spec.call, "captures", None) for spec in forward.specializations]
+                if any(c is not None for c in calls):
+                    rebinds = [getattr(spec.call, "rebinds", 0) for spec in forward.specializations]
+                    adopted = [getattr(spec.call, "adoptions", 0) for spec in forward.specializations]
+                    extra += (
+                        f", graphs captured per specialization {calls}, reused by address {rebinds}, "
+                        f"memory adopted {adopted}"
+                    )
+            print(
+                f"generate {args.new_tokens} tokens, {name:<62} {spread(times[name], 1e3)} ms  "
+                f"{args.new_tokens / statistics.median(times[name]):8.1f} tokens/s  "
+                f"{agreement(sequences, name)}{extra}"
+            )
     if cuda:
         reused = statistics.median(generate_ms.get(f"{graphed}, one StaticCache reset() per call", [float("nan")]))
         fresh = statistics.median(generate_ms.get(f"{graphed}, new StaticCache per call", [float("nan")]))
