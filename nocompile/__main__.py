@@ -68,6 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--rounds", type=_positive, default=3, help="runs of each kind (default 3)")
     cache.add_argument("--threads", type=_positive, default=1, help="torch CPU threads (default 1)")
     cache.add_argument("--json", action="store_true", help="print the result as JSON")
+    patterns = commands.add_parser(
+        "bench-patterns",
+        help="time the ways real code calls a compiled function, per guard policy, side by side",
+        description="The reference MLP called as a loop in a function, a loop at a script's top level, "
+        "with a global counter bumped, with fresh argument objects each call, with an argument's int "
+        "advancing, and with a baked-in value rewritten; under compile_once with each guard policy "
+        "and under stock torch.compile, interleaved in one process. Ratios are to each way's own "
+        "fast path.",
+    )
+    patterns.add_argument("--layers", type=_layers, default=(4, 64), help="comma-separated layer counts (default 4,64)")
+    patterns.add_argument("--width", type=_positive, default=16, help="features per layer (default 16)")
+    patterns.add_argument("--backend", default="inductor", help="torch.compile backend (default inductor)")
+    patterns.add_argument("--rounds", type=_positive, default=7, help="interleaved timing rounds (default 7)")
+    patterns.add_argument(
+        "--round-seconds", type=float, default=0.05, help="seconds each row runs per round (default 0.05)"
+    )
+    patterns.add_argument("--threads", type=_positive, default=1, help="torch CPU threads (default 1)")
+    patterns.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
 
@@ -117,6 +135,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
             args.json,
         )
+    if args.command == "bench-patterns":
+        from ._bench import BenchConfig
+        from ._bench_patterns import main as patterns_main
+
+        cfg = BenchConfig(
+            width=args.width,
+            backend=args.backend,
+            rounds=args.rounds,
+            round_seconds=args.round_seconds,
+            threads=args.threads,
+        )
+        return patterns_main(cfg, args.layers, args.json)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -260,7 +260,9 @@ def _under_dynamo(
     guards = _GuardCollector(record, keep=keeps_guards(options) and not drop_guards, where=fn.__qualname__)
     # dynamic=None lets Dynamo's automatic dynamic shapes make the sizes and ints that changed since
     # the function's last compile dynamic (its record of them is per function, shared by the copies).
-    dynamic = None if automatic_dynamic else False
+    # Under guards="dynamo" Dynamo recompiles on its own, and with it as stock torch.compile does.
+    automatic = automatic_dynamic or (options.policy.keeps_dynamo_guards and options.automatic_dynamic)
+    dynamic = None if automatic else False
     compiled = torch.compile(fn_copy, fullgraph=True, dynamic=dynamic, **_compile_kwargs(options, guards))
     caught: list[types.CodeType] = []
     keep_watching = options.policy.watches_recompiles

@@ -68,3 +68,28 @@ def test_bad_arguments_exit_with_usage() -> None:
     with pytest.raises(SystemExit) as info:
         main(["bench", "--layers", "0"])
     assert info.value.code == 2
+
+
+def test_bench_patterns_json_has_every_pattern_and_way(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        ["bench-patterns", "--backend", "eager", "--layers", "2", "--rounds", "2", "--round-seconds", "0.002", "--json"]
+    )
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    (block,) = result["results"]
+    assert block["layers"] == 2
+    patterns = [p["pattern"] for p in block["patterns"]]
+    assert patterns[0] == "a loop inside a function (the fast path)"
+    assert len(patterns) == 7
+    for p in block["patterns"]:
+        assert set(p["us"]) == {
+            'compile_once(guards="inputs")',
+            'compile_once(guards="none")',
+            'compile_once(guards="dynamo")',
+            "torch.compile",
+        }
+        assert all(us > 0 for us in p["us"].values())
+        # Only guards="none", which checks nothing, may return another result than eager.
+        assert set(p["wrong"]) <= {'compile_once(guards="none")'}
+    window = next(p for p in block["patterns"] if "sliding window" in p["pattern"])
+    assert window["wrong"] == ['compile_once(guards="none")']
