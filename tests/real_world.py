@@ -127,6 +127,8 @@ class Scenario:
     """Calls after the change (a serving loop making the same call again)."""
     today: dict[str, str] = dataclasses.field(default_factory=dict)
     """Mode -> what compile_once does today where it is not right (``SILENT``, ``REFUSED``, ``crash(...)``)."""
+    documented: str = ""
+    """The row of docs/footguns.md ("What guards="inputs" does not see") that lists the change, if one does."""
 
 
 SILENT = "silent wrong"
@@ -146,7 +148,7 @@ def both(result: str, unchanged: str | None = None) -> dict[str, str]:
 
 
 def every(result: str) -> dict[str, str]:
-    return {mode: result for mode in MODES}
+    return dict.fromkeys(MODES, result)
 
 
 class _Failed(Exception):
@@ -192,11 +194,11 @@ def same(a: Any, b: Any) -> bool:
 
 
 def eager(world: World) -> Callable[..., Any]:
-    return world.target  # type: ignore[no-any-return]
+    return world.target
 
 
 def stock(world: World) -> Callable[..., Any]:
-    return torch.compile(world.target, fullgraph=True, backend="eager")  # type: ignore[no-any-return]
+    return torch.compile(world.target, fullgraph=True, backend="eager")
 
 
 def decorate_forward(module: nn.Module, **options: Any) -> Any:
@@ -209,7 +211,7 @@ def decorate_forward(module: nn.Module, **options: Any) -> Any:
 
 
 def with_compile_once(scenario: Scenario, on_mismatch: str, kept: list[Any]) -> Callable[[World], Callable[..., Any]]:
-    options = {"backend": "eager", "on_mismatch": on_mismatch}
+    options: dict[str, Any] = {"backend": "eager", "on_mismatch": on_mismatch}
 
     def prepare(world: World) -> Callable[..., Any]:
         target = world.target
@@ -219,7 +221,7 @@ def with_compile_once(scenario: Scenario, on_mismatch: str, kept: list[Any]) -> 
                 kept.append(target.forward)
             else:
                 kept.append(decorate_forward(target, **options))
-            return target  # type: ignore[no-any-return]
+            return target
         compiled = compile_once(**options)(target)
         kept.append(compiled)
         return compiled
@@ -249,7 +251,7 @@ def _first_line(exc: BaseException) -> str:
     return lines[0][:160] if lines else ""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def eager_answers(scenario: Scenario) -> tuple[Any, Any]:
     """Eager's answer without the change and with it (deterministic: fresh objects, one seed)."""
     return play(scenario, eager, changed=False), play(scenario, eager)
@@ -325,7 +327,7 @@ def _module(name: str, **attributes: Any) -> types.ModuleType:
     return module
 
 
-cfgmod = _module("rw_cfgmod", SCALE=2.0, USE_FUSED=False, DEFAULTS={"scale": 2.0})
+cfgmod: Any = _module("rw_cfgmod", SCALE=2.0, USE_FUSED=False, DEFAULTS={"scale": 2.0})
 cfgmod.layers = _module("rw_cfgmod.layers", EPS=1e-5)
 
 
@@ -495,6 +497,11 @@ def _round_half_up(value: float, ndigits: int | None = None) -> int:
     return math.floor(value + 0.5) + 1
 
 
+def disable_mha_fastpath(world: World) -> None:
+    torch.backends.mha.set_fastpath_enabled(False)
+    world.undo.append(lambda: torch.backends.mha.set_fastpath_enabled(True))
+
+
 def with_env(name: str, value: str, fn: Callable[..., Any]) -> Callable[[], World]:
     def build() -> World:
         world = World(fn, (x28(),))
@@ -574,10 +581,7 @@ PYTHON_MODULES = [
         "python module",
         "torch.backends.mha.set_fastpath_enabled(False), which nn.TransformerEncoderLayer's forward branches on",
         fn_world(mha_fastpath_branch, x28),
-        lambda w: (
-            torch.backends.mha.set_fastpath_enabled(False),
-            w.undo.append(lambda: torch.backends.mha.set_fastpath_enabled(True)),
-        ),
+        disable_mha_fastpath,
         today=both(SILENT),
     ),
     Scenario(
@@ -828,7 +832,9 @@ def two_calls_deep_default(x: torch.Tensor) -> torch.Tensor:
     return _outer_block(x) + 1
 
 
-def make_temperature_scaler(temperature: float) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[float], None]]:
+def make_temperature_scaler(
+    temperature: float,
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[float], None]]:
     """A closure with a setter (the pattern of sampling helpers that keep their settings in cells)."""
 
     def scale(logits: torch.Tensor) -> torch.Tensor:
@@ -846,6 +852,11 @@ TEMPERATURE_SCALER, SET_TEMPERATURE = make_temperature_scaler(1.0)
 
 def _apply_sampling(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(TEMPERATURE_SCALER(logits), dim=-1)
+
+
+def lower_global_temperature(world: World) -> None:
+    SET_TEMPERATURE(0.5)
+    world.undo.append(lambda: SET_TEMPERATURE(1.0))
 
 
 def two_calls_deep_cell(x: torch.Tensor) -> torch.Tensor:
@@ -999,7 +1010,16 @@ def call_registered_activation(x: torch.Tensor) -> torch.Tensor:
 
 def lambda_defaults_world() -> World:
     """A lambda whose default captured a value at definition (``lambda x, s=SCALE: x * s``), redefined."""
-    return World(call_context_hook, (x28(), PostprocessContext(lambda x, s=2.0: x * s)))
+    return World(call_context_hook, (x28(), PostprocessContext(scaled_hook(2.0))))
+
+
+def scaled_hook(scale: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``lambda x, s=scale: x * s`` as a notebook cell defines it: the default captures the value."""
+
+    def hook(x: torch.Tensor, s: float = scale) -> torch.Tensor:
+        return x * s
+
+    return hook
 
 
 INDIRECT_CALLABLES = [
@@ -1016,7 +1036,7 @@ INDIRECT_CALLABLES = [
         "indirect callable",
         "a sampling helper keeping its temperature in a closure cell (`set_temperature(0.5)`), two calls deep",
         fn_world(two_calls_deep_cell, x28),
-        lambda w: (SET_TEMPERATURE(0.5), w.undo.append(lambda: SET_TEMPERATURE(1.0))),
+        lower_global_temperature,
         today=both(SILENT),
     ),
     Scenario(
@@ -1065,6 +1085,7 @@ INDIRECT_CALLABLES = [
         library_global_world(HoldsSubmoduleMethod),
         lambda w: setattr(w.target.rotary, "attention_scaling", 2.0),
         today=both(SILENT),
+        documented="a plain attribute of a submodule set alone",
     ),
     Scenario(
         "function_held_by_self_closure",
@@ -1097,13 +1118,14 @@ INDIRECT_CALLABLES = [
         fn_world(call_registered_activation, x28),
         lambda w: w.setitem(registered_activation.options, "gain", 2.0),  # type: ignore[attr-defined]
         today=both(SILENT),
+        documented="a list or dict held by a closure cell changed in place",
     ),
     Scenario(
         "lambda_with_default_replaced",
         "indirect callable",
         "a notebook redefines a hook lambda with another captured default (`ctx.postprocess = lambda x, s=3.0: x*s`)",
         lambda_defaults_world,
-        lambda w: setattr(w.args[1], "postprocess", lambda x, s=3.0: x * s),
+        lambda w: setattr(w.args[1], "postprocess", scaled_hook(3.0)),
     ),
 ]
 
@@ -1168,11 +1190,18 @@ class WithBlock(nn.Module):
         return self.block(x) * 2
 
 
+class RotaryBuffer(nn.Module):
+    inv_freq: torch.Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("inv_freq", torch.ones(8))
+
+
 class WithRotaryBuffer(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.rotary = nn.Module()
-        self.rotary.register_buffer("inv_freq", torch.ones(8))
+        self.rotary = RotaryBuffer()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.rotary.inv_freq
@@ -1339,10 +1368,11 @@ MODULE_EDITS = [
     Scenario(
         "submodule_attribute_eps",
         "module edit",
-        "tuning a nested layer's attribute in a notebook: `model.layers[0].scale = 3.0` (documented)",
+        "tuning a nested layer's attribute in a notebook: `model.layers[0].scale = 3.0`",
         module_world(Stack),
         lambda w: setattr(w.target.layers[0], "scale", 3.0),
         today=both(SILENT),
+        documented="a plain attribute of a submodule set alone",
     ),
     Scenario(
         "peft_scale_layer",
@@ -1351,22 +1381,25 @@ MODULE_EDITS = [
         module_world(PeftModel),
         lambda w: w.target.layer.scaling.__setitem__("default", 0.5),
         today=both(SILENT),
+        documented="a list or dict held by self changed in place",
     ),
     Scenario(
         "peft_disable_adapters",
         "module edit",
-        "peft's disable_adapter_layers(): `layer.disable_adapters = True` on every LoRA submodule (documented)",
+        "peft's disable_adapter_layers(): `layer.disable_adapters = True` on every LoRA submodule",
         module_world(PeftModel),
         lambda w: setattr(w.target.layer, "disable_adapters", True),
         today=both(SILENT),
+        documented="a plain attribute of a submodule set alone",
     ),
     Scenario(
         "liger_instance_forward_on_submodule",
         "module edit",
-        "liger-kernel's _bind_method_to_module: `module.forward = MethodType(LigerRMSNorm.forward, module)` (documented)",
+        "liger-kernel's _bind_method_to_module: `module.forward = MethodType(LigerRMSNorm.forward, module)`",
         module_world(WithBlock),
         lambda w: setattr(w.target.block, "forward", types.MethodType(_liger_forward, w.target.block)),
         today=both(SILENT),
+        documented="an instance-level forward on a submodule",
     ),
     Scenario(
         "modulelist_append",
@@ -1414,11 +1447,11 @@ class ScaleContext:
         self.__dict__.update(values)
 
 
-def tuple_keyed_scales(x: torch.Tensor, ctx: ScaleContext) -> torch.Tensor:
+def tuple_keyed_scales(x: torch.Tensor, ctx: Any) -> torch.Tensor:
     return x * ctx.scales[(0, "q")] + ctx.scales[(0, "k")]
 
 
-def enum_keyed_gains(x: torch.Tensor, ctx: ScaleContext) -> torch.Tensor:
+def enum_keyed_gains(x: torch.Tensor, ctx: Any) -> torch.Tensor:
     return x * ctx.gains[Phase.DECODE]
 
 
@@ -1430,7 +1463,7 @@ def global_tuple_keyed_scales(x: torch.Tensor) -> torch.Tensor:
     return x * TUPLE_SCALES[(0, "q")]
 
 
-def mapping_proxy_options(x: torch.Tensor, ctx: ScaleContext) -> torch.Tensor:
+def mapping_proxy_options(x: torch.Tensor, ctx: Any) -> torch.Tensor:
     return x / ctx.options["temperature"]
 
 
@@ -1438,12 +1471,12 @@ def global_mapping_proxy(x: torch.Tensor) -> torch.Tensor:
     return x / READ_ONLY_DEFAULTS["temperature"]
 
 
-def numpy_statistics(x: torch.Tensor, ctx: ScaleContext) -> torch.Tensor:
+def numpy_statistics(x: torch.Tensor, ctx: Any) -> torch.Tensor:
     """Whisper's feature extractor keeps normalisation statistics as numpy arrays."""
     return (x - float(ctx.mean[0])) / float(ctx.std[0])
 
 
-def memory_format_from_config(x: torch.Tensor, ctx: ScaleContext) -> torch.Tensor:
+def memory_format_from_config(x: torch.Tensor, ctx: Any) -> torch.Tensor:
     return (x * 2).contiguous(memory_format=ctx.memory_format)
 
 
@@ -1490,7 +1523,7 @@ class QuantLinear(nn.Module):
         self.weight.scale = 1.0  # type: ignore[attr-defined]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x @ self.weight.T) * self.weight.scale  # type: ignore[operator]
+        return (x @ self.weight.T) * self.weight.scale  # type: ignore[attr-defined]
 
 
 def tensor_attribute_argument(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -1788,18 +1821,20 @@ VALUES = [
     Scenario(
         "list_on_self_item",
         "value not followed",
-        "per-layer scales in a list held by the model (`model.layer_scales[0] = 2.0`, documented)",
+        "per-layer scales in a list held by the model (`model.layer_scales[0] = 2.0`)",
         module_world(ListOnSelf),
         lambda w: w.target.layer_scales.__setitem__(0, 2.0),
         today=both(SILENT),
+        documented="a list or dict held by self changed in place",
     ),
     Scenario(
         "class_attribute",
         "value not followed",
-        "a class-level default changed for every instance (`Model.temperature = 0.5`, documented)",
+        "a class-level default changed for every instance (`Model.temperature = 0.5`)",
         module_world(ClassTemperature),
         setter(ClassTemperature, "temperature", 0.5),
         today=both(SILENT),
+        documented="a class attribute",
     ),
     Scenario(
         "sliding_window_position_advances",
@@ -2023,7 +2058,15 @@ CRASHES = [
 ]
 
 
-SCENARIOS: list[Scenario] = [*PYTHON_MODULES, *OTHER_GLOBALS, *INDIRECT_CALLABLES, *MODULE_EDITS, *VALUES, *KWARGS, *CRASHES]
+SCENARIOS: list[Scenario] = [
+    *PYTHON_MODULES,
+    *OTHER_GLOBALS,
+    *INDIRECT_CALLABLES,
+    *MODULE_EDITS,
+    *VALUES,
+    *KWARGS,
+    *CRASHES,
+]
 
 
 # -- the report ----------------------------------------------------------------------------------
@@ -2052,11 +2095,12 @@ def run_battery(scenarios: list[Scenario] | None = None) -> Iterator[Row]:
 
 def report(rows: list[Row], verbose: bool = False) -> str:
     """The table: scenario, kind, stock, each mode's outcome; then counts per kind and mode."""
-    lines = [f"{'scenario':<48} {'kind':<19} {'stock':<6} {'raise':<18} {'recompile':<18} {'unchanged':<18}"]
+    lines = [f"{'scenario':<54} {'kind':<19} {'stock':<6} {'raise':<20} {'recompile':<20} {'unchanged':<20}"]
     for row in rows:
         cells = [row.outcomes[m].result if m in row.outcomes else "-" for m in MODES]
         stock_cell = "ok" if row.stock.result == "ok" else row.stock.result
-        lines.append(f"{row.scenario.id:<48} {row.scenario.kind:<19} {stock_cell:<6} " + " ".join(f"{c:<18}" for c in cells))
+        name = row.scenario.id + (" (doc)" if row.scenario.documented else "")
+        lines.append(f"{name:<54} {row.scenario.kind:<19} {stock_cell:<6} " + " ".join(f"{c:<20}" for c in cells))
         if verbose:
             for mode in MODES:
                 if mode in row.outcomes and row.outcomes[mode].detail:
@@ -2065,6 +2109,15 @@ def report(rows: list[Row], verbose: bool = False) -> str:
     kinds = list(dict.fromkeys(row.scenario.kind for row in rows))
     stock_right = sum(row.stock.result == "ok" for row in rows)
     lines.append(f"{len(rows)} scenarios, {stock_right} right under stock torch.compile")
+    for mode in MODES:
+        wrong = [row for row in rows if mode in row.outcomes and row.outcomes[mode].result == SILENT]
+        if wrong:
+            documented = sum(bool(row.scenario.documented) for row in wrong)
+            warned = sum(row.outcomes[mode].warned for row in wrong)
+            lines.append(
+                f"{mode}: {len(wrong)} silent wrong answers, {documented} of them documented in docs/footguns.md, "
+                f"{warned} announced by a WARNING nocompile logged when compiling"
+            )
     idle = [row.scenario.id for row in rows if not row.matters]
     if idle:
         lines.append(f"NOT VALID, the change does not show in eager's answer: {', '.join(idle)}")
@@ -2075,11 +2128,11 @@ def report(rows: list[Row], verbose: bool = False) -> str:
         cells = []
         for mode in MODES:
             results = [row.outcomes[mode].result for row in chosen if mode in row.outcomes]
-            wrong = results.count(SILENT)
+            silent = results.count(SILENT)
             crashed = sum(r.startswith("crash") for r in results)
             refused = results.count(REFUSED)
             right = sum(r in ("ok", "caught") for r in results)
-            cells.append(f"{wrong:>3} / {crashed:>3} / {refused:>3} / {right:>3}".ljust(36))
+            cells.append(f"{silent:>3} / {crashed:>3} / {refused:>3} / {right:>3}".ljust(36))
         lines.append(f"{kind:<19} {len(chosen):>3}  " + "  ".join(cells))
     return "\n".join(lines)
 

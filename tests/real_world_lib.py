@@ -140,7 +140,7 @@ class LibDecoder(nn.Module):
         self.config = config or Config()
         self.norm = LibRMSNorm(self.config.hidden)
         self.attn = LibAttention(self.config)
-        self.mlp = LibMLP(self.config.hidden)
+        self.mlp: nn.Module = LibMLP(self.config.hidden)
 
     def forward(self, x: torch.Tensor, position_scale: float = 1.0) -> torch.Tensor:
         h = x + self.attn(self.norm(x)) * position_scale
