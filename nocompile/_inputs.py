@@ -124,6 +124,7 @@ class Arrival:
     tensor_match: Any
     argument_match: Any
     argument_dims: tuple[list[list[int | None]], list[list[int | None]]]
+    tier_dims: tuple[list[list[int | None]], list[list[int | None]]]
     sentinel_states: tuple[tuple[Any, ...], ...]
     modules: tuple[torch.nn.Module, ...]
     dynamic: tuple[Request, Arrival] | None = None
@@ -199,6 +200,7 @@ class InputGuard:
             tensor_match=_tensor_match(layout.all_tensors),
             argument_match=_tensor_match(layout.checked_tensors),
             argument_dims=_tensor_dims(layout.checked_tensors),
+            tier_dims=_tensor_dims((*layout.checked_tensors, *layout.object_tensors)),
             sentinel_states=tuple(_watch.sentinel_state(t.tensor) for t in layout.sentinels),
             modules=layout.modules,
         )
@@ -254,6 +256,7 @@ class InputGuard:
             tensor_match=arrival.tensor_match,
             argument_match=arrival.argument_match,
             argument_dims=arrival.argument_dims,
+            tier_dims=arrival.tier_dims,
             sentinel_states=arrival.sentinel_states,
             fast_key=arrival.fast_key,
             shape_check=shape_check,
@@ -358,6 +361,8 @@ class InputGuard:
                     continue
                 if vouched:
                     expected.verified_modules.add(module_part, (), pins)
+            if vouched:  # argument objects of this layout, under this module state, run from now on
+                _enter_object_tier(check, candidate, expected, args, kwargs)
             # Verified: now a version tree may vouch for the argument objects, and the key name it.
             try:
                 check.remember_objects(args, kwargs)
@@ -514,6 +519,26 @@ class InputGuard:
 def _module_digests(request: Request) -> dict[str, str]:
     """Each module argument's digest as the call has it (``_artifacts.module_digest``)."""
     return {root.path: _artifacts.module_digest(root.value) for root in request.tree.roots if root.kind is Kind.MODULE}
+
+
+def _enter_object_tier(
+    check: Selector, candidate: Candidate, expected: Expectations, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """Let the selector's object tier run ``candidate`` for calls whose argument objects have this
+    verified call's layout (object key) under its verified module state: a fresh object of a known
+    layout each call (a dataclass of tensors, a cache) then skips the slow path, checked like a
+    dict argument. The tensor check is built from this call's tensors with the dynamic dims the
+    specialization was compiled with."""
+    if check.object_tier is None:
+        return
+    try:
+        key, tensors = check.object_tier(*args, **kwargs)
+        hash(key)
+        sizes, strides = expected.tier_dims
+        match = _compat.tensor_match(list(tensors), sizes, strides)
+    except Exception:  # unhashable values in the key, or tensors the check cannot take: no tier
+        return
+    check.verify_objects(key, candidate._replace(tensors_ok=match.check))
 
 
 def _per_call_candidate(

@@ -498,6 +498,8 @@ class CheckLayout:
     with ``*map``, so the same index holds in every call's fingerprint)."""
     module_tree: int | None = None
     """Where in ``fingerprint`` the module dicts' tree element is."""
+    first_object: str | None = None
+    """The expression of the first argument object (with or without a version tree), or None."""
     modules: tuple[torch.nn.Module, ...] = ()
     """The modules the call brings outside argument objects (arguments, what their containers hold,
     closure variables): what the registration epoch watches once it is installed (``_watch.EPOCH``)."""
@@ -522,6 +524,7 @@ class CheckLayout:
             unchecked=tuple(w.unchecked),
             closure_cells=w.closure_cells,
             object_roots=roots,
+            first_object=w.object_roots[0] if w.object_roots else None,
             module_dicts=module_dicts,
             module_kinds=module_kinds,
             tree_elements=trees,

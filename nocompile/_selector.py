@@ -21,6 +21,7 @@ import math
 import re
 import threading
 import types
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -138,6 +139,12 @@ class Selector:
     """Where in ``verified_key`` the version trees' elements are (None there: no tree vouched)."""
     module_tree_position: int | None = None
     """Where in ``fingerprint`` the module dicts' tree element is."""
+    object_tier: Callable[..., tuple[tuple[Any, ...], tuple[torch.Tensor, ...]]] | None = None
+    """The *object tier* (see ``by_object``): a call's key there and the tensors its check
+    compares; None where the argument objects hold modules or there are none."""
+    by_object: dict[tuple[Any, ...], tuple[Candidate, ...]] = dataclasses.field(default_factory=dict)
+    """The object tier's candidates: a call whose fingerprint no verified key has, with argument
+    objects of a verified layout under verified module state, runs without the slow path."""
 
     def remember_modules(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Make sure a version tree identifies the module dicts' state as it is now. Safe before
@@ -175,6 +182,15 @@ class Selector:
             others = tuple(c for c in self.verified.get(key, ()) if c is not candidate)
             self.verified.add(key, (candidate, *others), pins)
 
+    def verify_objects(self, key: tuple[Any, ...], candidate: Candidate) -> None:
+        """Make ``candidate`` what the object tier runs for ``key`` (at most ``MAX_OBJECT_TIER``
+        keys, the oldest forgotten first)."""
+        with self.lock:
+            others = tuple(c for c in self.by_object.pop(key, ()) if c.spec is not candidate.spec)
+            while len(self.by_object) >= MAX_OBJECT_TIER:
+                del self.by_object[next(iter(self.by_object))]
+            self.by_object[key] = (candidate, *others)
+
     def invalidate(self) -> None:
         """Forget every candidate and every verified key (the state's ``reset``).
 
@@ -185,6 +201,7 @@ class Selector:
         with self.lock:
             self.table.clear()
             self.verified.clear()
+            self.by_object.clear()
             for watch in (self.module_watch, self.object_watch):
                 if watch is not None:
                     watch[0].forget()
@@ -195,6 +212,43 @@ class Selector:
             return self.table.get(self.fast(*args, **kwargs), ())
         except Exception:
             return ()
+
+
+#: Object-tier keys kept per argument structure (fresh argument objects of a few layouts).
+MAX_OBJECT_TIER = 64
+
+
+class TierMemory:
+    """Which argument objects the object tier served, so that one that comes back is verified once.
+
+    The tier suits an object made fresh for each call. An object kept for many calls (a new cache
+    for a whole ``generate()``) is better served by the fast path, once the slow path has verified
+    it and a version tree vouches for it: the second time the tier serves it, ``promote`` says so
+    (the call goes to the slow path). An object that keeps changing (an int advancing: no tree can
+    vouch for it) comes back to the tier, and is sent to the slow path again only the 4th, 8th,
+    16th... time. A heuristic: a race only sends a call to the slow path, which verifies it.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._seen: dict[int, tuple[weakref.ref[Any], int]] = {}
+
+    def promote(self, obj: Any) -> bool:
+        entry = self._seen.get(id(obj))
+        if entry is not None and entry[0]() is obj:
+            served = entry[1] + 1
+            self._seen[id(obj)] = (entry[0], served)
+            return served & (served - 1) == 0  # the 2nd, 4th, 8th... time: verify it
+        try:
+            ref = weakref.ref(obj)
+        except TypeError:  # no weak references: it stays in the tier
+            return False
+        if len(self._seen) >= self._size:
+            self._seen = {k: v for k, v in self._seen.items() if v[0]() is not None}
+            while len(self._seen) >= self._size:
+                del self._seen[next(iter(self._seen))]
+        self._seen[id(obj)] = (ref, 1)
+        return False
 
 
 def _unreachable_slow(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -225,6 +279,7 @@ def selector(
     """
     fn = layout.fn
     table: dict[tuple[Any, ...], tuple[Candidate, ...]] = {}
+    by_object: dict[tuple[Any, ...], tuple[Candidate, ...]] = {}
     verified = _watch.Verified()
     lock = threading.Lock()
 
@@ -242,6 +297,8 @@ def selector(
         "__nc_promote": promote,
         "__nc_slow": slow,
         "__nc_verification": Verification,
+        "__nc_by_object": by_object,
+        "__nc_tier_memory": TierMemory(),
     }
     module_watch = (
         _watch.ObjectWatch(namespace, dict_slots(), functools.partial(_watch.module_tree, layout.module_kinds))
@@ -258,6 +315,25 @@ def selector(
     arg_tensors = ", ".join(t.expr for t in layout.checked_tensors)
     rebuilt_args, rebuilt_kwargs = pass_on(fn)
     live_params, resolve = live_defaults(fn)
+    # The object tier: argument objects compared by layout (the object key) where the module part
+    # of the fingerprint stands alone (objects that hold modules are watched by identity).
+    tiered = bool(layout.object_elements) and layout.module_part < len(layout.fingerprint)
+    tier_key = tuple_source(
+        [
+            *(e.expr for e in layout.fast),
+            *layout.fingerprint[: layout.module_part],
+            *(e.expr for e in layout.object_elements),
+        ]
+    )
+    tier_tensors = tuple_source([t.expr for t in (*layout.checked_tensors, *layout.object_tensors)])
+    miss = (
+        f"        __nc_hit = __nc_by_object_call({call})\n"
+        "        if __nc_hit is None:\n"
+        f"            return __nc_slow({rebuilt_args}, {rebuilt_kwargs})\n"
+        f"        return __nc_hit({call})\n"
+        if tiered
+        else f"        return __nc_slow({rebuilt_args}, {rebuilt_kwargs})\n"
+    )
     body = (
         "    try:\n"
         f"        __nc_key = {verified_key}\n"
@@ -273,7 +349,7 @@ def selector(
         "    except Exception:\n"
         "        __nc_hit = None\n"
         "    if __nc_hit is None:\n"
-        f"        return __nc_slow({rebuilt_args}, {rebuilt_kwargs})\n"
+        f"{miss}"
         "    if __nc_hit is not __nc_candidates[0][3]:\n"
         "        __nc_promote(__nc_key, __nc_hit)\n"
         f"    return __nc_hit({call})\n"
@@ -294,11 +370,40 @@ def selector(
         # taken before the first compile holds the state's direct entry).
         f"def dispatch({params}):\n{body}"
     )
+    # An object the tier served last time, back again (a new cache kept for a whole generate()):
+    # the slow path verifies it once, so that its version tree vouches for it on the fast path.
+    promote_reused = (
+        f"                    if __nc_tier_memory.promote({layout.first_object}):\n"
+        "                        return None\n"
+        if layout.first_object is not None
+        else ""
+    )
+    if tiered:
+        # The object tier: tried when no verified key matched; never raises (a call of another
+        # structure goes on to the slow path; an object without weak references stays in the tier).
+        source += (
+            f"def by_object({params}):\n"
+            "    try:\n"
+            f"        __nc_ocands = __nc_by_object.get({tier_key})\n"
+            "        if __nc_ocands is not None:\n"
+            "            for __nc_gs, __nc_check, __nc_shape_ok, __nc_target, __nc_spec in __nc_ocands:\n"
+            f"                if __nc_gs() and __nc_check(*{tier_tensors}) and (\n"
+            f"                    __nc_shape_ok is None or __nc_shape_ok({call})\n"
+            "                ):\n"
+            f"{promote_reused}"
+            "                    return __nc_target\n"
+            "    except Exception:\n"
+            "        pass\n"
+            "    return None\n\n"
+            f"def object_tier({params}):\n    return {tier_key}, {tier_tensors}\n\n"
+        )
     if layout.object_roots:
         source += f"def object_roots({params}):\n    return {tuple_source(list(layout.object_roots))}\n\n"
     if layout.module_dicts:
         source += f"def module_dicts({params}):\n    return {tuple_source(list(layout.module_dicts))}\n\n"
     defined = define_like(fn, source, namespace, named_like=("call",), own_defaults=("call",))
+    if tiered:
+        namespace["__nc_by_object_call"] = defined["by_object"]
     # The fingerprint again, with its identities and its dicts' values collected instead: what the
     # verified table pins for a key (``_watch.Verified.add``).
     pins = define_like(
@@ -325,6 +430,8 @@ def selector(
         object_watch=(object_watch, defined["object_roots"]) if object_watch is not None else None,
         tree_positions=tuple(len(layout.fast) + i for i in layout.tree_elements),
         module_tree_position=layout.module_tree,
+        object_tier=defined["object_tier"] if tiered else None,
+        by_object=by_object,
     )
 
 

@@ -72,6 +72,9 @@ class Expectations:
     """The C++ tensor check of the tensors outside argument objects and of the modules' first
     parameters (per call)."""
     argument_dims: tuple[list[list[int | None]], list[list[int | None]]]
+    tier_dims: tuple[list[list[int | None]], list[list[int | None]]]
+    """Sizes and strides of the object tier's tensor check (the checked tensors, then the argument
+    objects' tensors; None: a dynamic dim)."""
     """The ``(sizes, strides)`` that check compares, None for a dynamic dim."""
     sentinel_states: tuple[tuple[Any, ...], ...]
     """The layout, class, dispatch keys and ``requires_grad`` of the first parameter of ``self``, of
