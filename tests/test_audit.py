@@ -299,3 +299,70 @@ def test_without_the_audit_the_candidate_runs_the_specialization_itself(monkeypa
     (spec,) = audited.forward.state.specializations
     candidates = [c for cs in spec.expectations.selector.table.values() for c in cs]
     assert candidates and all(c.call is not spec.call and c.call.__wrapped__ is spec.call for c in candidates)
+
+
+# -- the documented misses (docs/footguns.md, "What guards="inputs" does not see") -------------
+
+
+class Scaled(nn.Module):
+    """Reads a submodule's attribute, a list of self, and its parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = Inner()
+        self.scales = [1.0]
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+        self.b.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.b(self.a(x)) * self.inner.scale * self.scales[0]
+        return y * 2 if self.inner.training else y
+
+
+def _submodule_attribute(model: Scaled) -> None:
+    model.inner.scale = 3.0
+
+
+def _submodule_train(model: Scaled) -> None:
+    model.inner.train(not model.inner.training)
+
+
+def _list_in_place(model: Scaled) -> None:
+    model.scales[0] = 5.0
+
+
+def _parameter_data(model: Scaled) -> None:
+    model.b.weight.data = model.b.weight.data.t().contiguous().t()  # the same values, other strides
+
+
+def _unfreeze(model: Scaled) -> None:
+    model.b.weight.requires_grad_(True)
+
+
+MISSES = {
+    "a submodule's plain attribute": (_submodule_attribute, r"_modules\['inner'\]\.scale == 2\.0"),
+    "a submodule's train() alone": (_submodule_train, r"_modules\['inner'\]\.training"),
+    "a list held by self, in place": (_list_in_place, r"scales"),
+    "a parameter's .data of another layout": (_parameter_data, r"weight"),
+    "a parameter unfrozen": (_unfreeze, r"_modules\['b'\]._parameters\['weight'\]"),
+}
+
+
+@pytest.mark.parametrize("miss", sorted(MISSES))
+def test_each_documented_miss_is_silent_without_the_audit_and_an_error_with_it(miss: str) -> None:
+    change, guard = MISSES[miss]
+    x = torch.randn(2, 4)
+    results = {}
+    for audit in (False, True):
+        model = Scaled().eval()
+        compiled = compile_once(model, backend="eager", audit=audit)
+        compiled(x)
+        compiled(x)
+        change(model)
+        if audit:
+            with pytest.raises(GuardAuditError, match=guard):
+                compiled(x)
+        else:
+            results[audit] = compiled(x)  # runs: the fingerprint did not see it
+    assert results
