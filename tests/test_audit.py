@@ -366,3 +366,29 @@ def test_each_documented_miss_is_silent_without_the_audit_and_an_error_with_it(m
         else:
             results[audit] = compiled(x)  # runs: the fingerprint did not see it
     assert results
+
+
+# -- CUDA graphs (against the CPU stand-in, tests/fake_cuda.py) ---------------------------------
+
+
+@torch.no_grad()
+def test_cudagraphs_are_audited_before_the_replay(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fake_cuda import FakeCuda
+
+    from nocompile import _cudagraphs
+
+    monkeypatch.setattr(_cudagraphs, "CUDA", FakeCuda())
+    model, x = Outer(), torch.randn(2, 4)
+
+    @compile_once(backend="eager", cudagraphs=True, audit=True)
+    def f(x: torch.Tensor, model: Outer) -> torch.Tensor:
+        return model(x)
+
+    for _ in range(3):
+        torch.testing.assert_close(f(x, model), Outer.forward(model, x))
+    (spec,) = f.specializations
+    assert isinstance(spec.call, _cudagraphs.GraphedCall) and spec.call.captures == 1
+    model.inner.scale = 3.0
+    with pytest.raises(GuardAuditError, match=r"L\['model'\]._modules\['inner'\].scale == 2.0"):
+        f(x, model)
+    assert spec.call.captures == 1
