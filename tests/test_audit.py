@@ -392,3 +392,20 @@ def test_cudagraphs_are_audited_before_the_replay(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(GuardAuditError, match=r"L\['model'\]._modules\['inner'\].scale == 2.0"):
         f(x, model)
     assert spec.call.captures == 1
+
+
+@torch.no_grad()
+def test_freezing_a_parameter_is_accepted_without_the_audit_and_refused_with_it() -> None:
+    # docs/guide.md: the one place the audit is stricter than guards="inputs" on purpose.
+    x = torch.randn(2, 4)
+    for audit in (False, True):
+        model = Outer()
+        compiled = compile_once(model, backend="eager", audit=audit)
+        compiled(x)
+        compiled(x)
+        model.lin.weight.requires_grad_(False)
+        if audit:
+            with pytest.raises(GuardAuditError, match="requires_grad"):
+                compiled(x)
+        else:
+            torch.testing.assert_close(compiled(x), Outer.forward(model, x))
