@@ -8,7 +8,7 @@ See the README and docs/ for the guide; ``python -m nocompile bench`` for the co
 """
 
 from ._decorator import CompiledFunction, MethodOnInstance, compile_once
-from ._errors import GuardMismatchError, NoCompileError
+from ._errors import GuardAuditError, GuardMismatchError, NoCompileError
 from ._explain import ExplainReport
 from ._view import CompileStats
 from ._wrappers import CompiledBoundMethod, CompiledModule
@@ -21,6 +21,7 @@ __all__ = [
     "CompiledFunction",
     "CompiledModule",
     "ExplainReport",
+    "GuardAuditError",
     "GuardMismatchError",
     "MethodOnInstance",
     "NoCompileError",

@@ -356,6 +356,12 @@ def compile_once(fn: Callable[P, R] | nn.Module | None = None, /, **options: Unp
             artifact is saved and from which a later process loads it instead of compiling.
             ``None`` (default) uses ``NOCOMPILE_CACHE_DIR`` when that is set. Not with
             ``guards="dynamo"`` or a backend callable. See docs/persistence.md.
+        audit: under ``guards="inputs"``, ``True`` makes every call the per-call check lets run also
+            evaluate Dynamo's guards (as a new fingerprint's verification does) and raise
+            ``GuardAuditError`` naming the failing guard, instead of running the compiled code, when
+            they fail: a change the fingerprint does not see. A full guard evaluation per call: for
+            tests. ``None`` (default) uses the ``NOCOMPILE_AUDIT`` environment variable (``"1"``
+            or ``"0"``), read when a specialization is installed. See docs/guide.md.
 
     Every option is validated here, when the decorator is applied.
     """

@@ -17,3 +17,13 @@ class GuardMismatchError(NoCompileError):
     Raised under ``guards="inputs"`` with ``on_mismatch="raise"``: running the compiled code
     on these inputs could return a wrong result, so nocompile refuses instead.
     """
+
+
+class GuardAuditError(GuardMismatchError):
+    """Under the audit switch (``audit=True`` or ``NOCOMPILE_AUDIT=1``): a call that
+    ``guards="inputs"`` would have run on its fast path fails Dynamo's own guards.
+
+    The per-call fingerprint did not see what changed, so without the audit the compiled code
+    would have run on it, possibly returning a wrong result. The message names the failing
+    guard(s); the compiled code was not run.
+    """

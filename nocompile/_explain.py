@@ -39,6 +39,12 @@ POLICY_TEXT = {
     "dynamo": "Dynamo keeps its guards and checks them on every call (stock torch.compile behaviour).",
 }
 
+AUDIT_TEXT = (
+    "on (audit=True or NOCOMPILE_AUDIT=1): every call the per-call check lets run also evaluates "
+    "Dynamo's guards, and raises GuardAuditError naming the guard instead of running the compiled code "
+    "when they fail (a change the fingerprint does not see). For tests: it costs a full guard evaluation per call."
+)
+
 #: Guard names shown per guard type in the default text; ``verbose=True`` shows all.
 NAMES_SHOWN = 6
 
@@ -67,6 +73,8 @@ class SpecializationReport:
     """What automatic dynamic compiled as dynamic: ``x dim 0``, ``cache.step``."""
     direct_graphs: int = 0
     """Graphs the bytecode calls past their Python wrappers (``Specialization.direct_graphs``)."""
+    audited: bool = False
+    """Every call it serves also evaluates Dynamo's guards (``audit=True`` / ``NOCOMPILE_AUDIT=1``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +102,9 @@ class ExplainReport:
     """States that exist but have not compiled (e.g. instances not called yet)."""
     disabled: bool = False
     """``NOCOMPILE_DISABLE`` made a state run the original function eagerly."""
+    audit: bool = False
+    """The audit is on: for a compiled function, some specialization is audited; before the first
+    compile, one installed now would be (``audit=True``, or ``NOCOMPILE_AUDIT=1`` as set now)."""
 
     @property
     def compiled(self) -> bool:
@@ -129,6 +140,7 @@ def build_report(
         reports = tuple(_specialization_report(fn, i + 1, spec) for i, spec in enumerate(view.specializations))
         compiled.append(StateReport(f"{role} {view.tag}", view.status, reports))
     code = fn.__code__
+    audited = [spec.audited for state in compiled for spec in state.specializations]
     return ExplainReport(
         qualname=fn.__qualname__,
         module=fn.__module__,
@@ -139,7 +151,17 @@ def build_report(
         states=tuple(compiled),
         uncompiled_states=uncompiled,
         disabled=disabled,
+        audit=any(audited) if audited else _audits_now(options),
     )
+
+
+def _audits_now(options: CompileOptions) -> bool:
+    """Whether a specialization installed now would be audited (False where the variable is unreadable:
+    the first call says why)."""
+    try:
+        return options.audits()
+    except ValueError:
+        return False
 
 
 def _specialization_report(fn: types.FunctionType, index: int, spec: Specialization) -> SpecializationReport:
@@ -161,6 +183,7 @@ def _specialization_report(fn: types.FunctionType, index: int, spec: Specializat
         dump_path=record.dump_path,
         dynamic=tuple(spec.dynamic.describe()) if spec.dynamic is not None else (),
         direct_graphs=spec.direct_graphs,
+        audited=spec.expectations is not None and spec.expectations.audit,
     )
 
 
@@ -174,6 +197,8 @@ def _render(report: ExplainReport, verbose: bool) -> str:
         f"  options:   {report.options}",
         *_wrap(f"guards={report.guards!r}: {POLICY_TEXT[report.guards]}", "  policy:    ", "             "),
     ]
+    if report.audit:
+        out += _wrap(AUDIT_TEXT, "  audit:     ", "             ")
     if not report.states and report.disabled:
         out += ["", "Not compiled: NOCOMPILE_DISABLE is set, so the original function runs eagerly."]
         return "\n".join(out) + "\n"

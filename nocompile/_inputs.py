@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from . import _artifacts, _automatic, _compat, _watch
+from . import _artifacts, _audit, _automatic, _compat, _watch
 from ._arguments import ArgumentTree, Kind, bound_arguments, closure_values, walk
 from ._codegen import parameter_names
 from ._compiler import describe_function
@@ -131,6 +131,8 @@ class Arrival:
     """Automatic dynamic: the call walked again with the sizes and ints that changed since the
     latest specialization of its structure marked dynamic, and its arrival; the compile uses them
     if Dynamo compiles those as dynamic."""
+    audit: bool = False
+    """Whether the specialization is audited (``CompileOptions.audits``, read before compiling)."""
 
 
 class InputGuard:
@@ -203,6 +205,7 @@ class InputGuard:
             tier_dims=_tensor_dims((*layout.checked_tensors, *layout.object_tensors)),
             sentinel_states=tuple(_watch.sentinel_state(t.tensor) for t in layout.sentinels),
             modules=layout.modules,
+            audit=self.options.audits(),
         )
 
     def _table_for(self, request: Request) -> KeyTable:
@@ -273,6 +276,7 @@ class InputGuard:
                 for root in request.tree.roots
                 if root.kind is Kind.MODULE
             },
+            audit=arrival.audit,
         )
 
     def install(self, spec: Specialization, arrival: Arrival) -> None:
@@ -291,7 +295,9 @@ class InputGuard:
         for root in arrival.modules:
             _watch.EPOCH.watch(root)
         shape_ok = expected.shape_check.fn if expected.shape_check is not None else None
-        candidate = Candidate(expected.global_state.check, expected.argument_match.check, shape_ok, spec.call, spec)
+        # Audited: the candidate runs the guards first (``_audit``); otherwise the call itself.
+        call = _audit.audited(self.function, self.baked_in_failure, spec) if expected.audit else spec.call
+        candidate = Candidate(expected.global_state.check, expected.argument_match.check, shape_ok, call, spec)
         table.selector.add(expected.fast_key, candidate)
 
     def _automatic_dynamic(self, request: Request, specs: Sequence[Specialization]) -> _automatic.Dynamic | None:
@@ -361,6 +367,8 @@ class InputGuard:
                     continue
                 if vouched:
                     expected.verified_modules.add(module_part, (), pins)
+            elif expected.audit:  # a vouched module part skips the guards; the audit does not
+                _audit.check(self.function, self.baked_in_failure, spec, args, kwargs)
             if vouched:  # argument objects of this layout, under this module state, run from now on
                 _enter_object_tier(check, candidate, expected, args, kwargs)
             # Verified: now a version tree may vouch for the argument objects, and the key name it.

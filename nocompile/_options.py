@@ -76,6 +76,10 @@ class CompileOptions:
     cudagraph_outputs: CudagraphOutputs = "static"
     cache_dir: str | None = None
     """Directory of compiled artifacts (``None``: ``NOCOMPILE_CACHE_DIR``, if set, at compile time)."""
+    audit: bool | None = None
+    """Under ``guards="inputs"``: evaluate Dynamo's guards on every call the per-call path serves and
+    raise ``GuardAuditError`` when they fail (``None``: ``NOCOMPILE_AUDIT`` when a specialization is
+    installed; see ``audits``)."""
 
     @property
     def policy(self) -> Policy:
@@ -95,6 +99,14 @@ class CompileOptions:
         guards of Dynamo's cache entries through their guard managers, without the frame hook.
         """
         return self.dispatch == "bytecode"
+
+    def audits(self) -> bool:
+        """Whether a specialization installed now is audited: ``audit``, else ``NOCOMPILE_AUDIT``
+        as it is set now (ValueError for a value other than the accepted ones). Read per install,
+        like ``NOCOMPILE_CACHE_DIR``, so a test can turn it off for the functions it compiles."""
+        if not self.policy.checks_inputs:
+            return False
+        return audit_from_env() if self.audit is None else self.audit
 
     def backend_name(self) -> str:
         if isinstance(self.backend, str):
@@ -126,6 +138,8 @@ class CompileOptions:
                 parts.append(f"cudagraph_sizes={list(self.cudagraph_sizes)!r}")
         if self.cache_dir is not None:
             parts.append(f"cache_dir={self.cache_dir!r}")
+        if self.audit is not None:
+            parts.append(f"audit={self.audit!r}")
         return ", ".join(parts)
 
 
@@ -136,6 +150,25 @@ def _choice(option: str, value: object, allowed: tuple[str, ...]) -> None:
         )
     if value not in allowed:
         raise ValueError(f"compile_once({option}={value!r}) is not allowed; choose one of {_quoted(allowed)}.")
+
+
+#: The environment variable that turns the audit on for every ``compile_once`` without ``audit=``.
+AUDIT_ENV = "NOCOMPILE_AUDIT"
+#: What it accepts: on, off (unset or empty is off).
+AUDIT_VALUES: dict[str, bool] = {"1": True, "0": False}
+
+
+def audit_from_env() -> bool:
+    """``NOCOMPILE_AUDIT`` as a bool (unset or empty: off); ValueError naming it for anything else."""
+    value = os.environ.get(AUDIT_ENV, "").strip()
+    if not value:
+        return False
+    if value not in AUDIT_VALUES:
+        raise ValueError(
+            f"{AUDIT_ENV}={value!r} is not understood; set it to {_quoted(list(AUDIT_VALUES))} "
+            "(1: every guards='inputs' call also evaluates Dynamo's guards), or unset it."
+        )
+    return AUDIT_VALUES[value]
 
 
 def _quoted(values: tuple[str, ...] | list[str]) -> str:
@@ -161,6 +194,7 @@ class OptionArguments(TypedDict, total=False):
     cudagraph_sizes: Sequence[int] | None
     cudagraph_outputs: CudagraphOutputs
     cache_dir: str | os.PathLike[str] | None
+    audit: bool | None
 
 
 #: The names ``compile_once`` takes, in the order its docstring lists them.
@@ -193,6 +227,7 @@ def validate_options(
     cudagraph_sizes: object = None,
     cudagraph_outputs: object = "static",
     cache_dir: object = None,
+    audit: object = None,
 ) -> CompileOptions:
     """Check every option and return the frozen record, or raise ``TypeError``/``ValueError``."""
     _choice("guards", guards, GUARD_POLICIES)
@@ -290,6 +325,7 @@ def validate_options(
             "call, which is where cudagraphs=True checks that the function leaves its arguments' Python "
             "state alone; the two are not combined yet. Drop one of them."
         )
+    _audit_option(audit, guards)
 
     return CompileOptions(
         backend=backend,
@@ -307,7 +343,26 @@ def validate_options(
         cudagraph_sizes=sizes,
         cudagraph_outputs=cudagraph_outputs,  # type: ignore[arg-type]
         cache_dir=cache_path,
+        audit=audit,  # type: ignore[arg-type]
     )
+
+
+def _audit_option(audit: object, guards: object) -> None:
+    """Check ``audit``; with ``audit=None``, that ``NOCOMPILE_AUDIT`` is readable now (it is read
+    again when a specialization is installed)."""
+    if audit is not None and not isinstance(audit, bool):
+        raise TypeError(
+            f"compile_once(audit=...) takes True, False or None (None: the {AUDIT_ENV} environment "
+            f"variable decides); got {audit!r}."
+        )
+    if audit and guards != "inputs":
+        raise ValueError(
+            f"compile_once(audit=True, guards={guards!r}): the audit checks what guards='inputs' lets "
+            "run without Dynamo's guards. Under guards='dynamo' they are evaluated anyway; under "
+            "guards='none' nothing is checked by design. Drop audit=, or use guards='inputs'."
+        )
+    if audit is None:
+        audit_from_env()
 
 
 def _cudagraph_options(

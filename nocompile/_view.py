@@ -96,6 +96,9 @@ class Expectations:
     module_digests: dict[str, str]
     """Without a guard manager (ahead of time, loaded, ``dispatch="dynamo"``): a digest of each module
     argument as compiled for, what a change the watch sees is verified against."""
+    audit: bool = False
+    """Audited (``audit=True`` or ``NOCOMPILE_AUDIT=1`` when installed, ``_audit``): every call the
+    per-call path serves evaluates what ``guard_manager`` or ``module_digests`` verify first."""
     verified_modules: Verified = dataclasses.field(default_factory=Verified)
     """The module parts of fingerprints this specialization was verified under (``_inputs``), with
     the identities in them pinned like the per-call keys' (``_watch.Verified``): the one part that

@@ -58,7 +58,7 @@ except ImportError:  # pragma: no cover - run from elsewhere
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import real_world_lib as lib
 
-from nocompile import GuardMismatchError, compile_once
+from nocompile import GuardAuditError, GuardMismatchError, compile_once
 
 WARMUP = 2
 """Calls before the change: the compile, then the call that verifies the fingerprint."""
@@ -133,6 +133,8 @@ class Scenario:
 
 SILENT = "silent wrong"
 REFUSED = "refused"
+AUDITED = "audited"
+"""Under the audit (``NOCOMPILE_AUDIT=1``): ``GuardAuditError``, what a silent wrong answer becomes."""
 
 
 def crash(exc: str) -> str:
@@ -282,6 +284,9 @@ def outcome(scenario: Scenario, mode: str) -> Outcome:
             got = play(scenario, with_compile_once(scenario, "raise" if mode == "unchanged" else mode, kept), changed)
         except _Failed as failed:
             compiles = kept[0].stats.compiles if kept else 0
+            if isinstance(failed.exc, GuardAuditError) and failed.phase == "after":
+                reason = str(failed.exc).splitlines()[1:2]
+                return Outcome(AUDITED, f"{failed.phase}: {reason[0].strip() if reason else ''}", compiles)
             if isinstance(failed.exc, GuardMismatchError):
                 reason = str(failed.exc).splitlines()[1:2]
                 detail = f"{failed.phase}: {reason[0].strip() if reason else ''}"

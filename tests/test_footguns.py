@@ -161,6 +161,7 @@ class Outer(nn.Module):
         return self.inner(x)
 
 
+@pytest.mark.unaudited(reason="a submodule's train() alone is not in the fingerprint (docs/footguns.md)")
 def test_inputs_submodule_training_flag_set_alone_is_unchecked() -> None:
     """The fingerprint watches self's own dicts, not each submodule's: ``model.inner.train()``
     alone, after a verified call, is NOT seen (``model.train()`` is: it sets self.training too)."""
@@ -186,6 +187,7 @@ def test_inputs_submodule_change_is_caught_when_anything_watched_changes_with_it
         f(torch.ones(2))
 
 
+@pytest.mark.unaudited(reason="a class attribute of an argument object is not in the fingerprint (docs/footguns.md)")
 def test_inputs_class_attributes_of_argument_objects_are_unchecked() -> None:
     # Instance attributes of an argument object are watched (tests/test_object_arguments.py);
     # class attributes, properties and __slots__ are not, once a call verified them.

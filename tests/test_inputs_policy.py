@@ -411,7 +411,7 @@ def test_alternating_signatures_stay_on_the_fast_path(monkeypatch: pytest.Monkey
         torch.testing.assert_close(f(x, y), x * 2 + y)
     assert slow_calls == [] and f.stats.compiles == 2
     (entries,) = selector.verified.table.values()
-    assert entries[0][3] is f.specializations[1].call  # b was called last: checked first
+    assert entries[0].spec is f.specializations[1]  # b was called last: checked first
 
 
 def test_inference_tensor_is_a_mismatch_named_by_the_tensor_check() -> None:

@@ -20,7 +20,24 @@ from typing import Any
 
 import pytest
 import real_world
-from real_world import MODES, REFUSED, SCENARIOS, SILENT, Scenario, eager_answers, outcome, same, stock_outcome
+from real_world import (
+    AUDITED,
+    MODES,
+    REFUSED,
+    SCENARIOS,
+    SILENT,
+    Scenario,
+    eager_answers,
+    outcome,
+    same,
+    stock_outcome,
+)
+
+from nocompile._options import audit_from_env
+
+#: The suite runs under ``NOCOMPILE_AUDIT=1`` (CI's second run), read at collection: the xfail
+#: markers expect what the audit makes of each known failure.
+AUDIT = audit_from_env()
 
 ISSUE_KINDS = {
     "python module",
@@ -41,6 +58,10 @@ class CallRefused(AssertionError):
     """GuardMismatchError where none is right (a call that changed nothing, or under "recompile")."""
 
 
+class CaughtByAudit(AssertionError):
+    """Under ``NOCOMPILE_AUDIT=1``: ``GuardAuditError`` where ``guards="inputs"`` alone runs the old code."""
+
+
 class Crash(AssertionError):
     """Any exception other than GuardMismatchError."""
 
@@ -52,12 +73,25 @@ def crash_type(name: str) -> type[Crash]:
 
 
 def failure(result: str) -> type[AssertionError]:
+    if result == AUDITED:
+        return CaughtByAudit
     if result == SILENT:
         return SilentWrongAnswer
     if result == REFUSED:
         return CallRefused
     assert result.startswith("crash "), result
     return crash_type(result.removeprefix("crash "))
+
+
+def expected_failure(known: str) -> type[AssertionError] | tuple[type[AssertionError], ...]:
+    """What a known failure raises: as today, or under the audit what the audit makes of it. Every
+    silent wrong answer must become ``GuardAuditError`` (stock gets it right, so Dynamo guards it,
+    and the audit evaluates those guards); a crash or a refusal may come before the audit or after."""
+    if not AUDIT:
+        return failure(known)
+    if known == SILENT:
+        return CaughtByAudit
+    return (failure(known), CaughtByAudit)
 
 
 def reason(scenario: Scenario, result: str) -> str:
@@ -79,7 +113,8 @@ def cases() -> list[Any]:
             known = scenario.today.get(mode)
             marks = []
             if known:
-                marks.append(pytest.mark.xfail(strict=True, raises=failure(known), reason=reason(scenario, known)))
+                expected = expected_failure(known)
+                marks.append(pytest.mark.xfail(strict=True, raises=expected, reason=reason(scenario, known)))
             params.append(pytest.param(scenario, mode, id=f"{scenario.id}-{mode}", marks=marks))
     return params
 
@@ -96,6 +131,7 @@ def test_the_battery_covers_the_issue() -> None:
             failure(result)  # a known result has a failure type
 
 
+@pytest.mark.unaudited(reason="pins the report's silent-wrong cells, which the audit turns into GuardAuditError")
 def test_the_report_prints_every_scenario() -> None:
     chosen = [s for s in SCENARIOS if s.id == "config_module_constant"]
     text = real_world.report(list(real_world.run_battery(chosen)))

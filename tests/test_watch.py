@@ -153,6 +153,7 @@ def test_nothing_is_reverified_while_the_argument_object_is_unchanged(
     assert slow == []
 
 
+@pytest.mark.unaudited(reason="counts the verification's guard evaluations; the audit adds one to every call")
 def test_a_changed_module_state_is_verified_with_dynamos_guards_once(
     monkeypatch: pytest.MonkeyPatch, object_watch: str
 ) -> None:
@@ -406,6 +407,10 @@ def test_the_first_parameter_resized_through_data_is_caught_on_every_call(object
             model(x)
 
 
+@pytest.mark.unaudited(
+    reason="freezing a parameter is accepted by design (docs/footguns.md); Dynamo's requires_grad guard, "
+    "which the audit evaluates, is not"
+)
 def test_freezing_the_first_parameter_keeps_the_fast_path(monkeypatch: pytest.MonkeyPatch, object_watch: str) -> None:
     """Fine-tuning freezes the embeddings: ``requires_grad`` of the first parameter is in the
     per-call tensor check, but the code was compiled for the parameters' layout, not for it. One
@@ -893,6 +898,7 @@ class _ListScaled(nn.Module):
         return x * self.scales[0]
 
 
+@pytest.mark.unaudited(reason="a list held by self changed in place is a documented miss (docs/footguns.md)")
 @pytest.mark.parametrize("guards", ["inputs", "dynamo"])
 def test_a_list_held_by_self_changed_in_place_is_seen_only_by_dynamo(guards: str) -> None:
     """Documented in docs/footguns.md: only ``self``'s own dicts are fingerprinted, not the
