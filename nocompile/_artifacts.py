@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 import torch
 
-from . import _compat, _watch
+from . import _compat, _kernels, _watch
 from ._arguments import ArgumentTree, Kind, dynamic_marks
 from ._codegen import EMPTY_CELL, closure_variables, qualified_name
 from ._errors import NoCompileError
@@ -50,7 +50,7 @@ log = logging.getLogger("nocompile")
 
 CACHE_ENV = "NOCOMPILE_CACHE_DIR"
 MAGIC = b"NOCOMPILE-ARTIFACT\n"
-FORMAT = 1
+FORMAT = 2
 SUFFIX = ".nocompile"
 
 #: The torch version the key uses. A module attribute so a test can pretend another release.
@@ -264,6 +264,7 @@ def key_material(
     ``key_fn`` and ``key`` are the call's full key (its request's), ``tree`` its walked arguments,
     ``signature_text`` the key as the compile record shows it (``describe_key``)."""
     modules = [f"{root.path}={module_digest(root.value)}" for root in tree.roots if root.kind is Kind.MODULE]
+    kernels = _kernels.identity(_devices(tree)) if options.backend == "inductor" else None
     return {
         "function": qualified_name(fn),
         "code": function_digest(fn),
@@ -277,8 +278,18 @@ def key_material(
         "signature": _ADDRESS.sub("", key_fn.source + repr(key)),
         "modules": modules,
         "distributed": _distributed_identity(),
+        "kernels": kernels,
         "signature_text": signature_text,
     }
+
+
+def _devices(tree: ArgumentTree) -> set[torch.device]:
+    """The devices of the call's tensors and of its module arguments' parameters and buffers."""
+    found = {node.value.device for node in tree.tensors()}
+    for root in tree.roots:
+        if root.kind is Kind.MODULE:
+            found.update(t.device for _, t in _watch.module_tensors(root.value))
+    return found
 
 
 def _distributed_identity() -> list[int] | None:
@@ -407,8 +418,24 @@ def install_dynamo_globals(loaded: types.FunctionType, fn_globals: dict[str, Any
             fn_globals[name] = source[name]
 
 
+def check_header(header: dict[str, Any], material: dict[str, Any]) -> None:
+    """``BadArtifact`` unless the header records the key material this process computed: the file
+    name is a hash of it, so a header that says otherwise (a file renamed or edited: kernels for
+    another CPU ISA, GPU, CUDA or torch under this key) does not belong here."""
+    expected = json.loads(json.dumps(material))
+    differ = [k for k in sorted(expected) if k != "signature_text" and header.get(k) != expected[k]]
+    if differ:
+        shown = "; ".join(f"{k}: file {header.get(k)!r}, here {expected[k]!r}" for k in differ)
+        raise BadArtifact(f"its header does not match its key ({shown})")
+
+
 def _load(
-    path: str, fn: types.FunctionType, source: types.CodeType, args: tuple[Any, ...], kwargs: dict[str, Any]
+    path: str,
+    fn: types.FunctionType,
+    source: types.CodeType,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    material: dict[str, Any],
 ) -> Compiled | None:
     data = read_artifact(path)  # NoCompileError when unsafe: refused, nothing loaded
     if data is None:
@@ -416,6 +443,7 @@ def _load(
     started = time.perf_counter()
     try:
         header, payload = decode(data)
+        check_header(header, material)
         aot = _compat.aot_load(payload, fn.__globals__)
         bytecode_fn = _compat.aot_bytecode_function(aot)
     except Exception as exc:  # BadArtifact, an unpickling error, torch's compatibility check...
@@ -480,7 +508,7 @@ def make(
         ensure_private_dir(directory)
         material = key_material(fn, options, tree, *signature, record.signature)
         path = artifact_path(directory, fn, artifact_key(material))
-        made = _load(path, fn, fn_copy.__code__, args, kwargs)
+        made = _load(path, fn, fn_copy.__code__, args, kwargs, material)
         if made is not None:
             log.info("nocompile: loaded %s from %s in %.3f s", fn.__qualname__, path, made.seconds)
             return made
@@ -518,6 +546,7 @@ def make(
             "dropped_guards": [list(d) for d in dropped],
             "shape_guards": shape_exprs,
             "compile_seconds": round(seconds, 3),
+            "kernels_made_by": getattr(compile_kwargs.get("backend"), "outcome", options.backend_name()),
             "created": time.time(),
         }
         write_artifact(path, encode(header, _compat.aot_payload(aot)))
