@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import logging
 import os
 import platform
 import re
 import stat
+import sys
 import tempfile
 import time
 import types
@@ -418,6 +420,52 @@ def install_dynamo_globals(loaded: types.FunctionType, fn_globals: dict[str, Any
             fn_globals[name] = source[name]
 
 
+def external_values(fn: types.FunctionType) -> dict[str, Any]:
+    """Closure values of ``fn`` that pickle cannot find again by module and name: an artifact
+    refers to them by key and the loading process supplies its own (the key says they match).
+
+    A decorated method's inner function is one: ``functools.wraps`` gives the wrapper the inner
+    function's name, so the name leads to the wrapper (Hugging Face models' ``forward``).
+    """
+    found = {}
+    for name, _, value in closure_variables(fn):
+        if isinstance(value, types.FunctionType) and "<locals>" not in value.__qualname__:
+            owner: Any = sys.modules.get(value.__module__)
+            for part in value.__qualname__.split("."):
+                owner = getattr(owner, part, None)
+            if owner is not value:
+                found[f"closure {name}"] = value
+    return found
+
+
+def outside_modules(aot: Any, fn_globals: dict[str, Any]) -> dict[str, str]:
+    """``{global name: module name}`` of the globals the bytecode loads that the artifact does not
+    carry (``_compat.aot_outside_names``), all modules Dynamo installed under names of its own;
+    the load installs them again. ``ValueError`` (nothing saved) for anything else, which no other
+    process would have."""
+    found, missing = {}, []
+    for name in _compat.aot_outside_names(aot):
+        value = fn_globals.get(name)
+        if isinstance(value, types.ModuleType):
+            found[name] = value.__name__
+        else:
+            missing.append(name)
+    if missing:
+        raise ValueError(f"the compiled code reads globals Dynamo installed in this process only: {missing}")
+    return found
+
+
+def install_outside_modules(header: dict[str, Any], fn_globals: dict[str, Any]) -> None:
+    """Put the modules of ``outside_modules`` back under their names (``BadArtifact`` if a name is
+    taken by something else)."""
+    for name, module in dict(header.get("outside_modules") or {}).items():
+        live = fn_globals.get(name)
+        if live is None:
+            fn_globals[name] = importlib.import_module(str(module))
+        elif getattr(live, "__name__", None) != module or not isinstance(live, types.ModuleType):
+            raise BadArtifact(f"global {name!r} should be module {module!r}, is {type(live).__name__}")
+
+
 def check_header(header: dict[str, Any], material: dict[str, Any]) -> None:
     """``BadArtifact`` unless the header records the key material this process computed: the file
     name is a hash of it, so a header that says otherwise (a file renamed or edited: kernels for
@@ -444,7 +492,8 @@ def _load(
     try:
         header, payload = decode(data)
         check_header(header, material)
-        aot = _compat.aot_load(payload, fn.__globals__)
+        install_outside_modules(header, fn.__globals__)
+        aot = _compat.aot_load(payload, fn.__globals__, external_values(fn))
         bytecode_fn = _compat.aot_bytecode_function(aot)
     except Exception as exc:  # BadArtifact, an unpickling error, torch's compatibility check...
         set_aside(path, f"{type(exc).__name__}: {exc}")
@@ -547,9 +596,10 @@ def make(
             "shape_guards": shape_exprs,
             "compile_seconds": round(seconds, 3),
             "kernels_made_by": getattr(compile_kwargs.get("backend"), "outcome", options.backend_name()),
+            "outside_modules": outside_modules(aot, fn.__globals__),
             "created": time.time(),
         }
-        write_artifact(path, encode(header, _compat.aot_payload(aot)))
+        write_artifact(path, encode(header, _compat.aot_payload(aot, external_values(fn))))
         log.info("nocompile: compiled %s in %.3f s, saved %s", fn.__qualname__, seconds, path)
     except Exception as exc:  # not serializable (an unusual backend), disk full...
         saved = None

@@ -326,16 +326,25 @@ def aoti_runner(module: torch.nn.Module, x: torch.Tensor, path: str) -> Callable
     return functools.partial(run, [x])
 
 
-def aot_payload(aot: Any) -> bytes:
-    """The bytes ``save_compiled_function`` would write for ``aot``."""
-    return bytes(type(aot).serialize(aot).serialized_data)
+def aot_payload(aot: Any, external: dict[str, Any]) -> bytes:
+    """The bytes ``save_compiled_function`` would write for ``aot``, ``external``'s values by key."""
+    return bytes(type(aot).serialize(aot, external).serialized_data)
 
 
-def aot_load(payload: bytes, f_globals: dict[str, Any]) -> Any:
+def aot_load(payload: bytes, f_globals: dict[str, Any], external: dict[str, Any]) -> Any:
     """Unpickle an artifact with ``torch.compiler.load_compiled_function``. Runs its code."""
     import io
 
-    return torch.compiler.load_compiled_function(io.BytesIO(payload), f_globals=f_globals)
+    return torch.compiler.load_compiled_function(io.BytesIO(payload), f_globals=f_globals, external_data=external)
+
+
+def aot_outside_names(aot: Any) -> list[str]:
+    """Globals the transformed bytecode loads that the artifact does not carry: the loading process
+    must have them in ``f_globals`` (names Dynamo installed in the function's module while tracing,
+    such as ``___module_collections_<id>_c0`` for a module reached through another module)."""
+    env, backend_id = aot._artifacts.runtime_env, aot._artifacts.backend_id
+    carried = {*env.import_sources, *env.used_globals, backend_id}
+    return sorted(set(getattr(env, "external_refs", ())) - carried)
 
 
 def aot_bytecode_function(aot: Any) -> types.FunctionType:
