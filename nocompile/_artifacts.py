@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import logging
 import os
 import platform
 import re
 import stat
+import sys
 import tempfile
 import time
 import types
@@ -37,7 +39,7 @@ from typing import Any, Protocol
 
 import torch
 
-from . import _compat, _watch
+from . import _compat, _kernels, _watch
 from ._arguments import ArgumentTree, Kind, dynamic_marks
 from ._codegen import EMPTY_CELL, closure_variables, qualified_name
 from ._errors import NoCompileError
@@ -50,7 +52,7 @@ log = logging.getLogger("nocompile")
 
 CACHE_ENV = "NOCOMPILE_CACHE_DIR"
 MAGIC = b"NOCOMPILE-ARTIFACT\n"
-FORMAT = 1
+FORMAT = 2
 SUFFIX = ".nocompile"
 
 #: The torch version the key uses. A module attribute so a test can pretend another release.
@@ -264,6 +266,7 @@ def key_material(
     ``key_fn`` and ``key`` are the call's full key (its request's), ``tree`` its walked arguments,
     ``signature_text`` the key as the compile record shows it (``describe_key``)."""
     modules = [f"{root.path}={module_digest(root.value)}" for root in tree.roots if root.kind is Kind.MODULE]
+    kernels = _kernels.identity(_devices(tree)) if options.backend == "inductor" else None
     return {
         "function": qualified_name(fn),
         "code": function_digest(fn),
@@ -277,8 +280,18 @@ def key_material(
         "signature": _ADDRESS.sub("", key_fn.source + repr(key)),
         "modules": modules,
         "distributed": _distributed_identity(),
+        "kernels": kernels,
         "signature_text": signature_text,
     }
+
+
+def _devices(tree: ArgumentTree) -> set[torch.device]:
+    """The devices of the call's tensors and of its module arguments' parameters and buffers."""
+    found = {node.value.device for node in tree.tensors()}
+    for root in tree.roots:
+        if root.kind is Kind.MODULE:
+            found.update(t.device for _, t in _watch.module_tensors(root.value))
+    return found
 
 
 def _distributed_identity() -> list[int] | None:
@@ -407,8 +420,70 @@ def install_dynamo_globals(loaded: types.FunctionType, fn_globals: dict[str, Any
             fn_globals[name] = source[name]
 
 
+def external_values(fn: types.FunctionType) -> dict[str, Any]:
+    """Closure values of ``fn`` that pickle cannot find again by module and name: an artifact
+    refers to them by key and the loading process supplies its own (the key says they match).
+
+    A decorated method's inner function is one: ``functools.wraps`` gives the wrapper the inner
+    function's name, so the name leads to the wrapper (Hugging Face models' ``forward``).
+    """
+    found = {}
+    for name, _, value in closure_variables(fn):
+        if isinstance(value, types.FunctionType) and "<locals>" not in value.__qualname__:
+            owner: Any = sys.modules.get(value.__module__)
+            for part in value.__qualname__.split("."):
+                owner = getattr(owner, part, None)
+            if owner is not value:
+                found[f"closure {name}"] = value
+    return found
+
+
+def outside_modules(aot: Any, fn_globals: dict[str, Any]) -> dict[str, str]:
+    """``{global name: module name}`` of the globals the bytecode loads that the artifact does not
+    carry (``_compat.aot_outside_names``), all modules Dynamo installed under names of its own;
+    the load installs them again. ``ValueError`` (nothing saved) for anything else, which no other
+    process would have."""
+    found, missing = {}, []
+    for name in _compat.aot_outside_names(aot):
+        value = fn_globals.get(name)
+        if isinstance(value, types.ModuleType):
+            found[name] = value.__name__
+        else:
+            missing.append(name)
+    if missing:
+        raise ValueError(f"the compiled code reads globals Dynamo installed in this process only: {missing}")
+    return found
+
+
+def install_outside_modules(header: dict[str, Any], fn_globals: dict[str, Any]) -> None:
+    """Put the modules of ``outside_modules`` back under their names (``BadArtifact`` if a name is
+    taken by something else)."""
+    for name, module in dict(header.get("outside_modules") or {}).items():
+        live = fn_globals.get(name)
+        if live is None:
+            fn_globals[name] = importlib.import_module(str(module))
+        elif getattr(live, "__name__", None) != module or not isinstance(live, types.ModuleType):
+            raise BadArtifact(f"global {name!r} should be module {module!r}, is {type(live).__name__}")
+
+
+def check_header(header: dict[str, Any], material: dict[str, Any]) -> None:
+    """``BadArtifact`` unless the header records the key material this process computed: the file
+    name is a hash of it, so a header that says otherwise (a file renamed or edited: kernels for
+    another CPU ISA, GPU, CUDA or torch under this key) does not belong here."""
+    expected = json.loads(json.dumps(material))
+    differ = [k for k in sorted(expected) if k != "signature_text" and header.get(k) != expected[k]]
+    if differ:
+        shown = "; ".join(f"{k}: file {header.get(k)!r}, here {expected[k]!r}" for k in differ)
+        raise BadArtifact(f"its header does not match its key ({shown})")
+
+
 def _load(
-    path: str, fn: types.FunctionType, source: types.CodeType, args: tuple[Any, ...], kwargs: dict[str, Any]
+    path: str,
+    fn: types.FunctionType,
+    source: types.CodeType,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    material: dict[str, Any],
 ) -> Compiled | None:
     data = read_artifact(path)  # NoCompileError when unsafe: refused, nothing loaded
     if data is None:
@@ -416,7 +491,9 @@ def _load(
     started = time.perf_counter()
     try:
         header, payload = decode(data)
-        aot = _compat.aot_load(payload, fn.__globals__)
+        check_header(header, material)
+        install_outside_modules(header, fn.__globals__)
+        aot = _compat.aot_load(payload, fn.__globals__, external_values(fn))
         bytecode_fn = _compat.aot_bytecode_function(aot)
     except Exception as exc:  # BadArtifact, an unpickling error, torch's compatibility check...
         set_aside(path, f"{type(exc).__name__}: {exc}")
@@ -480,7 +557,7 @@ def make(
         ensure_private_dir(directory)
         material = key_material(fn, options, tree, *signature, record.signature)
         path = artifact_path(directory, fn, artifact_key(material))
-        made = _load(path, fn, fn_copy.__code__, args, kwargs)
+        made = _load(path, fn, fn_copy.__code__, args, kwargs, material)
         if made is not None:
             log.info("nocompile: loaded %s from %s in %.3f s", fn.__qualname__, path, made.seconds)
             return made
@@ -518,9 +595,11 @@ def make(
             "dropped_guards": [list(d) for d in dropped],
             "shape_guards": shape_exprs,
             "compile_seconds": round(seconds, 3),
+            "kernels_made_by": getattr(compile_kwargs.get("backend"), "outcome", options.backend_name()),
+            "outside_modules": outside_modules(aot, fn.__globals__),
             "created": time.time(),
         }
-        write_artifact(path, encode(header, _compat.aot_payload(aot)))
+        write_artifact(path, encode(header, _compat.aot_payload(aot, external_values(fn))))
         log.info("nocompile: compiled %s in %.3f s, saved %s", fn.__qualname__, seconds, path)
     except Exception as exc:  # not serializable (an unusual backend), disk full...
         saved = None

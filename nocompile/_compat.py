@@ -15,14 +15,13 @@ import inspect
 import os
 import re
 import sys
+import tempfile
 import types
 import warnings
-import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import torch
-from torch.nn.modules import module as _module_module
 
 from ._codegen import closure_values
 
@@ -327,16 +326,25 @@ def aoti_runner(module: torch.nn.Module, x: torch.Tensor, path: str) -> Callable
     return functools.partial(run, [x])
 
 
-def aot_payload(aot: Any) -> bytes:
-    """The bytes ``save_compiled_function`` would write for ``aot``."""
-    return bytes(type(aot).serialize(aot).serialized_data)
+def aot_payload(aot: Any, external: dict[str, Any]) -> bytes:
+    """The bytes ``save_compiled_function`` would write for ``aot``, ``external``'s values by key."""
+    return bytes(type(aot).serialize(aot, external).serialized_data)
 
 
-def aot_load(payload: bytes, f_globals: dict[str, Any]) -> Any:
+def aot_load(payload: bytes, f_globals: dict[str, Any], external: dict[str, Any]) -> Any:
     """Unpickle an artifact with ``torch.compiler.load_compiled_function``. Runs its code."""
     import io
 
-    return torch.compiler.load_compiled_function(io.BytesIO(payload), f_globals=f_globals)
+    return torch.compiler.load_compiled_function(io.BytesIO(payload), f_globals=f_globals, external_data=external)
+
+
+def aot_outside_names(aot: Any) -> list[str]:
+    """Globals the transformed bytecode loads that the artifact does not carry: the loading process
+    must have them in ``f_globals`` (names Dynamo installed in the function's module while tracing,
+    such as ``___module_collections_<id>_c0`` for a module reached through another module)."""
+    env, backend_id = aot._artifacts.runtime_env, aot._artifacts.backend_id
+    carried = {*env.import_sources, *env.used_globals, backend_id}
+    return sorted(set(getattr(env, "external_refs", ())) - carried)
 
 
 def aot_bytecode_function(aot: Any) -> types.FunctionType:
@@ -352,6 +360,87 @@ def aot_bytecode_function(aot: Any) -> types.FunctionType:
     return fn
 
 
+# -- AOTInductor kernels carried in artifacts (``_kernels``) ------------------------------------
+
+
+def aoti_unavailable(serializable: type) -> str | None:
+    """``None`` when this torch can compile one of Dynamo's graphs with AOTInductor and load the
+    package from C++, after making ``serializable`` count as torch's ``SerializableCallable`` (the
+    ahead-of-time save stores ``serialize_compile_artifacts(obj)``; the load calls
+    ``deserialize_compile_artifacts(data)``); else why not."""
+    try:
+        from torch._dynamo.aot_compile_types import SerializableCallable
+        from torch._inductor.package.package import package_aoti  # noqa: F401
+    except ImportError as exc:
+        return f"torch {torch.__version__}: {exc}"
+    if not hasattr(getattr(torch._C, "_aoti", None), "AOTIModelPackageLoader"):
+        return f"torch {torch.__version__} has no AOTInductor package loader"
+    SerializableCallable.register(serializable)
+    return None
+
+
+def aoti_package(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor], options: dict[str, Any]) -> bytes:
+    """AOTInductor's ``.pt2`` package (kernels and the C++ calling them in a shared library; on CUDA
+    kernel binaries too) of one of Dynamo's graphs, called with its flat tensors. From a copy (after a
+    failure inductor's backend takes the graph), outside torch's tracing context (it traces anew)."""
+    from torch._inductor.package.package import package_aoti
+
+    with torch._guards.tracing(None):
+        files = torch._inductor.aot_compile(
+            copy.deepcopy(gm), tuple(example_inputs), options={**options, "aot_inductor.package": True}
+        )
+    with tempfile.TemporaryDirectory(prefix="nocompile-aoti-") as folder:
+        package_aoti(os.path.join(folder, "kernels.pt2"), cast(Any, files))
+        with open(os.path.join(folder, "kernels.pt2"), "rb") as fh:
+            return fh.read()
+
+
+def aoti_loader(package: bytes, device_index: int) -> Any:
+    """AOTInductor's C++ loader of ``package`` (``run(tensors) -> tensors``), which imports nothing
+    of inductor and compiles nothing. The package goes to a private temporary file (removed once
+    loaded); the loader unpacks it into a temporary directory of its own."""
+    fd, path = tempfile.mkstemp(prefix="nocompile-", suffix=".pt2")  # mode 0o600
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(package)
+        return torch._C._aoti.AOTIModelPackageLoader(path, "model", False, 1, device_index)
+    finally:
+        os.unlink(path)
+
+
+@functools.cache
+def cpu_isa_candidates() -> tuple[str, ...]:
+    """The vector ISAs inductor may build CPU kernels for here, and the features its flags follow
+    (``torch.cpu._is_*_supported``), by the CPU's flags alone: ``valid_vec_isa_list`` without its
+    compiler probe (a test program built and run per ISA, seconds; x86 only) and without
+    ``bool(isa)``, whose cached answer later compiles would reuse."""
+    import platform
+
+    from torch._inductor import cpu_vec_isa
+
+    features = tuple(n[4:-10] for n in sorted(dir(torch.cpu)) if n.startswith("_is_") and n.endswith("_supported"))
+    present = tuple(f"+{name}" for name in features if getattr(torch.cpu, f"_is_{name}_supported")())
+    if platform.machine() not in ("x86_64", "AMD64"):  # valid_vec_isa_list probes nothing there
+        return tuple(str(isa) for isa in cpu_vec_isa.valid_vec_isa_list()) + present
+    flags = cpu_vec_isa.x86_isa_checker()
+    isas = [isa for isa in cpu_vec_isa.supported_vec_isa_list if all(f in flags for f in str(isa).split())]
+    return tuple(map(str, isas)) + present
+
+
+def built_cpu_isa() -> str:
+    """The vector ISA inductor builds CPU kernels for in this process (after its compiler probe)."""
+    from torch._inductor import cpu_vec_isa
+
+    return str(cpu_vec_isa.pick_vec_isa())
+
+
+def size_stride_assert() -> Callable[..., None]:
+    """Inductor's per-input ``size_asserts`` check: ``AssertionError`` unless the sizes and strides match."""
+    from torch._C._dynamo.guards import assert_size_stride
+
+    return assert_size_stride
+
+
 def guard_code(entry: Any) -> tuple[str, ...]:
     """The Python source of a guard handed to ``guard_filter_fn`` (``orig_guard.code_list``).
 
@@ -359,79 +448,6 @@ def guard_code(entry: Any) -> tuple[str, ...]:
     ``4 <= L['x'].size()[0]``.
     """
     return tuple(map(str, getattr(getattr(entry, "orig_guard", None), "code_list", None) or ()))
-
-
-# -- nn.Module.__call__ -------------------------------------------------------------------------
-#
-# ``nn.Module.__call__`` is ``_wrapped_call_impl``: it calls ``self._compiled_call_impl(*args,
-# **kwargs)`` when that instance attribute is set (``Module.compile()`` sets it) and
-# ``self._call_impl(*args, **kwargs)`` otherwise. ``_call_impl`` runs ``self.forward(*args,
-# **kwargs)`` directly when the module and the process have no hooks and no JIT trace is
-# running; its setup alone (a closure's cells, the hook checks, the ``forward`` lookup) is a
-# large share of a small call (docs/design.md, "Methods"). ``_module_call`` takes that
-# shortcut itself and hands every other case back to ``_call_impl``;
-# ``tests/test_module_call.py`` compares the hook names with ``_call_impl``'s source.
-
-#: Per-module hook dicts that make ``_call_impl`` leave its shortcut when non-empty.
-MODULE_HOOK_ATTRS = ("_backward_hooks", "_backward_pre_hooks", "_forward_hooks", "_forward_pre_hooks")
-#: Process-wide hook dicts (``torch.nn.modules.module``) that do the same. Mutated in place by
-#: ``register_module_*_hook``, never rebound, so holding them here sees every registration.
-GLOBAL_HOOK_NAMES = (
-    "_global_backward_pre_hooks",
-    "_global_backward_hooks",
-    "_global_forward_hooks",
-    "_global_forward_pre_hooks",
-)
-_global_backward_pre_hooks, _global_backward_hooks, _global_forward_hooks, _global_forward_pre_hooks = (
-    getattr(_module_module, name) for name in GLOBAL_HOOK_NAMES
-)
-_tracing_state = torch._C._get_tracing_state
-_is_compiling = torch.compiler.is_compiling
-CALL_SLOT = "_compiled_call_impl"
-
-
-#: Whether this torch's ``nn.Module`` has the ``_compiled_call_impl`` slot ``install_module_call`` fills.
-MODULE_CALL_AVAILABLE = hasattr(torch.nn.Module, "_wrapped_call_impl") and hasattr(torch.nn.Module, CALL_SLOT)
-
-
-def _module_call(module_ref: Callable[[], Any], state: Any, /, *args: Any, **kwargs: Any) -> Any:
-    self = module_ref()
-    if self is None:
-        raise ReferenceError("nocompile: a module's call slot outlived its module")
-    if (
-        self._backward_hooks
-        or self._backward_pre_hooks
-        or self._forward_hooks
-        or self._forward_pre_hooks
-        or _global_backward_pre_hooks
-        or _global_backward_hooks
-        or _global_forward_hooks
-        or _global_forward_pre_hooks
-        or _tracing_state()
-        or "forward" in self.__dict__
-        or _is_compiling()
-    ):
-        return self._call_impl(*args, **kwargs)
-    return state.entry(self, *args, **kwargs)
-
-
-def install_module_call(module: torch.nn.Module, state: Any) -> bool:
-    """Make ``module(...)`` enter ``state.entry(module, ...)`` without ``_call_impl`` when it can.
-
-    Only for a module whose class's ``forward`` is the compiled one (the caller checks that),
-    and never over a slot already set (``Module.compile()``). The slot holds the module weakly
-    (no reference cycle: ``del module`` frees it at once) and ``Module.__getstate__`` drops
-    it, so copies and pickles never carry it.
-    """
-    if not MODULE_CALL_AVAILABLE or module.__dict__.get(CALL_SLOT) is not None:
-        return False
-    # A code object of its own per slot: when ``torch.compile(module)`` runs, Dynamo compiles
-    # this function's frame (``Module.__call__``, the frame above it, is one Dynamo skips) and
-    # caches per code object, so a shared code object would count every module in the process
-    # against one recompile limit.
-    call = types.FunctionType(_module_call.__code__.replace(), _module_call.__globals__, _module_call.__name__)
-    module.__dict__[CALL_SLOT] = functools.partial(call, weakref.ref(module), state)
-    return True
 
 
 def is_guard_building_error(exc: BaseException) -> bool:

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from . import _artifacts, _bytecode_hook, _compat
+from . import _artifacts, _bytecode_hook, _compat, _kernels
 from ._arguments import ArgumentTree, dynamic_marks, identity_snapshot
 from ._codegen import traced_alias
 from ._errors import NoCompileError
@@ -95,7 +95,8 @@ def bytecode_function(code: types.CodeType, like: types.FunctionType) -> tuple[t
     for i, name in enumerate(names):
         if not name.startswith(_GRAPH_PREFIX) or name not in namespace:
             continue
-        direct = _compat.direct_graph_call(namespace[name])
+        graph = namespace[name]
+        direct = graph.direct_call if isinstance(graph, _kernels.CompiledKernels) else _compat.direct_graph_call(graph)
         if direct is not None:
             names[i] = f"{DIRECT_PREFIX}{next(_DIRECT_NAMES)}"
             namespace[names[i]] = direct
@@ -200,6 +201,11 @@ def _compile_kwargs(options: CompileOptions, guards: _GuardCollector, recording:
         }
     mode_options = _compat.inductor_mode_options(options.mode) if options.mode else {}
     backend_options = {**_implied_options(options), **mode_options, **dict(options.options or {})}
+    if not recording and options.backend == "inductor":  # kernels inside the artifact (``_kernels``)
+        return {
+            "backend": _kernels.KernelBackend(backend_options, cudagraphs=options.cudagraphs),
+            "options": {"guard_filter_fn": guards},
+        }
     if not recording:  # torch's ahead-of-time save needs torch.compile's own backend object
         return {"backend": options.backend, "options": {**backend_options, "guard_filter_fn": guards}}
     return {

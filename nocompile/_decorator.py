@@ -34,9 +34,10 @@ from typing_extensions import Self, Unpack
 
 from ._arguments import STATE_ATTRIBUTE_PREFIX
 from ._codegen import parameter_names
-from ._compat import CALL_SLOT, MODULE_CALL_AVAILABLE, check_torch_supported, install_module_call
+from ._compat import check_torch_supported
 from ._entry import FunctionLike, MethodFunction, StateSurface
 from ._explain import ExplainReport, build_report
+from ._module_call import CALL_SLOT, MODULE_CALL_AVAILABLE, install_module_call
 from ._options import CompileOptions, OptionArguments, unknown_options, validate_options
 from ._state import CompileState
 from ._view import CompileStats
@@ -212,7 +213,7 @@ class CompiledFunction(FunctionLike, StateSurface, Generic[P, R]):
         return known
 
     def _install_module_call(self, instance: object, state: CompileState) -> None:
-        """Let ``instance(...)`` skip ``nn.Module._call_impl`` (see ``_compat.install_module_call``)."""
+        """Let ``instance(...)`` skip ``nn.Module._call_impl`` (see ``_module_call.install_module_call``)."""
         if install_module_call(instance, state):  # type: ignore[arg-type]
             log.debug("%s: module calls of this instance skip Module._call_impl", self.__qualname__)
 

@@ -23,12 +23,12 @@ from torch.nn.modules import module as module_module
 
 from models import Block, SharedBlock, eager_block
 from nocompile import compile_once
-from nocompile._compat import CALL_SLOT, GLOBAL_HOOK_NAMES, MODULE_HOOK_ATTRS
+from nocompile._module_call import CALL_SLOT, GLOBAL_HOOK_NAMES, MODULE_HOOK_ATTRS
 
 
 def _has_slot(module: nn.Module) -> bool:
     slot = module.__dict__.get(CALL_SLOT)
-    return isinstance(slot, functools.partial) and slot.func.__module__ == "nocompile._compat"
+    return isinstance(slot, functools.partial) and slot.func.__module__ == "nocompile._module_call"
 
 
 @pytest.fixture
@@ -194,7 +194,7 @@ def test_an_outer_torch_compile_traces_through_the_slot(block: Block) -> None:
 
 
 def test_a_jit_trace_in_progress_goes_through_call_impl(block: Block, monkeypatch: pytest.MonkeyPatch) -> None:
-    import nocompile._compat
+    import nocompile._module_call
 
     calls: list[int] = []
     call_impl = nn.Module._call_impl
@@ -207,6 +207,6 @@ def test_a_jit_trace_in_progress_goes_through_call_impl(block: Block, monkeypatc
     x = torch.randn(2, 8)
     block(x)
     assert calls == []  # the slot
-    monkeypatch.setattr(nocompile._compat, "_tracing_state", lambda: object())
+    monkeypatch.setattr(nocompile._module_call, "_tracing_state", lambda: object())
     torch.testing.assert_close(block(x), eager_block(block, x))
     assert calls == [1]
