@@ -37,6 +37,7 @@ from ._errors import GuardMismatchError, NoCompileError
 from ._layout import CheckLayout, KeyFunction, TensorArg, global_values
 from ._options import CompileOptions
 from ._record import Compiled
+from ._trace_watch import TraceWatch
 from ._selector import Candidate, Selector, ShapeCheck, build_shape_check, key_function, selector
 from ._view import Expectations, Specialization
 
@@ -251,6 +252,7 @@ class InputGuard:
         shape_check = self._shape_check(made.shape_exprs, request)
         keeps = made.origin == "compiled" and made.keeps_guards
         guard_manager = _compat.dynamo_guard_manager(made.source_code) if keeps else None
+        trace_watch = TraceWatch(fn, guard_manager, request.arguments) if guard_manager is not None else None
         return Expectations(
             key_function=arrival.table.key_function,
             key=arrival.key,
@@ -269,6 +271,7 @@ class InputGuard:
                 where: _watch.tensor_layout(module) for where, module in _layout_sources(fn, request.arguments).items()
             },
             guard_manager=guard_manager,
+            trace_watch=trace_watch,
             module_digests={}
             if guard_manager is not None
             else {
@@ -294,7 +297,7 @@ class InputGuard:
             self._retired = [t for t in self._retired if t.selector is not expected.selector]
         for root in arrival.modules:
             _watch.EPOCH.watch(root)
-        shape_ok = expected.shape_check.fn if expected.shape_check is not None else None
+        shape_ok = _trace_and_shape(expected)
         # Audited: the candidate runs the guards first (``_audit``); otherwise the call itself.
         call = _audit.audited(self.function, self.baked_in_failure, spec) if expected.audit else spec.call
         candidate = Candidate(expected.global_state.check, expected.argument_match.check, shape_ok, call, spec)
@@ -361,6 +364,8 @@ class InputGuard:
             if not all(map(_watch.sentinel_holds, expected.sentinel_states, sentinel_states)):
                 continue
             if expected.shape_check is not None and not expected.shape_check(*args, **kwargs):
+                continue
+            if expected.trace_watch is not None and not expected.trace_watch.holds(args, kwargs):
                 continue
             if not vouched or module_part not in expected.verified_modules:
                 if self.baked_in_failure(spec, args, kwargs) is not None:
@@ -522,6 +527,18 @@ class InputGuard:
             + f"Signatures compiled:\n{seen}"
             + "Fix: mark varying dims dynamic (dynamic={...}), raise max_compiles, or make the calls agree."
         )
+
+
+def _trace_and_shape(expected: Expectations) -> Callable[..., bool] | None:
+    """The candidate's last per-call check: the trace watch, then Dynamo's shape guards (either may be missing)."""
+    shape_ok = expected.shape_check.fn if expected.shape_check is not None else None
+    watch = expected.trace_watch
+    if watch is None:
+        return shape_ok
+    holds = watch.holds
+    if shape_ok is None:
+        return lambda *args, **kwargs: holds(args, kwargs)
+    return lambda *args, **kwargs: holds(args, kwargs) and shape_ok(*args, **kwargs)
 
 
 def _module_digests(request: Request) -> dict[str, str]:

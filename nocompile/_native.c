@@ -443,14 +443,183 @@ static PyTypeObject FunctionCheckType = {
     .tp_call = PyVectorcall_Call,
 };
 
+/* -- WatchCheck ------------------------------------------------------------------------------ */
+
+/* The trace watch's per-call part (nocompile/_trace_watch.py): every dict on the paths Dynamo's
+ * guards read outside the call's arguments keeps the version tag it had, and every object on them
+ * its class. Called with no arguments: None when all hold, else the index of the first dict whose
+ * tag changed (the caller then checks the names the trace read in it, and calls update(index)
+ * when they are unchanged), or -1 for a class that changed. It holds strong references to the
+ * dicts and objects (traversed by the garbage collector). */
+typedef struct {
+    CHECK_HEAD
+    Py_ssize_t dict_count;
+    PyObject **dicts;       /* owned */
+    uint64_t *versions;
+    Py_ssize_t object_count;
+    PyObject **objects;     /* owned */
+    PyObject **classes;     /* owned */
+} WatchCheck;
+
+static PyObject *
+watch_check_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    WatchCheck *self = (WatchCheck *)callable;
+    if (PyVectorcall_NARGS(nargsf) != 0 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "WatchCheck takes no arguments");
+        return NULL;
+    }
+    if (self->released) {
+        return PyLong_FromLong(-1);
+    }
+    for (Py_ssize_t k = 0; k < self->dict_count; k++) {
+        if (dict_version_tag(self->dicts[k]) != self->versions[k]) {
+            return PyLong_FromSsize_t(k);
+        }
+    }
+    for (Py_ssize_t k = 0; k < self->object_count; k++) {
+        if ((PyObject *)Py_TYPE(self->objects[k]) != self->classes[k]) {
+            return PyLong_FromLong(-1);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+watch_check_update(WatchCheck *self, PyObject *index)
+{
+    Py_ssize_t k = PyLong_AsSsize_t(index);
+    if (k == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (k < 0 || k >= self->dict_count) {
+        PyErr_Format(PyExc_IndexError, "WatchCheck.update: no dict %zd", k);
+        return NULL;
+    }
+    self->versions[k] = dict_version_tag(self->dicts[k]);
+    Py_RETURN_NONE;
+}
+
+static void
+watch_check_free_arrays(WatchCheck *self)
+{
+    for (Py_ssize_t k = 0; k < self->dict_count; k++) {
+        Py_CLEAR(self->dicts[k]);
+    }
+    for (Py_ssize_t k = 0; k < self->object_count; k++) {
+        Py_CLEAR(self->objects[k]);
+        Py_CLEAR(self->classes[k]);
+    }
+}
+
+static int
+watch_check_traverse(WatchCheck *self, visitproc visit, void *arg)
+{
+    for (Py_ssize_t k = 0; k < self->dict_count; k++) {
+        Py_VISIT(self->dicts[k]);
+    }
+    for (Py_ssize_t k = 0; k < self->object_count; k++) {
+        Py_VISIT(self->objects[k]);
+        Py_VISIT(self->classes[k]);
+    }
+    return 0;
+}
+
+static int
+watch_check_clear(WatchCheck *self)
+{
+    self->released = 1;
+    watch_check_free_arrays(self);
+    return 0;
+}
+
+static void
+watch_check_dealloc(WatchCheck *self)
+{
+    PyObject_GC_UnTrack(self);
+    watch_check_free_arrays(self);
+    PyMem_Free(self->dicts);
+    PyMem_Free(self->versions);
+    PyMem_Free(self->objects);
+    PyMem_Free(self->classes);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+watch_check_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"dicts", "objects", NULL};
+    PyObject *dicts, *objects;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!:WatchCheck", keywords, &PyTuple_Type, &dicts, &PyTuple_Type,
+                                     &objects)) {
+        return NULL;
+    }
+    Py_ssize_t dict_count = PyTuple_GET_SIZE(dicts), object_count = PyTuple_GET_SIZE(objects);
+    for (Py_ssize_t k = 0; k < dict_count; k++) {
+        if (!PyDict_Check(PyTuple_GET_ITEM(dicts, k))) {
+            PyErr_SetString(PyExc_TypeError, "WatchCheck: dicts must be dicts");
+            return NULL;
+        }
+    }
+    WatchCheck *self = (WatchCheck *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->vectorcall = watch_check_vectorcall;
+    self->dicts = PyMem_New(PyObject *, dict_count > 0 ? dict_count : 1);
+    self->versions = PyMem_New(uint64_t, dict_count > 0 ? dict_count : 1);
+    self->objects = PyMem_New(PyObject *, object_count > 0 ? object_count : 1);
+    self->classes = PyMem_New(PyObject *, object_count > 0 ? object_count : 1);
+    if (self->dicts == NULL || self->versions == NULL || self->objects == NULL || self->classes == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t k = 0; k < dict_count; k++) {
+        PyObject *dict = PyTuple_GET_ITEM(dicts, k);
+        self->dicts[k] = Py_NewRef(dict);
+        self->versions[k] = dict_version_tag(dict);
+    }
+    self->dict_count = dict_count;
+    for (Py_ssize_t k = 0; k < object_count; k++) {
+        PyObject *obj = PyTuple_GET_ITEM(objects, k);
+        self->objects[k] = Py_NewRef(obj);
+        self->classes[k] = Py_NewRef((PyObject *)Py_TYPE(obj));
+    }
+    self->object_count = object_count;
+    return (PyObject *)self;
+}
+
+static PyMethodDef watch_check_methods[] = {
+    {"release", (PyCFunction)check_release, METH_NOARGS, "Be false (-1) from now on."},
+    {"update", (PyCFunction)watch_check_update, METH_O, "Take dict number index's version tag as it is now."},
+    {NULL},
+};
+
+static PyTypeObject WatchCheckType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "nocompile._native.WatchCheck",
+    .tp_doc = PyDoc_STR(
+        "WatchCheck(dicts, objects): called with no arguments, None while every dict has the version\n"
+        "tag it had and every object its class; else the index of the first changed dict, or -1."),
+    .tp_basicsize = sizeof(WatchCheck),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_HAVE_GC,
+    .tp_new = watch_check_new,
+    .tp_methods = watch_check_methods,
+    .tp_traverse = (traverseproc)watch_check_traverse,
+    .tp_clear = (inquiry)watch_check_clear,
+    .tp_dealloc = (destructor)watch_check_dealloc,
+    .tp_vectorcall_offset = offsetof(WatchCheck, vectorcall),
+    .tp_call = PyVectorcall_Call,
+};
+
 #endif /* NOCOMPILE_VERSION_TAGS */
 
 static int
 native_exec(PyObject *module)
 {
 #ifdef NOCOMPILE_VERSION_TAGS
-    PyTypeObject *types[] = {&ItemsCheckType, &CellsCheckType, &FunctionCheckType};
-    const char *names[] = {"ItemsCheck", "CellsCheck", "FunctionCheck"};
+    PyTypeObject *types[] = {&ItemsCheckType, &CellsCheckType, &FunctionCheckType, &WatchCheckType};
+    const char *names[] = {"ItemsCheck", "CellsCheck", "FunctionCheck", "WatchCheck"};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         if (PyType_Ready(types[i]) < 0) {
             return -1;

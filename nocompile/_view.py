@@ -96,6 +96,9 @@ class Expectations:
     module_digests: dict[str, str]
     """Without a guard manager (ahead of time, loaded, ``dispatch="dynamo"``): a digest of each module
     argument as compiled for, what a change the watch sees is verified against."""
+    trace_watch: Any = None
+    """Compiled in this process: what Dynamo's guards read outside the call's arguments, checked
+    on every call the per-call path serves (``_trace_watch.TraceWatch``); else None."""
     audit: bool = False
     """Audited (``audit=True`` or ``NOCOMPILE_AUDIT=1`` when installed, ``_audit``): every call the
     per-call path serves evaluates what ``guard_manager`` or ``module_digests`` verify first."""

@@ -1,0 +1,349 @@
+"""The trace watch: what Dynamo's guards read outside the call's arguments, checked on every call.
+
+``guards="inputs"`` checks the call's arguments itself (``_layout``, ``_selector``) and keeps a
+fingerprint of hand-picked places where baked-in values live (``_watch``). What the trace read
+elsewhere — a global of another module (``cfgmod.SCALE``), a helper's globals, a patched builtin,
+a nested config (``self.config.text.scale``), a container edited without registration hooks —
+is known exactly only to Dynamo: each of its guards has a *source*, a path from a root (the
+globals, a local, a closure cell) through attributes and items to a value. Dynamo keeps them as
+a tree (its guard manager); evaluating all of it on every call is what we set out to avoid.
+
+``TraceWatch`` follows that tree's paths from the roots that are not arguments (the function's
+globals, ``self`` of a method, closure cells) once, with the values they reach, and flattens
+them into what one C call (``_native.WatchCheck``) compares per call:
+
+* every dict on a path keeps its version tag (CPython changes it on every store into it). A
+  *namespace* (the globals, a module's or an object's ``__dict__``) that changed is then checked
+  name by name: each name the trace read must still hold the very object it held (identity
+  implies Dynamo's equality and type checks), and the tag is taken anew. So a store under a name
+  the trace never read (a loop variable at a script's top level, a counter on ``self``) leaves
+  the fast path at once. A plain dict on a path (its contents matter) that changed fails;
+* every object on a path keeps its class (``obj.__class__ = Other`` stores into no dict);
+* the few reads no dict holds (a class attribute, a property, a slot, an item of a list, a
+  closure cell's contents) are compared by identity in Python.
+
+When any of that fails, Dynamo's own guard manager decides (``holds``): the call runs when every
+guard passes (an equal value stored again) and the watch is rebuilt, a bounded number of times;
+otherwise the call goes to the slow path, which recompiles or raises. Where a path cannot be
+followed (an accessor or a value the watch does not know: a set changed in place, a mapping that
+is not a dict), or the C extension is missing, the watch is *inexact*: the guard manager runs
+on every call, as stock ``torch.compile`` does.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from . import _native_checks
+from ._arguments import bound_arguments, closure_values
+
+#: How many times a watch is rebuilt after Dynamo's guards passed where it did not; after that, a
+#: failing watch is followed by the guard manager on each such call.
+MAX_REBUILDS = 16
+
+#: Values compared by identity alone: immutable, so the same object is the same value.
+_IMMUTABLE = (int, float, complex, bool, str, bytes, type(None), torch.dtype, torch.device, torch.memory_format)
+
+#: Leaf guards a node's value passes whenever it is the very object it was (identity implies them).
+_IMPLIED_BY_IDENTITY = {"ID_MATCH", "TYPE_MATCH", "EQUALS_MATCH", "NOT_NONE", "OBJECT_ALIASING", "NO_HASATTR"}
+
+_MISSING = object()
+
+
+class Unfollowed(Exception):
+    """A path of the guard tree the watch cannot follow (the watch is then inexact)."""
+
+
+class Paths:
+    """What ``follow`` found on the guard tree's paths: the flat lists the watch compares."""
+
+    def __init__(self) -> None:
+        self.dicts: dict[int, tuple[dict[Any, Any], list[tuple[Any, Any]] | None]] = {}
+        """By identity: a dict on a path, and the ``(key, value)`` pairs read in it (None: a plain
+        dict, whose every change counts)."""
+        self.objects: dict[int, Any] = {}
+        """Objects whose class must stay."""
+        self.reads: list[tuple[Any, str, Any]] = []
+        """``(holder, attribute, value)`` read without a dict (a class attribute, a cell's contents)."""
+        self.lists: list[tuple[list[Any], int, list[tuple[int, Any]]]] = []
+        """A list on a path: its length and the items read."""
+
+    def namespace_read(self, d: dict[Any, Any], key: Any, value: Any) -> None:
+        _, reads = self.dicts.setdefault(id(d), (d, []))
+        if reads is not None:
+            reads.append((key, value))
+
+    def plain(self, d: dict[Any, Any]) -> None:
+        self.dicts[id(d)] = (d, None)
+
+
+class TraceWatch:
+    """The trace watch of one specialization (see the module docstring).
+
+    ``holds(args, kwargs)`` is True when the call may run the specialization as far as what its
+    trace read outside the arguments is concerned. ``exact`` says whether the watch covers the
+    whole tree (else Dynamo's guard manager runs on every call).
+    """
+
+    def __init__(self, fn: types.FunctionType, manager: Any, arguments: Mapping[str, Any]) -> None:
+        self.function = fn
+        self.manager = manager
+        names = fn.__code__.co_varnames[: fn.__code__.co_argcount]
+        self._self_name = names[0] if names and isinstance(arguments.get(names[0]), torch.nn.Module) else None
+        self._self: Any = None
+        self.rebuilds = 0
+        self.reason = ""
+        """Why the watch is inexact ("" when exact)."""
+        self._check: Any = None
+        self._dicts: tuple[tuple[dict[Any, Any], list[tuple[Any, Any]] | None], ...] = ()
+        self._reads: tuple[tuple[Any, str, Any], ...] = ()
+        self._lists: tuple[tuple[list[Any], int, list[tuple[int, Any]]], ...] = ()
+        self._build(arguments)
+
+    @property
+    def exact(self) -> bool:
+        return self._check is not None
+
+    def _build(self, arguments: Mapping[str, Any]) -> None:
+        if self._check is not None:
+            self._check.release()
+        self._check = None
+        native = _native_checks.NATIVE
+        if native is None or not hasattr(native.module, "WatchCheck"):
+            self.reason = "no C extension with version tags (nocompile._native.WatchCheck)"
+            return
+        this = arguments.get(self._self_name) if self._self_name else None
+        try:
+            paths = follow(self.function, self.manager, this, self._self_name)
+        except Unfollowed as exc:
+            self.reason = str(exc)
+            return
+        self._self = this
+        self._dicts = tuple(paths.dicts.values())
+        self._reads = tuple(paths.reads)
+        self._lists = tuple(paths.lists)
+        objects = tuple(paths.objects.values())
+        self._check = native.module.WatchCheck(tuple(d for d, _ in self._dicts), objects)
+        self.reason = ""
+
+    def holds(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Whether what the trace read outside the arguments still holds for this call."""
+        check = self._check
+        if check is not None and (self._self_name is None or (args[0] if args else kwargs.get(self._self_name)) is self._self):
+            changed = check()
+            while changed is not None and changed >= 0 and self._same_names(changed):
+                check.update(changed)
+                changed = check()
+            if changed is None and self._others_hold():
+                return True
+        arguments = bound_arguments(self.function, args, kwargs)
+        if not self.manager.check({**arguments, **closure_values(self.function)}):
+            return False
+        if check is not None and self.rebuilds < MAX_REBUILDS:
+            self.rebuilds += 1
+            self._build(arguments)
+        return True
+
+    def _same_names(self, index: int) -> bool:
+        d, reads = self._dicts[index]
+        if reads is None:
+            return False
+        get = d.get
+        return all(get(key, _MISSING) is value for key, value in reads)
+
+    def _others_hold(self) -> bool:
+        for holder, name, value in self._reads:
+            if getattr(holder, name, _MISSING) is not value:
+                return False
+        for items, length, read in self._lists:
+            if len(items) != length or any(items[i] is not value for i, value in read):
+                return False
+        return True
+
+    def describe(self) -> str:
+        if self._check is None:
+            return f"inexact ({self.reason}): Dynamo's guards run on every call"
+        return (
+            f"exact: {len(self._dicts)} dicts and {len(self._reads) + len(self._lists)} other reads on the paths "
+            "Dynamo's guards read outside the arguments"
+        )
+
+
+# -- following the guard tree --------------------------------------------------------------------
+
+_FRAME_LOCAL = re.compile(r"key='([^']*)'")
+_INDEX = re.compile(r"\((\d+)\)")
+
+
+def follow(fn: types.FunctionType, manager: Any, this: Any, self_name: str | None) -> Paths:
+    """The paths of ``manager``'s guard tree from the globals, ``self`` and the closure cells,
+    with the values they reach now. Raises ``Unfollowed``."""
+    paths = Paths()
+    root = manager.root
+    cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False))
+    for accessor, child in zip(root.get_accessors(), root.get_child_managers(), strict=True):
+        kind = type(accessor).__name__
+        if kind == "GlobalsGuardAccessor":
+            _follow(paths, fn.__globals__, child, "G", namespace=True)
+        elif kind == "FrameLocalsGuardAccessor":
+            match = _FRAME_LOCAL.search(accessor.repr())
+            name = match.group(1) if match else None
+            if name is not None and name == self_name:
+                _follow(paths, this, child, name)
+            elif name is not None and name in cells:
+                try:
+                    value = cells[name].cell_contents
+                except ValueError as exc:
+                    raise Unfollowed(f"the closure cell {name!r} is empty") from exc
+                paths.reads.append((cells[name], "cell_contents", value))
+                _follow(paths, value, child, name)
+            # Any other local is an argument: the input check's part.
+        else:
+            raise Unfollowed(f"a root the watch does not follow ({kind})")
+    return paths
+
+
+def _follow(paths: Paths, value: Any, manager: Any, source: str, namespace: bool = False) -> None:
+    """Record ``value`` (what ``manager`` guards) as its leaves need, then follow its children."""
+    leaves = {type(leaf).__name__ for leaf in manager.get_leaf_guards()}
+    _record(paths, value, leaves, source, namespace)
+    if type(manager).__name__ == "DictGuardManager":
+        _dict_entries(paths, value, manager, source)
+    for accessor, child in zip(manager.get_accessors(), manager.get_child_managers(), strict=True):
+        _child(paths, value, accessor, child, source)
+
+
+def _record(paths: Paths, value: Any, leaves: set[str], source: str, namespace: bool) -> None:
+    if isinstance(value, torch.Tensor):
+        return  # a parameter's or buffer's layout: the sentinel and the verification's part
+    if isinstance(value, dict):
+        if not namespace or leaves - _IMPLIED_BY_IDENTITY:
+            paths.plain(value)  # its contents matter (or what it lacks: DICT_CONTAINS)
+        return
+    if isinstance(value, _IMMUTABLE) or isinstance(value, (tuple, frozenset, types.FunctionType, types.CodeType)):
+        return  # reached by identity from its holder
+    if isinstance(value, list):
+        return  # its length and items are recorded by whoever reads them (``_child``)
+    if isinstance(value, (set, bytearray)) or type(value).__module__ in {"numpy", "collections"}:
+        if leaves - {"ID_MATCH", "TYPE_MATCH"}:
+            raise Unfollowed(f"{source}: a {type(value).__name__} compared by content")
+    paths.objects[id(value)] = value
+
+
+def _dict_entries(paths: Paths, value: Any, manager: Any, source: str) -> None:
+    if not isinstance(value, dict):
+        raise Unfollowed(f"{source}: a {type(value).__name__} guarded as a dict")
+    paths.plain(value)
+    keys = list(value)
+    for index, (key_manager, value_manager) in manager.get_key_value_managers().items():
+        if index >= len(keys):
+            raise Unfollowed(f"{source}: fewer entries than the guards read")
+        if key_manager is not None and key_manager.get_accessors():
+            raise Unfollowed(f"{source}: a guarded dict key with parts of its own")
+        if value_manager is not None:
+            key = keys[index]
+            _follow(paths, value[key], value_manager, f"{source}[{key!r}]")
+
+
+def _child(paths: Paths, value: Any, accessor: Any, manager: Any, source: str) -> None:
+    kind = type(accessor).__name__
+    if kind == "DictGetItemGuardAccessor":
+        if not isinstance(value, dict):
+            raise Unfollowed(f"{source}: an item of a {type(value).__name__}")
+        key = _dict_key(value, accessor.repr(), source)
+        item = value[key]
+        paths.namespace_read(value, key, item)
+        _follow(paths, item, manager, f"{source}[{key!r}]")
+    elif kind == "GetGenericDictGuardAccessor":
+        attributes = _plain_instance_dict(value)
+        if attributes is None:
+            raise Unfollowed(f"{source}.__dict__: not a plain instance dict")
+        paths.dicts.setdefault(id(attributes), (attributes, []))
+        _follow(paths, attributes, manager, f"{source}.__dict__", namespace=True)
+    elif kind == "GetAttrGuardAccessor":
+        _attribute(paths, value, accessor.get_attr_name(), manager, source)
+    elif kind in _ATTRIBUTE_ACCESSORS:
+        name = _ATTRIBUTE_ACCESSORS[kind]
+        item = getattr(value, name)
+        paths.reads.append((value, name, item))
+        _follow(paths, item, manager, f"{source}.{name}")
+    elif kind in ("TupleGetItemGuardAccessor", "ListGetItemGuardAccessor"):
+        match = _INDEX.search(accessor.repr())
+        expected = tuple if kind.startswith("Tuple") else list
+        if match is None or type(value) is not expected:
+            raise Unfollowed(f"{source}: {accessor.repr()} of a {type(value).__name__}")
+        index = int(match.group(1))
+        item = value[index]
+        if expected is list:
+            paths.lists.append((value, len(value), [(index, item)]))
+        _follow(paths, item, manager, f"{source}[{index}]")
+    elif kind == "TypeGuardAccessor":
+        paths.objects[id(value)] = value
+        if manager.get_accessors():
+            raise Unfollowed(f"type({source}): parts of the class read")
+    else:
+        raise Unfollowed(f"{source}: {kind}")
+
+
+def _attribute(paths: Paths, value: Any, name: str, manager: Any, source: str) -> None:
+    """``value.name``: through ``value.__dict__`` where it lives there, else read as it is."""
+    where = f"{source}.{name}"
+    attributes = _plain_instance_dict(value)
+    if attributes is not None and name in attributes and not _data_descriptor(type(value), name):
+        item = attributes[name]
+        paths.namespace_read(attributes, name, item)
+    else:
+        try:
+            item = getattr(value, name)
+        except Exception as exc:
+            raise Unfollowed(f"{where}: {type(exc).__name__} reading it") from exc
+        if attributes is not None and name not in attributes:
+            paths.namespace_read(attributes, name, _MISSING)  # set on the instance later: it would shadow
+        paths.reads.append((value, name, item))
+    _follow(paths, item, manager, where)
+
+
+#: Accessors that read one fixed attribute.
+_ATTRIBUTE_ACCESSORS = {
+    "CodeGuardAccessor": "__code__",
+    "ClosureGuardAccessor": "__closure__",
+    "FuncDefaultsGuardAccessor": "__defaults__",
+    "FuncKwDefaultsGuardAccessor": "__kwdefaults__",
+}
+
+
+def _dict_key(d: dict[Any, Any], accessor_repr: str, source: str) -> Any:
+    """The key of ``d`` an accessor reads, from its printed form ``DictGetItemGuardAccessor(<repr>)``."""
+    printed = accessor_repr[accessor_repr.find("(") + 1 : -1] if accessor_repr.endswith(")") else None
+    found = [key for key in d if repr(key) == printed]
+    if len(found) != 1:
+        raise Unfollowed(f"{source}: which key {accessor_repr} reads")
+    return found[0]
+
+
+def _plain_instance_dict(value: Any) -> dict[str, Any] | None:
+    """``value.__dict__`` where reading an attribute reads it there (no custom ``__getattribute__``,
+    no per-thread dict), else None."""
+    kind = type(value)
+    if kind.__getattribute__ not in (object.__getattribute__, types.ModuleType.__getattribute__) and not isinstance(
+        value, torch.nn.Module
+    ):
+        return None
+    try:
+        attributes = object.__getattribute__(value, "__dict__")
+    except AttributeError:
+        return None
+    return attributes if type(attributes) is dict else None
+
+
+def _data_descriptor(kind: type, name: str) -> bool:
+    for klass in kind.__mro__:
+        if name in klass.__dict__:
+            attribute = klass.__dict__[name]
+            return hasattr(type(attribute), "__set__") or hasattr(type(attribute), "__delete__")
+    return False
