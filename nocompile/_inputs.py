@@ -37,8 +37,8 @@ from ._errors import GuardMismatchError, NoCompileError
 from ._layout import CheckLayout, KeyFunction, TensorArg, global_values
 from ._options import CompileOptions
 from ._record import Compiled
-from ._trace_watch import TraceWatch
 from ._selector import Candidate, Selector, ShapeCheck, build_shape_check, key_function, selector
+from ._trace_watch import TraceWatch
 from ._view import Expectations, Specialization
 
 log = logging.getLogger("nocompile")

@@ -26,8 +26,9 @@ When any of that fails, Dynamo's own guard manager decides (``holds``): the call
 guard passes (an equal value stored again) and the watch is rebuilt, a bounded number of times;
 otherwise the call goes to the slow path, which recompiles or raises. Where a path cannot be
 followed (an accessor or a value the watch does not know: a set changed in place, a mapping that
-is not a dict), or the C extension is missing, the watch is *inexact*: the guard manager runs
-on every call, as stock ``torch.compile`` does.
+is not a dict), the watch is *inexact*: the guard manager runs
+on every call, as stock ``torch.compile`` does. Without the C extension the same comparisons run
+in Python (``PythonWatchCheck``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Any
 
 import torch
 
-from . import _native_checks
+from . import _compat, _native_checks
 from ._arguments import bound_arguments, closure_values
 
 #: How many times a watch is rebuilt after Dynamo's guards passed where it did not; after that, a
@@ -113,10 +114,6 @@ class TraceWatch:
         if self._check is not None:
             self._check.release()
         self._check = None
-        native = _native_checks.NATIVE
-        if native is None or not hasattr(native.module, "WatchCheck"):
-            self.reason = "no C extension with version tags (nocompile._native.WatchCheck)"
-            return
         this = arguments.get(self._self_name) if self._self_name else None
         try:
             paths = follow(self.function, self.manager, this, self._self_name)
@@ -128,13 +125,19 @@ class TraceWatch:
         self._reads = tuple(paths.reads)
         self._lists = tuple(paths.lists)
         objects = tuple(paths.objects.values())
-        self._check = native.module.WatchCheck(tuple(d for d, _ in self._dicts), objects)
+        dicts = tuple(d for d, _ in self._dicts)
+        native = _native_checks.NATIVE
+        if native is not None and hasattr(native.module, "WatchCheck"):
+            self._check = native.module.WatchCheck(dicts, objects)
+        else:
+            self._check = PythonWatchCheck(dicts, objects)
         self.reason = ""
 
     def holds(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         """Whether what the trace read outside the arguments still holds for this call."""
         check = self._check
-        if check is not None and (self._self_name is None or (args[0] if args else kwargs.get(self._self_name)) is self._self):
+        this = None if self._self_name is None else args[0] if args else kwargs.get(self._self_name)
+        if check is not None and this is self._self:
             changed = check()
             while changed is not None and changed >= 0 and self._same_names(changed):
                 check.update(changed)
@@ -172,6 +175,42 @@ class TraceWatch:
             f"exact: {len(self._dicts)} dicts and {len(self._reads) + len(self._lists)} other reads on the paths "
             "Dynamo's guards read outside the arguments"
         )
+
+
+class PythonWatchCheck:
+    """``_native.WatchCheck`` in Python, where the C extension is not built or does not apply:
+    each dict's version tag (``_compat.DICT_VERSION``), or where this Python has none (3.13 and
+    later) the identities of its keys and values."""
+
+    def __init__(self, dicts: tuple[dict[Any, Any], ...], objects: tuple[Any, ...]) -> None:
+        version = _compat.DICT_VERSION
+        self._version: Any = version if version is not None else _contents
+        self._dicts = dicts
+        self._versions = [self._version(d) for d in dicts]
+        self._objects = [(obj, type(obj)) for obj in objects]
+        self._released = False
+
+    def __call__(self) -> int | None:
+        if self._released:
+            return -1
+        version = self._version
+        for k, (d, seen) in enumerate(zip(self._dicts, self._versions, strict=True)):
+            if version(d) != seen:
+                return k
+        for obj, kind in self._objects:
+            if type(obj) is not kind:
+                return -1
+        return None
+
+    def update(self, index: int) -> None:
+        self._versions[index] = self._version(self._dicts[index])
+
+    def release(self) -> None:
+        self._released = True
+
+
+def _contents(d: dict[Any, Any]) -> tuple[Any, ...]:
+    return tuple((key, id(value)) for key, value in d.items())
 
 
 # -- following the guard tree --------------------------------------------------------------------
@@ -225,13 +264,13 @@ def _record(paths: Paths, value: Any, leaves: set[str], source: str, namespace: 
         if not namespace or leaves - _IMPLIED_BY_IDENTITY:
             paths.plain(value)  # its contents matter (or what it lacks: DICT_CONTAINS)
         return
-    if isinstance(value, _IMMUTABLE) or isinstance(value, (tuple, frozenset, types.FunctionType, types.CodeType)):
+    if isinstance(value, (*_IMMUTABLE, tuple, frozenset, types.FunctionType, types.CodeType)):
         return  # reached by identity from its holder
     if isinstance(value, list):
         return  # its length and items are recorded by whoever reads them (``_child``)
-    if isinstance(value, (set, bytearray)) or type(value).__module__ in {"numpy", "collections"}:
-        if leaves - {"ID_MATCH", "TYPE_MATCH"}:
-            raise Unfollowed(f"{source}: a {type(value).__name__} compared by content")
+    by_content = isinstance(value, (set, bytearray)) or type(value).__module__ in {"numpy", "collections"}
+    if by_content and leaves - {"ID_MATCH", "TYPE_MATCH"}:
+        raise Unfollowed(f"{source}: a {type(value).__name__} compared by content")
     paths.objects[id(value)] = value
 
 
@@ -279,7 +318,7 @@ def _child(paths: Paths, value: Any, accessor: Any, manager: Any, source: str) -
             raise Unfollowed(f"{source}: {accessor.repr()} of a {type(value).__name__}")
         index = int(match.group(1))
         item = value[index]
-        if expected is list:
+        if isinstance(value, list):
             paths.lists.append((value, len(value), [(index, item)]))
         _follow(paths, item, manager, f"{source}[{index}]")
     elif kind == "TypeGuardAccessor":
@@ -326,13 +365,15 @@ def _dict_key(d: dict[Any, Any], accessor_repr: str, source: str) -> Any:
     return found[0]
 
 
+#: ``__getattribute__`` of classes whose attributes live in their ``__dict__``.
+_PLAIN_LOOKUPS: tuple[Any, ...] = (object.__getattribute__, types.ModuleType.__getattribute__)
+
+
 def _plain_instance_dict(value: Any) -> dict[str, Any] | None:
     """``value.__dict__`` where reading an attribute reads it there (no custom ``__getattribute__``,
     no per-thread dict), else None."""
-    kind = type(value)
-    if kind.__getattribute__ not in (object.__getattribute__, types.ModuleType.__getattribute__) and not isinstance(
-        value, torch.nn.Module
-    ):
+    lookup: Any = type(value).__getattribute__
+    if lookup not in _PLAIN_LOOKUPS and not isinstance(value, torch.nn.Module):
         return None
     try:
         attributes = object.__getattribute__(value, "__dict__")

@@ -18,6 +18,18 @@ from nocompile._options import AUDIT_ENV, audit_from_env, validate_options
 pytestmark = pytest.mark.unaudited(reason="each test sets the audit itself, on or off")
 
 
+@pytest.fixture(autouse=True)
+def blind_trace_watch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit is for changes the per-call check does not see. Since the trace watch
+    (``_trace_watch``) sees the change these tests make (a submodule's attribute), they turn it
+    off, as a specialization without one has it, to have the per-call path run stale code; the
+    documented misses that remain are tested as they are (``test_each_documented_miss...``)."""
+    if "miss" not in request.fixturenames:
+        from nocompile import _inputs
+
+        monkeypatch.setattr(_inputs, "TraceWatch", lambda *args: None)
+
+
 class Inner(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -322,18 +334,6 @@ class Scaled(nn.Module):
         return y * 2 if self.inner.training else y
 
 
-def _submodule_attribute(model: Scaled) -> None:
-    model.inner.scale = 3.0
-
-
-def _submodule_train(model: Scaled) -> None:
-    model.inner.train(not model.inner.training)
-
-
-def _list_in_place(model: Scaled) -> None:
-    model.scales[0] = 5.0
-
-
 def _parameter_data(model: Scaled) -> None:
     model.b.weight.data = model.b.weight.data.t().contiguous().t()  # the same values, other strides
 
@@ -343,9 +343,6 @@ def _unfreeze(model: Scaled) -> None:
 
 
 MISSES = {
-    "a submodule's plain attribute": (_submodule_attribute, r"_modules\['inner'\]\.scale == 2\.0"),
-    "a submodule's train() alone": (_submodule_train, r"_modules\['inner'\]\.training"),
-    "a list held by self, in place": (_list_in_place, r"scales"),
     "a parameter's .data of another layout": (_parameter_data, r"weight"),
     "a parameter unfrozen": (_unfreeze, r"_modules\['b'\]._parameters\['weight'\]"),
 }

@@ -898,22 +898,17 @@ class _ListScaled(nn.Module):
         return x * self.scales[0]
 
 
-@pytest.mark.unaudited(reason="a list held by self changed in place is a documented miss (docs/footguns.md)")
 @pytest.mark.parametrize("guards", ["inputs", "dynamo"])
-def test_a_list_held_by_self_changed_in_place_is_seen_only_by_dynamo(guards: str) -> None:
-    """Documented in docs/footguns.md: only ``self``'s own dicts are fingerprinted, not the
-    containers in them, so ``self.scales[0] = 5.0`` after verified calls leaves ``guards="inputs"``
-    on the old value (a wrong result); ``guards="dynamo"`` evaluates Dynamo's guard on the item."""
+def test_a_list_held_by_self_changed_in_place_is_seen(guards: str) -> None:
+    """``self.scales[0] = 5.0`` after verified calls: ``guards="dynamo"`` evaluates Dynamo's guard
+    on the item; ``guards="inputs"``'s trace watch compares the item the trace read (once a
+    documented miss)."""
     model, x = _ListScaled(), torch.ones(2)
     model.forward = compile_once(model.forward, backend="eager", guards=guards, on_mismatch="recompile")  # type: ignore[method-assign]
     model(x)
     model(x)
     model.scales[0] = 5.0
-    got = model(x)
-    if guards == "dynamo":
-        assert torch.equal(got, torch.full((2,), 5.0))
-    else:
-        assert torch.equal(got, torch.ones(2))  # the old value, as documented
+    assert torch.equal(model(x), torch.full((2,), 5.0))
 
 
 # -- plain closure cells (a decorator's configuration) ------------------------------------------
