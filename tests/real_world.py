@@ -1059,7 +1059,6 @@ INDIRECT_CALLABLES = [
         "`self.rotary_fn = self.rotary_emb.forward`; the rotary's attention_scaling changed",
         library_global_world(HoldsSubmoduleMethod),
         lambda w: setattr(w.target.rotary, "attention_scaling", 2.0),
-        documented="a plain attribute of a submodule set alone",
     ),
     Scenario(
         "function_held_by_self_closure",
@@ -1089,7 +1088,6 @@ INDIRECT_CALLABLES = [
         "a registry decorator's options dict in a closure cell (`registered_activation.options['gain'] = 2.0`)",
         fn_world(call_registered_activation, x28),
         lambda w: w.setitem(registered_activation.options, "gain", 2.0),  # type: ignore[attr-defined]
-        documented="a list or dict held by a closure cell changed in place",
     ),
     Scenario(
         "lambda_with_default_replaced",
@@ -1338,7 +1336,6 @@ MODULE_EDITS = [
         "tuning a nested layer's attribute in a notebook: `model.layers[0].scale = 3.0`",
         module_world(Stack),
         lambda w: setattr(w.target.layers[0], "scale", 3.0),
-        documented="a plain attribute of a submodule set alone",
     ),
     Scenario(
         "peft_scale_layer",
@@ -1346,7 +1343,6 @@ MODULE_EDITS = [
         "peft's scale_layer: `lora_layer.scaling['default'] *= 0.5` (a dict held by a submodule)",
         module_world(PeftModel),
         lambda w: w.target.layer.scaling.__setitem__("default", 0.5),
-        documented="a list or dict held by self changed in place",
     ),
     Scenario(
         "peft_disable_adapters",
@@ -1354,7 +1350,6 @@ MODULE_EDITS = [
         "peft's disable_adapter_layers(): `layer.disable_adapters = True` on every LoRA submodule",
         module_world(PeftModel),
         lambda w: setattr(w.target.layer, "disable_adapters", True),
-        documented="a plain attribute of a submodule set alone",
     ),
     Scenario(
         "liger_instance_forward_on_submodule",
@@ -1362,7 +1357,6 @@ MODULE_EDITS = [
         "liger-kernel's _bind_method_to_module: `module.forward = MethodType(LigerRMSNorm.forward, module)`",
         module_world(WithBlock),
         lambda w: setattr(w.target.block, "forward", types.MethodType(_liger_forward, w.target.block)),
-        documented="an instance-level forward on a submodule",
     ),
     Scenario(
         "modulelist_append",
@@ -1778,7 +1772,6 @@ VALUES = [
         "per-layer scales in a list held by the model (`model.layer_scales[0] = 2.0`)",
         module_world(ListOnSelf),
         lambda w: w.target.layer_scales.__setitem__(0, 2.0),
-        documented="a list or dict held by self changed in place",
     ),
     Scenario(
         "class_attribute",
@@ -1786,7 +1779,6 @@ VALUES = [
         "a class-level default changed for every instance (`Model.temperature = 0.5`)",
         module_world(ClassTemperature),
         setter(ClassTemperature, "temperature", 0.5),
-        documented="a class attribute",
     ),
     Scenario(
         "sliding_window_position_advances",
