@@ -219,6 +219,24 @@ def test_a_damaged_kernel_is_set_aside(warm_copy: pathlib.Path, caplog: pytest.L
     assert not warm_copy.exists() and warm_copy.with_name(warm_copy.name + ".bad").exists()
 
 
+def test_a_kernel_the_loader_refuses_is_set_aside(
+    warm_copy: pathlib.Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An intact file whose shared library does not load here (built against another C++ runtime
+    or glibc, say): AOTInductor's loader raises, the file is set aside, nothing crashes."""
+    header, _ = _artifacts.decode(warm_copy.read_bytes())
+
+    def refusing(package: bytes, device_index: int) -> Any:
+        assert package[:2] == b"PK" and device_index == -1  # the .pt2 package (a zip) for the CPU
+        raise RuntimeError("undefined symbol: _ZN5torch3aot6runner")
+
+    monkeypatch.setattr(_compat, "aoti_loader", refusing)
+    with caplog.at_level(logging.WARNING, logger="nocompile"):
+        assert _load(warm_copy, header) is None
+    assert "undefined symbol" in caplog.text
+    assert not warm_copy.exists() and warm_copy.with_name(warm_copy.name + ".bad").exists()
+
+
 @pytest.mark.parametrize(
     ("field", "change"),
     [
