@@ -254,7 +254,12 @@ def _render_spec(spec: SpecializationReport, policy: str, verbose: bool) -> list
             f"{graph.parameters} parameter(s) + {graph.buffers} buffer(s){extra}"
         )
     if spec.direct_graphs:
-        out.append("    called past its Python wrappers (AOTAutograd's runtime wrapper on inductor's kernels)")
+        wrapper = (
+            "AOTInductor's loader called directly"
+            if kernels and kernels.startswith("AOTInductor")
+            else ("AOTAutograd's runtime wrapper on inductor's kernels")
+        )
+        out.append(f"    called past its Python wrappers ({wrapper})")
     every = spec.guards_dropped + spec.guards_kept
     compiles = max((g.compile for g in every), default=1)
     for n in range(1, compiles + 1):

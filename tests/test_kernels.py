@@ -155,6 +155,7 @@ def test_a_warm_load_on_an_empty_inductor_cache_does_no_compile_work(
     assert warm["report"] == ["loaded", str(artifact(cache)), made_by]
     assert f"s from {artifact(cache)}" in warm["explain"] and "specialization #1: loaded in " in warm["explain"]
     assert "kernels: AOTInductor (" in warm["explain"]
+    assert "called past its Python wrappers (AOTInductor's loader called directly)" in warm["explain"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
