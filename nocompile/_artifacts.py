@@ -518,6 +518,7 @@ def _load(
         record=None,
         origin="loaded",
         artifact_path=path,
+        kernels=header.get("kernels_made_by"),
     )
 
 
@@ -573,6 +574,7 @@ def make(
     install_dynamo_globals(bytecode_fn, fn.__globals__)
     seconds = time.perf_counter() - started
     dropped, shape_exprs = list(guards.dropped), list(guards.shape_exprs)
+    kernels = getattr(compile_kwargs.get("backend"), "outcome", options.backend_name())
     saved = path
 
     def compiled(saved: str | None) -> Compiled:
@@ -585,6 +587,7 @@ def make(
             shape_exprs=tuple(shape_exprs),
             record=record,
             artifact_path=saved,
+            kernels=kernels,
         )
 
     if path is None:
@@ -595,7 +598,7 @@ def make(
             "dropped_guards": [list(d) for d in dropped],
             "shape_guards": shape_exprs,
             "compile_seconds": round(seconds, 3),
-            "kernels_made_by": getattr(compile_kwargs.get("backend"), "outcome", options.backend_name()),
+            "kernels_made_by": kernels,
             "outside_modules": outside_modules(aot, fn.__globals__),
             "created": time.time(),
         }

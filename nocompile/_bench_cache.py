@@ -102,14 +102,16 @@ with torch.no_grad():
     before = time.perf_counter()
     if mega and way == "stock-mega":
         with open(mega, "rb") as fh:
-            torch.compiler.load_cache_artifacts(fh.read())
+            data = fh.read()
+        if data:  # empty when torch had nothing to save (a backend without caches)
+            torch.compiler.load_cache_artifacts(data)
     y = result(step(**kwargs))
     sync()
     first = time.perf_counter()
     if way == "stock-save-mega":
-        data, _info = torch.compiler.save_cache_artifacts()
+        saved = torch.compiler.save_cache_artifacts()  # None when there is nothing to save
         with open(mega, "wb") as fh:
-            fh.write(data)
+            fh.write(saved[0] if saved is not None else b"")
     per_call = []
     for _ in range(5):
         rewind(kwargs)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ._codegen import qualified_name
+from ._kernels import AOTI
 from ._options import CompileOptions
 from ._record import GUARD_KINDS, OTHER_KIND, CompileRecord, GraphRecord, GuardRecord
 
@@ -75,6 +76,13 @@ class SpecializationReport:
     """Graphs the bytecode calls past their Python wrappers (``Specialization.direct_graphs``)."""
     audited: bool = False
     """Every call it serves also evaluates Dynamo's guards (``audit=True`` / ``NOCOMPILE_AUDIT=1``)."""
+    origin: str = "compiled"
+    """``"compiled"`` in this process, or ``"loaded"`` from an artifact (``cache_dir``)."""
+    artifact_path: str | None = None
+    """The artifact it was loaded from or saved to, or None."""
+    kernels: str | None = None
+    """What made its kernels on the ahead-of-time path: ``"aotinductor (<ISA>)"`` (carried in the
+    artifact, loaded without inductor) or ``"inductor (<why not>)"``; None in process."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,6 +192,9 @@ def _specialization_report(fn: types.FunctionType, index: int, spec: Specializat
         dynamic=tuple(spec.dynamic.describe()) if spec.dynamic is not None else (),
         direct_graphs=spec.direct_graphs,
         audited=spec.expectations is not None and spec.expectations.audit,
+        origin=spec.origin,
+        artifact_path=spec.artifact_path,
+        kernels=spec.kernels,
     )
 
 
@@ -217,7 +228,14 @@ def _render(report: ExplainReport, verbose: bool) -> str:
 
 
 def _render_spec(spec: SpecializationReport, policy: str, verbose: bool) -> list[str]:
-    out = ["", f"  specialization #{spec.index}: compiled in {spec.compile_seconds:.3f} s"]
+    if spec.origin == "loaded":
+        out = ["", f"  specialization #{spec.index}: loaded in {spec.compile_seconds:.3f} s from {spec.artifact_path}"]
+    else:
+        saved = f", saved to {spec.artifact_path}" if spec.artifact_path else ""
+        out = ["", f"  specialization #{spec.index}: compiled in {spec.compile_seconds:.3f} s{saved}"]
+    kernels = _kernels_text(spec.kernels)
+    if kernels is not None:
+        out += _wrap(kernels, "    kernels: ", "      ")
     label = "checked per call" if policy == "inputs" else "compiled for"
     out += _wrap(spec.signature, f"    {label}: ", "      ")
     if spec.dynamic:
@@ -236,7 +254,12 @@ def _render_spec(spec: SpecializationReport, policy: str, verbose: bool) -> list
             f"{graph.parameters} parameter(s) + {graph.buffers} buffer(s){extra}"
         )
     if spec.direct_graphs:
-        out.append("    called past its Python wrappers (AOTAutograd's runtime wrapper on inductor's kernels)")
+        wrapper = (
+            "AOTInductor's loader called directly"
+            if kernels and kernels.startswith("AOTInductor")
+            else ("AOTAutograd's runtime wrapper on inductor's kernels")
+        )
+        out.append(f"    called past its Python wrappers ({wrapper})")
     every = spec.guards_dropped + spec.guards_kept
     compiles = max((g.compile for g in every), default=1)
     for n in range(1, compiles + 1):
@@ -262,6 +285,15 @@ def _render_spec(spec: SpecializationReport, policy: str, verbose: bool) -> list
             out.append(f"    FX graph {i + 1} (what the backend compiled):")
             out += ["      " + line if line else "" for line in graph.code.rstrip().splitlines()]
     return out
+
+
+def _kernels_text(kernels: str | None) -> str | None:
+    """What made an ahead-of-time specialization's kernels, for inductor (None for other backends)."""
+    if kernels is not None and kernels.startswith(AOTI):
+        return f"AOTInductor{kernels[len(AOTI) :]}, built into the artifact (a load compiles nothing)"
+    if kernels is not None and kernels.startswith("inductor"):
+        return f"inductor's own{kernels[len('inductor') :]}: a load on an empty inductor cache builds them"
+    return None
 
 
 def _render_guards(verb: str, guards: Sequence[GuardRecord], verbose: bool) -> list[str]:

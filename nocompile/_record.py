@@ -305,6 +305,8 @@ class Compiled:
     origin: str = "compiled"
     """``"compiled"`` in this process, or ``"loaded"`` from an artifact file."""
     artifact_path: str | None = None
+    kernels: str | None = None
+    """Ahead-of-time path: what made the kernels (the artifact header's ``kernels_made_by``)."""
     keeps_guards: bool = False
     """Whether Dynamo's cache entry for ``source_code`` kept its guards (see ``keeps_guards``)."""
     arguments_before: dict[str, Any] | None = None

@@ -139,6 +139,7 @@ def specialize(job: Job, request: Request, *, run: bool) -> Outcome:
         record=made.record,
         origin=made.origin,
         artifact_path=made.artifact_path,
+        kernels=made.kernels,
         direct_graphs=direct_graphs,
         expectations=expectations,
         static_key_function=static_request.key_function,

@@ -137,6 +137,9 @@ class Specialization:
     """``"compiled"`` in this process, or ``"loaded"`` from an artifact file."""
     artifact_path: str | None = None
     """The artifact file it was loaded from or saved to; ``None`` when not persisted."""
+    kernels: str | None = None
+    """Ahead-of-time path: what made the compiled kernels, ``"aotinductor (<ISA>)"`` (they travel
+    in the artifact) or ``"inductor (<why not AOTInductor>)"``; None in process."""
     expectations: Expectations | None = None
     """Under ``guards="inputs"``: what a call must match to run it."""
     static_key_function: KeyFunction | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -93,3 +94,36 @@ def test_bench_patterns_json_has_every_pattern_and_way(capsys: pytest.CaptureFix
         assert set(p["wrong"]) <= {'compile_once(guards="none")'}
     window = next(p for p in block["patterns"] if "sliding window" in p["pattern"])
     assert window["wrong"] == ['compile_once(guards="none")']
+
+
+def test_bench_cache_reports_every_row_for_both_models(capsys: pytest.CaptureFixture[str]) -> None:
+    """``bench-cache`` end to end on a tiny configuration (eager backend, one round): every row of
+    issue #27 for the reference MLP and, where transformers is installed, the Llama decode step."""
+    from nocompile._bench_cache import KINDS, format_table
+
+    try:
+        import transformers  # noqa: F401
+
+        models = "mlp,llama"
+    except ImportError:
+        models = "mlp"
+    tiny = ["--backend", "eager", "--rounds", "1", "--layers", "1", "--width", "4"]
+    code = main(["bench-cache", *tiny, "--models", models, "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [row["model"] for row in result["rows"]] == models.split(",")
+    assert KINDS == ("cold", "warm", "warm, empty inductor cache", "stock, caches warm", "stock, mega-cache loaded")
+    for row in result["rows"]:
+        for kind in KINDS:
+            measured = row[kind]
+            assert measured["median_first_call_s"] > 0 and measured["median_import_s"] > 0
+            assert measured["median_us_per_call"] > 0 and len(measured["first_call_samples_s"]) == 1
+            assert measured["correct"] is True
+        assert (row["cold"]["compiles"], row["cold"]["loads"]) == ([1], [0])
+        for kind in ("warm", "warm, empty inductor cache"):  # the artifact is loaded, nothing compiled
+            assert (row[kind]["compiles"], row[kind]["loads"]) == ([0], [1])
+        assert row["stock, caches warm"]["compiles"] == [None]  # stock: no nocompile stats
+    table = format_table(result)
+    for kind in KINDS:
+        assert re.search(rf"\nmlp 1L +{re.escape(kind)} +[0-9]+\.[0-9]{{3}} ", table), table
+    assert "warm / stock warm" in table and "WRONG RESULT" not in table and "not every run loaded" not in table

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 import torch
 
-from nocompile import _artifacts, _compat, _kernels
+from nocompile import _artifacts, _compat, _explain, _kernels
 from nocompile._artifacts import BadArtifact
 from nocompile._inputs import request_for
 from nocompile._options import CompileOptions
@@ -46,12 +47,13 @@ class Net(torch.nn.Module):
     def forward(self, x):
         return self.norm(x + torch.nn.functional.gelu(self.lin(x)))
 
+device = os.environ.get("TEST_DEVICE", "cpu")
 torch.manual_seed(0)
-net = Net()
-x = torch.randn(2, 8)
+net = Net().to(device)
+x = torch.randn(2, 8, device=device)
 
 def close():
-    return bool(torch.allclose(net(x), Net.forward.__wrapped__(net, x), atol=1e-5))
+    return bool(torch.allclose(net(x), Net.forward.__wrapped__(net, x), atol=1e-5 if device == "cpu" else 1e-4))
 
 out = {}
 with torch.no_grad():
@@ -62,12 +64,15 @@ with torch.no_grad():
     out["counters"] = {k: dict(v) for k, v in counters.items() if v}
     net.lin.weight.mul_(2)
     out["in_place"] = close()
-    net.lin.weight = torch.nn.Parameter(torch.randn(8, 8))
+    net.lin.weight = torch.nn.Parameter(torch.randn(8, 8, device=device))
     out["reassigned"] = close()
 stats = net.forward.stats
 out["compiles"], out["loads"] = stats.compiles, stats.loads
 import torch._inductor.cpu_vec_isa as isa
 out["isa_probes"] = isa.valid_vec_isa_list.cache_info().currsize
+spec = net.forward.report().states[0].specializations[0]
+out["report"] = [spec.origin, spec.artifact_path, spec.kernels]
+out["explain"] = net.forward.explain()
 print("RESULT " + json.dumps(out))
 """
 
@@ -123,6 +128,12 @@ def test_the_cold_process_saves_aotinductor_kernels_in_the_artifact(
     assert header["kernels"]["cpu_isa"] == list(_compat.cpu_isa_candidates())
     assert header["kernels"]["threads"] == 1
     assert len(payload) > 10_000  # the shared library travels in the payload
+    assert first["report"] == ["compiled", str(artifact(cache)), header["kernels_made_by"]]
+    assert re.search(
+        rf"specialization #1: compiled in [0-9.]+ s, saved to {re.escape(str(artifact(cache)))}\n", first["explain"]
+    )
+    explained = " ".join(first["explain"].split())  # unwrapped
+    assert "kernels: AOTInductor (" in explained and "built into the artifact (a load compiles nothing)" in explained
 
 
 def test_a_warm_load_on_an_empty_inductor_cache_does_no_compile_work(
@@ -140,6 +151,33 @@ def test_a_warm_load_on_an_empty_inductor_cache_does_no_compile_work(
     assert warm["isa_probes"] == 0  # inductor's CPU ISA probe never ran
     assert warm["imported"] == []  # no module of inductor imported by the load
     assert files_under(empty) == []  # nothing written to (or built in) inductor's cache
+    made_by = _artifacts.decode(artifact(cache).read_bytes())[0]["kernels_made_by"]
+    assert warm["report"] == ["loaded", str(artifact(cache)), made_by]
+    assert f"s from {artifact(cache)}" in warm["explain"] and "specialization #1: loaded in " in warm["explain"]
+    assert "kernels: AOTInductor (" in warm["explain"]
+    assert "called past its Python wrappers (AOTInductor's loader called directly)" in warm["explain"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_warm_cuda_load_on_empty_inductor_and_triton_caches_does_no_compile_work(tmp_path: pathlib.Path) -> None:
+    """The same on a GPU (``STEPS=warmstart bash scripts/gpu_check.sh``): the kernels (cubins and
+    the C++ calling them) travel in the artifact, so an empty inductor and Triton cache builds nothing."""
+    cache = tmp_path / "cache"
+    cold = run_child(tmp_path, cache, tmp_path / "inductor-cold", TEST_DEVICE="cuda")
+    header = _artifacts.decode(artifact(cache).read_bytes())[0]
+    assert (cold["compiles"], cold["loads"]) == (1, 0)
+    assert cold["first"] and cold["in_place"] and cold["reassigned"]
+    assert header["kernels_made_by"] == f"{_kernels.AOTI} (cuda)", header["kernels_made_by"]
+    assert header["kernels"]["gpus"] and header["kernels"]["cuda"] == torch.version.cuda
+    empty = tmp_path / "inductor"
+    empty.mkdir()  # TRITON_CACHE_DIR is empty/triton, inside it
+    warm = run_child(tmp_path, cache, empty, TEST_DEVICE="cuda")
+    assert (warm["compiles"], warm["loads"]) == (0, 1)
+    assert warm["first"] and warm["in_place"] and warm["reassigned"]
+    assert warm["counters"] == {}  # no Dynamo trace, no AOTAutograd, no inductor or Triton cache lookups
+    assert warm["imported"] == []  # no module of inductor imported by the load
+    assert files_under(empty) == []  # nothing written to (or built in) inductor's or Triton's cache
+    assert "kernels: AOTInductor (cuda), built into the artifact" in " ".join(warm["explain"].split())
 
 
 # -- artifacts that must not load: damaged, built for another machine or torch ---------------------
@@ -179,6 +217,24 @@ def test_a_damaged_kernel_is_set_aside(warm_copy: pathlib.Path, caplog: pytest.L
     with caplog.at_level(logging.WARNING, logger="nocompile"):
         assert _load(warm_copy, header) is None
     assert "checksum" in caplog.text
+    assert not warm_copy.exists() and warm_copy.with_name(warm_copy.name + ".bad").exists()
+
+
+def test_a_kernel_the_loader_refuses_is_set_aside(
+    warm_copy: pathlib.Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An intact file whose shared library does not load here (built against another C++ runtime
+    or glibc, say): AOTInductor's loader raises, the file is set aside, nothing crashes."""
+    header, _ = _artifacts.decode(warm_copy.read_bytes())
+
+    def refusing(package: bytes, device_index: int) -> Any:
+        assert package[:2] == b"PK" and device_index == -1  # the .pt2 package (a zip) for the CPU
+        raise RuntimeError("undefined symbol: _ZN5torch3aot6runner")
+
+    monkeypatch.setattr(_compat, "aoti_loader", refusing)
+    with caplog.at_level(logging.WARNING, logger="nocompile"):
+        assert _load(warm_copy, header) is None
+    assert "undefined symbol" in caplog.text
     assert not warm_copy.exists() and warm_copy.with_name(warm_copy.name + ".bad").exists()
 
 
@@ -315,6 +371,20 @@ def test_graphs_aotinductor_does_not_take_or_fails_on_go_to_inductors_backend(
     cudagraphs = _kernels.KernelBackend({}, cudagraphs=True)
     assert cudagraphs(_graph(), [torch.ones(2)]) == "inductor's own output"
     assert cudagraphs.outcome == "inductor (cudagraphs=True)"
+
+
+@pytest.mark.parametrize(
+    ("made_by", "says"),
+    [
+        ("aotinductor (avx512)", "AOTInductor (avx512), built into the artifact (a load compiles nothing)"),
+        ("inductor (cudagraphs=True)", "inductor's own (cudagraphs=True): a load on an empty inductor cache"),
+        ("eager", None),
+        (None, None),
+    ],
+)
+def test_explain_says_what_made_the_kernels(made_by: str | None, says: str | None) -> None:
+    text = _explain._kernels_text(made_by)
+    assert text == says if says is None else str(text).startswith(says)
 
 
 def test_size_asserts_check_each_input_as_inductor_would() -> None:
