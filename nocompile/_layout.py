@@ -67,11 +67,15 @@ _CELL_WATCHED = "__nc_cell_watched"
 _FUNCTION_WATCHED = "__nc_function_watched"
 _OBJECT_WATCHED = "__nc_object_watched"
 #: The markers of the module part's tree roots, and what ``_watch.module_tree`` watches of each.
+#: With version trees, marks a module's ``_modules``: the tree watches it and the item dicts of the
+#: containers below it (``_watch.module_tree``).
+_MODULES_WATCHED = "__nc_modules_watched"
 _TREE_ROOTS = {
     f"{_FINGERPRINT}(": "dict",
     f"{_CELL_WATCHED}(": "cells",
     f"{_FUNCTION_WATCHED}(": "function",
     f"{_OBJECT_WATCHED}(": "object",
+    f"{_MODULES_WATCHED}(": "modules",
 }
 #: The global bound to the tuple of the plain closure cells (``CheckLayout.closure_cells``).
 _PLAIN_CELLS = "__nc_plain_cells"
@@ -290,7 +294,17 @@ class _KeyWriter:
         way leads to the verification, which compares every parameter's layout
         (``_watch.tensor_layout``)."""
         prints.append(f"{expr}.__class__")
-        prints.extend(f"{_FINGERPRINT}({expr}.{d})" for d in _compat.MODULE_DICTS)
+        # The containers below it: ``del layers[0]``, ``insert`` and ``pop`` edit a container's item
+        # dict in place or replace it (``layers._modules = ...``), and fire no registration hook.
+        containers = [name for name, sub in module.named_modules() if name and isinstance(sub, _watch.CONTAINERS)]
+        in_tree = prints is self.module_prints and version_trees() and containers
+        for d in _compat.MODULE_DICTS:
+            watched = _MODULES_WATCHED if in_tree and d == "_modules" else _FINGERPRINT
+            prints.append(f"{watched}({expr}.{d})")
+        if not in_tree:  # each container's item dict, read again on every call (a new dict has a new version)
+            for name in containers:
+                where = expr + "".join(f"._modules[{part!r}]" for part in name.split("."))
+                prints.append(f"{_FINGERPRINT}({where}._modules)")
         first = _compat.first_parameter(module)
         if first is not None:
             sentinel, parameter = first
@@ -301,12 +315,6 @@ class _KeyWriter:
         for name, value in instance_attributes(module):  # not nocompile's own state: it changes on every call
             if classify(value) is Kind.OBJECT:
                 prints.append(_object_print(value, attribute_source(expr, name), in_tree=prints is self.module_prints))
-        # The containers below it: ``del layers[0]``, ``insert`` and ``pop`` edit a container's item
-        # dict in place or replace it (``self._modules = ...``), and fire no registration hook.
-        for name, sub in module.named_modules():
-            if name and isinstance(sub, _CONTAINERS):
-                where = expr + "".join(f"._modules[{part!r}]" for part in name.split("."))
-                prints += [f"{_FINGERPRINT}({where}.__dict__)", f"{_FINGERPRINT}({where}._modules)"]
 
     def global_prints(self, fn: types.FunctionType) -> None:
         """Objects, modules and dicts the function names as globals: their attributes or entries,
@@ -422,10 +430,6 @@ def _plain_cell(node: Node) -> bool:
     if node.kind is Kind.SCALAR:
         return not node.dynamic_int
     return node.kind is Kind.CONSTANT and not isinstance(node.value, slice)
-
-
-#: Modules whose items are edited in place (``del``, ``insert``, ``pop``): their item dicts are watched.
-_CONTAINERS = (torch.nn.ModuleList, torch.nn.ModuleDict, torch.nn.Sequential)
 
 
 def _object_dict_readable(value: Any) -> bool:
