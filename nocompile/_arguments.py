@@ -25,13 +25,22 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import keyword
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 
-from ._codegen import EMPTY_CELL, closure_variables, code_signature, varkw_name
+from ._codegen import (
+    EMPTY_CELL,
+    GETATTR,
+    closure_variables,
+    code_signature,
+    key_source,
+    literal_key,
+    varkw_name,
+)
 from ._codegen import closure_values as closure_values  # re-exported: _state imports it from here
 
 #: How many objects deep the walk follows attributes (a cache object -> its list of layers -> a
@@ -58,7 +67,8 @@ class Kind(str, enum.Enum):
     SEQUENCE = "sequence"
     """A list or tuple (namedtuples and ``torch.Size`` included): its type, length and items."""
     MAPPING = "mapping"
-    """A dict whose keys are all str or int: its keys, in order, and its values."""
+    """A dict whose keys generated code can name (str, int, enum members, tuples of such: ``bindable_key``):
+    its keys, in order, and its values."""
     OBJECT = "object"
     """Any other object with an instance ``__dict__``: its class, attribute names and attributes."""
     OPAQUE = "opaque"
@@ -78,8 +88,21 @@ NOT_FOLLOWED: tuple[type, ...] = (
 )
 
 
+def bindable_key(key: Any) -> bool:
+    """Whether generated code can name the dict key ``key``: a literal (``_codegen.literal_key``),
+    or a value compared by value, bound as a constant of the generated code (``key_source``): an
+    enum member, a float (not NaN: found only by identity), a dtype, a tuple or frozenset of such."""
+    if literal_key(key):
+        return True
+    if isinstance(key, float):
+        return key == key
+    if isinstance(key, (tuple, frozenset)):
+        return all(bindable_key(k) for k in key)
+    return isinstance(key, (int, str, bytes, complex, enum.Enum, torch.dtype, torch.device))
+
+
 def _plain_mapping(value: Any) -> bool:
-    return isinstance(value, dict) and all(isinstance(k, (str, int)) for k in value)
+    return isinstance(value, dict) and all(bindable_key(k) for k in value)
 
 
 def _has_instance_dict(value: Any) -> bool:
@@ -265,7 +288,7 @@ class _Walker(ObjectWalk):
         elif kind is Kind.MAPPING:
             for k, item in value.items():
                 node.children.append(
-                    self.node(item, f"{path}[{k!r}]", _sub(expr, f"[{k!r}]"), depth, None, inside, closure)
+                    self.node(item, f"{path}[{k!r}]", _sub(expr, f"[{key_source(k)}]"), depth, None, inside, closure)
                 )
         elif kind is Kind.OBJECT or (kind is Kind.MODULE and self.follow_modules):
             if not self.follows(depth):
@@ -282,9 +305,16 @@ class _Walker(ObjectWalk):
         self.locals += 1
         node.local = f"_nc_o{self.locals}" if node.expr is not None else None
         for name, item in instance_attributes(node.value):
-            spellable = node.local is not None and name.isidentifier() and not name.startswith("__")
-            expr = f"{node.local}.{name}" if spellable else None
+            expr = None if node.local is None else attribute_source(node.local, name)
             node.children.append(self.node(item, f"{node.path}.{name}", expr, node.depth + 1, None, True, node.closure))
+
+
+def attribute_source(expr: str, name: str) -> str:
+    """Source reading attribute ``name`` of ``expr``: ``expr.name``, or through ``getattr`` where
+    ``name`` cannot follow a dot (``lambda``, ``rope-theta``, a dunder name)."""
+    if name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("__"):
+        return f"{expr}.{name}"
+    return f"{GETATTR}({expr}, {name!r})"
 
 
 def _sub(expr: str | None, suffix: str) -> str | None:
@@ -324,7 +354,8 @@ def walk(
         if name == varkw:
             root = Node(Kind.MAPPING, name, name, value, 0, parameter=name, varkw=True)
             for k in sorted(value):
-                root.children.append(walker.node(value[k], f"{name}[{k!r}]", f"{name}[{k!r}]", 0, None, False))
+                child = walker.node(value[k], f"{name}[{k!r}]", f"{name}[{key_source(k)}]", 0, None, False)
+                root.children.append(child)
             roots.append(root)
         else:
             roots.append(walker.node(value, name, name, 0, name, False))

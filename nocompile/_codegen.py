@@ -8,12 +8,16 @@ or extra arguments), and then compiled with ``define_like``.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import inspect
 import linecache
+import re
 import types
 from collections.abc import Collection, Sequence
 from typing import Any, NamedTuple
+
+from ._errors import NoCompileError
 
 
 def code_signature(fn: types.FunctionType) -> inspect.Signature:
@@ -189,6 +193,85 @@ def pass_on(fn: types.FunctionType) -> tuple[str, str]:
     return tuple_source(positional), "{" + ", ".join(keywords) + "}"
 
 
+# -- names the generated code reads: never a user's name ----------------------------------------
+#
+# A generated function takes the decorated function's own parameters, so a parameter named like a
+# builtin (``min``, ``len``, ``type``) is a local of the generated frame and shadows that builtin
+# there. Generated code therefore reads every builtin it calls, and every value it needs that has
+# no literal (an enum dict key), through a global of its own, whose name no parameter may take
+# (``RESERVED_PREFIXES``): ``define_like`` binds them.
+
+#: Prefixes of every name generated code binds (globals ``__nc_...``, object locals ``_nc_o3``).
+RESERVED_PREFIXES = ("__nc_", "_nc_")
+
+
+def builtin(name: str) -> str:
+    """The name generated code calls the builtin ``name`` by (``__nc_b_len``)."""
+    if not hasattr(builtins, name):  # pragma: no cover - a generator's own mistake
+        raise ValueError(f"no builtin named {name!r}")
+    return f"__nc_b_{name}"
+
+
+LEN, MIN, TUPLE, SORTED, MAP, GETATTR, VARS, BOOL = map(
+    builtin, ("len", "min", "tuple", "sorted", "map", "getattr", "vars", "bool")
+)
+
+#: One NaN object: a float argument compiled as NaN is keyed by this (``nan_canonical``), so that a
+#: new ``float('nan')`` each call (NaN != NaN, and hashed by identity) is the same key.
+NAN = "__nc_nan"
+_NAN_VALUE = float("nan")
+
+_CONSTANT_PREFIX = "__nc_k"
+_BOUND_NAMES = re.compile(r"\b(__nc_b_\w+|__nc_k\d+|__nc_nan)\b")
+#: Constants generated code indexes dicts with, by name, and their names by (type, value).
+_CONSTANTS: dict[str, Any] = {}
+_CONSTANT_NAMES: dict[tuple[type, Any], str] = {}
+
+
+def literal_key(key: Any) -> bool:
+    """Whether ``key`` is written into generated code as its ``repr`` (exactly a str, int, bool or
+    None: a subclass such as an ``IntEnum`` member has a ``repr`` that is no literal)."""
+    return type(key) in (str, int, bool, type(None))
+
+
+def key_source(key: Any) -> str:
+    """Source naming the dict key ``key`` in generated code: its literal, or a global bound to it."""
+    if literal_key(key):
+        return repr(key)
+    found = _CONSTANT_NAMES.get((type(key), key))
+    if found is None:
+        found = f"{_CONSTANT_PREFIX}{len(_CONSTANTS)}"
+        _CONSTANTS[found] = key
+        _CONSTANT_NAMES[(type(key), key)] = found
+    return found
+
+
+def nan_canonical(expr: str, value: Any) -> str:
+    """``expr`` as a key element: where the value was compiled as a float NaN, any NaN reads as one
+    object (``NAN``), so that a fresh ``float('nan')`` per call is equal to it."""
+    if isinstance(value, float) and value != value:
+        return f"({expr} if {expr} == {expr} else {NAN})"
+    return expr
+
+
+def bound_names(source: str) -> dict[str, Any]:
+    """The globals ``source`` reads by the reserved names above (builtins, key constants, NaN)."""
+    found: dict[str, Any] = {}
+    for name in set(_BOUND_NAMES.findall(source)):
+        if name == NAN:
+            found[name] = _NAN_VALUE
+        elif name.startswith(_CONSTANT_PREFIX):
+            found[name] = _CONSTANTS[name]
+        else:
+            found[name] = getattr(builtins, name[len("__nc_b_") :])
+    return found
+
+
+def reserved_parameters(fn: types.FunctionType) -> list[str]:
+    """``fn``'s parameters whose names generated code reserves for itself (``RESERVED_PREFIXES``)."""
+    return [name for name in code_signature_names(fn) if name.startswith(RESERVED_PREFIXES)]
+
+
 def _register_source(fn: types.FunctionType, source: str) -> str:
     """A file name for generated ``source``, registered in ``linecache`` so that tracebacks, ``pdb``
     and ``inspect.getsource`` show the generated lines (as attrs does for its generated methods).
@@ -230,6 +313,15 @@ def define_like(
     tracebacks read as they would for ``fn``. The functions in ``own_defaults`` keep the defaults
     their source gives them (``live_defaults``) instead.
     """
+    reserved = reserved_parameters(fn)
+    if reserved:
+        raise NoCompileError(
+            f"{qualified_name(fn)}: parameter(s) {', '.join(map(repr, reserved))} begin with a prefix that "
+            f"nocompile reserves for the names in its generated code ({' or '.join(map(repr, RESERVED_PREFIXES))}); "
+            "rename them."
+        )
+    for name, value in bound_names(source).items():
+        namespace.setdefault(name, value)
     before = set(namespace)
     exec(compile(source, _register_source(fn, source), "exec"), namespace)
     defined = {}

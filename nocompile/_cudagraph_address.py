@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ._arguments import Kind, Node
+from ._codegen import bound_names
 
 _KEY_NAMES = itertools.count()
 
@@ -84,7 +85,7 @@ class AddressKey:
             lines.append("        tensors.append(())")
         lines.append("    return tuple(key), tuple(tensors)")
         source = "\n".join(lines) + "\n"
-        namespace: dict[str, Any] = {"_describe": _describe}
+        namespace: dict[str, Any] = {"_describe": _describe, **bound_names(source)}
         exec(compile(source, f"<nocompile address key {next(_KEY_NAMES)}>", "exec"), namespace)
         self.source = source
         self._fn: Callable[[tuple[Any, ...]], tuple[tuple[Any, ...], tuple[tuple[torch.Tensor, ...], ...]]] = namespace[

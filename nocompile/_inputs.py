@@ -367,6 +367,8 @@ class InputGuard:
                 continue
             if expected.trace_watch is not None and not expected.trace_watch.holds(args, kwargs):
                 continue
+            if check.keyword_order is not None and not self._keyword_order_holds(spec, args, kwargs):
+                continue
             if not vouched or module_part not in expected.verified_modules:
                 if self.baked_in_failure(spec, args, kwargs) is not None:
                     continue
@@ -388,6 +390,15 @@ class InputGuard:
                     check.verify(key, per_call, pins)
             return spec.call
         return None
+
+    def _keyword_order_holds(self, spec: Specialization, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Whether ``spec`` may run a call whose ``**kwargs`` come in another order than it was
+        compiled for: only where Dynamo's guards hold for it (they guard the order where the trace
+        iterated the names); without them, never."""
+        expected = spec.expectations
+        if expected is None or expected.fast_key == expected.selector.fast(*args, **kwargs):
+            return True
+        return expected.guard_manager is not None and self.baked_in_failure(spec, args, kwargs) is None
 
     def baked_in_failure(
         self,

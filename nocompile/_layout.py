@@ -35,12 +35,12 @@ from typing import Any
 import torch
 
 from . import _compat, _version_tree, _watch
-from ._arguments import ArgumentTree, Kind, Node, classify, instance_attributes
-from ._codegen import closure_globals
+from ._arguments import ArgumentTree, Kind, Node, attribute_source, classify, instance_attributes
+from ._codegen import LEN, MAP, MIN, SORTED, TUPLE, VARS, closure_globals, nan_canonical
 
 KeyFn = Callable[..., tuple[Any, ...]]
 
-_GRAD_ENABLED = "_grad_enabled"
+_GRAD_ENABLED = "__nc_grad_enabled"
 #: The key property of a dynamic dim's and a dynamic int's bucketed value.
 DYNAMIC_SHAPE = "shape (dynamic dims as min(size, 2))"
 DYNAMIC_INT = "value (dynamic int as min(value, 2))"
@@ -67,11 +67,15 @@ _CELL_WATCHED = "__nc_cell_watched"
 _FUNCTION_WATCHED = "__nc_function_watched"
 _OBJECT_WATCHED = "__nc_object_watched"
 #: The markers of the module part's tree roots, and what ``_watch.module_tree`` watches of each.
+#: With version trees, marks a module's ``_modules``: the tree watches it and the item dicts of the
+#: containers below it (``_watch.module_tree``).
+_MODULES_WATCHED = "__nc_modules_watched"
 _TREE_ROOTS = {
     f"{_FINGERPRINT}(": "dict",
     f"{_CELL_WATCHED}(": "cells",
     f"{_FUNCTION_WATCHED}(": "function",
     f"{_OBJECT_WATCHED}(": "object",
+    f"{_MODULES_WATCHED}(": "modules",
 }
 #: The global bound to the tuple of the plain closure cells (``CheckLayout.closure_cells``).
 _PLAIN_CELLS = "__nc_plain_cells"
@@ -155,6 +159,8 @@ class _KeyWriter:
         self.seen: dict[tuple[bool, int], TensorArg] = {}
         """Tensors already checked, by where (inside an argument object or not) and identity."""
         self.unchecked: list[str] = []
+        self.keyword_order: int | None = None
+        """Where in ``fast`` the ``**kwargs`` names are, in the call's order."""
         self.fast_enabled = True
         self.closure_cells: tuple[int, ...] = ()
         """Closure cells of plain values, checked together (``_PLAIN_CELLS``)."""
@@ -222,9 +228,9 @@ class _KeyWriter:
         elif kind is Kind.SCALAR:
             self.add(path, "type", f"{expr}.__class__", inside=inside)  # 1, 1.0 and True hash alike
             if node.dynamic_int:  # compiled as a SymInt: only 0, 1 or more can matter (shape guards do the rest)
-                self.add(path, DYNAMIC_INT, f"min({expr}, 2)", inside=inside)
+                self.add(path, DYNAMIC_INT, f"{MIN}({expr}, 2)", inside=inside)
             else:
-                self.add(path, "value", expr, inside=inside)
+                self.add(path, "value", nan_canonical(expr, node.value), inside=inside)
         elif kind is Kind.CONSTANT:  # functions, builtins, classes by identity; ranges and slices by value
             if not inside:
                 self.callable_prints(node.value, expr, self.module_prints)
@@ -235,23 +241,23 @@ class _KeyWriter:
                 self.add(path, "value", expr, inside=inside)
         elif kind is Kind.SEQUENCE:
             self.add(path, "type", f"{expr}.__class__", inside=inside)
-            self.add(path, "length", f"len({expr})", inside=inside)
+            self.add(path, "length", f"{LEN}({expr})", inside=inside)
             if inside and isinstance(node.value, list):  # a list can change in place: its items' identities
                 self.sequence_prints(node, expr)
             self.children(node, inside)
         elif kind is Kind.MAPPING:
-            if node.varkw:  # keyword arguments in any order bind alike: the per-call key takes them as a set
-                self.add(path, "keys", f"tuple(sorted({expr}))", inside=inside, fast=False)
+            if node.varkw:
+                # Keyword arguments bind alike in any order, but code that iterates them reads them
+                # in order: the per-call key takes the names in order, and a call that has them in
+                # another order runs a specialization compiled for theirs only where Dynamo's
+                # guards hold for it (they guard the order only where the trace iterated them).
+                self.add(path, "keys", f"{TUPLE}({SORTED}({expr}))", inside=inside, fast=False)
                 if self.fast_enabled and not inside:
-                    # Their number is enough where the per-call path reads every one of them by name
-                    # (a missing name raises there): the same number of names, all present, is the
-                    # same set, without building a frozenset on every call.
-                    every_name_read = all(_read_per_call(child) for child in node.children)
-                    count = f"len({expr})" if every_name_read else f"frozenset({expr})"
-                    self.fast.append(KeyElement(path, "keys", count))
+                    self.keyword_order = len(self.fast)
+                self.add(path, "keyword order", f"{TUPLE}({expr})", inside=inside)
             else:  # its type too: a list of the same length has the same keys, tuple([0, 1])
                 self.add(path, "type", f"{expr}.__class__", inside=inside)
-                self.add(path, "keys", f"tuple({expr})", inside=inside)
+                self.add(path, "keys", f"{TUPLE}({expr})", inside=inside)
             if inside:  # a dict can change in place: its version
                 self.object_prints.append(f"{_FINGERPRINT_WALKED}({expr})")
             self.children(node, inside)
@@ -267,7 +273,7 @@ class _KeyWriter:
             if not _plain_instance_dict(node.value):
                 self.tree_able = False
             self.add(path, "type", f"({node.local} := {expr}).__class__", inside=True)
-            self.add(path, "attributes", f"tuple({node.local}.__dict__)", inside=True)
+            self.add(path, "attributes", f"{TUPLE}({node.local}.__dict__)", inside=True)
             # Its class too: ``obj.__class__ = Other`` stores into no dict.
             self.object_prints += [f"{_FINGERPRINT_WALKED}({_dict_of(node, expr)})", f"{_ID}({node.local}.__class__)"]
             self.children(node, inside=True)
@@ -288,7 +294,17 @@ class _KeyWriter:
         way leads to the verification, which compares every parameter's layout
         (``_watch.tensor_layout``)."""
         prints.append(f"{expr}.__class__")
-        prints.extend(f"{_FINGERPRINT}({expr}.{d})" for d in _compat.MODULE_DICTS)
+        # The containers below it: ``del layers[0]``, ``insert`` and ``pop`` edit a container's item
+        # dict in place or replace it (``layers._modules = ...``), and fire no registration hook.
+        containers = [name for name, sub in module.named_modules() if name and isinstance(sub, _watch.CONTAINERS)]
+        in_tree = prints is self.module_prints and version_trees() and containers
+        for d in _compat.MODULE_DICTS:
+            watched = _MODULES_WATCHED if in_tree and d == "_modules" else _FINGERPRINT
+            prints.append(f"{watched}({expr}.{d})")
+        if not in_tree:  # each container's item dict, read again on every call (a new dict has a new version)
+            for name in containers:
+                where = expr + "".join(f"._modules[{part!r}]" for part in name.split("."))
+                prints.append(f"{_FINGERPRINT}({where}._modules)")
         first = _compat.first_parameter(module)
         if first is not None:
             sentinel, parameter = first
@@ -297,8 +313,8 @@ class _KeyWriter:
             else:
                 prints += [f"{expr}{sentinel}.dtype", f"{expr}{sentinel}.device", f"{expr}{sentinel}.stride()"]
         for name, value in instance_attributes(module):  # not nocompile's own state: it changes on every call
-            if name.isidentifier() and not name.startswith("__") and classify(value) is Kind.OBJECT:
-                prints.append(_object_print(value, f"{expr}.{name}", in_tree=prints is self.module_prints))
+            if classify(value) is Kind.OBJECT:
+                prints.append(_object_print(value, attribute_source(expr, name), in_tree=prints is self.module_prints))
 
     def global_prints(self, fn: types.FunctionType) -> None:
         """Objects, modules and dicts the function names as globals: their attributes or entries,
@@ -342,9 +358,9 @@ class _KeyWriter:
         of every item unless every item is an object (each item's own dict fingerprint, unique to
         that dict, tells replaced items apart). The length keeps nested lists apart: ``[[a, b], []]``
         and ``[[a], [b]]`` have the same items in the same order."""
-        self.object_prints.append(f"len({expr})")
+        self.object_prints.append(f"{LEN}({expr})")
         if not (node.children and all(child.kind is Kind.OBJECT and child.expr is not None for child in node.children)):
-            self.object_prints.append(f"*map({_ID}, {expr})")
+            self.object_prints.append(f"*{MAP}({_ID}, {expr})")
             self.tree_able = False
 
     def children(self, node: Node, inside: bool) -> None:
@@ -369,7 +385,7 @@ class _KeyWriter:
         if dims:
             self.add(path, "rank", f"{expr}.ndim", inside=inside, fast=False)
             shape = ", ".join(
-                f"min({expr}.shape[{d}], 2)" if d in dims else f"{expr}.shape[{d}]" for d in range(t.ndim)
+                f"{MIN}({expr}.shape[{d}], 2)" if d in dims else f"{expr}.shape[{d}]" for d in range(t.ndim)
             )
             self.add(path, DYNAMIC_SHAPE, f"({shape},)", inside=inside)
         else:
@@ -409,22 +425,20 @@ def global_values(fn: types.FunctionType) -> Iterator[tuple[str, Any]]:
         yield name, namespace.get(name)
 
 
-#: Kinds of argument whose expression the per-call path evaluates (the fast key, the tensor check
-#: or the fingerprint reads it), so that a call without it raises there.
-_READ_PER_CALL = frozenset(
-    {Kind.TENSOR, Kind.SCALAR, Kind.CONSTANT, Kind.SEQUENCE, Kind.MAPPING, Kind.MODULE, Kind.OBJECT}
-)
-
-
-def _read_per_call(node: Node) -> bool:
-    return node.expr is not None and node.kind in _READ_PER_CALL
-
-
 def _plain_cell(node: Node) -> bool:
     """A closure cell holding a hashable plain value (a scalar, a function, a class): cheap to compare."""
     if node.kind is Kind.SCALAR:
         return not node.dynamic_int
     return node.kind is Kind.CONSTANT and not isinstance(node.value, slice)
+
+
+def _object_dict_readable(value: Any) -> bool:
+    """Whether ``object.__getattribute__(value, '__dict__')`` is ``value``'s attribute dict: not for a
+    ``threading.local``, whose dict is the calling thread's (read through ``vars``)."""
+    try:
+        return object.__getattribute__(value, "__dict__") is vars(value)
+    except (AttributeError, TypeError):
+        return False
 
 
 def _object_print(value: Any, expr: str, in_tree: bool) -> str:
@@ -433,6 +447,8 @@ def _object_print(value: Any, expr: str, in_tree: bool) -> str:
     checks in C++ (``_watch.module_tree``); else the fingerprint of its ``__dict__``."""
     if in_tree and version_trees() and _plain_instance_dict(value):
         return f"{_OBJECT_WATCHED}({expr})"
+    if not _object_dict_readable(value):
+        return f"{_FINGERPRINT}({VARS}({expr}))"
     return f"{_FINGERPRINT}({_OBJECT_DICT}({expr}, '__dict__'))"
 
 
@@ -452,6 +468,8 @@ def _dict_of(node: Node, expr: str) -> str:
     default: Any = object.__getattribute__
     if type(node.value).__getattribute__ is default:
         return f"({node.local} := {expr}).__dict__"
+    if not _object_dict_readable(node.value):
+        return f"{VARS}({node.local} := {expr})"
     return f"{_OBJECT_DICT}({node.local} := {expr}, '__dict__')"
 
 
@@ -500,6 +518,8 @@ class CheckLayout:
     """Where in ``fingerprint`` the module dicts' tree element is."""
     first_object: str | None = None
     """The expression of the first argument object (with or without a version tree), or None."""
+    keyword_order: int | None = None
+    """Where in ``fast`` the ``**kwargs`` names are, in the call's order (None: no ``**kwargs``)."""
     modules: tuple[torch.nn.Module, ...] = ()
     """The modules the call brings outside argument objects (arguments, what their containers hold,
     closure variables): what the registration epoch watches once it is installed (``_watch.EPOCH``)."""
@@ -529,6 +549,7 @@ class CheckLayout:
             module_kinds=module_kinds,
             tree_elements=trees,
             module_tree=module_tree,
+            keyword_order=w.keyword_order,
             modules=tuple(n.value for n in tree.all_nodes() if n.kind is Kind.MODULE and not n.inside_object),
         )
 
@@ -549,6 +570,14 @@ class CheckLayout:
 
 _OBJECT_SLOT = "__nc_watch"
 _DICT_SLOT = "__nc_dicts"
+
+
+def same_but_keyword_order(compiled: tuple[Any, ...], given: tuple[Any, ...], position: int) -> bool:
+    """Whether two fast keys are equal but for the order of the ``**kwargs`` names at ``position``."""
+    if len(compiled) != len(given) or compiled[:position] != given[:position]:
+        return False
+    names = compiled[position], given[position]
+    return sorted(names[0]) == sorted(names[1]) and compiled[position + 1 :] == given[position + 1 :]
 
 
 def object_slots() -> tuple[str, ...]:

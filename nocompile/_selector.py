@@ -15,8 +15,10 @@ compiles them into a function with the same parameters, evaluated after the key 
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import functools
+import keyword
 import math
 import re
 import threading
@@ -30,7 +32,9 @@ import torch
 from . import _watch
 from ._arguments import walk
 from ._codegen import (
+    BOOL,
     UNSET,
+    builtin,
     call_list,
     closure_globals,
     closure_variables,
@@ -48,6 +52,7 @@ from ._layout import (
     generated_globals,
     object_slots,
     pinning_globals,
+    same_but_keyword_order,
 )
 
 
@@ -145,6 +150,8 @@ class Selector:
     by_object: dict[tuple[Any, ...], tuple[Candidate, ...]] = dataclasses.field(default_factory=dict)
     """The object tier's candidates: a call whose fingerprint no verified key has, with argument
     objects of a verified layout under verified module state, runs without the slow path."""
+    keyword_order: int | None = None
+    """Where in the fast key the ``**kwargs`` names are, in the call's order (``CheckLayout.keyword_order``)."""
 
     def remember_modules(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Make sure a version tree identifies the module dicts' state as it is now. Safe before
@@ -207,11 +214,22 @@ class Selector:
                     watch[0].forget()
 
     def candidates(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Candidate, ...]:
-        """The candidates under this call's fast key (empty for a call of another structure)."""
+        """The candidates under this call's fast key (empty for a call of another structure); with
+        none, those compiled for its ``**kwargs`` in another order (each runs it only where
+        Dynamo's guards hold: ``InputGuard._verified_target``)."""
         try:
-            return self.table.get(self.fast(*args, **kwargs), ())
+            key = self.fast(*args, **kwargs)
+            found = self.table.get(key, ())
         except Exception:
             return ()
+        if found or self.keyword_order is None:
+            return found
+        return tuple(
+            candidate
+            for compiled, candidates in list(self.table.items())
+            if same_but_keyword_order(compiled, key, self.keyword_order)
+            for candidate in candidates
+        )
 
 
 #: Object-tier keys kept per argument structure (fresh argument objects of a few layouts).
@@ -432,6 +450,7 @@ def selector(
         module_tree_position=layout.module_tree,
         object_tier=defined["object_tier"] if tiered else None,
         by_object=by_object,
+        keyword_order=layout.keyword_order,
     )
 
 
@@ -449,16 +468,31 @@ class ShapeCheck:
         return self.fn(*args, **kwargs)
 
 
+#: A name in an expression of Dynamo's that no dot and no quote precede: a global, a builtin or ``L``.
+_BARE_NAME = re.compile(r"(?<![.\w'\"])([A-Za-z_]\w*)")
+
+
+def _reserved_global(match: re.Match[str]) -> str:
+    name = match.group(1)
+    if name in ("torch", "math"):
+        return f"__nc_{name}"
+    if name != "L" and not keyword.iskeyword(name) and hasattr(builtins, name):
+        return builtin(name)
+    return name
+
+
 def build_shape_check(fn: types.FunctionType, expressions: Sequence[str]) -> ShapeCheck | None:
     """A function of the decorated function's parameters that is True when every guard holds."""
     if not expressions:
         return None
-    rewritten = [_LOCAL.sub(r"\1", e) for e in expressions]
+    # Globals and builtins first, by reserved names (a parameter may be named ``min`` or ``torch``),
+    # then the frame's locals (``L['x']``) by their own names.
+    rewritten = [_LOCAL.sub(r"\1", _BARE_NAME.sub(_reserved_global, e)) for e in expressions]
     body = " and ".join(f"({e})" for e in rewritten)
     # Closure variables the guards read (``L['w']`` for a captured tensor) are locals of the frame.
     used = set(_LOCAL.findall(" ".join(expressions)))
     cells = "".join(f"    {name} = {expr}\n" for name, expr, _ in closure_variables(fn) if name in used)
-    source = f"def shape_ok({parameter_list(fn)}):\n{cells}    return bool({body})\n"
-    namespace = {"torch": torch, "math": math, **closure_globals(fn)}
+    source = f"def shape_ok({parameter_list(fn)}):\n{cells}    return {BOOL}({body})\n"
+    namespace = {"__nc_torch": torch, "__nc_math": math, **closure_globals(fn)}
     check = define_like(fn, source, namespace)["shape_ok"]
     return ShapeCheck(tuple(expressions), check)

@@ -437,9 +437,54 @@ def module_tree(kinds: tuple[str, ...], roots: tuple[Any, ...]) -> _version_tree
             tree.dict_version(tree.instance_dict(node, value, f"{source}.__dict__"), vars(value), f"{source}.__dict__")
         elif kind == "function":
             _watch_function(tree, node, value, source)
+        elif kind == "modules":
+            tree.dict_version(node, value, source)
+            _watch_containers(tree, node, value, source, _holding_containers(value))
         else:
             raise ValueError(f"{source}: unknown kind of module-part root {kind!r}")
     return tree
+
+
+#: Modules whose items are edited in place (``del``, ``insert``, ``pop``): their item dicts are watched.
+CONTAINERS = (torch.nn.ModuleList, torch.nn.ModuleDict, torch.nn.Sequential)
+
+
+def _holding_containers(modules: dict[str, Any]) -> set[int]:
+    """The ids of the modules below ``modules`` (a ``_modules`` dict) that are containers or hold one."""
+    held: set[int] = set()
+    seen: set[int] = set()
+
+    def visit(module: torch.nn.Module) -> bool:
+        if id(module) in seen:
+            return id(module) in held
+        seen.add(id(module))
+        holds = isinstance(module, CONTAINERS)
+        for child in module._modules.values():
+            if child is not None and visit(child):
+                holds = True
+        if holds:
+            held.add(id(module))
+        return holds
+
+    for top in modules.values():
+        if top is not None:
+            visit(top)
+    return held
+
+
+def _watch_containers(
+    tree: _version_tree.VersionTree, node: Any, modules: dict[str, Any], source: str, held: set[int]
+) -> None:
+    """Below the node of a ``_modules`` dict: the item dict of each container, reached through the
+    modules that hold one (``del layers[0]`` edits or replaces it, and fires no hook)."""
+    for name, sub in modules.items():
+        if sub is None or id(sub) not in held:
+            continue
+        where = f"{source}[{name!r}]._modules"
+        inner = tree.attribute(tree.dict_item(node, name, sub, f"{source}[{name!r}]"), "_modules", sub._modules, where)
+        if isinstance(sub, CONTAINERS):
+            tree.dict_version(inner, sub._modules, where)
+        _watch_containers(tree, inner, sub._modules, where, held - {id(sub)})
 
 
 def _watch_function(tree: _version_tree.VersionTree, node: Any, fn: types.FunctionType, source: str) -> None:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from nocompile._arguments import MAX_OBJECT_DEPTH, Kind, classify, identity_snapshot, rebuild, walk
+from nocompile._codegen import GETATTR, bound_names
 
 
 class Color(enum.Enum):
@@ -66,7 +67,10 @@ Pair = collections.namedtuple("Pair", "a b")
         (Pair(1, 2), Kind.SEQUENCE),
         (torch.Size([2, 3]), Kind.SEQUENCE),
         ({"a": 1, 2: 3}, Kind.MAPPING),
-        ({(1, 2): 3}, Kind.OPAQUE),
+        ({(1, 2): 3}, Kind.MAPPING),  # keys bound as constants of the generated code (#25)
+        ({Color.RED: 1, frozenset({1}): 2, 1.5: 3}, Kind.MAPPING),
+        ({object(): 1}, Kind.OPAQUE),  # compared by identity: not a key the check can name
+        ({float("nan"): 1}, Kind.OPAQUE),  # found only by identity
         (Plain(), Kind.OBJECT),
         (Slotted(), Kind.OPAQUE),
         (functools.partial(len), Kind.OPAQUE),
@@ -105,12 +109,15 @@ def test_paths_and_expressions_reach_every_value_again() -> None:
     assert found["x"].parameter == "x" and found["items[0]"].parameter is None
 
 
-def test_attributes_python_cannot_spell_have_a_path_but_no_expression() -> None:
+def test_attributes_python_cannot_spell_are_read_through_getattr() -> None:
     obj = Plain()
-    setattr(obj, "not an identifier", 2)
+    for name in ("not an identifier", "lambda", "rope-theta", "__dunder"):
+        setattr(obj, name, 2)
     tree = walk(lambda o: o, (obj,), {})
-    (odd,) = [n for n in tree.nodes() if n.path == "o.not an identifier"]
-    assert odd.expr is None and odd.kind is Kind.SCALAR
+    for name in ("not an identifier", "lambda", "rope-theta", "__dunder"):
+        (odd,) = [n for n in tree.nodes() if n.path == f"o.{name}"]
+        assert odd.kind is Kind.SCALAR and odd.expr == f"{GETATTR}(_nc_o1, {name!r})"
+        assert eval(odd.expr, bound_names(odd.expr), {"_nc_o1": obj}) == 2
 
 
 def test_depth_is_bounded_and_a_cycle_terminates() -> None:
