@@ -1081,6 +1081,7 @@ INDIRECT_CALLABLES = [
         context_with_closure_hook,
         lambda w: w.h["set"](0.5),
         today=both(SILENT),
+        documented="inside an argument object, a value the argument walk does not follow",
     ),
     Scenario(
         "decorator_options_dict_in_cell",
@@ -1664,6 +1665,7 @@ VALUES = [
         mapping_proxy_world,
         lambda w: w.h["s"].__setitem__("temperature", 2.0),
         today=both(SILENT),
+        documented="inside an argument object, a value the argument walk does not follow",
     ),
     Scenario(
         "global_mappingproxy",
@@ -1689,6 +1691,7 @@ VALUES = [
         ),
         lambda w: setattr(w.args[1], "memory_format", torch.channels_last),
         today=both(SILENT),
+        documented="inside an argument object, a value the argument walk does not follow",
     ),
     Scenario(
         "list_subclass_attribute",
@@ -1697,6 +1700,7 @@ VALUES = [
         list_subclass_world,
         lambda w: setattr(w.args[1], "temperature", 0.5),
         today=both(SILENT),
+        documented="inside an argument object, a value the argument walk does not follow",
     ),
     Scenario(
         "dict_subclass_attribute",
@@ -1705,6 +1709,7 @@ VALUES = [
         dict_subclass_world,
         lambda w: setattr(w.args[1], "scale", 2.0),
         today=both(SILENT),
+        documented="inside an argument object, a value the argument walk does not follow",
     ),
     Scenario(
         "parameter_python_attribute",
@@ -1720,6 +1725,7 @@ VALUES = [
         tensor_attribute_world,
         handle_setter("mask", "fill_value", 0.5),
         today=both(SILENT),
+        documented="inside an argument object, a value the argument walk does not follow",
     ),
     Scenario(
         "nested_config_attribute",

@@ -139,7 +139,7 @@ def test_the_report_prints_every_scenario() -> None:
     # A module constant the trace read is watched (the trace watch): caught under "raise", right
     # under "recompile"; a mappingproxy argument is not (docs/footguns.md).
     assert rows[0].split() == ["config_module_constant", "python", "module", "ok", "caught", "ok", "ok"]
-    assert rows[1].split()[:4] == ["argument_mappingproxy", "value", "not", "followed"]
+    assert rows[1].split()[:4] == ["argument_mappingproxy", "(doc)", "value", "not"]
     assert rows[1].count(SILENT) == 2 and rows[1].split()[-1] == "ok"
     assert "2 scenarios, 2 right under stock torch.compile" in text
 
