@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import re
 import types
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -96,7 +97,8 @@ class TraceWatch:
         self.manager = manager
         names = fn.__code__.co_varnames[: fn.__code__.co_argcount]
         self._self_name = names[0] if names and isinstance(arguments.get(names[0]), torch.nn.Module) else None
-        self._self: Any = None
+        self._self: Any = lambda: None
+        """A weak reference to ``self`` (a compiled bound method must not keep its object alive)."""
         self.rebuilds = 0
         self.reason = ""
         """Why the watch is inexact ("" when exact)."""
@@ -120,9 +122,11 @@ class TraceWatch:
         except Unfollowed as exc:
             self.reason = str(exc)
             return
-        self._self = this
+        self._self = weakref.ref(this) if this is not None else lambda: None
+        paths.objects.pop(id(this), None)  # its class is in the per-call key; holding it would keep it alive
         self._dicts = tuple(paths.dicts.values())
-        self._reads = tuple(paths.reads)
+        # Reads through ``self`` itself (a class attribute) go through the weak reference.
+        self._reads = tuple((None if h is this else h, n, v) for h, n, v in paths.reads)
         self._lists = tuple(paths.lists)
         objects = tuple(paths.objects.values())
         dicts = tuple(d for d, _ in self._dicts)
@@ -137,7 +141,7 @@ class TraceWatch:
         """Whether what the trace read outside the arguments still holds for this call."""
         check = self._check
         this = None if self._self_name is None else args[0] if args else kwargs.get(self._self_name)
-        if check is not None and this is self._self:
+        if check is not None and this is self._self():
             changed = check()
             while changed is not None and changed >= 0 and self._same_names(changed):
                 check.update(changed)
@@ -161,7 +165,7 @@ class TraceWatch:
 
     def _others_hold(self) -> bool:
         for holder, name, value in self._reads:
-            if getattr(holder, name, _MISSING) is not value:
+            if getattr(self._self() if holder is None else holder, name, _MISSING) is not value:
                 return False
         for items, length, read in self._lists:
             if len(items) != length or any(items[i] is not value for i, value in read):

@@ -1188,7 +1188,6 @@ SELF_ATTRIBUTES = [
         "test_modules.py::test_monkeypatching_forward",
         wrapped(Scale),
         patch_forward("inner"),
-        steady="documented:a submodule's own attributes are not in the per-call fingerprint (docs/footguns.md)",
     ),
     Scenario(
         "self_training_flag",
@@ -1203,7 +1202,6 @@ SELF_ATTRIBUTES = [
         "test_recompiles.py::test_simple_module_recompile",
         wrapped(TrainOnly),
         mutate(lambda s: s.target.inner.eval()),
-        steady="documented:a submodule's own attributes are not in the per-call fingerprint (docs/footguns.md)",
     ),
     Scenario(
         "self_parameter_other_shape",
@@ -1246,7 +1244,6 @@ SELF_ATTRIBUTES = [
         "test_modules.py::test_guard_on_torch_nn_modules",
         module_builder(Normed),
         set_attr("norm.eps", 0.5),
-        steady="documented:a submodule's own attributes are not in the per-call fingerprint (docs/footguns.md)",
     ),
     Scenario(
         "module_dict_key_added",
@@ -1277,7 +1274,6 @@ SELF_ATTRIBUTES = [
         "test_modules.py::test_attr_precedence",
         class_attribute_module,
         mutate(lambda s: setattr(s.handles["cls"], "scale", 3.0)),
-        steady="documented:class attributes are not in the per-call fingerprint (docs/footguns.md)",
     ),
 ]
 
