@@ -20,6 +20,7 @@ Everything the state used to drive member by member happens here; the state read
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import logging
 import types
@@ -302,6 +303,7 @@ class InputGuard:
         call = _audit.audited(self.function, self.baked_in_failure, spec) if expected.audit else spec.call
         candidate = Candidate(expected.global_state.check, expected.argument_match.check, shape_ok, call, spec)
         table.selector.add(expected.fast_key, candidate)
+        _open_module_part(table.selector)
 
     def _automatic_dynamic(self, request: Request, specs: Sequence[Specialization]) -> _automatic.Dynamic | None:
         """What to compile as dynamic for this call: the sizes and ints in which it differs from the
@@ -538,6 +540,40 @@ class InputGuard:
             + f"Signatures compiled:\n{seen}"
             + "Fix: mark varying dims dynamic (dynamic={...}), raise max_compiles, or make the calls agree."
         )
+
+
+def _open_module_part(check: Selector) -> None:
+    """While every candidate of ``check`` has a trace watch, the module part of its fingerprint
+    (the globals, ``self``'s dicts, global objects and helpers as version trees) is open: the
+    trace watches check exactly what the code read there, per call, so a store the code never
+    read (a loop variable at a script's top level, a counter) costs no verification. A candidate
+    without one (loaded from ``cache_dir``, compiled ahead of time) closes it again."""
+    if check.module_watch is None:
+        return
+    watch = check.module_watch[0]
+    watches = [
+        c.spec.expectations.trace_watch if c.spec.expectations is not None else None
+        for candidates in check.table.values()
+        for c in candidates
+    ]
+    watched = all(w is not None for w in watches) and all(
+        _outside_arguments(check.module_roots, w.self_name) for w in watches if w is not None
+    )
+    if watched and not watch.is_open:
+        watch.open()
+    elif not watched and watch.is_open:
+        watch.forget()
+
+
+def _outside_arguments(roots: tuple[str, ...], self_name: str | None) -> bool:
+    """Whether the module part's roots are all the globals, closure cells (generated names) or
+    ``self``: what a trace watch follows (not argument objects, a callable or a module passed in)."""
+    allowed = {self_name} if self_name is not None else set()
+    for root in roots:
+        names = {node.id for node in ast.walk(ast.parse(root, mode="eval")) if isinstance(node, ast.Name)}
+        if any(not name.startswith("__nc_") and name not in allowed for name in names):
+            return False
+    return True
 
 
 def _trace_and_shape(expected: Expectations) -> Callable[..., bool] | None:

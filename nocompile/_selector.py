@@ -152,6 +152,8 @@ class Selector:
     objects of a verified layout under verified module state, runs without the slow path."""
     keyword_order: int | None = None
     """Where in the fast key the ``**kwargs`` names are, in the call's order (``CheckLayout.keyword_order``)."""
+    module_roots: tuple[str, ...] = ()
+    """The expressions of the module dicts' version trees' roots (``CheckLayout.module_dicts``)."""
 
     def remember_modules(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Make sure a version tree identifies the module dicts' state as it is now. Safe before
@@ -451,6 +453,7 @@ def selector(
         object_tier=defined["object_tier"] if tiered else None,
         by_object=by_object,
         keyword_order=layout.keyword_order,
+        module_roots=layout.module_dicts,
     )
 
 

@@ -56,6 +56,9 @@ _IMPLIED_BY_IDENTITY = {"ID_MATCH", "TYPE_MATCH", "EQUALS_MATCH", "NOT_NONE", "O
 
 _MISSING = object()
 
+#: Types whose equal values are interchangeable (NaN is not equal to itself, so it is not).
+_EQUAL_BY_VALUE = frozenset({int, float, complex, bool, str, bytes})
+
 
 class Unfollowed(Exception):
     """A path of the guard tree the watch cannot follow (the watch is then inexact)."""
@@ -107,6 +110,11 @@ class TraceWatch:
         self._reads: tuple[tuple[Any, str, Any], ...] = ()
         self._lists: tuple[tuple[list[Any], int, list[tuple[int, Any]]], ...] = ()
         self._build(arguments)
+
+    @property
+    def self_name(self) -> str | None:
+        """The parameter the watch follows as ``self`` (a module's method), or None."""
+        return self._self_name
 
     @property
     def exact(self) -> bool:
@@ -161,7 +169,12 @@ class TraceWatch:
         if reads is None:
             return False
         get = d.get
-        return all(get(key, _MISSING) is value for key, value in reads)
+        for key, value in reads:
+            now = get(key, _MISSING)
+            # An equal immutable value stored again (``settings.scale = 2.0``) is the same value.
+            if now is not value and not (type(now) is type(value) and type(value) in _EQUAL_BY_VALUE and now == value):
+                return False
+        return True
 
     def _others_hold(self) -> bool:
         for holder, name, value in self._reads:

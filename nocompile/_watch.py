@@ -346,6 +346,9 @@ def layout_change(where: str, compiled: tuple[Any, ...], now: tuple[Any, ...]) -
 OBJECT_WATCH_SLOTS = 8
 #: An empty slot: ``operator.not_`` of the (non-empty) tuple of argument objects is False.
 EMPTY_SLOT: Callable[[Any], bool] = operator.not_
+#: The module part's only slot while every candidate of its selector has a trace watch
+#: (``ObjectWatch.open``): ``operator.truth`` of the (non-empty) tuple of roots is True.
+OPEN_SLOT: Callable[[Any], bool] = operator.truth
 
 
 class ObjectWatch:
@@ -400,6 +403,20 @@ class ObjectWatch:
             self._trees = {c: self._trees.get(c, tree) for c in ordered if c is not EMPTY_SLOT}
         # A store while the tree was built (another thread) leaves a tree that never passes: the
         # key then holds None there, and the caller records nothing (``Selector.vouched``).
+
+    def open(self) -> None:
+        """Vouch for every state of the roots from now on (``OPEN_SLOT`` alone in the slots), until
+        ``forget``: for the module part of a selector whose every candidate has a trace watch
+        (``_trace_watch``), which checks exactly what the compiled code read there on each call.
+        A store into the globals or into ``self`` then leaves the verified keys as they are."""
+        with self._lock:
+            for i, name in enumerate(self._slots):
+                self._namespace[name] = OPEN_SLOT if i == 0 else EMPTY_SLOT
+            self._trees = {}
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self._slots) and self._namespace[self._slots[0]] is OPEN_SLOT
 
     def forget(self) -> None:
         """Empty the slots and drop every tree: no state is identified until ``remember`` again."""

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.modules import module as module_hooks
 
-from nocompile import GuardMismatchError, _compat, _native_checks, _version_tree, _watch, compile_once
+from nocompile import GuardMismatchError, _compat, _inputs, _native_checks, _version_tree, _watch, compile_once
 from nocompile._layout import version_trees
 
 
@@ -158,8 +158,9 @@ def test_a_changed_module_state_is_verified_with_dynamos_guards_once(
     monkeypatch: pytest.MonkeyPatch, object_watch: str
 ) -> None:
     """The module part (here the dict version tree of ``self``'s dicts) names the state Dynamo's
-    guards were run for: a new state runs them once, the same state again never, and a state seen
-    before (within the slots) is found again without them."""
+    guards were run for: a new state runs them once, the same state again never. With a trace
+    watch on every candidate the module part is open (``_inputs._open_module_part``): a store the
+    code never read runs no guards at all; with the trace watch off, once."""
     model, x = Scaled(), torch.randn(2, 4)
     state = model.forward.state
     runs: list[int] = []
@@ -175,6 +176,17 @@ def test_a_changed_module_state_is_verified_with_dynamos_guards_once(
         model(x)
         before = len(runs)
         model.note = "a plain attribute the code never reads"
+        model(x)
+        model(x)
+        # The trace watch: the code never read it (without version trees, Python 3.13's module
+        # part is in the key itself and not opened: one verification there).
+        assert len(runs) == before + (object_watch == "python")
+        model.forward.reset()
+        monkeypatch.setattr(_inputs, "TraceWatch", lambda *args: None)
+        model(x)
+        model(x)
+        before = len(runs)
+        model.note = "another value"
         model(x)
         model(x)
         assert len(runs) == before + 1
