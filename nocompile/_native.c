@@ -459,7 +459,59 @@ typedef struct {
     Py_ssize_t object_count;
     PyObject **objects;     /* owned */
     PyObject **classes;     /* owned */
+    Py_ssize_t read_count;
+    PyObject **holders;     /* owned */
+    PyObject **names;       /* owned */
+    PyObject **expected;    /* owned */
+    int *read_kinds;        /* READ_* */
 } WatchCheck;
+
+/* How a read is done: a function's or a cell's field directly, a class's MRO, or getattr. */
+enum { READ_GETATTR, READ_CODE, READ_DEFAULTS, READ_KWDEFAULTS, READ_CLOSURE, READ_FUNCTION_NAME, READ_CELL, READ_MRO };
+
+static int
+read_kind(PyObject *holder, PyObject *name)
+{
+    if (PyFunction_Check(holder)) {
+        if (PyUnicode_CompareWithASCIIString(name, "__code__") == 0) return READ_CODE;
+        if (PyUnicode_CompareWithASCIIString(name, "__defaults__") == 0) return READ_DEFAULTS;
+        if (PyUnicode_CompareWithASCIIString(name, "__kwdefaults__") == 0) return READ_KWDEFAULTS;
+        if (PyUnicode_CompareWithASCIIString(name, "__closure__") == 0) return READ_CLOSURE;
+        if (PyUnicode_CompareWithASCIIString(name, "__name__") == 0) return READ_FUNCTION_NAME;
+    }
+    if (PyCell_Check(holder) && PyUnicode_CompareWithASCIIString(name, "cell_contents") == 0) return READ_CELL;
+    if (PyType_Check(holder) && PyUnicode_CompareWithASCIIString(name, "__mro__") == 0) return READ_MRO;
+    return READ_GETATTR;
+}
+
+/* 1 when holder.name is expected (by identity), 0 when not, -1 with an exception set. */
+static int
+read_holds(int kind, PyObject *holder, PyObject *name, PyObject *expected)
+{
+    PyObject *now;
+    switch (kind) {
+    case READ_CODE: now = PyFunction_GET_CODE(holder); break;
+    case READ_DEFAULTS: now = PyFunction_GET_DEFAULTS(holder); break;
+    case READ_KWDEFAULTS: now = PyFunction_GET_KW_DEFAULTS(holder); break;
+    case READ_CLOSURE: now = PyFunction_GET_CLOSURE(holder); break;
+    case READ_FUNCTION_NAME: now = ((PyFunctionObject *)holder)->func_name; break;
+    case READ_CELL: now = PyCell_GET(holder); break;
+    case READ_MRO: now = ((PyTypeObject *)holder)->tp_mro; break;
+    default: {
+        PyObject *value = PyObject_GetAttr(holder, name);
+        if (value == NULL) {
+            return -1;
+        }
+        int same = value == expected;
+        Py_DECREF(value);
+        return same;
+    }
+    }
+    if (now == NULL) {
+        now = Py_None; /* an unset field reads as None */
+    }
+    return now == expected;
+}
 
 static PyObject *
 watch_check_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
@@ -479,6 +531,16 @@ watch_check_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
     }
     for (Py_ssize_t k = 0; k < self->object_count; k++) {
         if ((PyObject *)Py_TYPE(self->objects[k]) != self->classes[k]) {
+            return PyLong_FromLong(-1);
+        }
+    }
+    for (Py_ssize_t k = 0; k < self->read_count; k++) {
+        int holds = read_holds(self->read_kinds[k], self->holders[k], self->names[k], self->expected[k]);
+        if (holds <= 0) {
+            PyErr_Clear();
+            return PyLong_FromLong(-1);
+        }
+        if (self->released) { /* a getattr ran Python code that released the check */
             return PyLong_FromLong(-1);
         }
     }
@@ -510,6 +572,11 @@ watch_check_free_arrays(WatchCheck *self)
         Py_CLEAR(self->objects[k]);
         Py_CLEAR(self->classes[k]);
     }
+    for (Py_ssize_t k = 0; k < self->read_count; k++) {
+        Py_CLEAR(self->holders[k]);
+        Py_CLEAR(self->names[k]);
+        Py_CLEAR(self->expected[k]);
+    }
 }
 
 static int
@@ -521,6 +588,11 @@ watch_check_traverse(WatchCheck *self, visitproc visit, void *arg)
     for (Py_ssize_t k = 0; k < self->object_count; k++) {
         Py_VISIT(self->objects[k]);
         Py_VISIT(self->classes[k]);
+    }
+    for (Py_ssize_t k = 0; k < self->read_count; k++) {
+        Py_VISIT(self->holders[k]);
+        Py_VISIT(self->names[k]);
+        Py_VISIT(self->expected[k]);
     }
     return 0;
 }
@@ -542,17 +614,29 @@ watch_check_dealloc(WatchCheck *self)
     PyMem_Free(self->versions);
     PyMem_Free(self->objects);
     PyMem_Free(self->classes);
+    PyMem_Free(self->holders);
+    PyMem_Free(self->names);
+    PyMem_Free(self->expected);
+    PyMem_Free(self->read_kinds);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *
 watch_check_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"dicts", "objects", NULL};
-    PyObject *dicts, *objects;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!:WatchCheck", keywords, &PyTuple_Type, &dicts, &PyTuple_Type,
-                                     &objects)) {
+    static char *keywords[] = {"dicts", "objects", "reads", NULL};
+    PyObject *dicts, *objects, *reads;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!:WatchCheck", keywords, &PyTuple_Type, &dicts, &PyTuple_Type,
+                                     &objects, &PyTuple_Type, &reads)) {
         return NULL;
+    }
+    Py_ssize_t read_count = PyTuple_GET_SIZE(reads);
+    for (Py_ssize_t k = 0; k < read_count; k++) {
+        PyObject *read = PyTuple_GET_ITEM(reads, k);
+        if (!PyTuple_Check(read) || PyTuple_GET_SIZE(read) != 3 || !PyUnicode_Check(PyTuple_GET_ITEM(read, 1))) {
+            PyErr_SetString(PyExc_TypeError, "WatchCheck: reads must be (holder, name, expected) triples");
+            return NULL;
+        }
     }
     Py_ssize_t dict_count = PyTuple_GET_SIZE(dicts), object_count = PyTuple_GET_SIZE(objects);
     for (Py_ssize_t k = 0; k < dict_count; k++) {
@@ -570,7 +654,12 @@ watch_check_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->versions = PyMem_New(uint64_t, dict_count > 0 ? dict_count : 1);
     self->objects = PyMem_New(PyObject *, object_count > 0 ? object_count : 1);
     self->classes = PyMem_New(PyObject *, object_count > 0 ? object_count : 1);
-    if (self->dicts == NULL || self->versions == NULL || self->objects == NULL || self->classes == NULL) {
+    self->holders = PyMem_New(PyObject *, read_count > 0 ? read_count : 1);
+    self->names = PyMem_New(PyObject *, read_count > 0 ? read_count : 1);
+    self->expected = PyMem_New(PyObject *, read_count > 0 ? read_count : 1);
+    self->read_kinds = PyMem_New(int, read_count > 0 ? read_count : 1);
+    if (self->dicts == NULL || self->versions == NULL || self->objects == NULL || self->classes == NULL ||
+        self->holders == NULL || self->names == NULL || self->expected == NULL || self->read_kinds == NULL) {
         Py_DECREF(self);
         return PyErr_NoMemory();
     }
@@ -586,6 +675,14 @@ watch_check_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         self->classes[k] = Py_NewRef((PyObject *)Py_TYPE(obj));
     }
     self->object_count = object_count;
+    for (Py_ssize_t k = 0; k < read_count; k++) {
+        PyObject *read = PyTuple_GET_ITEM(reads, k);
+        self->holders[k] = Py_NewRef(PyTuple_GET_ITEM(read, 0));
+        self->names[k] = Py_NewRef(PyTuple_GET_ITEM(read, 1));
+        self->expected[k] = Py_NewRef(PyTuple_GET_ITEM(read, 2));
+        self->read_kinds[k] = read_kind(self->holders[k], self->names[k]);
+    }
+    self->read_count = read_count;
     return (PyObject *)self;
 }
 
@@ -599,8 +696,9 @@ static PyTypeObject WatchCheckType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "nocompile._native.WatchCheck",
     .tp_doc = PyDoc_STR(
-        "WatchCheck(dicts, objects): called with no arguments, None while every dict has the version\n"
-        "tag it had and every object its class; else the index of the first changed dict, or -1."),
+        "WatchCheck(dicts, objects, reads): called with no arguments, None while every dict has the\n"
+        "version tag it had, every object its class and every (holder, name, expected) read gives\n"
+        "expected itself; else the index of the first changed dict, or -1."),
     .tp_basicsize = sizeof(WatchCheck),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_HAVE_GC,
     .tp_new = watch_check_new,

@@ -33,6 +33,9 @@ in Python (``PythonWatchCheck``).
 
 from __future__ import annotations
 
+import ast
+import gc
+import inspect
 import re
 import types
 import weakref
@@ -98,8 +101,7 @@ class TraceWatch:
     def __init__(self, fn: types.FunctionType, manager: Any, arguments: Mapping[str, Any]) -> None:
         self.function = fn
         self.manager = manager
-        names = fn.__code__.co_varnames[: fn.__code__.co_argcount]
-        self._self_name = names[0] if names and isinstance(arguments.get(names[0]), torch.nn.Module) else None
+        self._self_name = _self_parameter(fn, arguments)
         self._self: Any = lambda: None
         """A weak reference to ``self`` (a compiled bound method must not keep its object alive)."""
         self.rebuilds = 0
@@ -125,6 +127,8 @@ class TraceWatch:
             self._check.release()
         self._check = None
         this = arguments.get(self._self_name) if self._self_name else None
+        if isinstance(this, tuple):  # ``*args``: the module is its first item
+            this = this[0]
         try:
             paths = follow(self.function, self.manager, this, self._self_name)
         except Unfollowed as exc:
@@ -133,16 +137,18 @@ class TraceWatch:
         self._self = weakref.ref(this) if this is not None else lambda: None
         paths.objects.pop(id(this), None)  # its class is in the per-call key; holding it would keep it alive
         self._dicts = tuple(paths.dicts.values())
-        # Reads through ``self`` itself (a class attribute) go through the weak reference.
-        self._reads = tuple((None if h is this else h, n, v) for h, n, v in paths.reads)
+        # Reads through ``self`` itself (a class attribute) stay here, through the weak reference;
+        # the others are compared by the check.
+        self._reads = tuple((None, n, v) for h, n, v in paths.reads if h is this)
+        reads = tuple((h, n, v) for h, n, v in paths.reads if h is not this)
         self._lists = tuple(paths.lists)
         objects = tuple(paths.objects.values())
         dicts = tuple(d for d, _ in self._dicts)
         native = _native_checks.NATIVE
         if native is not None and hasattr(native.module, "WatchCheck"):
-            self._check = native.module.WatchCheck(dicts, objects)
+            self._check = native.module.WatchCheck(dicts, objects, reads)
         else:
-            self._check = PythonWatchCheck(dicts, objects)
+            self._check = PythonWatchCheck(dicts, objects, reads)
         self.reason = ""
 
     def holds(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -177,8 +183,8 @@ class TraceWatch:
         return True
 
     def _others_hold(self) -> bool:
-        for holder, name, value in self._reads:
-            if getattr(self._self() if holder is None else holder, name, _MISSING) is not value:
+        for _, name, value in self._reads:
+            if getattr(self._self(), name, _MISSING) is not value:
                 return False
         for items, length, read in self._lists:
             if len(items) != length or any(items[i] is not value for i, value in read):
@@ -194,12 +200,33 @@ class TraceWatch:
         )
 
 
+def _self_parameter(fn: types.FunctionType, arguments: Mapping[str, Any]) -> str | None:
+    """The parameter that holds the module whose method this is: the first named one, or a
+    wrapper's ``*args`` whose first item is the module (``model.forward`` of a Hugging Face model
+    is a ``deprecate_kwarg`` wrapper ``(*args, **kwargs)``). The module is the call's first
+    positional argument either way."""
+    code = fn.__code__
+    names = code.co_varnames[: code.co_argcount]
+    if names:
+        return names[0] if isinstance(arguments.get(names[0]), torch.nn.Module) else None
+    if code.co_flags & inspect.CO_VARARGS:
+        star = code.co_varnames[code.co_argcount + code.co_kwonlyargcount]
+        packed = arguments.get(star)
+        if isinstance(packed, tuple) and packed and isinstance(packed[0], torch.nn.Module):
+            return star
+    return None
+
+
 class PythonWatchCheck:
-    """``_native.WatchCheck`` in Python, where the C extension is not built or does not apply:
-    each dict's version tag (``_compat.DICT_VERSION``), or where this Python has none (3.13 and
+    """``_native.WatchCheck`` in Python, where the C extension is not built or does not apply
+    (the same comparisons: dicts, classes, then reads by identity): each dict's version tag
+    (``_compat.DICT_VERSION``), or where this Python has none (3.13 and
     later) the identities of its keys and values."""
 
-    def __init__(self, dicts: tuple[dict[Any, Any], ...], objects: tuple[Any, ...]) -> None:
+    def __init__(
+        self, dicts: tuple[dict[Any, Any], ...], objects: tuple[Any, ...], reads: tuple[tuple[Any, str, Any], ...]
+    ) -> None:
+        self._reads = reads
         version = _compat.DICT_VERSION
         self._version: Any = version if version is not None else _contents
         self._dicts = dicts
@@ -216,6 +243,9 @@ class PythonWatchCheck:
                 return k
         for obj, kind in self._objects:
             if type(obj) is not kind:
+                return -1
+        for holder, name, value in self._reads:
+            if getattr(holder, name, _MISSING) is not value:
                 return -1
         return None
 
@@ -249,8 +279,8 @@ def follow(fn: types.FunctionType, manager: Any, this: Any, self_name: str | Non
         elif kind == "FrameLocalsGuardAccessor":
             match = _FRAME_LOCAL.search(accessor.repr())
             name = match.group(1) if match else None
-            if name is not None and name == self_name:
-                _follow(paths, this, child, name)
+            if name is not None and name == self_name and isinstance(this, torch.nn.Module):
+                _follow_self(paths, this, child, name)
             elif name is not None and name in cells:
                 try:
                     value = cells[name].cell_contents
@@ -262,6 +292,28 @@ def follow(fn: types.FunctionType, manager: Any, this: Any, self_name: str | Non
         else:
             raise Unfollowed(f"a root the watch does not follow ({kind})")
     return paths
+
+
+def _follow_self(paths: Paths, this: Any, manager: Any, name: str) -> None:
+    """``self``'s subtree; where ``self`` is the first item of a wrapper's ``*args``, only that
+    item's (the other items are arguments: the input check's part)."""
+    item_kinds = ("TupleGetItemGuardAccessor", "GetItemGuardAccessor")
+    if issubclass(manager.get_type_of_guarded_value(), tuple):
+        for accessor, child in zip(manager.get_accessors(), manager.get_child_managers(), strict=True):
+            if type(accessor).__name__ in item_kinds and _index(accessor) == 0:
+                _follow(paths, this, child, f"{name}[0]")
+        return
+    _follow(paths, this, manager, name)
+
+
+def _index(accessor: Any) -> Any:
+    """The key or index an item accessor reads, from its printed form ``Kind(<repr>)``, or None."""
+    printed = accessor.repr()
+    inner = printed[printed.find("(") + 1 : -1] if printed.endswith(")") else ""
+    try:
+        return ast.literal_eval(inner)
+    except (ValueError, SyntaxError):
+        return None
 
 
 def _follow(paths: Paths, value: Any, manager: Any, source: str, namespace: bool = False) -> None:
@@ -316,7 +368,7 @@ def _child(paths: Paths, value: Any, accessor: Any, manager: Any, source: str) -
         paths.namespace_read(value, key, item)
         _follow(paths, item, manager, f"{source}[{key!r}]")
     elif kind == "GetGenericDictGuardAccessor":
-        attributes = _plain_instance_dict(value)
+        attributes = _generic_dict(value)
         if attributes is None:
             raise Unfollowed(f"{source}.__dict__: not a plain instance dict")
         paths.dicts.setdefault(id(attributes), (attributes, []))
@@ -339,29 +391,77 @@ def _child(paths: Paths, value: Any, accessor: Any, manager: Any, source: str) -
             paths.lists.append((value, len(value), [(index, item)]))
         _follow(paths, item, manager, f"{source}[{index}]")
     elif kind == "TypeGuardAccessor":
-        paths.objects[id(value)] = value
-        if manager.get_accessors():
-            raise Unfollowed(f"type({source}): parts of the class read")
+        paths.objects[id(value)] = value  # its class stays (checked per call) ...
+        _follow(paths, type(value), manager, f"type({source})")  # ... and what the trace read of it
+    elif kind == "TypeDictGuardAccessor":
+        attributes = _class_dict(value)
+        if attributes is None:
+            raise Unfollowed(f"{source}.__dict__: no class dict")
+        paths.dicts.setdefault(id(attributes), (attributes, []))
+        _follow(paths, attributes, manager, f"{source}.__dict__", namespace=True)
+    elif kind == "TypeMROGuardAccessor":
+        paths.reads.append((value, "__mro__", value.__mro__))
+        _follow(paths, value.__mro__, manager, f"{source}.__mro__")
+    elif kind == "GetItemGuardAccessor":
+        index = _index(accessor)
+        if isinstance(value, tuple) and isinstance(index, int) and -len(value) <= index < len(value):
+            _follow(paths, value[index], manager, f"{source}[{index}]")
+        elif isinstance(value, dict) and index is not None and index in value:
+            paths.namespace_read(value, index, value[index])
+            _follow(paths, value[index], manager, f"{source}[{index!r}]")
+        else:
+            raise Unfollowed(f"{source}: {accessor.repr()} of a {type(value).__name__}")
     else:
         raise Unfollowed(f"{source}: {kind}")
 
 
 def _attribute(paths: Paths, value: Any, name: str, manager: Any, source: str) -> None:
-    """``value.name``: through ``value.__dict__`` where it lives there, else read as it is."""
+    """``value.name``: through the dict it lives in where that is known (the instance's
+    ``__dict__``, a module's ``_modules``/``_parameters``/``_buffers``, a class's dict), else read
+    as it is on every call."""
     where = f"{source}.{name}"
-    attributes = _plain_instance_dict(value)
-    if attributes is not None and name in attributes and not _data_descriptor(type(value), name):
-        item = attributes[name]
-        paths.namespace_read(attributes, name, item)
+    attributes = _class_dict(value) if isinstance(value, type) else _plain_instance_dict(value)
+    plain = isinstance(value, type) or not _data_descriptor(type(value), name)
+    try:
+        item = getattr(value, name)
+    except Exception as exc:
+        raise Unfollowed(f"{where}: {type(exc).__name__} reading it") from exc
+    if attributes is not None and name in attributes and plain:
+        paths.namespace_read(attributes, name, attributes[name])
+    elif attributes is not None and (part := _module_part(value, name)) is not None:
+        # ``nn.Module.__getattr__``: a submodule, parameter or buffer, read from its dict
+        paths.namespace_read(attributes, name, _MISSING)  # set on the instance later: it would shadow
+        paths.namespace_read(part, name, item)
+    elif attributes is None and (generic := _custom_lookup(value)) is not None:
+        # A class's own ``__getattribute__`` (Hugging Face's config maps names): the value is taken
+        # as a function of the instance's dict and its classes, whose every change counts.
+        paths.plain(generic)
+        for klass in type(value).__mro__:
+            class_dict = _class_dict(klass)
+            if class_dict is not None:
+                paths.plain(class_dict)
     else:
-        try:
-            item = getattr(value, name)
-        except Exception as exc:
-            raise Unfollowed(f"{where}: {type(exc).__name__} reading it") from exc
         if attributes is not None and name not in attributes:
             paths.namespace_read(attributes, name, _MISSING)  # set on the instance later: it would shadow
         paths.reads.append((value, name, item))
     _follow(paths, item, manager, where)
+
+
+def _module_part(module: Any, name: str) -> dict[str, Any] | None:
+    """The one of a module's ``_modules``, ``_parameters``, ``_buffers`` that holds ``name``."""
+    if not isinstance(module, torch.nn.Module):
+        return None
+    for part in ("_parameters", "_buffers", "_modules"):
+        held = module.__dict__.get(part)
+        if type(held) is dict and name in held:
+            return held
+    return None
+
+
+def _custom_lookup(value: Any) -> dict[str, Any] | None:
+    """The generic ``__dict__`` of an instance whose class defines ``__getattribute__`` in Python, or None."""
+    lookup = type(value).__getattribute__
+    return _generic_dict(value) if isinstance(lookup, types.FunctionType) else None
 
 
 #: Accessors that read one fixed attribute.
@@ -384,6 +484,25 @@ def _dict_key(d: dict[Any, Any], accessor_repr: str, source: str) -> Any:
 
 #: ``__getattribute__`` of classes whose attributes live in their ``__dict__``.
 _PLAIN_LOOKUPS: tuple[Any, ...] = (object.__getattribute__, types.ModuleType.__getattribute__)
+
+
+def _class_dict(value: Any) -> dict[str, Any] | None:
+    """The dict behind a class's ``__dict__`` mappingproxy (a store into the class changes its
+    version tag), or None."""
+    if not isinstance(value, type):
+        return None
+    found = [d for d in gc.get_referents(value.__dict__) if type(d) is dict]
+    return found[0] if len(found) == 1 else None
+
+
+def _generic_dict(value: Any) -> dict[str, Any] | None:
+    """``value.__dict__`` read as Dynamo's generic-dict accessor reads it (past the class's
+    ``__getattribute__``), or None."""
+    try:
+        attributes = object.__getattribute__(value, "__dict__")
+    except AttributeError:
+        return None
+    return attributes if type(attributes) is dict else None
 
 
 def _plain_instance_dict(value: Any) -> dict[str, Any] | None:

@@ -105,9 +105,9 @@ def check_only(compiled: Any) -> Callable[..., Any]:
 
     namespace = entry.__globals__
     if "__nc_verified" in namespace:  # guards="inputs": the selector's call
-        table = state._tables[0].selector.verified.table
+        table = state.inputs.tables[0].selector.verified.table
         for key, candidates in list(table.items()):
-            table[key] = tuple((gs, check, shape_ok, noop) for gs, check, shape_ok, _ in candidates)
+            table[key] = tuple(candidate._replace(call=noop) for candidate in candidates)
     else:  # the direct entry
         namespace["__nc_target"] = noop
     return entry
