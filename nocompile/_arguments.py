@@ -61,7 +61,8 @@ class Kind(str, enum.Enum):
     MODULE = "module"
     """An ``nn.Module``: checked by class and ``training``; its attributes are Dynamo's to guard."""
     SCALAR = "scalar"
-    """int, float, bool, complex, str, None, an enum member, a dtype or device: baked in by value."""
+    """int, float, bool, complex, str, None, an enum member, a dtype, device, memory format or layout:
+    baked in by value."""
     CONSTANT = "constant"
     """A function, builtin, class, ``range`` or ``slice``: Dynamo specializes on which one."""
     SEQUENCE = "sequence"
@@ -75,7 +76,19 @@ class Kind(str, enum.Enum):
     """Anything else (or an object too deep): nocompile does not look inside."""
 
 
-SCALAR_TYPES: tuple[type, ...] = (int, float, bool, complex, str, type(None), enum.Enum, torch.dtype, torch.device)
+SCALAR_TYPES: tuple[type, ...] = (
+    int,
+    float,
+    bool,
+    complex,
+    str,
+    type(None),
+    enum.Enum,
+    torch.dtype,
+    torch.device,
+    torch.memory_format,
+    torch.layout,
+)
 CONSTANT_TYPES: tuple[type, ...] = (types.FunctionType, types.BuiltinFunctionType, type, range, slice)
 #: Objects that have a ``__dict__`` but are code or namespaces, not data: never followed.
 NOT_FOLLOWED: tuple[type, ...] = (

@@ -1690,8 +1690,6 @@ VALUES = [
             (torch.randn(1, 3, 2, 2), ScaleContext(memory_format=torch.contiguous_format)),
         ),
         lambda w: setattr(w.args[1], "memory_format", torch.channels_last),
-        today=both(SILENT),
-        documented="inside an argument object, a value the argument walk does not follow",
     ),
     Scenario(
         "list_subclass_attribute",
