@@ -54,8 +54,8 @@ MAX_REBUILDS = 16
 #: Values compared by identity alone: immutable, so the same object is the same value.
 _IMMUTABLE = (int, float, complex, bool, str, bytes, type(None), torch.dtype, torch.device, torch.memory_format)
 
-#: Leaf guards a node's value passes whenever it is the very object it was (identity implies them).
-_IMPLIED_BY_IDENTITY = {"ID_MATCH", "TYPE_MATCH", "EQUALS_MATCH", "NOT_NONE", "OBJECT_ALIASING", "NO_HASATTR"}
+#: Leaf guards an immutable value passes whenever it is the very object it was (identity implies them).
+_IMPLIED_BY_IDENTITY = {"ID_MATCH", "TYPE_MATCH", "EQUALS_MATCH", "NOT_NONE", "OBJECT_ALIASING"}
 
 _MISSING = object()
 
@@ -318,29 +318,59 @@ def _index(accessor: Any) -> Any:
 
 def _follow(paths: Paths, value: Any, manager: Any, source: str, namespace: bool = False) -> None:
     """Record ``value`` (what ``manager`` guards) as its leaves need, then follow its children."""
-    leaves = {type(leaf).__name__ for leaf in manager.get_leaf_guards()}
-    _record(paths, value, leaves, source, namespace)
+    _record(paths, value, manager.get_leaf_guards(), source, namespace)
     if type(manager).__name__ == "DictGuardManager":
         _dict_entries(paths, value, manager, source)
     for accessor, child in zip(manager.get_accessors(), manager.get_child_managers(), strict=True):
         _child(paths, value, accessor, child, source)
 
 
-def _record(paths: Paths, value: Any, leaves: set[str], source: str, namespace: bool) -> None:
+_NO_HASATTR = re.compile(r"hasattr\(.*, '([^']+)'\)")
+
+
+def _record(paths: Paths, value: Any, leaf_guards: list[Any], source: str, namespace: bool) -> None:
+    """What makes the leaves on ``value``'s node hold while the holder's read of it holds (the
+    holder records that read: ``value`` is the very object it was)."""
+    leaves = {type(leaf).__name__ for leaf in leaf_guards}
     if isinstance(value, torch.Tensor):
         return  # a parameter's or buffer's layout: the sentinel and the verification's part
     if isinstance(value, dict):
         if not namespace or leaves - _IMPLIED_BY_IDENTITY:
             paths.plain(value)  # its contents matter (or what it lacks: DICT_CONTAINS)
         return
-    if isinstance(value, (*_IMMUTABLE, tuple, frozenset, types.FunctionType, types.CodeType)):
-        return  # reached by identity from its holder
+    if isinstance(value, (*_IMMUTABLE, types.FunctionType, types.CodeType)):
+        return  # reached by identity from its holder; a function's parts are children of its node
+    if isinstance(value, (tuple, frozenset)):
+        by_content = "EQUALS_MATCH" in leaves and not _deeply_immutable(value)
+        if leaves - _IMPLIED_BY_IDENTITY - {"LENGTH_CHECK"} or by_content:
+            raise Unfollowed(f"{source}: a {type(value).__name__} compared by content ({', '.join(sorted(leaves))})")
+        return
     if isinstance(value, list):
-        return  # its length and items are recorded by whoever reads them (``_child``)
-    by_content = isinstance(value, (set, bytearray)) or type(value).__module__ in {"numpy", "collections"}
-    if by_content and leaves - {"ID_MATCH", "TYPE_MATCH"}:
-        raise Unfollowed(f"{source}: a {type(value).__name__} compared by content")
+        if leaves - {"ID_MATCH", "TYPE_MATCH", "NOT_NONE", "OBJECT_ALIASING"}:  # LENGTH_CHECK, EQUALS_MATCH
+            paths.lists.append((value, len(value), list(enumerate(value))))
+        return  # otherwise its length and items are recorded by whoever reads them (``_child``)
+    for leaf in leaf_guards:
+        kind = type(leaf).__name__
+        if kind == "NO_HASATTR":
+            match = _NO_HASATTR.search(" ".join(leaf.verbose_code_parts()))
+            attributes = _generic_dict(value)
+            if match is None or attributes is None or _class_has(type(value), match.group(1)):
+                raise Unfollowed(f"{source}: a missing attribute the watch cannot name")
+            paths.namespace_read(attributes, match.group(1), _MISSING)
+        elif kind not in ("ID_MATCH", "TYPE_MATCH", "NOT_NONE", "OBJECT_ALIASING"):
+            raise Unfollowed(f"{source}: a {type(value).__name__} guarded by {kind}")
     paths.objects[id(value)] = value
+
+
+def _deeply_immutable(value: Any) -> bool:
+    """Whether the same object is always an equal value: immutable, and so is everything in it."""
+    if isinstance(value, (tuple, frozenset)):
+        return all(_deeply_immutable(item) for item in value)
+    return isinstance(value, (*_IMMUTABLE, types.FunctionType, types.CodeType, type))
+
+
+def _class_has(kind: type, name: str) -> bool:
+    return any(name in klass.__dict__ for klass in kind.__mro__)
 
 
 def _dict_entries(paths: Paths, value: Any, manager: Any, source: str) -> None:
