@@ -583,6 +583,9 @@ def _trace_and_shape(expected: Expectations) -> Callable[..., bool] | None:
     if watch is None:
         return shape_ok
     holds = watch.holds
+    if shape_ok is None and watch.predicate is not None:
+        predicate: Callable[..., bool] = watch.predicate  # one C call, ``holds`` where it does not pass
+        return predicate
     if shape_ok is None:
         return lambda *args, **kwargs: holds(args, kwargs)
     return lambda *args, **kwargs: holds(args, kwargs) and shape_ok(*args, **kwargs)

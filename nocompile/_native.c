@@ -464,6 +464,9 @@ typedef struct {
     PyObject **names;       /* owned */
     PyObject **expected;    /* owned */
     int *read_kinds;        /* READ_* */
+    PyObject *owner;        /* owned: a weak reference to the module whose method this is, or NULL */
+    PyObject *owner_class;  /* owned: its class when built */
+    PyObject *fallback;     /* owned: called with the call's arguments when the checks do not pass, or NULL */
 } WatchCheck;
 
 /* How a read is done: a function's or a cell's field directly, a class's MRO, or getattr. */
@@ -513,37 +516,95 @@ read_holds(int kind, PyObject *holder, PyObject *name, PyObject *expected)
     return now == expected;
 }
 
-static PyObject *
-watch_check_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+/* -1 when every check passes, else what the probe returns: a dict's index, or -2 for anything
+ * else (a class, a read, a released check). */
+static Py_ssize_t
+watch_check_run(WatchCheck *self)
 {
-    WatchCheck *self = (WatchCheck *)callable;
-    if (PyVectorcall_NARGS(nargsf) != 0 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
-        PyErr_SetString(PyExc_TypeError, "WatchCheck takes no arguments");
-        return NULL;
-    }
     if (self->released) {
-        return PyLong_FromLong(-1);
+        return -2;
     }
     for (Py_ssize_t k = 0; k < self->dict_count; k++) {
         if (dict_version_tag(self->dicts[k]) != self->versions[k]) {
-            return PyLong_FromSsize_t(k);
+            return k;
         }
     }
     for (Py_ssize_t k = 0; k < self->object_count; k++) {
         if ((PyObject *)Py_TYPE(self->objects[k]) != self->classes[k]) {
-            return PyLong_FromLong(-1);
+            return -2;
         }
     }
     for (Py_ssize_t k = 0; k < self->read_count; k++) {
         int holds = read_holds(self->read_kinds[k], self->holders[k], self->names[k], self->expected[k]);
         if (holds <= 0) {
             PyErr_Clear();
-            return PyLong_FromLong(-1);
+            return -2;
         }
         if (self->released) { /* a getattr ran Python code that released the check */
-            return PyLong_FromLong(-1);
+            return -2;
         }
     }
+    return -1;
+}
+
+/* The probe: None when every check passes, else the index of the first changed dict, or -1. */
+static PyObject *
+watch_check_probe(WatchCheck *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_ssize_t found = watch_check_run(self);
+    if (found == -1) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromSsize_t(found >= 0 ? found : -1);
+}
+
+/* Called with a call's arguments: True when the owner is the call's first argument (of its class)
+ * and every check passes, else whatever the fallback returns for the same arguments. */
+static PyObject *
+watch_check_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    WatchCheck *self = (WatchCheck *)callable;
+    if (self->fallback == NULL) {
+        PyErr_SetString(PyExc_TypeError, "WatchCheck without a fallback is not a predicate: use probe()");
+        return NULL;
+    }
+    if (self->owner != NULL) {
+        PyObject *owner = PyWeakref_GetObject(self->owner); /* borrowed */
+        if (PyVectorcall_NARGS(nargsf) < 1 || owner != args[0] || (PyObject *)Py_TYPE(owner) != self->owner_class) {
+            return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+        }
+    }
+    if (watch_check_run(self) == -1) {
+        Py_RETURN_TRUE;
+    }
+    return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+}
+
+#define SWAP(a, b, T) do { T swapped_ = (a); (a) = (b); (b) = swapped_; } while (0)
+
+/* Take other's checks (and give it ours): a rebuilt watch keeps the object the per-call path holds. */
+static PyObject *
+watch_check_take(WatchCheck *self, PyObject *arg)
+{
+    if (Py_TYPE(arg) != Py_TYPE(self)) {
+        PyErr_SetString(PyExc_TypeError, "WatchCheck.take takes another WatchCheck");
+        return NULL;
+    }
+    WatchCheck *other = (WatchCheck *)arg;
+    SWAP(self->dict_count, other->dict_count, Py_ssize_t);
+    SWAP(self->dicts, other->dicts, PyObject **);
+    SWAP(self->versions, other->versions, uint64_t *);
+    SWAP(self->object_count, other->object_count, Py_ssize_t);
+    SWAP(self->objects, other->objects, PyObject **);
+    SWAP(self->classes, other->classes, PyObject **);
+    SWAP(self->read_count, other->read_count, Py_ssize_t);
+    SWAP(self->holders, other->holders, PyObject **);
+    SWAP(self->names, other->names, PyObject **);
+    SWAP(self->expected, other->expected, PyObject **);
+    SWAP(self->read_kinds, other->read_kinds, int *);
+    SWAP(self->owner, other->owner, PyObject *);
+    SWAP(self->owner_class, other->owner_class, PyObject *);
+    SWAP(self->released, other->released, int);
     Py_RETURN_NONE;
 }
 
@@ -577,6 +638,9 @@ watch_check_free_arrays(WatchCheck *self)
         Py_CLEAR(self->names[k]);
         Py_CLEAR(self->expected[k]);
     }
+    Py_CLEAR(self->owner);
+    Py_CLEAR(self->owner_class);
+    Py_CLEAR(self->fallback);
 }
 
 static int
@@ -594,6 +658,9 @@ watch_check_traverse(WatchCheck *self, visitproc visit, void *arg)
         Py_VISIT(self->names[k]);
         Py_VISIT(self->expected[k]);
     }
+    Py_VISIT(self->owner);
+    Py_VISIT(self->owner_class);
+    Py_VISIT(self->fallback);
     return 0;
 }
 
@@ -624,10 +691,18 @@ watch_check_dealloc(WatchCheck *self)
 static PyObject *
 watch_check_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"dicts", "objects", "reads", NULL};
-    PyObject *dicts, *objects, *reads;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!:WatchCheck", keywords, &PyTuple_Type, &dicts, &PyTuple_Type,
-                                     &objects, &PyTuple_Type, &reads)) {
+    static char *keywords[] = {"dicts", "objects", "reads", "owner", "fallback", NULL};
+    PyObject *dicts, *objects, *reads, *owner = Py_None, *fallback = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!|OO:WatchCheck", keywords, &PyTuple_Type, &dicts,
+                                     &PyTuple_Type, &objects, &PyTuple_Type, &reads, &owner, &fallback)) {
+        return NULL;
+    }
+    if (owner != Py_None && (!PyWeakref_CheckRef(owner) || PyWeakref_GetObject(owner) == Py_None)) {
+        PyErr_SetString(PyExc_TypeError, "WatchCheck: owner must be a live weak reference");
+        return NULL;
+    }
+    if (fallback != Py_None && !PyCallable_Check(fallback)) {
+        PyErr_SetString(PyExc_TypeError, "WatchCheck: fallback must be callable");
         return NULL;
     }
     Py_ssize_t read_count = PyTuple_GET_SIZE(reads);
@@ -683,12 +758,22 @@ watch_check_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         self->read_kinds[k] = read_kind(self->holders[k], self->names[k]);
     }
     self->read_count = read_count;
+    if (owner != Py_None) {
+        self->owner = Py_NewRef(owner);
+        self->owner_class = Py_NewRef((PyObject *)Py_TYPE(PyWeakref_GetObject(owner)));
+    }
+    if (fallback != Py_None) {
+        self->fallback = Py_NewRef(fallback);
+    }
     return (PyObject *)self;
 }
 
 static PyMethodDef watch_check_methods[] = {
     {"release", (PyCFunction)check_release, METH_NOARGS, "Be false (-1) from now on."},
     {"update", (PyCFunction)watch_check_update, METH_O, "Take dict number index's version tag as it is now."},
+    {"take", (PyCFunction)watch_check_take, METH_O, "Swap checks with another WatchCheck (not the fallback)."},
+    {"probe", (PyCFunction)watch_check_probe, METH_NOARGS,
+     "None while every check passes, else the index of the first changed dict, or -1."},
     {NULL},
 };
 
@@ -696,9 +781,11 @@ static PyTypeObject WatchCheckType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "nocompile._native.WatchCheck",
     .tp_doc = PyDoc_STR(
-        "WatchCheck(dicts, objects, reads): called with no arguments, None while every dict has the\n"
-        "version tag it had, every object its class and every (holder, name, expected) read gives\n"
-        "expected itself; else the index of the first changed dict, or -1."),
+        "WatchCheck(dicts, objects, reads, owner=None, fallback=None): probe() is None while every dict\n"
+        "has the version tag it had, every object its class and every (holder, name, expected) read\n"
+        "gives expected itself; else the index of the first changed dict, or -1. Called with a call's\n"
+        "arguments (with a fallback): True when those hold and the owner (a weak reference) is the first\n"
+        "argument, else fallback(*arguments)."),
     .tp_basicsize = sizeof(WatchCheck),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_HAVE_GC,
     .tp_new = watch_check_new,

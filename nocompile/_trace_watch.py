@@ -108,6 +108,9 @@ class TraceWatch:
         self.reason = ""
         """Why the watch is inexact ("" when exact)."""
         self._check: Any = None
+        self.predicate: Any = None  # set before the first build
+        """Where the whole per-call check is one C call (``_native.WatchCheck`` with this watch's
+        ``holds`` as its fallback): called with the call's arguments in place of ``holds``."""
         self._dicts: tuple[tuple[dict[Any, Any], list[tuple[Any, Any]] | None], ...] = ()
         self._reads: tuple[tuple[Any, str, Any], ...] = ()
         self._lists: tuple[tuple[list[Any], int, list[tuple[int, Any]]], ...] = ()
@@ -137,16 +140,27 @@ class TraceWatch:
         self._self = weakref.ref(this) if this is not None else lambda: None
         paths.objects.pop(id(this), None)  # its class is in the per-call key; holding it would keep it alive
         self._dicts = tuple(paths.dicts.values())
-        # Reads through ``self`` itself (a class attribute) stay here, through the weak reference;
-        # the others are compared by the check.
-        self._reads = tuple((None, n, v) for h, n, v in paths.reads if h is this)
+        # Reads through ``self`` itself (a class attribute) stay here, through the weak reference
+        # (its class is compared on every call anyway); the others are compared by the check.
+        self._reads = tuple((None, n, v) for h, n, v in paths.reads if h is this and n != "__class__")
         reads = tuple((h, n, v) for h, n, v in paths.reads if h is not this)
         self._lists = tuple(paths.lists)
         objects = tuple(paths.objects.values())
         dicts = tuple(d for d, _ in self._dicts)
         native = _native_checks.NATIVE
         if native is not None and hasattr(native.module, "WatchCheck"):
-            self._check = native.module.WatchCheck(dicts, objects, reads)
+            whole = not self._reads and not self._lists and (this is None) == (self._self_name is None)
+            owner = weakref.ref(this) if this is not None else None
+            fresh = native.module.WatchCheck(dicts, objects, reads, owner, self._fallback if whole else None)
+            if whole and self.predicate is not None:
+                # The per-call path holds the first predicate: it takes the new checks (and stays
+                # released, falling back to ``holds``, when the new ones are not whole).
+                self.predicate.take(fresh)
+                fresh.release()
+                fresh = self.predicate
+            elif whole:
+                self.predicate = fresh
+            self._check = fresh
         else:
             self._check = PythonWatchCheck(dicts, objects, reads)
         self.reason = ""
@@ -156,10 +170,10 @@ class TraceWatch:
         check = self._check
         this = None if self._self_name is None else args[0] if args else kwargs.get(self._self_name)
         if check is not None and this is self._self():
-            changed = check()
+            changed = check.probe()
             while changed is not None and changed >= 0 and self._same_names(changed):
                 check.update(changed)
-                changed = check()
+                changed = check.probe()
             if changed is None and self._others_hold():
                 return True
         arguments = bound_arguments(self.function, args, kwargs)
@@ -169,6 +183,9 @@ class TraceWatch:
             self.rebuilds += 1
             self._build(arguments)
         return True
+
+    def _fallback(self, *args: Any, **kwargs: Any) -> bool:
+        return self.holds(args, kwargs)
 
     def _same_names(self, index: int) -> bool:
         d, reads = self._dicts[index]
@@ -248,6 +265,8 @@ class PythonWatchCheck:
             if getattr(holder, name, _MISSING) is not value:
                 return -1
         return None
+
+    probe = __call__
 
     def update(self, index: int) -> None:
         self._versions[index] = self._version(self._dicts[index])
