@@ -456,12 +456,14 @@ typedef struct {
     Py_ssize_t dict_count;
     PyObject **dicts;       /* owned */
     uint64_t *versions;
+    PyObject **names;       /* owned: per dict, a tuple of (key, expected) pairs the trace read, or NULL */
+    PyObject *missing;      /* owned: the expected value that means "no such key", or NULL */
     Py_ssize_t object_count;
     PyObject **objects;     /* owned */
     PyObject **classes;     /* owned */
     Py_ssize_t read_count;
     PyObject **holders;     /* owned */
-    PyObject **names;       /* owned */
+    PyObject **attributes;  /* owned: the names read */
     PyObject **expected;    /* owned */
     int *read_kinds;        /* READ_* */
     PyObject *owner;        /* owned: a weak reference to the module whose method this is, or NULL */
@@ -516,6 +518,48 @@ read_holds(int kind, PyObject *holder, PyObject *name, PyObject *expected)
     return now == expected;
 }
 
+/* Whether every name the trace read in dict k (a namespace whose tag changed) still holds the very
+ * object it held, or an equal int, float, complex, bool, str or bytes, or is still missing. Only str
+ * keys (their lookup runs no Python code); anything else is left to the caller (0). */
+static int
+same_names(WatchCheck *self, Py_ssize_t k)
+{
+    PyObject *pairs = self->names[k];
+    PyObject *dict = self->dicts[k];
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(pairs); i++) {
+        PyObject *pair = PyTuple_GET_ITEM(pairs, i);
+        PyObject *key = PyTuple_GET_ITEM(pair, 0), *expected = PyTuple_GET_ITEM(pair, 1);
+        if (!PyUnicode_CheckExact(key)) {
+            return 0;
+        }
+        PyObject *now = PyDict_GetItemWithError(dict, key); /* borrowed */
+        if (now == NULL) {
+            if (PyErr_Occurred()) {
+                PyErr_Clear();
+                return 0;
+            }
+            if (expected != self->missing) {
+                return 0;
+            }
+            continue;
+        }
+        if (now == expected) {
+            continue;
+        }
+        PyTypeObject *kind = Py_TYPE(now);
+        if (kind != Py_TYPE(expected) || !(kind == &PyLong_Type || kind == &PyFloat_Type || kind == &PyUnicode_Type ||
+                                           kind == &PyBytes_Type || kind == &PyComplex_Type || kind == &PyBool_Type)) {
+            return 0;
+        }
+        int equal = PyObject_RichCompareBool(now, expected, Py_EQ);
+        if (equal != 1) {
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* -1 when every check passes, else what the probe returns: a dict's index, or -2 for anything
  * else (a class, a read, a released check). */
 static Py_ssize_t
@@ -526,7 +570,10 @@ watch_check_run(WatchCheck *self)
     }
     for (Py_ssize_t k = 0; k < self->dict_count; k++) {
         if (dict_version_tag(self->dicts[k]) != self->versions[k]) {
-            return k;
+            if (self->names[k] == NULL || !same_names(self, k)) {
+                return k;
+            }
+            self->versions[k] = dict_version_tag(self->dicts[k]);
         }
     }
     for (Py_ssize_t k = 0; k < self->object_count; k++) {
@@ -535,7 +582,7 @@ watch_check_run(WatchCheck *self)
         }
     }
     for (Py_ssize_t k = 0; k < self->read_count; k++) {
-        int holds = read_holds(self->read_kinds[k], self->holders[k], self->names[k], self->expected[k]);
+        int holds = read_holds(self->read_kinds[k], self->holders[k], self->attributes[k], self->expected[k]);
         if (holds <= 0) {
             PyErr_Clear();
             return -2;
@@ -594,12 +641,14 @@ watch_check_take(WatchCheck *self, PyObject *arg)
     SWAP(self->dict_count, other->dict_count, Py_ssize_t);
     SWAP(self->dicts, other->dicts, PyObject **);
     SWAP(self->versions, other->versions, uint64_t *);
+    SWAP(self->names, other->names, PyObject **);
+    SWAP(self->missing, other->missing, PyObject *);
     SWAP(self->object_count, other->object_count, Py_ssize_t);
     SWAP(self->objects, other->objects, PyObject **);
     SWAP(self->classes, other->classes, PyObject **);
     SWAP(self->read_count, other->read_count, Py_ssize_t);
     SWAP(self->holders, other->holders, PyObject **);
-    SWAP(self->names, other->names, PyObject **);
+    SWAP(self->attributes, other->attributes, PyObject **);
     SWAP(self->expected, other->expected, PyObject **);
     SWAP(self->read_kinds, other->read_kinds, int *);
     SWAP(self->owner, other->owner, PyObject *);
@@ -628,14 +677,16 @@ watch_check_free_arrays(WatchCheck *self)
 {
     for (Py_ssize_t k = 0; k < self->dict_count; k++) {
         Py_CLEAR(self->dicts[k]);
+        Py_CLEAR(self->names[k]);
     }
+    Py_CLEAR(self->missing);
     for (Py_ssize_t k = 0; k < self->object_count; k++) {
         Py_CLEAR(self->objects[k]);
         Py_CLEAR(self->classes[k]);
     }
     for (Py_ssize_t k = 0; k < self->read_count; k++) {
         Py_CLEAR(self->holders[k]);
-        Py_CLEAR(self->names[k]);
+        Py_CLEAR(self->attributes[k]);
         Py_CLEAR(self->expected[k]);
     }
     Py_CLEAR(self->owner);
@@ -648,14 +699,16 @@ watch_check_traverse(WatchCheck *self, visitproc visit, void *arg)
 {
     for (Py_ssize_t k = 0; k < self->dict_count; k++) {
         Py_VISIT(self->dicts[k]);
+        Py_VISIT(self->names[k]);
     }
+    Py_VISIT(self->missing);
     for (Py_ssize_t k = 0; k < self->object_count; k++) {
         Py_VISIT(self->objects[k]);
         Py_VISIT(self->classes[k]);
     }
     for (Py_ssize_t k = 0; k < self->read_count; k++) {
         Py_VISIT(self->holders[k]);
-        Py_VISIT(self->names[k]);
+        Py_VISIT(self->attributes[k]);
         Py_VISIT(self->expected[k]);
     }
     Py_VISIT(self->owner);
@@ -679,10 +732,11 @@ watch_check_dealloc(WatchCheck *self)
     watch_check_free_arrays(self);
     PyMem_Free(self->dicts);
     PyMem_Free(self->versions);
+    PyMem_Free(self->names);
     PyMem_Free(self->objects);
     PyMem_Free(self->classes);
     PyMem_Free(self->holders);
-    PyMem_Free(self->names);
+    PyMem_Free(self->attributes);
     PyMem_Free(self->expected);
     PyMem_Free(self->read_kinds);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -691,11 +745,35 @@ watch_check_dealloc(WatchCheck *self)
 static PyObject *
 watch_check_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"dicts", "objects", "reads", "owner", "fallback", NULL};
-    PyObject *dicts, *objects, *reads, *owner = Py_None, *fallback = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!|OO:WatchCheck", keywords, &PyTuple_Type, &dicts,
-                                     &PyTuple_Type, &objects, &PyTuple_Type, &reads, &owner, &fallback)) {
+    static char *keywords[] = {"dicts", "objects", "reads", "owner", "fallback", "names", "missing", NULL};
+    PyObject *dicts, *objects, *reads, *owner = Py_None, *fallback = Py_None, *names = Py_None, *missing = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!|OOOO:WatchCheck", keywords, &PyTuple_Type, &dicts,
+                                     &PyTuple_Type, &objects, &PyTuple_Type, &reads, &owner, &fallback, &names,
+                                     &missing)) {
         return NULL;
+    }
+    if (names != Py_None && (!PyTuple_Check(names) || PyTuple_GET_SIZE(names) != PyTuple_GET_SIZE(dicts))) {
+        PyErr_SetString(PyExc_TypeError, "WatchCheck: names must be a tuple with an entry per dict");
+        return NULL;
+    }
+    if (names != Py_None) {
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(names); k++) {
+            PyObject *pairs = PyTuple_GET_ITEM(names, k);
+            if (pairs == Py_None) {
+                continue;
+            }
+            if (!PyTuple_Check(pairs)) {
+                PyErr_SetString(PyExc_TypeError, "WatchCheck: each names entry is None or a tuple of pairs");
+                return NULL;
+            }
+            for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(pairs); i++) {
+                PyObject *pair = PyTuple_GET_ITEM(pairs, i);
+                if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+                    PyErr_SetString(PyExc_TypeError, "WatchCheck: a names pair is (key, expected)");
+                    return NULL;
+                }
+            }
+        }
     }
     if (owner != Py_None && (!PyWeakref_CheckRef(owner) || PyWeakref_GetObject(owner) == Py_None)) {
         PyErr_SetString(PyExc_TypeError, "WatchCheck: owner must be a live weak reference");
@@ -727,14 +805,16 @@ watch_check_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->vectorcall = watch_check_vectorcall;
     self->dicts = PyMem_New(PyObject *, dict_count > 0 ? dict_count : 1);
     self->versions = PyMem_New(uint64_t, dict_count > 0 ? dict_count : 1);
+    self->names = PyMem_New(PyObject *, dict_count > 0 ? dict_count : 1);
     self->objects = PyMem_New(PyObject *, object_count > 0 ? object_count : 1);
     self->classes = PyMem_New(PyObject *, object_count > 0 ? object_count : 1);
     self->holders = PyMem_New(PyObject *, read_count > 0 ? read_count : 1);
-    self->names = PyMem_New(PyObject *, read_count > 0 ? read_count : 1);
+    self->attributes = PyMem_New(PyObject *, read_count > 0 ? read_count : 1);
     self->expected = PyMem_New(PyObject *, read_count > 0 ? read_count : 1);
     self->read_kinds = PyMem_New(int, read_count > 0 ? read_count : 1);
-    if (self->dicts == NULL || self->versions == NULL || self->objects == NULL || self->classes == NULL ||
-        self->holders == NULL || self->names == NULL || self->expected == NULL || self->read_kinds == NULL) {
+    if (self->dicts == NULL || self->versions == NULL || self->names == NULL || self->objects == NULL ||
+        self->classes == NULL || self->holders == NULL || self->attributes == NULL || self->expected == NULL ||
+        self->read_kinds == NULL) {
         Py_DECREF(self);
         return PyErr_NoMemory();
     }
@@ -742,6 +822,8 @@ watch_check_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         PyObject *dict = PyTuple_GET_ITEM(dicts, k);
         self->dicts[k] = Py_NewRef(dict);
         self->versions[k] = dict_version_tag(dict);
+        PyObject *pairs = names == Py_None ? Py_None : PyTuple_GET_ITEM(names, k);
+        self->names[k] = pairs == Py_None ? NULL : Py_NewRef(pairs);
     }
     self->dict_count = dict_count;
     for (Py_ssize_t k = 0; k < object_count; k++) {
@@ -753,9 +835,9 @@ watch_check_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     for (Py_ssize_t k = 0; k < read_count; k++) {
         PyObject *read = PyTuple_GET_ITEM(reads, k);
         self->holders[k] = Py_NewRef(PyTuple_GET_ITEM(read, 0));
-        self->names[k] = Py_NewRef(PyTuple_GET_ITEM(read, 1));
+        self->attributes[k] = Py_NewRef(PyTuple_GET_ITEM(read, 1));
         self->expected[k] = Py_NewRef(PyTuple_GET_ITEM(read, 2));
-        self->read_kinds[k] = read_kind(self->holders[k], self->names[k]);
+        self->read_kinds[k] = read_kind(self->holders[k], self->attributes[k]);
     }
     self->read_count = read_count;
     if (owner != Py_None) {
@@ -765,6 +847,7 @@ watch_check_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (fallback != Py_None) {
         self->fallback = Py_NewRef(fallback);
     }
+    self->missing = missing == Py_None ? NULL : Py_NewRef(missing);
     return (PyObject *)self;
 }
 

@@ -151,7 +151,9 @@ class TraceWatch:
         if native is not None and hasattr(native.module, "WatchCheck"):
             whole = not self._reads and not self._lists and (this is None) == (self._self_name is None)
             owner = weakref.ref(this) if this is not None else None
-            fresh = native.module.WatchCheck(dicts, objects, reads, owner, self._fallback if whole else None)
+            names = tuple(None if pairs is None else tuple(pairs) for _, pairs in self._dicts)
+            fallback = self._fallback if whole else None
+            fresh = native.module.WatchCheck(dicts, objects, reads, owner, fallback, names, _MISSING)
             if whole and self.predicate is not None:
                 # The per-call path holds the first predicate: it takes the new checks (and stays
                 # released, falling back to ``holds``, when the new ones are not whole).
