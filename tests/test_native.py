@@ -580,3 +580,68 @@ def test_a_tree_in_a_cycle_through_what_it_checks_is_collected(kind: str) -> Non
         del root, layer_class
     gc.collect()
     assert alive() is None
+
+
+@needs_native
+def test_watch_check_probes_dicts_names_classes_and_reads() -> None:
+    """``WatchCheck``: a changed dict is reported by index unless every name read in it still
+    holds (then its tag is taken anew); a changed class or read is -1; as a predicate it checks
+    its owner and falls back with the call's arguments."""
+    module = native().module
+    missing = object()
+
+    class Holder:
+        pass
+
+    holder, namespace, plain = Holder(), {"a": 1.5, "b": "x"}, {"k": 1}
+    cell = (lambda: holder).__closure__[0]  # type: ignore[index]
+    names = ((("a", 1.5), ("c", missing)), None)
+    check = module.WatchCheck(
+        (namespace, plain), (holder,), ((cell, "cell_contents", holder),), None, None, names, missing
+    )
+    assert check.probe() is None
+    namespace["unread"] = 1  # a name the trace never read
+    namespace["a"] = 1.0 + 0.5  # an equal float, another object
+    assert check.probe() is None
+    namespace["c"] = 0  # a name read as missing now exists
+    assert check.probe() == 0
+    del namespace["c"]
+    assert check.probe() is None
+    plain["k"] = 2  # a plain dict: every change counts
+    assert check.probe() == 1
+    check.update(1)
+    assert check.probe() is None
+    holder.__class__ = type("Other", (Holder,), {})
+    assert check.probe() == -1
+    holder.__class__ = Holder
+    fresh = module.WatchCheck((), (), ())
+    check.take(fresh)  # the per-call path keeps ``check``, now with no checks at all
+    plain["k"] = 3  # only ``fresh`` (which took the old checks) sees it
+    assert check.probe() is None and fresh.probe() == 1
+    fresh.release()
+    assert fresh.probe() == -1
+    with pytest.raises(TypeError, match="not a predicate"):
+        check(1)
+    with pytest.raises(TypeError, match="reads must be"):
+        module.WatchCheck((), (), ((1, 2),))
+
+
+@needs_native
+def test_watch_check_as_a_predicate_checks_its_owner_and_falls_back() -> None:
+    module = native().module
+
+    class Owner:
+        pass
+
+    owner, other, seen = Owner(), Owner(), []
+
+    def fallback(*args: Any, **kwargs: Any) -> str:
+        seen.append((args, kwargs))
+        return "fallback"
+
+    state = {"v": 1}
+    check = module.WatchCheck((state,), (), (), weakref.ref(owner), fallback)
+    assert check(owner, 2, key=3) is True and seen == []
+    assert check(other, 2) == "fallback" and seen == [((other, 2), {})]
+    state["v"] = 2
+    assert check(owner, key=3) == "fallback" and seen[-1] == ((owner,), {"key": 3})
