@@ -1,4 +1,5 @@
 """scripts/hf_decode_bench.py refuses arguments that cannot fit before building any model;
+scripts/hf_window_bench.py runs on its smallest setting;
 scripts/gpu_check.sh's step groups run what they say (checked without a GPU)."""
 
 from __future__ import annotations
@@ -97,3 +98,26 @@ def test_gpu_check_refuses_an_unknown_step_group(tmp_path: Path) -> None:
     result = _gpu_check(tmp_path, STEPS="graphs,warm")
     assert result.returncode == 2
     assert "STEPS takes graphs, warmstart, warmstart-llama (comma-separated), got 'warm'" in result.stderr
+
+
+def test_the_window_bench_times_both_models_under_both_ways() -> None:
+    """scripts/hf_window_bench.py on the smallest setting: four rows, two ratios, and Mistral's
+    sliding window compiled a bounded number of times (not once per position)."""
+    pytest.importorskip("transformers")
+    script = SCRIPT.parent / "hf_window_bench.py"
+    env = {**os.environ, "PYTHONPATH": str(SCRIPT.parent.parent)}
+    done = subprocess.run(
+        [sys.executable, str(script), "--layers", "1", "--new-tokens", "24", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    ratios = [line for line in done.stdout.splitlines() if "mistral/llama" in line]
+    assert [line.split()[0] for line in ratios] == ["compile_once", "torch.compile"]
+    assert all(float(line.split()[-1]) > 0 for line in ratios)
+    stats = {line.split(":")[0]: line for line in done.stdout.splitlines() if "CompileStats" in line}
+    compiles = int(stats["mistral"].split("compiles=")[1].split(",")[0])
+    assert 1 <= compiles <= 6, stats["mistral"]
