@@ -1258,8 +1258,6 @@ SELF_ATTRIBUTES = [
         "test_modules.py::test_isnonelayer",
         module_builder(Linear),
         mutate(lambda s: setattr(s.target.lin, "bias", None)),
-        missed="a submodule's parameter set to None fires no registration hook and the submodule's "
-        "_parameters are not fingerprinted; eager's graph takes the None, aot_eager's crashes (issue #25)",
     ),
     Scenario(
         "self_config_object_attribute",
