@@ -245,8 +245,8 @@ class TierMemory:
     for a whole ``generate()``) is better served by the fast path, once the slow path has verified
     it and a version tree vouches for it: the second time the tier serves it, ``promote`` says so
     (the call goes to the slow path). An object that keeps changing (an int advancing: no tree can
-    vouch for it) comes back to the tier, and is sent to the slow path again only the 4th, 8th,
-    16th... time. A heuristic: a race only sends a call to the slow path, which verifies it.
+    vouch for it) comes back to the tier, and is sent to the slow path again only the 4th, 16th,
+    64th... time. A heuristic: a race only sends a call to the slow path, which verifies it.
     """
 
     def __init__(self, size: int = 64) -> None:
@@ -258,7 +258,9 @@ class TierMemory:
         if entry is not None and entry[0]() is obj:
             served = entry[1] + 1
             self._seen[id(obj)] = (entry[0], served)
-            return served & (served - 1) == 0  # the 2nd, 4th, 8th... time: verify it
+            # The 2nd time, then the 4th, 16th, 64th...: a sliding-window cache changes on every call
+            # of a generate() and each of these costs a verification.
+            return served == 2 or (served & (served - 1) == 0 and served.bit_length() % 2 == 1)
         try:
             ref = weakref.ref(obj)
         except TypeError:  # no weak references: it stays in the tier

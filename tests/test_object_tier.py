@@ -87,8 +87,8 @@ def test_an_int_made_dynamic_advances_without_the_slow_path(monkeypatch: pytest.
     for position in range(5, 60):
         state.position = position
         assert torch.equal(f(x, state), x + position)
-    # The tier sends an object it keeps serving to the slow path its 2nd, 4th, 8th... time: log2(55).
-    assert len(slow) <= 6
+    # The tier sends an object it keeps serving to the slow path its 2nd, 4th, 16th time (of 55).
+    assert len(slow) <= 3
     assert f.stats.compiles == 2
 
 
