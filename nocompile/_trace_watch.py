@@ -278,7 +278,10 @@ class PythonWatchCheck:
 
 
 def _contents(d: dict[Any, Any]) -> tuple[Any, ...]:
-    return tuple((key, id(value)) for key, value in d.items())
+    """Its keys and the identities of its values. Copied first (in C, no Python code runs): a
+    collection while a generator walked it could run a callback that stores into it."""
+    copied = d.copy()
+    return (*copied, *map(id, copied.values()))
 
 
 # -- following the guard tree --------------------------------------------------------------------

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from nocompile import GuardMismatchError, _native_checks, compile_once
+from nocompile._layout import version_trees
 from nocompile._trace_watch import TraceWatch
 
 #: A module of its own, as an imported config module would be.
@@ -99,7 +100,11 @@ def test_stores_the_code_never_read_stay_on_the_per_call_path(checks: str, monke
         settings.CALLS = i  # type: ignore[attr-defined]
         settings.SCALE = 2.0 + 0.0 * i  # type: ignore[attr-defined]  # a new float object, equal
         torch.testing.assert_close(f(x), x * 2 + 1)
-    assert slow == [] and f.stats.compiles == 1
+    assert f.stats.compiles == 1
+    if version_trees():
+        assert slow == []
+    else:  # Python 3.13: the module part is fingerprinted in the key itself and never opened
+        assert len(slow) == 20
 
 
 class Inner(nn.Module):
