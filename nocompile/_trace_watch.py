@@ -39,12 +39,12 @@ import inspect
 import re
 import types
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
-from . import _compat, _native_checks
+from . import _native_checks, _watch
 from ._arguments import bound_arguments, closure_values
 
 #: How many times a watch is rebuilt after Dynamo's guards passed where it did not; after that, a
@@ -112,7 +112,7 @@ class TraceWatch:
         """Where the whole per-call check is one C call (``_native.WatchCheck`` with this watch's
         ``holds`` as its fallback): called with the call's arguments in place of ``holds``."""
         self._dicts: tuple[tuple[dict[Any, Any], list[tuple[Any, Any]] | None], ...] = ()
-        self._reads: tuple[tuple[Any, str, Any], ...] = ()
+        self._self_reads: tuple[tuple[str, Any], ...] = ()
         self._lists: tuple[tuple[list[Any], int, list[tuple[int, Any]]], ...] = ()
         self._build(arguments)
 
@@ -142,14 +142,14 @@ class TraceWatch:
         self._dicts = tuple(paths.dicts.values())
         # Reads through ``self`` itself (a class attribute) stay here, through the weak reference
         # (its class is compared on every call anyway); the others are compared by the check.
-        self._reads = tuple((None, n, v) for h, n, v in paths.reads if h is this and n != "__class__")
+        self._self_reads = tuple((n, v) for h, n, v in paths.reads if h is this and n != "__class__")
         reads = tuple((h, n, v) for h, n, v in paths.reads if h is not this)
         self._lists = tuple(paths.lists)
         objects = tuple(paths.objects.values())
         dicts = tuple(d for d, _ in self._dicts)
         native = _native_checks.NATIVE
         if native is not None and hasattr(native.module, "WatchCheck"):
-            whole = not self._reads and not self._lists and (this is None) == (self._self_name is None)
+            whole = not self._self_reads and not self._lists and (this is None) == (self._self_name is None)
             owner = weakref.ref(this) if this is not None else None
             names = tuple(None if pairs is None else tuple(pairs) for _, pairs in self._dicts)
             fallback = self._fallback if whole else None
@@ -202,7 +202,7 @@ class TraceWatch:
         return True
 
     def _others_hold(self) -> bool:
-        for _, name, value in self._reads:
+        for name, value in self._self_reads:
             if getattr(self._self(), name, _MISSING) is not value:
                 return False
         for items, length, read in self._lists:
@@ -214,7 +214,7 @@ class TraceWatch:
         if self._check is None:
             return f"inexact ({self.reason}): Dynamo's guards run on every call"
         return (
-            f"exact: {len(self._dicts)} dicts and {len(self._reads) + len(self._lists)} other reads on the paths "
+            f"exact: {len(self._dicts)} dicts and {len(self._self_reads) + len(self._lists)} other reads on the paths "
             "Dynamo's guards read outside the arguments"
         )
 
@@ -238,22 +238,21 @@ def _self_parameter(fn: types.FunctionType, arguments: Mapping[str, Any]) -> str
 
 class PythonWatchCheck:
     """``_native.WatchCheck`` in Python, where the C extension is not built or does not apply
-    (the same comparisons: dicts, classes, then reads by identity): each dict's version tag
-    (``_compat.DICT_VERSION``), or where this Python has none (3.13 and
-    later) the identities of its keys and values."""
+    (the same comparisons: dicts, classes, then reads by identity): each dict's fingerprint as the
+    watch takes it (``_watch.dict_fingerprint``: its version tag, or where this Python has none,
+    3.13 and later, its keys and the identities of its values)."""
 
     def __init__(
         self, dicts: tuple[dict[Any, Any], ...], objects: tuple[Any, ...], reads: tuple[tuple[Any, str, Any], ...]
     ) -> None:
         self._reads = reads
-        version = _compat.DICT_VERSION
-        self._version: Any = version if version is not None else _contents
+        self._version = _watch.dict_fingerprint
         self._dicts = dicts
         self._versions = [self._version(d) for d in dicts]
         self._objects = [(obj, type(obj)) for obj in objects]
         self._released = False
 
-    def __call__(self) -> int | None:
+    def probe(self) -> int | None:
         if self._released:
             return -1
         version = self._version
@@ -268,8 +267,6 @@ class PythonWatchCheck:
                 return -1
         return None
 
-    probe = __call__
-
     def update(self, index: int) -> None:
         self._versions[index] = self._version(self._dicts[index])
 
@@ -277,17 +274,9 @@ class PythonWatchCheck:
         self._released = True
 
 
-def _contents(d: dict[Any, Any]) -> tuple[Any, ...]:
-    """Its keys and the identities of its values. Copied first (in C, no Python code runs): a
-    collection while a generator walked it could run a callback that stores into it."""
-    copied = d.copy()
-    return (*copied, *map(id, copied.values()))
-
-
 # -- following the guard tree --------------------------------------------------------------------
 
 _FRAME_LOCAL = re.compile(r"key='([^']*)'")
-_INDEX = re.compile(r"\((\d+)\)")
 
 
 def follow(fn: types.FunctionType, manager: Any, this: Any, self_name: str | None) -> Paths:
@@ -421,10 +410,10 @@ def _child(paths: Paths, value: Any, accessor: Any, manager: Any, source: str) -
         item = value[key]
         paths.namespace_read(value, key, item)
         _follow(paths, item, manager, f"{source}[{key!r}]")
-    elif kind == "GetGenericDictGuardAccessor":
-        attributes = _generic_dict(value)
+    elif kind in _NAMESPACE_ACCESSORS:
+        attributes = _NAMESPACE_ACCESSORS[kind](value)
         if attributes is None:
-            raise Unfollowed(f"{source}.__dict__: not a plain instance dict")
+            raise Unfollowed(f"{source}.__dict__: not a plain instance or class dict")
         paths.dicts.setdefault(id(attributes), (attributes, []))
         _follow(paths, attributes, manager, f"{source}.__dict__", namespace=True)
     elif kind == "GetAttrGuardAccessor":
@@ -435,11 +424,10 @@ def _child(paths: Paths, value: Any, accessor: Any, manager: Any, source: str) -
         paths.reads.append((value, name, item))
         _follow(paths, item, manager, f"{source}.{name}")
     elif kind in ("TupleGetItemGuardAccessor", "ListGetItemGuardAccessor"):
-        match = _INDEX.search(accessor.repr())
+        index = _index(accessor)
         expected = tuple if kind.startswith("Tuple") else list
-        if match is None or type(value) is not expected:
+        if not isinstance(index, int) or type(value) is not expected:
             raise Unfollowed(f"{source}: {accessor.repr()} of a {type(value).__name__}")
-        index = int(match.group(1))
         item = value[index]
         if isinstance(value, list):
             paths.lists.append((value, len(value), [(index, item)]))
@@ -447,12 +435,6 @@ def _child(paths: Paths, value: Any, accessor: Any, manager: Any, source: str) -
     elif kind == "TypeGuardAccessor":
         paths.objects[id(value)] = value  # its class stays (checked per call) ...
         _follow(paths, type(value), manager, f"type({source})")  # ... and what the trace read of it
-    elif kind == "TypeDictGuardAccessor":
-        attributes = _class_dict(value)
-        if attributes is None:
-            raise Unfollowed(f"{source}.__dict__: no class dict")
-        paths.dicts.setdefault(id(attributes), (attributes, []))
-        _follow(paths, attributes, manager, f"{source}.__dict__", namespace=True)
     elif kind == "TypeMROGuardAccessor":
         paths.reads.append((value, "__mro__", value.__mro__))
         _follow(paths, value.__mro__, manager, f"{source}.__mro__")
@@ -557,6 +539,14 @@ def _generic_dict(value: Any) -> dict[str, Any] | None:
     except AttributeError:
         return None
     return attributes if type(attributes) is dict else None
+
+
+#: Accessors that read a namespace: an instance's dict (past the class's ``__getattribute__``) or a
+#: class's dict (behind its mappingproxy).
+_NAMESPACE_ACCESSORS: dict[str, Callable[[Any], dict[str, Any] | None]] = {
+    "GetGenericDictGuardAccessor": _generic_dict,
+    "TypeDictGuardAccessor": _class_dict,
+}
 
 
 def _plain_instance_dict(value: Any) -> dict[str, Any] | None:

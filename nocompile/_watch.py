@@ -112,8 +112,11 @@ EPOCH = RegistrationEpoch()
 
 
 def _contents(d: dict[str, Any]) -> tuple[Hashable, ...]:
-    """A dict's fingerprint without version tags: its keys and the identities of its values."""
-    return (*d, *map(id, d.values()))
+    """A dict's fingerprint without version tags: its keys and the identities of its values. Of a
+    copy (made in C, no Python code runs): a collection during the walk could run a callback that
+    stores into the dict (``RuntimeError: dictionary changed size during iteration``, seen on 3.13)."""
+    copied = d.copy()
+    return (*copied, *map(id, copied.values()))
 
 
 #: ``dict -> hashable`` that changes whenever something is stored into the dict.

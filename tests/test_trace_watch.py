@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import torch
+from test_watch import count_slow_calls
 from torch import nn
 
 from nocompile import GuardMismatchError, _native_checks, compile_once
@@ -52,21 +53,6 @@ def restore_settings() -> Iterator[None]:
     settings.TABLE = {"shift": 1.0}  # type: ignore[attr-defined]
 
 
-def slow_calls(compiled: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Every call that leaves the per-call path."""
-    seen: list[int] = []
-    for table in compiled.state.inputs.tables:
-        namespace = table.selector.call.__globals__
-        original = namespace["__nc_slow"]
-
-        def counting(args: Any, kwargs: Any, original: Callable[..., Any] = original) -> Any:
-            seen.append(1)
-            return original(args, kwargs)
-
-        monkeypatch.setitem(namespace, "__nc_slow", counting)
-    return seen
-
-
 def watches(compiled: Any) -> list[TraceWatch]:
     return [spec.expectations.trace_watch for spec in compiled.state.specializations]
 
@@ -94,7 +80,7 @@ def test_stores_the_code_never_read_stay_on_the_per_call_path(checks: str, monke
     x = torch.ones(2)
     f(x)
     f(x)
-    slow = slow_calls(f, monkeypatch)
+    slow = count_slow_calls(f, monkeypatch)
     for i in range(20):
         globals()["loop_variable"] = i
         settings.CALLS = i  # type: ignore[attr-defined]
@@ -191,7 +177,7 @@ def test_a_rebuilt_watch_keeps_the_object_the_per_call_path_holds(checks: str, m
     holder.scales = (2.0, 3.0 + 0.0 * len(holder.scales))  # equal, not the same tuple
     torch.testing.assert_close(compiled(x), x * 2)
     assert watch.rebuilds == 1 and watch.predicate is predicate
-    slow = slow_calls(compiled, monkeypatch)
+    slow = count_slow_calls(compiled, monkeypatch)
     torch.testing.assert_close(compiled(x), x * 2)
     assert slow == []
 
