@@ -144,6 +144,9 @@ class _KeyWriter:
         self.object_elements: list[KeyElement] = []
         self.tensors: list[TensorArg] = []
         self.object_tensors: list[TensorArg] = []
+        self.tensor_covered: set[int] = set()
+        """Indices in ``object_elements`` of the properties the object tier's tensor check compares
+        itself (class, rank, shape, dtype, device, requires_grad, strides): left out of its key."""
         self.sentinels: list[TensorArg] = []
         """The first parameter of each module the module part watches (``module_prints_of``)."""
         self.module_prints: list[str] = [f"{_EPOCH}.n", f"{_MODES}()", f"{_FINGERPRINT}({_GLOBALS})"]
@@ -194,10 +197,13 @@ class _KeyWriter:
             self.module_prints.append(f"{_CELL_WATCHED}({_PLAIN_CELLS})")
         self.add("torch", "grad_enabled", f"{_GRAD_ENABLED}()", inside=False)
 
-    def add(self, path: str, prop: str, expr: str, *, inside: bool, fast: bool = True) -> None:
+    def add(self, path: str, prop: str, expr: str, *, inside: bool, fast: bool = True, covered: bool = False) -> None:
+        """One property of the key; ``covered``: one the C++ tensor check compares too."""
         element = KeyElement(path, prop, expr)
         self.elements.append(element)
         if inside:
+            if covered and ":=" not in expr:  # an element binding a local stays in every key
+                self.tensor_covered.add(len(self.object_elements))
             self.object_elements.append(element)
         elif fast and self.fast_enabled:
             self.fast.append(element)
@@ -381,22 +387,22 @@ class _KeyWriter:
         arg = TensorArg(path, expr, t, dims)
         self.seen[(inside, id(t))] = arg
         (self.object_tensors if inside else self.tensors).append(arg)
-        self.add(path, "type", f"{expr}.__class__", inside=inside, fast=False)
+        self.add(path, "type", f"{expr}.__class__", inside=inside, fast=False, covered=True)
         if dims:
-            self.add(path, "rank", f"{expr}.ndim", inside=inside, fast=False)
+            self.add(path, "rank", f"{expr}.ndim", inside=inside, fast=False, covered=True)
             shape = ", ".join(
                 f"{MIN}({expr}.shape[{d}], 2)" if d in dims else f"{expr}.shape[{d}]" for d in range(t.ndim)
             )
             self.add(path, DYNAMIC_SHAPE, f"({shape},)", inside=inside)
         else:
-            self.add(path, "shape", f"{expr}.shape", inside=inside, fast=False)
-        self.add(path, "dtype", f"{expr}.dtype", inside=inside, fast=False)
-        self.add(path, "device", f"{expr}.device", inside=inside, fast=False)
-        self.add(path, "requires_grad", f"{expr}.requires_grad", inside=inside, fast=False)
+            self.add(path, "shape", f"{expr}.shape", inside=inside, fast=False, covered=True)
+        self.add(path, "dtype", f"{expr}.dtype", inside=inside, fast=False, covered=True)
+        self.add(path, "device", f"{expr}.device", inside=inside, fast=False, covered=True)
+        self.add(path, "requires_grad", f"{expr}.requires_grad", inside=inside, fast=False, covered=True)
         if dims:
             self.add(path, "contiguous", f"{expr}.is_contiguous()", inside=inside)
         else:
-            self.add(path, "stride", f"{expr}.stride()", inside=inside, fast=False)
+            self.add(path, "stride", f"{expr}.stride()", inside=inside, fast=False, covered=True)
 
 
 _DICT_STEP = re.compile(r"\._(?:modules|parameters)\[('[^']*'|\"[^\"]*\")\]")
@@ -484,6 +490,9 @@ class CheckLayout:
     """What the per-call key computes: outside argument objects, what the C++ tensor check does not cover."""
     object_elements: tuple[KeyElement, ...]
     """Inside argument objects: compared when the fingerprint is new (the object key)."""
+    tier_elements: tuple[KeyElement, ...]
+    """``object_elements`` less what the object tier's tensor check compares (its tensors' class,
+    shape, dtype...): the object part of the tier's key."""
     tensors: tuple[TensorArg, ...]
     """Tensors outside argument objects: the C++ tensor check compares them on every call."""
     object_tensors: tuple[TensorArg, ...]
@@ -536,6 +545,7 @@ class CheckLayout:
             elements=tuple(w.elements),
             fast=tuple(w.fast),
             object_elements=tuple(w.object_elements),
+            tier_elements=tuple(e for i, e in enumerate(w.object_elements) if i not in w.tensor_covered),
             tensors=tuple(w.tensors),
             object_tensors=tuple(w.object_tensors),
             sentinels=tuple(w.sentinels),

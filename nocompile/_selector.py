@@ -321,6 +321,7 @@ def selector(
         "__nc_verification": Verification,
         "__nc_by_object": by_object,
         "__nc_tier_memory": TierMemory(),
+        "__nc_tier_first": [False],
     }
     module_watch = (
         _watch.ObjectWatch(namespace, dict_slots(), functools.partial(_watch.module_tree, layout.module_kinds))
@@ -344,19 +345,37 @@ def selector(
         [
             *(e.expr for e in layout.fast),
             *layout.fingerprint[: layout.module_part],
-            *(e.expr for e in layout.object_elements),
+            *(e.expr for e in layout.tier_elements),
         ]
     )
     tier_tensors = tuple_source([t.expr for t in (*layout.checked_tensors, *layout.object_tensors)])
+    # The object tier serves a call no verified key matched: an argument object made fresh each
+    # call, or one that keeps changing. Once it served a call it is tried first (the verified key,
+    # computed in vain for such objects, is skipped) until it serves none; a hint, so a race costs
+    # time, never a wrong call. ``by_object`` answers False where an object it served came back
+    # (``TierMemory``): the slow path verifies it, and the fast path serves it from then on.
     miss = (
         f"        __nc_hit = __nc_by_object_call({call})\n"
-        "        if __nc_hit is None:\n"
+        "        if not __nc_hit:\n"
         f"            return __nc_slow({rebuilt_args}, {rebuilt_kwargs})\n"
+        "        __nc_tier_first[0] = True\n"
         f"        return __nc_hit({call})\n"
         if tiered
         else f"        return __nc_slow({rebuilt_args}, {rebuilt_kwargs})\n"
     )
+    tier_first = (
+        "    if __nc_tier_first[0]:\n"
+        f"        __nc_hit = __nc_by_object_call({call})\n"
+        "        if __nc_hit:\n"
+        f"            return __nc_hit({call})\n"
+        "        __nc_tier_first[0] = False\n"
+        "        if __nc_hit is False:\n"
+        f"            return __nc_slow({rebuilt_args}, {rebuilt_kwargs})\n"
+        if tiered
+        else ""
+    )
     body = (
+        f"{tier_first}"
         "    try:\n"
         f"        __nc_key = {verified_key}\n"
         "        __nc_candidates = __nc_verified(__nc_key)\n"
@@ -396,13 +415,13 @@ def selector(
     # the slow path verifies it once, so that its version tree vouches for it on the fast path.
     promote_reused = (
         f"                    if __nc_tier_memory.promote({layout.first_object}):\n"
-        "                        return None\n"
+        "                        return False\n"
         if layout.first_object is not None
         else ""
     )
     if tiered:
-        # The object tier: tried when no verified key matched; never raises (a call of another
-        # structure goes on to the slow path; an object without weak references stays in the tier).
+        # The object tier: never raises (a call of another structure goes on to the slow path; an
+        # object without weak references stays in the tier); False: verify this one (above).
         source += (
             f"def by_object({params}):\n"
             "    try:\n"

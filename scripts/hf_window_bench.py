@@ -1,6 +1,6 @@
 """A sliding-window model against its twin without a window: ``generate()`` time per way.
 
-    python scripts/hf_window_bench.py [--backend eager] [--layers 4] [--new-tokens 48] [--rounds 7]
+    python scripts/hf_window_bench.py [--backend eager] [--layers 4] [--new-tokens 48] [--rounds 7] [--device cuda]
 
 Tiny random ``MistralForCausalLM`` (every layer sliding, window 16) and ``LlamaForCausalLM`` of the
 same sizes and weights' seed (no download), each with a static cache, greedy. Each is timed under
@@ -49,9 +49,15 @@ def main() -> int:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    ids = torch.randint(3, 128, (1, 8), generator=torch.Generator().manual_seed(0))
+    device = torch.device(args.device)
+    ids = torch.randint(3, 128, (1, 8), generator=torch.Generator().manual_seed(0)).to(device)
+
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     def generate(model: Any) -> Any:
         return model.generate(
@@ -65,7 +71,7 @@ def main() -> int:
     models = {}
     for label, name, extra in (("llama", "Llama", {}), ("mistral", "Mistral", {"sliding_window": 16})):
         for way in ("compile_once", "torch.compile"):
-            model = build(name, args.layers, **extra)
+            model = build(name, args.layers, **extra).to(device)
             if way == "compile_once":
                 model.forward = compile_once(model.forward, backend=args.backend, on_mismatch="recompile")
             else:
@@ -78,12 +84,14 @@ def main() -> int:
     with torch.no_grad():
         for _ in range(args.rounds):
             for key, model in models.items():
+                synchronize()
                 started = time.perf_counter()
                 generate(model)
+                synchronize()
                 seconds[key].append(time.perf_counter() - started)
     medians = {key: statistics.median(times) * 1e3 for key, times in seconds.items()}
     print(
-        f"torch {torch.__version__}, backend {args.backend!r}, {args.layers} layers, hidden 64, "
+        f"torch {torch.__version__}, {device.type}, backend {args.backend!r}, {args.layers} layers, hidden 64, "
         f"{args.new_tokens} new tokens, median of {args.rounds} interleaved rounds (ms per generate())"
     )
     for way in ("compile_once", "torch.compile"):

@@ -11,6 +11,8 @@ import torch
 from test_watch import count_slow_calls
 
 from nocompile import GuardMismatchError, compile_once
+from nocompile._arguments import walk
+from nocompile._layout import CheckLayout
 
 SCALE = torch.nn.Linear(4, 4)
 
@@ -54,6 +56,8 @@ def test_a_fresh_dataclass_each_call_stays_off_the_slow_path(monkeypatch: pytest
         (lambda x: Batch(x, scale=3.0), "scale"),
         (lambda x: Batch(torch.randn(3, 4)), "shape"),
         (lambda x: Batch(x.double()), "dtype"),
+        (lambda x: Batch(x.t().contiguous().t()), "stride"),
+        (lambda x: Batch(x.clone().requires_grad_()), "requires_grad"),
     ],
 )
 def test_a_fresh_object_that_differs_is_still_refused(change: object, message: str) -> None:
@@ -64,6 +68,52 @@ def test_a_fresh_object_that_differs_is_still_refused(change: object, message: s
     f(Batch(x))
     with pytest.raises(GuardMismatchError, match=message):
         f(change(x))  # type: ignore[operator]
+
+
+@torch.no_grad()
+def test_the_tier_key_leaves_tensor_properties_to_the_tensor_check() -> None:
+    """What the tier's C++ tensor check compares (class, shape, dtype, device, requires_grad,
+    strides) is not computed again in its key; the check still refuses each (test above)."""
+    f = compile_once(step, backend="eager")
+    x = torch.randn(2, 4)
+    for _ in range(3):
+        f(Batch(x))
+    selector = f.state.inputs.tables[0].selector
+    (key,) = selector.by_object
+    props = [element.prop for element in CheckLayout.of(walk(step, (Batch(x),), {}, {})).tier_elements]
+    assert "scale" not in props and props  # the float is a value in the key, the tensor's properties are not
+    assert not {"shape", "dtype", "device", "requires_grad", "stride"} & set(props)
+    assert torch.float32 not in key and x.shape not in key
+
+
+@torch.no_grad()
+def test_the_tier_is_tried_first_once_it_served(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fresh objects each call: once the tier served one, the verified key (computed in vain for
+    a fresh object) is skipped; an object verified meanwhile is still served right, and the tier
+    keeps promoting an object it served twice."""
+    f = compile_once(step, backend="eager")
+    x = torch.randn(2, 4)
+    for _ in range(3):
+        f(Batch(x))
+    namespace = f.state.inputs.tables[0].selector.call.__globals__
+    lookups = []
+    verified = namespace["__nc_verified"]
+    monkeypatch.setitem(namespace, "__nc_verified", lambda key: lookups.append(key) or verified(key))
+    slow = count_slow_calls(f, monkeypatch)
+    for _ in range(10):
+        y = torch.randn(2, 4)
+        assert torch.equal(f(Batch(y)), SCALE(y) * 2.0)
+    assert len(lookups) <= 1 and slow == []
+    kept = Batch(x)
+    for _ in range(5):  # served by the tier, verified on its 2nd call, then the fast path
+        assert torch.equal(f(kept), SCALE(x) * 2.0)
+    assert slow == [1]
+    lookups.clear()
+    for _ in range(5):
+        assert torch.equal(f(kept), SCALE(x) * 2.0)
+    assert len(lookups) == 5  # the fast path again: the verified key serves it
+    assert torch.equal(f(Batch(x, scale=2.0)), SCALE(x) * 2.0)
+    assert f.stats.compiles == 1
 
 
 @torch.no_grad()
