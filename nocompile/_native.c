@@ -472,7 +472,18 @@ typedef struct {
 } WatchCheck;
 
 /* How a read is done: a function's or a cell's field directly, a class's MRO, or getattr. */
-enum { READ_GETATTR, READ_CODE, READ_DEFAULTS, READ_KWDEFAULTS, READ_CLOSURE, READ_FUNCTION_NAME, READ_CELL, READ_MRO };
+enum {
+    READ_GETATTR, READ_CODE, READ_DEFAULTS, READ_KWDEFAULTS, READ_CLOSURE, READ_FUNCTION_NAME, READ_CELL, READ_MRO,
+    READ_TYPE_NAME, READ_METHOD_FUNCTION
+};
+
+/* Whether a class's __name__ is its heap type's name field: a class made by type itself (a
+ * metaclass could define __name__, and a class of type cannot be given another one). */
+static int
+plain_type_name(PyObject *holder)
+{
+    return Py_IS_TYPE(holder, &PyType_Type) && PyType_HasFeature((PyTypeObject *)holder, Py_TPFLAGS_HEAPTYPE);
+}
 
 static int
 read_kind(PyObject *holder, PyObject *name)
@@ -486,6 +497,8 @@ read_kind(PyObject *holder, PyObject *name)
     }
     if (PyCell_Check(holder) && PyUnicode_CompareWithASCIIString(name, "cell_contents") == 0) return READ_CELL;
     if (PyType_Check(holder) && PyUnicode_CompareWithASCIIString(name, "__mro__") == 0) return READ_MRO;
+    if (PyUnicode_CompareWithASCIIString(name, "__name__") == 0 && plain_type_name(holder)) return READ_TYPE_NAME;
+    if (PyMethod_Check(holder) && PyUnicode_CompareWithASCIIString(name, "__func__") == 0) return READ_METHOD_FUNCTION;
     return READ_GETATTR;
 }
 
@@ -502,6 +515,8 @@ read_holds(int kind, PyObject *holder, PyObject *name, PyObject *expected)
     case READ_FUNCTION_NAME: now = ((PyFunctionObject *)holder)->func_name; break;
     case READ_CELL: now = PyCell_GET(holder); break;
     case READ_MRO: now = ((PyTypeObject *)holder)->tp_mro; break;
+    case READ_TYPE_NAME: now = ((PyHeapTypeObject *)holder)->ht_name; break;
+    case READ_METHOD_FUNCTION: now = PyMethod_GET_FUNCTION(holder); break;
     default: {
         PyObject *value = PyObject_GetAttr(holder, name);
         if (value == NULL) {

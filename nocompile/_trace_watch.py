@@ -58,6 +58,10 @@ _IMMUTABLE = (int, float, complex, bool, str, bytes, type(None), torch.dtype, to
 _IMPLIED_BY_IDENTITY = {"ID_MATCH", "TYPE_MATCH", "EQUALS_MATCH", "NOT_NONE", "OBJECT_ALIASING"}
 
 _MISSING = object()
+_IMMUTABLE_TYPE = 1 << 8
+"""``Py_TPFLAGS_IMMUTABLETYPE`` (Python 3.10+): a builtin class, whose instances' ``__class__``
+Python refuses to assign (``object.__class__``'s setter), modules excepted."""
+_OBJECT_CLASS = object.__dict__["__class__"]
 
 #: Types whose equal values are interchangeable (NaN is not equal to itself, so it is not).
 _EQUAL_BY_VALUE = frozenset({int, float, complex, bool, str, bytes})
@@ -85,6 +89,12 @@ class Paths:
         _, reads = self.dicts.setdefault(id(d), (d, []))
         if reads is not None:
             reads.append((key, value))
+
+    def keep_class(self, value: Any) -> None:
+        """Check ``value``'s class on every call, unless Python refuses to change it (the class is
+        a builtin, immutable type: a function, a cell, a class of ``type``...; modules excepted)."""
+        if not type(value).__flags__ & _IMMUTABLE_TYPE or isinstance(value, types.ModuleType):
+            self.objects[id(value)] = value
 
     def plain(self, d: dict[Any, Any]) -> None:
         self.dicts[id(d)] = (d, None)
@@ -143,7 +153,8 @@ class TraceWatch:
         # Reads through ``self`` itself (a class attribute) stay here, through the weak reference
         # (its class is compared on every call anyway); the others are compared by the check.
         self._self_reads = tuple((n, v) for h, n, v in paths.reads if h is this and n != "__class__")
-        reads = tuple((h, n, v) for h, n, v in paths.reads if h is not this)
+        # Once each (a helper inlined at two places reads its code twice).
+        reads = tuple({(id(h), n): (h, n, v) for h, n, v in paths.reads if h is not this}.values())
         self._lists = tuple(paths.lists)
         objects = tuple(paths.objects.values())
         dicts = tuple(d for d, _ in self._dicts)
@@ -372,7 +383,7 @@ def _record(paths: Paths, value: Any, leaf_guards: list[Any], source: str, names
             paths.namespace_read(attributes, match.group(1), _MISSING)
         elif kind not in ("ID_MATCH", "TYPE_MATCH", "NOT_NONE", "OBJECT_ALIASING"):
             raise Unfollowed(f"{source}: a {type(value).__name__} guarded by {kind}")
-    paths.objects[id(value)] = value
+    paths.keep_class(value)
 
 
 def _deeply_immutable(value: Any) -> bool:
@@ -433,7 +444,7 @@ def _child(paths: Paths, value: Any, accessor: Any, manager: Any, source: str) -
             paths.lists.append((value, len(value), [(index, item)]))
         _follow(paths, item, manager, f"{source}[{index}]")
     elif kind == "TypeGuardAccessor":
-        paths.objects[id(value)] = value  # its class stays (checked per call) ...
+        paths.keep_class(value)  # its class stays (checked per call) ...
         _follow(paths, type(value), manager, f"type({source})")  # ... and what the trace read of it
     elif kind == "TypeMROGuardAccessor":
         paths.reads.append((value, "__mro__", value.__mro__))
@@ -479,8 +490,21 @@ def _attribute(paths: Paths, value: Any, name: str, manager: Any, source: str) -
     else:
         if attributes is not None and name not in attributes:
             paths.namespace_read(attributes, name, _MISSING)  # set on the instance later: it would shadow
-        paths.reads.append((value, name, item))
+        if name == "__class__" and _plain_class_attribute(type(value)):
+            paths.keep_class(value)  # the same as the class check, which costs no getattr
+        else:
+            paths.reads.append((value, name, item))
     _follow(paths, item, manager, where)
+
+
+def _plain_class_attribute(kind: type) -> bool:
+    """Whether ``obj.__class__`` is ``type(obj)`` for instances of ``kind``: object's descriptor, read
+    by object's or type's ``__getattribute__``."""
+    reader: Any = kind.__getattribute__
+    return inspect.getattr_static(kind, "__class__", None) is _OBJECT_CLASS and reader in (
+        object.__getattribute__,
+        type.__getattribute__,
+    )
 
 
 def _module_part(module: Any, name: str) -> dict[str, Any] | None:

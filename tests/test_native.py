@@ -627,6 +627,44 @@ def test_watch_check_probes_dicts_names_classes_and_reads() -> None:
 
 
 @needs_native
+def test_watch_check_reads_fields_directly_and_sees_them_change() -> None:
+    """A class's ``__name__`` (a class of ``type``: its name field) and a bound method's
+    ``__func__`` are read without getattr; renaming the class or rebinding is still a change.
+    A metaclass's class keeps getattr (a metaclass may define ``__name__``)."""
+    module = native().module
+
+    class Plain:
+        def method(self) -> int:
+            return 1
+
+    class Meta(type):
+        pass
+
+    class Other(metaclass=Meta):
+        pass
+
+    bound = Plain().method
+    reads = (
+        (Plain, "__name__", Plain.__name__),
+        (bound, "__func__", Plain.method),
+        (Other, "__name__", Other.__name__),
+    )
+    check = module.WatchCheck((), (), reads)
+    assert check.probe() is None
+    Plain.__name__ = "Renamed"
+    assert check.probe() == -1
+    Plain.__name__ = reads[0][2]
+    assert check.probe() is None
+    Other.__name__ = "Renamed"
+    assert check.probe() == -1
+    Other.__name__ = reads[2][2]
+    assert check.probe() is None
+    fresh_bound = Plain().method
+    assert module.WatchCheck((), (), ((fresh_bound, "__func__", Plain.method),)).probe() is None
+    assert module.WatchCheck((), (), ((fresh_bound, "__func__", Meta.mro),)).probe() == -1
+
+
+@needs_native
 def test_watch_check_as_a_predicate_checks_its_owner_and_falls_back() -> None:
     module = native().module
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from nocompile import GuardMismatchError, _native_checks, compile_once
 from nocompile._layout import version_trees
-from nocompile._trace_watch import TraceWatch
+from nocompile._trace_watch import Paths, TraceWatch
 
 #: A module of its own, as an imported config module would be.
 settings = types.ModuleType("trace_watch_settings")
@@ -99,6 +99,11 @@ class Inner(nn.Module):
         self.scale = 2.0
 
 
+class Doubled(nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * 2
+
+
 class Outer(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -119,6 +124,7 @@ CHANGES: dict[str, Callable[[Outer], None]] = {
     "a layer removed without hooks": lambda m: m.layers.__delitem__(0),
     "an attribute added to self": lambda m: setattr(m, "extra", torch.ones(2)),
     "a submodule's class": lambda m: setattr(m.inner, "__class__", type("Other", (Inner,), {})),
+    "a layer's class": lambda m: setattr(m.layers[1], "__class__", Doubled),
 }
 
 
@@ -190,3 +196,19 @@ def test_the_watch_holds_self_weakly() -> None:
     alive = weakref.ref(model)
     del model
     assert alive() is None
+
+
+def test_classes_python_cannot_change_are_not_checked_per_call() -> None:
+    """A function's, a cell's, a SimpleNamespace's or a class's own class cannot be assigned (a
+    builtin, immutable type): the watch does not check them on every call; a module's and an instance's it does."""
+    paths = Paths()
+    cell = (lambda: paths).__closure__[0]  # type: ignore[index]
+    fixed = [helper, cell, Outer, print, types.SimpleNamespace()]
+    kept = [settings, Outer(), Doubled(1, 1)]
+    for value in fixed + kept:
+        paths.keep_class(value)
+    assert list(paths.objects.values()) == kept
+    with pytest.raises(TypeError):
+        helper.__class__ = types.MethodType  # type: ignore[assignment]
+    with pytest.raises(TypeError):
+        cell.__class__ = type("Cell", (), {})
