@@ -580,6 +580,8 @@ class CheckLayout:
 
 _OBJECT_SLOT = "__nc_watch"
 _DICT_SLOT = "__nc_dicts"
+DICTS_OPEN = "__nc_dicts_open"
+"""The global of a selector's code that an open module part sets (``_watch.ObjectWatch.open``)."""
 
 
 def same_but_keyword_order(compiled: tuple[Any, ...], given: tuple[Any, ...], position: int) -> bool:
@@ -600,14 +602,17 @@ def dict_slots() -> tuple[str, ...]:
     return tuple(f"{_DICT_SLOT}{i}" for i in range(_watch.OBJECT_WATCH_SLOTS))
 
 
-def _watch_expr(slots: Sequence[str], roots: Sequence[str], local: str) -> str:
+def _watch_expr(slots: Sequence[str], roots: Sequence[str], local: str, opened: str | None = None) -> str:
     """The first slot's check that passes for ``roots`` (read once into a local, so the check
-    tested is the check keyed), or None: one element of the fingerprint."""
+    tested is the check keyed), or None: one element of the fingerprint. With ``opened``, the
+    global an open watch sets (``_watch.ObjectWatch.open``): while set, it is the element, and
+    the roots are not even read."""
     values = f"({local}_roots := ({', '.join(roots)},))"
     tried = [
         f"{local} if ({local} := {slot})({values if i == 0 else local + '_roots'})" for i, slot in enumerate(slots)
     ]
-    return "(" + " else ".join(tried) + " else None)"
+    chain = "(" + " else ".join(tried) + " else None)"
+    return f"({opened} or {chain})" if opened is not None else chain
 
 
 def object_watch_expr(roots: Sequence[str]) -> str:
@@ -617,7 +622,7 @@ def object_watch_expr(roots: Sequence[str]) -> str:
 
 def dict_watch_expr(dicts: Sequence[str]) -> str:
     """The module part's dict versions as one version tree (``_watch.ObjectWatch`` of dicts)."""
-    return _watch_expr(dict_slots(), dicts, "__nc_d")
+    return _watch_expr(dict_slots(), dicts, "__nc_d", DICTS_OPEN)
 
 
 def version_trees() -> bool:
@@ -665,6 +670,7 @@ def pinning_globals() -> dict[str, Any]:
     Version trees need no pins (their slots read as empty)."""
     return {
         **dict.fromkeys((*object_slots(), *dict_slots()), _watch.EMPTY_SLOT),
+        DICTS_OPEN: None,
         _FINGERPRINT: _watch.pin_dict,
         _FINGERPRINT_WALKED: _watch.pin_walked_dict,
         _ID: _watch.pin_object,

@@ -45,6 +45,7 @@ from ._codegen import (
     tuple_source,
 )
 from ._layout import (
+    DICTS_OPEN,
     CheckLayout,
     KeyFn,
     KeyFunction,
@@ -324,7 +325,9 @@ def selector(
         "__nc_tier_first": [False],
     }
     module_watch = (
-        _watch.ObjectWatch(namespace, dict_slots(), functools.partial(_watch.module_tree, layout.module_kinds))
+        _watch.ObjectWatch(
+            namespace, dict_slots(), functools.partial(_watch.module_tree, layout.module_kinds), DICTS_OPEN
+        )
         if layout.module_dicts
         else None
     )

@@ -376,10 +376,16 @@ class ObjectWatch:
         namespace: MutableMapping[str, Any],
         slot_names: tuple[str, ...],
         build: Callable[[tuple[Any, ...]], _version_tree.VersionTree],
+        opened: str | None = None,
     ) -> None:
         self._namespace = namespace
         self._slots = slot_names
         self._build = build
+        self._opened = opened
+        """The global the generated expression reads first (``_layout._watch_expr``): ``OPEN_SLOT``
+        while open (the slots are not tried, nor the roots read), else None."""
+        if opened is not None:
+            namespace[opened] = None
         self._lock = threading.Lock()
         self._trees: dict[Any, _version_tree.VersionTree] = {}
         """The tree of each check in the slots, by check: it holds what its identity checks name."""
@@ -415,6 +421,8 @@ class ObjectWatch:
         with self._lock:
             for i, name in enumerate(self._slots):
                 self._namespace[name] = OPEN_SLOT if i == 0 else EMPTY_SLOT
+            if self._opened is not None:
+                self._namespace[self._opened] = OPEN_SLOT
             self._trees = {}
 
     @property
@@ -424,6 +432,8 @@ class ObjectWatch:
     def forget(self) -> None:
         """Empty the slots and drop every tree: no state is identified until ``remember`` again."""
         with self._lock:
+            if self._opened is not None:
+                self._namespace[self._opened] = None
             for name in self._slots:
                 self._namespace[name] = EMPTY_SLOT
             self._trees = {}

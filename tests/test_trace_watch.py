@@ -20,7 +20,7 @@ import torch
 from test_watch import count_slow_calls
 from torch import nn
 
-from nocompile import GuardMismatchError, _native_checks, compile_once
+from nocompile import GuardMismatchError, _native_checks, _watch, compile_once
 from nocompile._layout import version_trees
 from nocompile._trace_watch import Paths, TraceWatch
 
@@ -91,6 +91,26 @@ def test_stores_the_code_never_read_stay_on_the_per_call_path(checks: str, monke
         assert slow == []
     else:  # Python 3.13: the module part is fingerprinted in the key itself and never opened
         assert len(slow) == 20
+
+
+@pytest.mark.skipif(not version_trees(), reason="Python 3.13: the module part is never opened")
+def test_an_open_module_part_is_one_global_read(checks: str) -> None:
+    """Open, the module part of the key is the flag ``open()`` set: its roots (the globals,
+    ``self``'s dicts) are not read; closed again, the version trees are tried as before."""
+    f = compile_once(backend="eager", on_mismatch="recompile")(lambda x: helper(x))
+    x = torch.ones(2)
+    f(x)
+    f(x)
+    selector = f.state.inputs.tables[0].selector
+    namespace, watch = selector.call.__globals__, selector.module_watch[0]
+    assert "(__nc_dicts_open or (" in selector.source
+    assert watch.is_open and namespace["__nc_dicts_open"] is _watch.OPEN_SLOT
+    key = selector.verified_key(x)
+    assert _watch.OPEN_SLOT in key
+    watch.forget()
+    assert namespace["__nc_dicts_open"] is None and _watch.OPEN_SLOT not in selector.verified_key(x)
+    torch.testing.assert_close(f(x), x * 2 + 1)  # verified again, and opened by no new compile
+    assert f.stats.compiles == 1
 
 
 class Inner(nn.Module):
