@@ -17,6 +17,7 @@ the guards Dynamo wanted and the shape guards to keep, and a ``CompileRecord`` f
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import time
@@ -69,9 +70,20 @@ def private_code(fn: types.FunctionType) -> types.CodeType:
     entry frame and inlines whatever it calls in ``torch.nn`` from there.
     """
     code = fn.__code__
-    if not _compat.skipped_as_top_frame(code):
+    if not _compat.skipped_as_top_frame(code) and _source_findable(fn):
         return code.replace()
     return code.replace(co_filename=traced_alias(code.co_filename))
+
+
+def _source_findable(fn: types.FunctionType) -> bool:
+    """Whether ``inspect`` finds ``fn``'s source file. Where it does not (code run by ``exec``
+    from a string, in globals without a module), torch 2.11's ``torch.compile`` traces an extra
+    frame of its own around the function instead of the function's own frame, and the bytecode
+    hook would catch nothing: the copy then takes a name ``linecache`` knows (``traced_alias``)."""
+    try:
+        return inspect.getsourcefile(fn) is not None
+    except TypeError:  # pragma: no cover - a function always has a code object's file name
+        return False
 
 
 _DIRECT_NAMES = itertools.count(1)

@@ -329,3 +329,17 @@ def test_sequential_aot_compile_then_calls_without_compiling() -> None:
         assert compiled.aot_compile(x) is not None
         torch.testing.assert_close(compiled(x), seq(x))
     assert (compiled.stats.compiles, compiled.stats.calls) == (1, 1)
+
+
+def test_a_function_run_from_a_string_without_a_module_compiles() -> None:
+    """``exec`` of a string in globals without ``__name__`` (code generators, templated models):
+    ``inspect`` finds no source file, and torch 2.11's ``torch.compile`` then traces an extra frame
+    of its own around the function, which nocompile's bytecode hook would miss ("Dynamo ran it
+    without transforming it"). The private copy takes a file name ``linecache`` knows instead."""
+    namespace: dict[str, Any] = {}
+    exec("def f(x):\n    return x * 2 + 1\n", {}, namespace)
+    f = compile_once(backend="eager")(namespace["f"])
+    x = torch.ones(3)
+    torch.testing.assert_close(f(x), x * 2 + 1)
+    code = f.specializations[0].transformed_code
+    assert "nocompile copy of <string>" in code.co_filename
