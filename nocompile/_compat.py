@@ -8,6 +8,7 @@ releases and Pythons ran the test suite); where releases differ, the helper's do
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import copy
 import functools
@@ -16,6 +17,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import types
 import warnings
 from collections.abc import Callable, Iterator
@@ -313,7 +315,71 @@ def aot_compile(
     aot = getattr(compiled, "aot_compile", None)
     if aot is None:  # pragma: no cover - aot_available() said yes
         raise RuntimeError(f"torch {torch.__version__}: torch.compile(...) has no aot_compile")
-    return aot((tuple(args), dict(kwargs)))
+    with _compile_event(), _builtins_resolve_external_refs():
+        return aot((tuple(args), dict(kwargs)))
+
+
+_EXTERNAL_REFS = threading.RLock()
+
+
+@contextlib.contextmanager
+def _builtins_resolve_external_refs() -> Iterator[None]:
+    """Torch 2.11 refuses to build (or load) an artifact whose transformed bytecode names a builtin
+    the function's module does not define (``type`` in Hugging Face's code): "Missing required
+    external references". The function it builds reads them through its globals' ``__builtins__``
+    as any function does; torch 2.13 carries them in the artifact. Here its check counts them."""
+    if torch_version() >= (2, 13):
+        yield
+        return
+    from torch._dynamo.convert_frame import GraphRuntimeEnv
+
+    original = GraphRuntimeEnv._check_external_refs
+
+    def check(env: Any, f_globals: dict[str, Any]) -> None:
+        space = f_globals.get("__builtins__", builtins)
+        names = vars(space) if isinstance(space, types.ModuleType) else space
+        original(env, {**dict.fromkeys(r for r in env.external_refs if r in names), **f_globals})
+
+    with _EXTERNAL_REFS:  # one patch at a time; the class is torch's
+        GraphRuntimeEnv._check_external_refs = check  # type: ignore[method-assign, assignment]
+        try:
+            yield
+        finally:
+            GraphRuntimeEnv._check_external_refs = original  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def _compile_events_kept() -> Iterator[None]:
+    """Torch 2.11's ``torch._inductor.aot_compile`` empties the compile-event stack on its way out
+    (``reset_event_log_on_exit``), the events of the ``aot_compile`` it runs inside included, whose
+    guards then find no outermost event: put them back. Torch 2.13 keeps them."""
+    if torch_version() >= (2, 13):
+        yield
+        return
+    from torch._dynamo.utils import get_chromium_event_logger
+
+    log = get_chromium_event_logger()
+    stack, substack = list(log.get_stack()), list(log.get_pt2_compile_substack())
+    try:
+        yield
+    finally:
+        if not log.get_stack():
+            log.get_stack().extend(stack)
+            log.get_pt2_compile_substack().extend(substack)
+
+
+def _compile_event() -> contextlib.AbstractContextManager[Any]:
+    """An outermost compile event around ``aot_compile``, which torch 2.11 lacks around the guards
+    it builds there (their latency is counted on the outermost event: "No toplevel event
+    active"); torch 2.13 opens one itself."""
+    if torch_version() >= (2, 13):
+        return contextlib.nullcontext()
+    from torch._dynamo.utils import dynamo_timed, get_metrics_context
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(get_metrics_context())
+    stack.enter_context(dynamo_timed("nocompile_aot_compile"))
+    return stack
 
 
 def aoti_runner(module: torch.nn.Module, x: torch.Tensor, path: str) -> Callable[[], Any]:
@@ -335,7 +401,8 @@ def aot_load(payload: bytes, f_globals: dict[str, Any], external: dict[str, Any]
     """Unpickle an artifact with ``torch.compiler.load_compiled_function``. Runs its code."""
     import io
 
-    return torch.compiler.load_compiled_function(io.BytesIO(payload), f_globals=f_globals, external_data=external)
+    with _builtins_resolve_external_refs():
+        return torch.compiler.load_compiled_function(io.BytesIO(payload), f_globals=f_globals, external_data=external)
 
 
 def aot_outside_names(aot: Any) -> list[str]:
@@ -344,7 +411,8 @@ def aot_outside_names(aot: Any) -> list[str]:
     such as ``___module_collections_<id>_c0`` for a module reached through another module)."""
     env, backend_id = aot._artifacts.runtime_env, aot._artifacts.backend_id
     carried = {*env.import_sources, *env.used_globals, backend_id}
-    return sorted(set(getattr(env, "external_refs", ())) - carried)
+    # A builtin (torch 2.11 does not carry them) is read through the function's ``__builtins__``.
+    return sorted(set(getattr(env, "external_refs", ())) - carried - set(vars(builtins)))
 
 
 def aot_bytecode_function(aot: Any) -> types.FunctionType:
@@ -385,7 +453,7 @@ def aoti_package(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor], o
     failure inductor's backend takes the graph), outside torch's tracing context (it traces anew)."""
     from torch._inductor.package.package import package_aoti
 
-    with torch._guards.tracing(None):
+    with torch._guards.tracing(None), _compile_events_kept():
         files = torch._inductor.aot_compile(
             copy.deepcopy(gm), tuple(example_inputs), options={**options, "aot_inductor.package": True}
         )
