@@ -19,6 +19,7 @@ import dataclasses
 import itertools
 import json
 import sys
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -71,9 +72,17 @@ class Settings:
 
 
 def _script(model: torch.nn.Module) -> dict[str, Any]:
-    namespace: dict[str, Any] = {"MODEL": model, "SETTINGS": Settings(), "__name__": "nocompile_bench_script"}
+    """A script's namespace: a module of its own (registered in ``sys.modules``, as ``__main__``
+    is; torch 2.11's Dynamo imports a frame's module by name)."""
+    script = types.ModuleType(f"nocompile_bench_script_{next(_SCRIPTS)}")
+    sys.modules[script.__name__] = script
+    namespace: dict[str, Any] = vars(script)
+    namespace.update(MODEL=model, SETTINGS=Settings())
     exec(compile(SCRIPT, "<nocompile bench script>", "exec"), namespace)
     return namespace
+
+
+_SCRIPTS = itertools.count()
 
 
 def _compiled(way: str, fn: Callable[..., Any], backend: str) -> Callable[..., Any]:
