@@ -27,10 +27,9 @@ import torch
 
 from ._codegen import closure_values
 
-#: Oldest torch release nocompile runs on: the oldest the test suite has run against
-#: (docs/versions.md). Releases before 2.10 cannot filter the GLOBAL_STATE and
-#: TORCH_FUNCTION_MODE_STACK guards through ``guard_filter_fn`` and lack the bytecode-hook
-#: handle API this package relies on; 2.10 itself was never verified.
+#: Oldest torch release nocompile runs on: the oldest the suite has run against (docs/versions.md).
+#: Before 2.10 ``guard_filter_fn`` cannot drop the GLOBAL_STATE and TORCH_FUNCTION_MODE_STACK
+#: guards, nor is there the bytecode-hook handle API; 2.10 itself was never verified.
 MIN_TORCH = (2, 11)
 
 #: Newest torch release the test suite has run against. A newer one gets a warning, not an
@@ -87,18 +86,11 @@ def register_bytecode_hook(hook: BytecodeHook) -> Any:
 
 @contextlib.contextmanager
 def compilation_config(limit: int = 1 << 20) -> Iterator[None]:
-    """Dynamo settings for the duration of one nocompile compilation, restored on exit.
-
-    * Recompile limits raised: each nocompile specialization compiles a fresh code object, so
-      the per-code limit is never the issue; the process-wide accumulated limit is, in a
-      long-running process with many decorated functions.
-    * ``record_runtime_overhead`` off (where the torch version has it): otherwise the
-      transformed bytecode brackets its weight-fetching prologue with profiler bookkeeping
-      calls (``record_pregraph_bytecode_enter/exit``, the latter wrapped in a Dynamo-disable
-      shim) that cost noticeably per call and only feed the profiler's "Pregraph bytecode" event.
-
-    ``config.patch`` restores the previous values also when compilation raises.
-    """
+    """Dynamo settings for one nocompile compilation, restored on exit (also when it raises):
+    recompile limits raised (each specialization compiles a fresh code object; the process-wide
+    accumulated limit is what a long-running process would hit), and ``record_runtime_overhead``
+    off where torch has it (else the bytecode brackets its prologue with profiler calls that cost
+    per call and only feed the profiler's "Pregraph bytecode" event)."""
     import torch._dynamo.config as dynamo_config
 
     changes: dict[str, Any] = {"recompile_limit": limit, "accumulated_recompile_limit": limit}
@@ -110,14 +102,9 @@ def compilation_config(limit: int = 1 << 20) -> Iterator[None]:
 
 @contextlib.contextmanager
 def marked_dynamic(marks: list[tuple[torch.Tensor, tuple[int, ...]]]) -> Iterator[None]:
-    """Mark dims dynamic for one compile, then leave the caller's tensors as they were.
-
-    ``torch._dynamo.mark_dynamic`` records the dims on the tensor object itself
-    (``_dynamo_dynamic_indices``, ``_dynamo_dynamic_range``, ``_specialize_on``, ..., which vary by release) and
-    mutates sets already there; left there, they would change how any later ``torch.compile``
-    treats the user's tensor. So every attribute it adds or changes is put back: removed, or
-    restored from a copy taken before.
-    """
+    """Mark dims dynamic for one compile, then leave the caller's tensors as they were:
+    ``mark_dynamic`` records them on the tensor itself (attributes that vary by release), which
+    would change how a later ``torch.compile`` treats it; what it adds or changes is put back."""
     saved = [(t, {name: copy.copy(value) for name, value in vars(t).items()}) for t, _ in marks]
     try:
         for tensor, dims in marks:
@@ -176,25 +163,18 @@ def skipped_as_top_frame(code: types.CodeType) -> bool:
 
 
 def has_dynamo_cache_entry(code: types.CodeType) -> bool:
-    """Whether Dynamo finished compiling ``code``: a cache entry (guards and all) exists.
-
-    The bytecode hook fires before Dynamo builds guards, and guard building can still fail
-    (a dynamic dim the code specialized raises a constraint violation there); only the cache
-    entry says the compilation really completed.
-    """
+    """Whether Dynamo finished compiling ``code``: a cache entry exists. The bytecode hook fires
+    before the guards are built, which can still fail (a dynamic dim the code specialized)."""
     from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
     return bool(_debug_get_cache_entry_list(code))
 
 
 def tensor_match(tensors: list[torch.Tensor], sizes: list[list[int | None]], strides: list[list[int | None]]) -> Any:
-    """Dynamo's C++ TENSOR_MATCH check for these tensors, as one object with ``check(*tensors)``.
-
-    ``check`` compares each tensor's Python class, dispatch key set (under the thread's current
-    dispatch state, as when built), dtype, device, requires_grad, sizes and strides with what
-    was recorded here — ``None`` in ``sizes``/``strides`` means "any value" (a dynamic dim) —
-    in C++, without a Python-level step per tensor. It keeps no reference to the tensors.
-    """
+    """Dynamo's C++ TENSOR_MATCH check for these tensors, as one object with ``check(*tensors)``:
+    each tensor's class, dispatch keys (under the thread's dispatch state), dtype, device,
+    requires_grad, sizes and strides as recorded here (``None``: a dynamic dim, any value), in C++.
+    It keeps no reference to the tensors."""
     from torch._C._dynamo.guards import TensorGuards
 
     # The .pyi stub types these as one flat list[SymInt | None]; the C++ binding takes one list
@@ -213,14 +193,9 @@ def tensor_mismatch(match: Any, tensors: tuple[torch.Tensor, ...], names: tuple[
 
 
 def compile_backend(backend: str | Callable[..., Any], mode: str | None, options: dict[str, Any] | None) -> Any:
-    """The backend callable ``torch.compile(backend=, mode=, options=)`` would build itself.
-
-    nocompile calls this callable from a small recording backend of its own (to see Dynamo's FX
-    graph for ``explain()``), and hands ``torch.compile`` only the recording backend plus the
-    ``guard_filter_fn``; building the wrapper here keeps ``mode``/``options`` meaning exactly what
-    they mean to ``torch.compile``. Mirrors ``torch.compile`` on the supported releases
-    (``_TorchCompileInductorWrapper`` for ``"inductor"``, ``_TorchCompileWrapper`` otherwise).
-    """
+    """The backend callable ``torch.compile(backend=, mode=, options=)`` would build itself (its
+    ``_TorchCompileInductorWrapper`` or ``_TorchCompileWrapper``), which nocompile's recording
+    backend calls: ``mode`` and ``options`` mean exactly what they mean to ``torch.compile``."""
     if mode is None and options is None:
         mode = "default"
     # torch leaves both wrapper classes unannotated: called through Callable[..., Any] names.
@@ -253,22 +228,15 @@ def storage_unshared(tensors: tuple[torch.Tensor, ...]) -> bool:
 
 
 def tensor_version(tensor: torch.Tensor) -> int:
-    """The version counter of ``tensor``: bumped by every in-place change to its data.
-
-    Used to notice a function that mutates one of its tensor arguments in place, which a CUDA
-    graph's static input copy would hide.
-    """
+    """``tensor``'s version counter, bumped by every in-place change (a CUDA graph's static input
+    copy would hide a function mutating its argument)."""
     return int(tensor._version)
 
 
 def current_raw_stream_getter() -> Callable[[int], int]:
-    """``index -> handle`` of the current CUDA stream of device ``index``, as an int.
-
-    ``torch._C._cuda_getCurrentRawStream`` (what inductor's generated code calls each launch)
-    costs a fraction of ``torch.cuda.current_stream()``, which builds a ``Stream`` object: it
-    lets the CUDA-graph replay path notice a change of stream cheaply. Falls back to the public
-    ``torch.cuda.current_stream(index).cuda_stream``.
-    """
+    """``index -> handle`` of device ``index``'s current CUDA stream, as an int: what inductor's
+    code calls each launch, a fraction of ``torch.cuda.current_stream()`` (which builds an object;
+    the fallback), so that a replay notices a change of stream cheaply."""
     getter = getattr(torch._C, "_cuda_getCurrentRawStream", None)
     if getter is None:
         return lambda index: int(torch.cuda.current_stream(index).cuda_stream)
@@ -315,71 +283,43 @@ def aot_compile(
     aot = getattr(compiled, "aot_compile", None)
     if aot is None:  # pragma: no cover - aot_available() said yes
         raise RuntimeError(f"torch {torch.__version__}: torch.compile(...) has no aot_compile")
-    with _compile_event(), _builtins_resolve_external_refs():
+    with _old_aot_mended():
         return aot((tuple(args), dict(kwargs)))
 
 
-_EXTERNAL_REFS = threading.RLock()
+_OLD_AOT = threading.RLock()
 
 
 @contextlib.contextmanager
-def _builtins_resolve_external_refs() -> Iterator[None]:
-    """Torch 2.11 refuses to build (or load) an artifact whose transformed bytecode names a builtin
-    the function's module does not define (``type`` in Hugging Face's code): "Missing required
-    external references". The function it builds reads them through its globals' ``__builtins__``
-    as any function does; torch 2.13 carries them in the artifact. Here its check counts them."""
+def _old_aot_mended() -> Iterator[None]:
+    """Torch 2.11's ahead-of-time path, mended where 2.13 needs nothing. Its ``aot_compile`` builds
+    guards that count their latency on an outermost compile event it does not open ("No toplevel
+    event active"), and which inductor's own ``aot_compile`` (AOTInductor's kernels) clears on its
+    way out: one is opened here, the clearing held off. And a builtin the bytecode names that the
+    module lacks (``type`` in Hugging Face's code) is "Missing required external references",
+    though the function reads it through ``__builtins__``: here it counts as present."""
     if torch_version() >= (2, 13):
         yield
         return
     from torch._dynamo.convert_frame import GraphRuntimeEnv
+    from torch._dynamo.utils import ChromiumEventLogger, dynamo_timed, get_metrics_context
 
-    original = GraphRuntimeEnv._check_external_refs
+    check, reset = GraphRuntimeEnv._check_external_refs, ChromiumEventLogger.reset
 
-    def check(env: Any, f_globals: dict[str, Any]) -> None:
+    def builtins_count(env: Any, f_globals: dict[str, Any]) -> None:
         space = f_globals.get("__builtins__", builtins)
         names = vars(space) if isinstance(space, types.ModuleType) else space
-        original(env, {**dict.fromkeys(r for r in env.external_refs if r in names), **f_globals})
+        check(env, {**dict.fromkeys(r for r in env.external_refs if r in names), **f_globals})
 
-    with _EXTERNAL_REFS:  # one patch at a time; the class is torch's
-        GraphRuntimeEnv._check_external_refs = check  # type: ignore[method-assign, assignment]
+    # One at a time (the classes are torch's); RLock: a load may run inside a compile.
+    with _OLD_AOT, get_metrics_context(), dynamo_timed("nocompile_aot_compile"):
+        GraphRuntimeEnv._check_external_refs = builtins_count  # type: ignore[method-assign, assignment]
+        ChromiumEventLogger.reset = lambda self: None  # type: ignore[method-assign]
         try:
             yield
         finally:
-            GraphRuntimeEnv._check_external_refs = original  # type: ignore[method-assign]
-
-
-@contextlib.contextmanager
-def _compile_events_kept() -> Iterator[None]:
-    """Torch 2.11's ``torch._inductor.aot_compile`` empties the compile-event stack on its way out
-    (``reset_event_log_on_exit``), the events of the ``aot_compile`` it runs inside included, whose
-    guards then find no outermost event: put them back. Torch 2.13 keeps them."""
-    if torch_version() >= (2, 13):
-        yield
-        return
-    from torch._dynamo.utils import get_chromium_event_logger
-
-    log = get_chromium_event_logger()
-    stack, substack = list(log.get_stack()), list(log.get_pt2_compile_substack())
-    try:
-        yield
-    finally:
-        if not log.get_stack():
-            log.get_stack().extend(stack)
-            log.get_pt2_compile_substack().extend(substack)
-
-
-def _compile_event() -> contextlib.AbstractContextManager[Any]:
-    """An outermost compile event around ``aot_compile``, which torch 2.11 lacks around the guards
-    it builds there (their latency is counted on the outermost event: "No toplevel event
-    active"); torch 2.13 opens one itself."""
-    if torch_version() >= (2, 13):
-        return contextlib.nullcontext()
-    from torch._dynamo.utils import dynamo_timed, get_metrics_context
-
-    stack = contextlib.ExitStack()
-    stack.enter_context(get_metrics_context())
-    stack.enter_context(dynamo_timed("nocompile_aot_compile"))
-    return stack
+            GraphRuntimeEnv._check_external_refs = check  # type: ignore[method-assign]
+            ChromiumEventLogger.reset = reset  # type: ignore[method-assign]
 
 
 def aoti_runner(module: torch.nn.Module, x: torch.Tensor, path: str) -> Callable[[], Any]:
@@ -401,7 +341,7 @@ def aot_load(payload: bytes, f_globals: dict[str, Any], external: dict[str, Any]
     """Unpickle an artifact with ``torch.compiler.load_compiled_function``. Runs its code."""
     import io
 
-    with _builtins_resolve_external_refs():
+    with _old_aot_mended():
         return torch.compiler.load_compiled_function(io.BytesIO(payload), f_globals=f_globals, external_data=external)
 
 
@@ -453,7 +393,7 @@ def aoti_package(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor], o
     failure inductor's backend takes the graph), outside torch's tracing context (it traces anew)."""
     from torch._inductor.package.package import package_aoti
 
-    with torch._guards.tracing(None), _compile_events_kept():
+    with torch._guards.tracing(None):
         files = torch._inductor.aot_compile(
             copy.deepcopy(gm), tuple(example_inputs), options={**options, "aot_inductor.package": True}
         )
@@ -714,21 +654,13 @@ def _unserializable(fn: Any) -> Any:
 def direct_graph_call(compiled: Any) -> Callable[..., Any] | None:
     """The inductor inference graph behind one of Dynamo's ``__compiled_fn_*`` globals, callable
     with the same flat arguments past four layers of per-call Python, or None where the structure
-    is not the one known here (another torch release's layers, any other backend, a training graph).
+    is not the one known here (another torch release's, another backend, a training graph).
 
-    ``__compiled_fn_*`` is Dynamo's ``disable`` wrapper (the eval-frame callback off for the call)
-    around AOTAutograd's ``forward`` (parameters lifted into the inputs: none, with Dynamo's
-    inlined modules), the ``runtime_wrapper`` (profiler records) around AOTAutograd's *generated*
-    runtime wrapper, which calls ``CompiledFxGraph`` (autotune-cache and runtime-metrics
-    bookkeeping), which calls inductor's kernel runner; a ``SerializableCompiledFunction`` sits
-    somewhere between, depending on whether the compile hit the cache. The
-    generated wrapper is what carries the semantics (grad mode off around an inference graph,
-    input mutations copied back, aliased outputs regenerated, the output count checked): it is
-    kept, called with the kernel runner itself (read on every call, as ``CompiledFxGraph``
-    does). What is given up: the eval-frame callback is not switched off around the kernels
-    (nocompile's per-call code never runs under it: inside a ``torch.compile`` trace the entry
-    runs the original function), and profiler traces lose the wrapper's two record ranges.
-    """
+    Dynamo's ``disable`` wrapper, AOTAutograd's ``forward``, its ``runtime_wrapper`` and
+    ``CompiledFxGraph`` are skipped; AOTAutograd's *generated* runtime wrapper, which carries the
+    semantics (grad mode, input mutations, aliased outputs, the output count), is kept and called
+    with the kernel runner itself. Given up: the eval-frame callback stays on around the kernels
+    (nocompile's per-call code never runs under a trace) and two profiler record ranges."""
     try:
         from torch._inductor.output_code import CompiledFxGraph
 
