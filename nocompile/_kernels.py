@@ -127,6 +127,9 @@ def not_taken(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> str | None
     devices = {t.device for t in example_inputs}
     if len(devices) > 1 or next(iter(devices)).type not in ("cpu", "cuda"):
         return f"the graph's inputs are on {sorted(map(str, devices))}"
+    unverified = unverified_device(next(iter(devices)).type)
+    if unverified is not None:
+        return unverified
     if torch.is_grad_enabled() and any(t.requires_grad for t in example_inputs):
         return "the graph needs autograd (grad enabled and an input requires grad)"
     (output,) = [node for node in gm.graph.nodes if node.op == "output"]
@@ -134,6 +137,15 @@ def not_taken(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> str | None
         meta = getattr(leaf, "meta", {})
         if not isinstance(meta.get("example_value", meta.get("val")), torch.Tensor):
             return "the graph returns something other than tensors"
+    return None
+
+
+def unverified_device(device_type: str) -> str | None:
+    """Why AOTInductor is not used on ``device_type`` with this torch, or None. On CUDA it needs
+    torch 2.13: on torch 2.11 with an H100 the cold process crashed (SIGSEGV) compiling the 8-layer
+    reference with it (2026-12-08); inductor's own backend is what was verified to save there."""
+    if device_type == "cuda" and _compat.torch_version() < (2, 13):
+        return "CUDA on torch < 2.13 (AOTInductor crashed there; inductor's own backend is verified)"
     return None
 
 

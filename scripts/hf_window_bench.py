@@ -66,6 +66,7 @@ def main() -> int:
             min_new_tokens=args.new_tokens,
             do_sample=False,
             cache_implementation="static",
+            disable_compile=True,  # on CUDA generate() would compile forward itself, around compile_once
         )
 
     models = {}

@@ -158,7 +158,18 @@ def test_a_warm_load_on_an_empty_inductor_cache_does_no_compile_work(
     assert "called past its Python wrappers (AOTInductor's loader called directly)" in warm["explain"]
 
 
+def test_aotinductor_on_cuda_needs_torch_2_13(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On torch 2.11 with an H100 the cold process crashed (SIGSEGV) building AOTInductor's CUDA
+    kernels: there, CUDA graphs keep inductor's own backend (the path verified to save on 2.11)."""
+    monkeypatch.setattr(_compat, "torch_version", lambda: (2, 11))
+    assert "torch < 2.13" in str(_kernels.unverified_device("cuda"))
+    assert _kernels.unverified_device("cpu") is None
+    monkeypatch.setattr(_compat, "torch_version", lambda: (2, 13))
+    assert _kernels.unverified_device("cuda") is None
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.skipif(_compat.torch_version() < (2, 13), reason="AOTInductor on CUDA: torch 2.13")
 def test_a_warm_cuda_load_on_empty_inductor_and_triton_caches_does_no_compile_work(tmp_path: pathlib.Path) -> None:
     """The same on a GPU (``STEPS=warmstart bash scripts/gpu_check.sh``): the kernels (cubins and
     the C++ calling them) travel in the artifact, so an empty inductor and Triton cache builds nothing."""
