@@ -22,7 +22,7 @@ import pytest
 import torch
 from torch import nn
 
-from nocompile import GuardMismatchError, _compat, compile_once
+from nocompile import GuardMismatchError, compile_once
 
 # -- modules whose forward lives in torch.nn --------------------------------------------------
 
@@ -263,11 +263,6 @@ class Factor:
         return x * cls.factor
 
 
-@pytest.mark.xfail(
-    _compat.torch_version() < (2, 13),
-    strict=True,
-    reason="torch 2.11's Dynamo does not guard cls.factor read through a bound classmethod (stock misses it too)",
-)
 def test_bound_classmethod_compiles_and_sees_its_class_change() -> None:
     compiled = compile_once(Factor.apply, backend="eager", on_mismatch="recompile")
     x = torch.ones(2)

@@ -20,7 +20,7 @@ import torch
 from test_watch import count_slow_calls
 from torch import nn
 
-from nocompile import GuardMismatchError, _compat, _native_checks, _watch, compile_once
+from nocompile import GuardMismatchError, _native_checks, _watch, compile_once
 from nocompile._layout import version_trees
 from nocompile._trace_watch import Paths, TraceWatch
 
@@ -148,20 +148,7 @@ CHANGES: dict[str, Callable[[Outer], None]] = {
 }
 
 
-#: torch 2.11's Dynamo does not guard the class of a ModuleList's item (stock ``torch.compile``
-#: runs the old code too): the watch sees the change and defers to those guards, which pass.
-OLD_DYNAMO_MISSES = {"a layer's class"} if _compat.torch_version() < (2, 13) else set()
-
-
-@pytest.mark.parametrize(
-    "change",
-    [
-        pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="torch < 2.13's Dynamo does not guard it"))
-        if c in OLD_DYNAMO_MISSES
-        else c
-        for c in sorted(CHANGES)
-    ],
-)
+@pytest.mark.parametrize("change", sorted(CHANGES))
 @pytest.mark.parametrize("form", ["compile_once(model)", "a wrapper's *args"])
 def test_changes_below_self_are_caught(change: str, form: str, checks: str) -> None:
     model, x = Outer().eval(), torch.randn(1, 2)
@@ -221,11 +208,6 @@ def test_a_rebuilt_watch_keeps_the_object_the_per_call_path_holds(checks: str, m
     assert slow == []
 
 
-@pytest.mark.xfail(
-    _compat.torch_version() < (2, 13),
-    strict=True,
-    reason="torch 2.11's guard manager holds self itself (as stock torch.compile's cache entry does)",
-)
 def test_the_watch_holds_self_weakly() -> None:
     model = Outer().eval()
     compiled = compile_once(model.forward, backend="eager")
